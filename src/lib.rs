@@ -1,0 +1,15 @@
+//! regimen: a declarative GitOps reconciler for container images.
+//!
+//! The flow is `config` (YAML → validated `Desired`) → `observe` (registries →
+//! `Observed`) → `plan` (pure: `Plan`) → `render` / `apply`.
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod observe;
+pub mod plan;
+pub mod registry;
+pub mod render;
+#[doc(hidden)]
+pub mod testkit;

@@ -1,0 +1,162 @@
+//! Manifests as raw bytes plus just enough parsing to walk them. The bytes are
+//! what gets copied; the parse is only for finding children and blobs.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{Descriptor, RegistryError};
+use crate::model::Digest;
+
+pub struct MediaType;
+
+impl MediaType {
+    pub const OCI_MANIFEST: &'static str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &'static str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_CONFIG: &'static str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_EMPTY: &'static str = "application/vnd.oci.empty.v1+json";
+    pub const OCI_LAYER: &'static str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const DOCKER_MANIFEST: &'static str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &'static str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_CONFIG: &'static str = "application/vnd.docker.container.image.v1+json";
+
+    /// Every manifest media type we read and write, for `Accept` headers.
+    pub const ALL_MANIFESTS: [&'static str; 4] =
+        [Self::OCI_MANIFEST, Self::OCI_INDEX, Self::DOCKER_MANIFEST, Self::DOCKER_LIST];
+
+    pub fn is_index(mt: &str) -> bool {
+        mt == Self::OCI_INDEX || mt == Self::DOCKER_LIST
+    }
+}
+
+/// A manifest exactly as stored: its bytes, the media type it was served
+/// with, and the digest of those bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub media_type: String,
+    pub bytes: Bytes,
+    pub digest: Digest,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    #[serde(default)]
+    subject: Option<Descriptor>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// The structure of a manifest, for walking.
+#[derive(Clone, Debug)]
+pub enum Parsed {
+    Image {
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+        subject: Option<Descriptor>,
+        artifact_type: Option<String>,
+        annotations: BTreeMap<String, String>,
+    },
+    Index {
+        manifests: Vec<Descriptor>,
+        subject: Option<Descriptor>,
+        artifact_type: Option<String>,
+        annotations: BTreeMap<String, String>,
+    },
+}
+
+impl Manifest {
+    /// Wraps bytes, computing their digest. The media type comes from the
+    /// caller (the registry's Content-Type) or, failing that, from the JSON.
+    pub fn from_bytes(bytes: impl Into<Bytes>, media_type: Option<&str>) -> Result<Manifest, RegistryError> {
+        let bytes = bytes.into();
+        let digest = Digest::sha256_of(&bytes);
+        let media_type = match media_type.filter(|m| !m.is_empty() && *m != "application/json") {
+            Some(m) => m.to_string(),
+            None => {
+                let raw: Raw = serde_json::from_slice(&bytes)
+                    .map_err(|e| RegistryError::other(format!("manifest {digest} is not valid JSON: {e}")))?;
+                raw.media_type.unwrap_or_else(|| {
+                    if raw.manifests.is_empty() {
+                        MediaType::OCI_MANIFEST.to_string()
+                    } else {
+                        MediaType::OCI_INDEX.to_string()
+                    }
+                })
+            }
+        };
+        Ok(Manifest { media_type, bytes, digest })
+    }
+
+    pub fn is_index(&self) -> bool {
+        MediaType::is_index(&self.media_type)
+    }
+
+    pub fn parse(&self) -> Result<Parsed, RegistryError> {
+        let raw: Raw = serde_json::from_slice(&self.bytes)
+            .map_err(|e| RegistryError::other(format!("manifest {} cannot be read: {e}", self.digest)))?;
+        if self.is_index() {
+            Ok(Parsed::Index {
+                manifests: raw.manifests,
+                subject: raw.subject,
+                artifact_type: raw.artifact_type,
+                annotations: raw.annotations,
+            })
+        } else {
+            let config = raw.config.ok_or_else(|| {
+                RegistryError::other(format!("manifest {} ({}) has no config", self.digest, self.media_type))
+            })?;
+            Ok(Parsed::Image {
+                config,
+                layers: raw.layers,
+                subject: raw.subject,
+                artifact_type: raw.artifact_type,
+                annotations: raw.annotations,
+            })
+        }
+    }
+
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.bytes.len() as u64,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+            platform: None,
+        }
+    }
+}
+
+impl Parsed {
+    pub fn subject(&self) -> Option<&Descriptor> {
+        match self {
+            Parsed::Image { subject, .. } | Parsed::Index { subject, .. } => subject.as_ref(),
+        }
+    }
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        match self {
+            Parsed::Image { annotations, .. } | Parsed::Index { annotations, .. } => annotations,
+        }
+    }
+    /// The artifact type as the referrers API reports it: `artifactType`, else the config media type.
+    pub fn artifact_type(&self) -> Option<String> {
+        match self {
+            Parsed::Image { artifact_type, config, .. } => {
+                artifact_type.clone().or_else(|| Some(config.media_type.clone()))
+            }
+            Parsed::Index { artifact_type, .. } => artifact_type.clone(),
+        }
+    }
+}

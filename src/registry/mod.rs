@@ -1,0 +1,159 @@
+//! The registry trait: the protocol verbs every backend offers, nothing more.
+//! Planning never sees a registry; observe and apply talk to it through this trait.
+
+pub mod manifest;
+pub mod oci_layout;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Digest, RegistryName, Repo, Tag};
+
+pub use manifest::{Manifest, MediaType};
+
+/// A blob's bytes as they arrive; never a whole layer in memory.
+pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// An OCI content descriptor (the JSON shape used in manifests and indexes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The repo, manifest or blob does not exist (a fact, not a failure).
+    NotFound,
+    /// The backend does not offer this verb (e.g. tag DELETE on Distribution).
+    Unsupported,
+    /// Credentials missing or refused.
+    Denied,
+    /// Content did not hash to the digest it was written or served under.
+    DigestMismatch,
+    /// Anything else: I/O, protocol, server errors after retries.
+    Other,
+}
+
+/// A registry error that names what was being done, where.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RegistryError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RegistryError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RegistryError { kind, message: message.into() }
+    }
+    pub fn not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NotFound, format!("{what} not found"))
+    }
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Other, message)
+    }
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// What a manifest HEAD tells: enough to compare without downloading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// The protocol verbs. Every method names one HTTP-level operation of the
+/// distribution spec (or its OCI-layout equivalent); composition lives in
+/// `observe` and `apply`.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// The policy name of this registry (used in messages).
+    fn name(&self) -> &RegistryName;
+
+    /// Repositories in the registry (catalog). `Unsupported` where there is none.
+    async fn list_repos(&self) -> Result<Vec<Repo>>;
+
+    /// Tags of a repository; a missing repository has no tags (`Ok(vec![])`).
+    async fn list_tags(&self, repo: &Repo) -> Result<Vec<Tag>>;
+
+    /// Digest and media type of a manifest by tag or digest; `None` if absent.
+    async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<ManifestHead>>;
+
+    /// The manifest's raw bytes and media type; `None` if absent.
+    async fn get_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<Manifest>>;
+
+    /// Stores manifest bytes exactly as given, under its digest and, when `tag`
+    /// is set, points the tag at it. Returns the digest of the bytes. Every blob
+    /// and child the manifest refers to must already be present.
+    async fn put_manifest(&self, repo: &Repo, tag: Option<&Tag>, manifest: &Manifest) -> Result<Digest>;
+
+    /// Size of a blob if present.
+    async fn head_blob(&self, repo: &Repo, digest: &Digest) -> Result<Option<u64>>;
+
+    /// A stream of the blob's bytes.
+    async fn get_blob(&self, repo: &Repo, digest: &Digest) -> Result<BlobStream>;
+
+    /// Writes a blob from a stream; the backend verifies the digest and size
+    /// before the blob becomes visible.
+    async fn put_blob(&self, repo: &Repo, digest: &Digest, size: u64, data: BlobStream) -> Result<()>;
+
+    /// Makes a blob of `from` (same registry) available in `repo` without
+    /// transferring it. `Ok(false)` when the registry declined; the caller copies.
+    async fn mount_blob(&self, repo: &Repo, from: &Repo, digest: &Digest) -> Result<bool>;
+
+    /// Deletes a manifest by digest (and so every tag on it).
+    async fn delete_manifest(&self, repo: &Repo, digest: &Digest) -> Result<()>;
+
+    /// Removes only a tag. `Unsupported` where the registry cannot; callers
+    /// fall back to placeholder-then-delete-by-digest.
+    async fn delete_tag(&self, repo: &Repo, tag: &Tag) -> Result<()>;
+
+    /// Manifests whose `subject` is `digest` (OCI 1.1 referrers, or the
+    /// `sha256-<hex>` tag schema where the registry has no referrers API).
+    async fn referrers(&self, repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>>;
+
+    /// Whether this backend is the same registry as `other` (blobs may be mounted across repos).
+    fn same_registry(&self, other: &dyn Registry) -> bool {
+        self.name() == other.name()
+    }
+}
