@@ -1,1 +1,129 @@
-//! placeholder
+//! The executor: applies a plan's changes in the fixed safe order, each one
+//! after a compare-and-swap re-read of its target.
+
+pub mod copy;
+
+use std::sync::Arc;
+
+use crate::model::{Digest, ImageRef, Reference};
+use crate::observe::Registries;
+use crate::plan::{order, Action, Change, Plan};
+use crate::registry::{Registry, RegistryError};
+
+use copy::{Copier, Side};
+
+/// How one change ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// The target was already in the desired state.
+    AlreadyDone,
+    /// The target was not as the plan expected: nothing done.
+    Stale(String),
+    Failed(String),
+}
+
+/// Told about each change as it happens (progress bar or log lines).
+pub trait Reporter: Send + Sync {
+    fn started(&self, _change: &Change) {}
+    fn finished(&self, change: &Change, outcome: &Outcome, bytes_total: u64);
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub done: usize,
+    pub already: usize,
+    pub stale: usize,
+    pub failed: usize,
+    pub bytes: u64,
+    pub outcomes: Vec<(Change, Outcome)>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.stale == 0 && self.failed == 0
+    }
+}
+
+/// Applies the plan's changes one by one in the fixed order.
+pub async fn apply(plan: &Plan, registries: &Registries, reporter: &dyn Reporter) -> Report {
+    let copier = Copier::default();
+    let mut changes: Vec<&Change> = plan.changes.iter().collect();
+    changes.sort_by_key(|c| order(c.action));
+    let mut report = Report::default();
+    for c in changes {
+        reporter.started(c);
+        let outcome = match apply_one(c, registries, &copier).await {
+            Ok(o) => o,
+            Err(e) => Outcome::Failed(e),
+        };
+        match &outcome {
+            Outcome::Done => report.done += 1,
+            Outcome::AlreadyDone => report.already += 1,
+            Outcome::Stale(_) => report.stale += 1,
+            Outcome::Failed(_) => report.failed += 1,
+        }
+        reporter.finished(c, &outcome, copier.bytes_copied());
+        report.outcomes.push((c.clone(), outcome));
+    }
+    report.bytes = copier.bytes_copied();
+    report
+}
+
+fn registry<'r>(registries: &'r Registries, r: &ImageRef) -> Result<&'r Arc<dyn Registry>, String> {
+    match registries.get(&r.repo.registry) {
+        Some(Ok(reg)) => Ok(reg),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(format!("registry `{}` is not defined in the policy", r.repo.registry)),
+    }
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(what: &str, s: Option<&str>) -> Result<T, String> {
+    s.ok_or_else(|| format!("the change has no {what}"))?.parse().map_err(|e| format!("bad {what}: {e}"))
+}
+
+async fn apply_one(c: &Change, registries: &Registries, copier: &Copier) -> Result<Outcome, String> {
+    match c.action {
+        Action::Copy | Action::Retag => {}
+        other => return Ok(Outcome::Failed(format!("`{}` changes are not supported by this version", other.as_str()))),
+    }
+    let target: ImageRef = parse("target", Some(&c.target))?;
+    let Some(Reference::Tag(tag)) = target.reference.clone() else {
+        return Err(format!("target `{}` has no tag", c.target));
+    };
+    let digest: Digest = parse("digest", c.digest.as_deref())?;
+    let source: ImageRef = parse("source", c.source.as_deref())?;
+    let dst_reg = registry(registries, &target)?;
+    let src_reg = registry(registries, &source)?;
+    let err = |e: RegistryError| e.to_string();
+
+    // Compare-and-swap: re-read the target right before writing it.
+    let current = dst_reg.head_manifest(&target.repo.repo, tag.as_str()).await.map_err(err)?.map(|h| h.digest);
+    if current.as_ref() == Some(&digest) {
+        return Ok(Outcome::AlreadyDone);
+    }
+    let expected_now = match (&current, c.expect.as_str()) {
+        (None, "absent") => true,
+        (Some(cur), exp) => cur.as_str() == exp,
+        (None, _) => false,
+    };
+    if !expected_now {
+        let found = current.map(|d| d.to_string()).unwrap_or_else(|| "absent".into());
+        return Ok(Outcome::Stale(format!("{} expected {}, found {found}", c.target, c.expect)));
+    }
+    let src = Side { reg: src_reg, repo: &source.repo.repo };
+    let dst = Side { reg: dst_reg, repo: &target.repo.repo };
+    let manifest = copier
+        .copy_image(&src, &dst, &digest, c.with_referrers, c.only_platforms.as_deref())
+        .await
+        .map_err(err)?;
+    if manifest.digest != digest {
+        return Ok(Outcome::Stale(format!(
+            "{}: the source now yields {}, the plan said {}",
+            c.target, manifest.digest, digest
+        )));
+    }
+    // The manifest and everything under it are in place: now the tag.
+    dst_reg.put_manifest(&target.repo.repo, Some(&tag), &manifest).await.map_err(err)?;
+    Ok(Outcome::Done)
+}

@@ -1,4 +1,106 @@
-//! placeholder
+//! Command-line parsing and dispatch only; the work is in the library modules.
+
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "regimen", version, about = "Declarative GitOps reconciler for container images")]
+pub struct Cli {
+    /// Log format for diagnostics on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REGIMEN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More detail (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DirArg {
+    /// The policy directory.
+    #[arg(short = 'C', default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and check the policy; print every error as path:line:col: message.
+    Validate {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Observe registries and hosts, compute the plan, print it.
+    Plan {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Save the plan (JSON) for a later `apply PLANFILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Exit 2 when the plan has changes (0: none, 1: error).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Only changes whose target matches this glob (REGISTRY/REPO:TAG); repeatable.
+        #[arg(long, value_name = "GLOB")]
+        target: Vec<String>,
+    },
+    /// Plan, confirm and apply; or apply a saved plan exactly.
+    Apply {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Apply without asking.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Only changes whose target matches this glob; repeatable.
+        #[arg(long, value_name = "GLOB")]
+        target: Vec<String>,
+        /// A plan saved by `plan --out`.
+        planfile: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of policy files.
+    Schema,
+    /// The reconciler daemon.
+    Run {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Every image in managed registries and hosts.
+    Inventory {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+/// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 1 } else { 0 };
+        }
+    };
+    commands::init_logging(&cli);
+    commands::dispatch(cli)
 }

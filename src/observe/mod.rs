@@ -1,1 +1,74 @@
-//! placeholder
+//! Reading the real world into `Observed`: every fact is `Known` or
+//! `Unknown { reason }`, and the planner never reads an unknown as absent.
+
+mod read;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Digest, RepoAddr, Tag, Timestamp};
+
+pub use read::{observe, Registries};
+
+/// A fact that was either read or could not be.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Fact<T> {
+    Known(T),
+    Unknown { reason: String },
+}
+
+impl<T> Fact<T> {
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Fact::Known(t) => Some(t),
+            Fact::Unknown { .. } => None,
+        }
+    }
+}
+
+/// What was observed of the registries (and, later, hosts).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub repos: BTreeMap<RepoAddr, Fact<RepoState>>,
+    /// Details of images by (repo, digest), read where the plan needs them.
+    pub images: BTreeMap<(RepoAddr, Digest), Fact<ImageInfo>>,
+}
+
+/// A repository's tags and where they point. An absent repository is known
+/// and empty.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepoState {
+    pub tags: BTreeMap<Tag, Digest>,
+}
+
+/// What the planner may need to know about one image.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub media_type: String,
+    /// Config `created` (the newest among an index's children), or the
+    /// `org.opencontainers.image.created` annotation.
+    pub created: Option<Timestamp>,
+    /// `os/arch[/variant]` of each child of an index (empty for a single image).
+    pub platforms: Vec<String>,
+    /// Total bytes: manifest, config and layers (all children for an index).
+    pub size: u64,
+    pub referrers: Vec<ReferrerInfo>,
+    /// The raw index JSON, for platform-filtered mirrors.
+    pub index_manifest: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferrerInfo {
+    pub digest: Digest,
+    pub artifact_type: String,
+}
+
+impl Observed {
+    pub fn repo(&self, r: &RepoAddr) -> Option<&Fact<RepoState>> {
+        self.repos.get(r)
+    }
+    pub fn image(&self, r: &RepoAddr, d: &Digest) -> Option<&Fact<ImageInfo>> {
+        self.images.get(&(r.clone(), d.clone()))
+    }
+}

@@ -1,1 +1,68 @@
-//! placeholder
+//! The planner: `plan(&Desired, &Observed, now) -> Plan`. Pure: no I/O, no
+//! clock, no async. Each concern has its own file and contributes *intents*
+//! (this tag should point at that digest, for this rule) or blocked items;
+//! `resolve` turns intents into changes, surfacing conflicts.
+
+mod intent;
+mod mirror;
+mod promote;
+mod retag;
+pub mod types;
+
+pub use intent::Needs;
+pub use types::*;
+
+use crate::config::Desired;
+use crate::model::Timestamp;
+use crate::observe::{Fact, Observed};
+
+/// Computes the plan. `now` is given, never read, so plans are reproducible.
+pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
+    let mut cx = intent::PlanCx::new(observed, now);
+    for m in &desired.mirrors {
+        mirror::plan(m, &mut cx);
+    }
+    for p in &desired.promotions {
+        promote::plan(p, &mut cx);
+    }
+    for r in &desired.retags {
+        retag::plan(r, &mut cx);
+    }
+    let mut plan = cx.resolve();
+    for (repo, fact) in &observed.repos {
+        if let Fact::Unknown { reason } = fact {
+            plan.unobserved.push(Unobserved { subject: repo.to_string(), reason: reason.clone() });
+        }
+    }
+    for ((repo, digest), fact) in &observed.images {
+        if let Fact::Unknown { reason } = fact {
+            plan.unobserved.push(Unobserved { subject: format!("{repo}@{digest}"), reason: reason.clone() });
+        }
+    }
+    plan.finish();
+    plan
+}
+
+/// What observe must read for this policy (pure; see [`Needs`]).
+pub fn needs(desired: &Desired) -> Needs {
+    intent::needs(desired)
+}
+
+/// Which image details the plan will look at, given what tags were observed:
+/// the sources of would-be changes and candidates ordered by creation time.
+pub fn details_needed(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
+    let mut cx = intent::PlanCx::new(observed, now);
+    cx.collect_needed = true;
+    for m in &desired.mirrors {
+        mirror::plan(m, &mut cx);
+    }
+    for p in &desired.promotions {
+        promote::plan(p, &mut cx);
+    }
+    for r in &desired.retags {
+        retag::plan(r, &mut cx);
+    }
+    let mut v: Vec<_> = cx.needed.into_iter().collect();
+    v.sort();
+    v
+}

@@ -160,3 +160,27 @@ impl Parsed {
         }
     }
 }
+
+/// The index with only the children of the wanted platforms (`os/arch[/variant]`),
+/// or `None` when none match or `bytes` is not an index. Deterministic, so
+/// plan and apply compute the same digest.
+pub fn filter_index(bytes: &[u8], wanted: &[String]) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let manifests = v.get_mut("manifests")?.as_array_mut()?;
+    manifests.retain(|m| {
+        let Some(p) = m.get("platform") else { return false };
+        let os = p.get("os").and_then(|x| x.as_str()).unwrap_or("");
+        let arch = p.get("architecture").and_then(|x| x.as_str()).unwrap_or("");
+        let variant = p.get("variant").and_then(|x| x.as_str());
+        wanted.iter().any(|w| {
+            let parts: Vec<&str> = w.split('/').collect();
+            parts.first() == Some(&os)
+                && parts.get(1) == Some(&arch)
+                && (parts.len() < 3 || parts.get(2).copied() == variant)
+        })
+    });
+    if manifests.is_empty() {
+        return None;
+    }
+    serde_json::to_vec(&v).ok()
+}

@@ -157,3 +157,20 @@ pub trait Registry: Send + Sync {
         self.name() == other.name()
     }
 }
+
+/// Opens the backend for a policy registry. The distribution (HTTP) backend
+/// is not part of this version: such registries are reported unobserved.
+pub fn open(name: &RegistryName, cfg: &crate::config::Registry) -> std::result::Result<std::sync::Arc<dyn Registry>, String> {
+    use crate::config::Endpoint;
+    match &cfg.url {
+        Endpoint::OciLayout(path) => Ok(std::sync::Arc::new(oci_layout::OciLayout::new(name.clone(), path.clone()))),
+        Endpoint::Http(h) | Endpoint::Https(h) => Err(format!(
+            "registry `{name}` ({h}): the distribution (HTTP) backend is not available in this version"
+        )),
+    }
+}
+
+/// Opens every registry of the policy.
+pub fn open_all(policy: &crate::config::Policy) -> crate::observe::Registries {
+    policy.registries.iter().map(|(n, c)| (n.clone(), open(n, c))).collect()
+}

@@ -1,1 +1,631 @@
-//! placeholder
+//! Plan output (SPEC "Plan output"): Terraform-like text, a Markdown PR
+//! comment, and JSON (the saved-plan format).
+//!
+//! Text and Markdown share one line model: changes are grouped by rule (in
+//! the order the plan applies them), each group lists its changes and then
+//! what is blocked under the same rule, columns aligned within the group.
+
+mod markdown;
+mod text;
+
+use crate::plan::{Action, Blocked, Change, Plan};
+
+/// The sentence for a plan with nothing to do.
+pub const NO_CHANGES: &str = "No changes. Registries and hosts match the policy.";
+
+/// The warning for a plan made while something could not be observed.
+pub const INCOMPLETE: &str =
+    "The plan is incomplete: nothing is deleted or overwritten where regimen could not look.";
+
+/// Terraform-like text; ANSI colours only when `color`. `verbose` adds sizes
+/// and the reason for copies and retags.
+pub fn text(plan: &Plan, color: bool, verbose: bool) -> String {
+    text::render(plan, color, verbose)
+}
+
+/// A pull-request comment: summary first, details collapsible per rule.
+pub fn markdown(plan: &Plan) -> String {
+    markdown::render(plan)
+}
+
+/// The plan as pretty JSON plus a newline (also the saved-plan format).
+pub fn json(plan: &Plan) -> String {
+    match serde_json::to_string_pretty(plan) {
+        Ok(mut s) => {
+            s.push('\n');
+            s
+        }
+        // Plain data with string keys; serialisation cannot fail in practice.
+        Err(e) => format!("{{\"error\": {:?}}}\n", e.to_string()),
+    }
+}
+
+/// `Plan: 1 to copy, …; 1 blocked, 0 violations.`
+pub fn summary_line(plan: &Plan) -> String {
+    let s = &plan.summary;
+    format!(
+        "Plan: {} to copy, {} to retag, {} to untag, {} to delete, {} host changes; {} blocked, {} violations.",
+        s.copy,
+        s.retag,
+        s.untag,
+        s.delete,
+        s.host_changes(),
+        s.blocked,
+        s.violations
+    )
+}
+
+/// Nothing to do, nothing blocked, nothing violated (unobserved may remain).
+fn is_quiet(plan: &Plan) -> bool {
+    plan.changes.is_empty() && plan.blocked.is_empty() && plan.violations.is_empty()
+}
+
+/// How a line is marked (and coloured).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Add,
+    Change,
+    Remove,
+    Warn,
+}
+
+impl Kind {
+    fn symbol(self) -> char {
+        match self {
+            Kind::Add => '+',
+            Kind::Change => '~',
+            Kind::Remove => '-',
+            Kind::Warn => '!',
+        }
+    }
+}
+
+/// One display line: `SYM WORD SUBJECT   DETAIL`.
+#[derive(Clone, Debug)]
+struct Line {
+    kind: Kind,
+    word: &'static str,
+    subject: String,
+    detail: String,
+}
+
+/// The minimum width of the action word column (`delete`).
+const WORD_WIDTH: usize = 6;
+
+/// Gap between the subject column and the detail.
+const GAP: &str = "   ";
+
+/// Column widths for a block of lines.
+struct Widths {
+    word: usize,
+    subject: usize,
+}
+
+fn widths(lines: &[Line]) -> Widths {
+    Widths {
+        word: lines
+            .iter()
+            .map(|l| l.word.len())
+            .max()
+            .unwrap_or(0)
+            .max(WORD_WIDTH),
+        subject: lines
+            .iter()
+            .map(|l| l.subject.chars().count())
+            .max()
+            .unwrap_or(0),
+    }
+}
+
+/// Pads `s` with spaces to `width` characters.
+fn pad(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    let mut out = s.to_string();
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
+    out
+}
+
+/// The rule's changes and blocked items, in plan order.
+struct Group<'a> {
+    rule: &'a str,
+    changes: Vec<&'a Change>,
+    blocked: Vec<&'a Blocked>,
+}
+
+impl Group<'_> {
+    fn lines(&self, verbose: bool) -> Vec<Line> {
+        let mut lines: Vec<Line> = self
+            .changes
+            .iter()
+            .map(|c| change_line(c, verbose))
+            .collect();
+        lines.extend(self.blocked.iter().map(|b| blocked_line(b)));
+        lines
+    }
+}
+
+/// Groups by rule: rules in the order their first change applies, then
+/// rules that only have blocked items, in the plan's order.
+fn groups(plan: &Plan) -> Vec<Group<'_>> {
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for c in &plan.changes {
+        match position(&groups, &c.rule) {
+            Some(i) => groups[i].changes.push(c),
+            None => groups.push(Group {
+                rule: &c.rule,
+                changes: vec![c],
+                blocked: Vec::new(),
+            }),
+        }
+    }
+    for b in &plan.blocked {
+        match position(&groups, &b.rule) {
+            Some(i) => groups[i].blocked.push(b),
+            None => groups.push(Group {
+                rule: &b.rule,
+                changes: Vec::new(),
+                blocked: vec![b],
+            }),
+        }
+    }
+    groups
+}
+
+fn position(groups: &[Group<'_>], rule: &str) -> Option<usize> {
+    groups.iter().position(|g| g.rule == rule)
+}
+
+/// `# rule api-to-prod` (`# rules a, b` for a change several rules agree on).
+fn rule_title(rule: &str) -> String {
+    if rule.is_empty() {
+        "(no rule)".to_string()
+    } else if rule.contains(", ") {
+        format!("rules {rule}")
+    } else {
+        format!("rule {rule}")
+    }
+}
+
+/// `sha256:ab12cd34ef56` from a full digest; other strings unchanged.
+fn short_digest(d: &str) -> String {
+    match d.split_once(':') {
+        Some((algo, hex)) if hex.len() > 12 && hex.chars().all(|c| c.is_ascii_hexdigit()) => {
+            format!("{algo}:{}", &hex[..12])
+        }
+        _ => d.to_string(),
+    }
+}
+
+/// A reference with its digest (if any) shortened: `dev/x@sha256:77cc88dd99ee`.
+fn short_ref(r: &str) -> String {
+    match r.split_once('@') {
+        Some((repo, d)) => format!("{repo}@{}", short_digest(d)),
+        None => r.to_string(),
+    }
+}
+
+/// `REG/REPO` and the tag of `REG/REPO:TAG` (no tag for `REG/REPO@DIGEST`).
+fn split_ref(r: &str) -> (&str, Option<&str>) {
+    if let Some((repo, _)) = r.split_once('@') {
+        return (repo, None);
+    }
+    let last_slash = r.rfind('/').map_or(0, |i| i + 1);
+    match r[last_slash..].rfind(':') {
+        Some(i) => (&r[..last_slash + i], Some(&r[last_slash + i + 1..])),
+        None => (r, None),
+    }
+}
+
+/// The copy's subject: `staging/team/api:1.4.2 -> prod/team/api:1.4.2`
+/// when the content comes from another repository, else just the target.
+fn copy_subject(c: &Change) -> String {
+    let Some(source) = c.source.as_deref() else {
+        return short_ref(&c.target);
+    };
+    let (src_repo, src_tag) = split_ref(source);
+    let (dst_repo, dst_tag) = split_ref(&c.target);
+    if src_repo == dst_repo {
+        return short_ref(&c.target);
+    }
+    let from = if source.contains('@') {
+        match dst_tag {
+            Some(tag) => format!("{src_repo}:{tag}"),
+            None => short_ref(source),
+        }
+    } else {
+        match src_tag {
+            Some(_) => source.to_string(),
+            None => src_repo.to_string(),
+        }
+    };
+    format!("{from} -> {}", short_ref(&c.target))
+}
+
+/// `48.2 MB` (decimal units, like registries and Docker show them).
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+fn plural(n: u32, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// The copy's parenthesis: only what is known.
+fn copy_notes(c: &Change, verbose: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    match &c.only_platforms {
+        Some(only) if !only.is_empty() => notes.push(format!("filtered to {}", only.join(", "))),
+        _ => {
+            if let Some(n) = c.platforms.filter(|n| *n > 0) {
+                notes.push(plural(n, "platform", "platforms"));
+            }
+        }
+    }
+    if let Some(n) = c.referrers.filter(|n| *n > 0) {
+        if c.with_referrers {
+            notes.push(plural(n, "referrer", "referrers"));
+        }
+    }
+    if !c.with_referrers {
+        notes.push("without referrers".to_string());
+    }
+    if verbose {
+        if let Some(size) = c.size.filter(|s| *s > 0) {
+            notes.push(human_bytes(size));
+        }
+    }
+    notes
+}
+
+/// `DIGEST (note, note)`, leaving out what is empty.
+fn with_notes(head: String, notes: &[String]) -> String {
+    match (head.is_empty(), notes.is_empty()) {
+        (_, true) => head,
+        (true, false) => format!("({})", notes.join(", ")),
+        (false, false) => format!("{head} ({})", notes.join(", ")),
+    }
+}
+
+/// The digest a removal concerns, unless the target already names it.
+fn removed_digest(c: &Change) -> String {
+    if c.target.contains('@') {
+        return String::new();
+    }
+    match c.digest.as_deref() {
+        Some(d) => short_digest(d),
+        None if c.expect.contains(':') => short_digest(&c.expect),
+        None => String::new(),
+    }
+}
+
+fn verbose_reason(detail: String, c: &Change, verbose: bool) -> String {
+    if verbose && !c.reason.is_empty() {
+        format!("{detail}  # {}", c.reason)
+    } else {
+        detail
+    }
+}
+
+fn change_line(c: &Change, verbose: bool) -> Line {
+    let reason = || {
+        if c.reason.is_empty() {
+            Vec::new()
+        } else {
+            vec![c.reason.clone()]
+        }
+    };
+    let (kind, word, subject, detail) = match c.action {
+        Action::Copy => {
+            let digest = c.digest.as_deref().map(short_digest).unwrap_or_default();
+            let detail = with_notes(digest, &copy_notes(c, verbose));
+            (
+                Kind::Add,
+                "copy",
+                copy_subject(c),
+                verbose_reason(detail, c, verbose),
+            )
+        }
+        Action::Retag => {
+            let new = c
+                .digest
+                .as_deref()
+                .map_or_else(|| "?".to_string(), short_digest);
+            let detail = format!("{} -> {new}", short_digest(&c.expect));
+            (
+                Kind::Change,
+                "retag",
+                short_ref(&c.target),
+                verbose_reason(detail, c, verbose),
+            )
+        }
+        Action::Untag => (
+            Kind::Remove,
+            "untag",
+            short_ref(&c.target),
+            with_notes(removed_digest(c), &reason()),
+        ),
+        Action::Delete => (
+            Kind::Remove,
+            "delete",
+            short_ref(&c.target),
+            with_notes(removed_digest(c), &reason()),
+        ),
+        Action::Pull => (Kind::Add, "pull", short_ref(&c.target), c.reason.clone()),
+        Action::RemoveImage => (
+            Kind::Remove,
+            "remove",
+            short_ref(&c.target),
+            c.reason.clone(),
+        ),
+        Action::StopContainer => (Kind::Warn, "stop", short_ref(&c.target), c.reason.clone()),
+    };
+    Line {
+        kind,
+        word,
+        subject,
+        detail,
+    }
+}
+
+fn blocked_line(b: &Blocked) -> Line {
+    Line {
+        kind: Kind::Warn,
+        word: "blocked",
+        subject: b.subject.clone(),
+        detail: b.reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Unobserved, Violation};
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn change(action: Action, target: &str, rule: &str, reason: &str) -> Change {
+        Change {
+            action,
+            target: target.to_string(),
+            source: None,
+            digest: None,
+            expect: "absent".to_string(),
+            rule: rule.to_string(),
+            reason: reason.to_string(),
+            platforms: None,
+            referrers: None,
+            size: None,
+            with_referrers: true,
+            only_platforms: None,
+        }
+    }
+
+    fn sample() -> Plan {
+        let ab =
+            "sha256:ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12".to_string();
+        let old =
+            "sha256:99aa00bb11cc99aa00bb11cc99aa00bb11cc99aa00bb11cc99aa00bb11cc99aa".to_string();
+        let gone =
+            "sha256:77cc88dd99ee77cc88dd99ee77cc88dd99ee77cc88dd99ee77cc88dd99ee77cc".to_string();
+        let mut plan = Plan {
+            revision: Some("3f2c9e1a7b0d4c5e6f708192a3b4c5d6e7f80912".to_string()),
+            ..Plan::default()
+        };
+        plan.changes.push(Change {
+            source: Some(format!("staging/team/api@{ab}")),
+            digest: Some(ab.clone()),
+            platforms: Some(2),
+            referrers: Some(3),
+            size: Some(48_213_500),
+            ..change(
+                Action::Copy,
+                "prod/team/api:1.4.2",
+                "api-to-prod",
+                "promotion of staging/team/api:1.4.2",
+            )
+        });
+        plan.changes.push(Change {
+            source: Some(format!("docker-hub/library/alpine@{}", digest('e'))),
+            digest: Some(digest('f')),
+            platforms: Some(1),
+            referrers: Some(0),
+            only_platforms: Some(vec!["linux/amd64".to_string()]),
+            ..change(
+                Action::Copy,
+                "mirror/library/alpine:3.20",
+                "mirror-alpine",
+                "mirror of docker-hub/library/alpine:3.20",
+            )
+        });
+        plan.changes.push(Change {
+            source: Some(format!("prod/team/api@{ab}")),
+            digest: Some(ab.clone()),
+            expect: old.clone(),
+            ..change(
+                Action::Retag,
+                "prod/team/api:stable",
+                "api-stable",
+                "stable follows the newest 1.x",
+            )
+        });
+        plan.changes.push(Change {
+            digest: Some(gone.clone()),
+            expect: gone.clone(),
+            ..change(
+                Action::Delete,
+                "dev/team/api:pr-118",
+                "dev-retention",
+                "96d old",
+            )
+        });
+        plan.changes.push(Change {
+            digest: Some(digest('c')),
+            expect: digest('c'),
+            ..change(
+                Action::Untag,
+                "dev/team/api:pr-7",
+                "dev-retention",
+                "pull request closed",
+            )
+        });
+        plan.changes.push(Change {
+            digest: Some(ab.clone()),
+            ..change(
+                Action::Pull,
+                "host:build-01/prod/team/api:1.4.2",
+                "build-hosts",
+                "wanted on build-01",
+            )
+        });
+        plan.changes.push(Change {
+            digest: Some(old.clone()),
+            expect: old.clone(),
+            ..change(
+                Action::RemoveImage,
+                "host:build-01/prod/team/api:1.3.0",
+                "build-hosts",
+                "unused for 14d",
+            )
+        });
+        plan.changes.push(Change {
+            expect: "running".to_string(),
+            ..change(
+                Action::StopContainer,
+                "host:build-01/old-api",
+                "build-hosts",
+                "runs disallowed image prod/team/api:0.9",
+            )
+        });
+        plan.blocked.push(Blocked {
+            rule: "api-to-prod".to_string(),
+            subject: "staging/team/api:1.5.0".to_string(),
+            reason: "critical vulnerability CVE-2026-1234 (trivy)".to_string(),
+        });
+        plan.blocked.push(Blocked {
+            rule: "api-stable".to_string(),
+            subject: "prod/team/api:latest".to_string(),
+            reason:
+                "conflict: api-stable wants sha256:ab12cd34ef56, api-pin wants sha256:99aa00bb11cc"
+                    .to_string(),
+        });
+        plan.violations.push(Violation {
+            policy: "max_age".to_string(),
+            subject: "prod/team/web:2.0.1".to_string(),
+            message: "built 412d ago, older than 365d | base image outdated".to_string(),
+        });
+        plan.unobserved.push(Unobserved {
+            subject: "dev/team/worker".to_string(),
+            reason: "listing tags: 503 Service Unavailable".to_string(),
+        });
+        plan.finish();
+        plan
+    }
+
+    #[test]
+    fn sample_is_incomplete() {
+        let plan = sample();
+        assert!(!plan.complete);
+        assert_eq!(plan.summary.host_changes(), 3);
+    }
+
+    #[test]
+    fn text_plan() {
+        insta::assert_snapshot!("text_plan", text(&sample(), false, false));
+    }
+
+    #[test]
+    fn text_plan_verbose() {
+        insta::assert_snapshot!("text_plan_verbose", text(&sample(), false, true));
+    }
+
+    #[test]
+    fn text_plan_color() {
+        insta::assert_snapshot!("text_plan_color", text(&sample(), true, false));
+    }
+
+    #[test]
+    fn markdown_plan() {
+        insta::assert_snapshot!("markdown_plan", markdown(&sample()));
+    }
+
+    #[test]
+    fn json_plan() {
+        insta::assert_snapshot!("json_plan", json(&sample()));
+    }
+
+    #[test]
+    fn text_empty() {
+        let mut plan = Plan::default();
+        plan.finish();
+        let out = text(&plan, false, false);
+        assert_eq!(out, format!("{NO_CHANGES}\n"));
+        insta::assert_snapshot!("text_empty", out);
+    }
+
+    #[test]
+    fn markdown_empty() {
+        let mut plan = Plan::default();
+        plan.finish();
+        insta::assert_snapshot!("markdown_empty", markdown(&plan));
+    }
+
+    #[test]
+    fn only_unobserved_is_no_changes_but_incomplete() {
+        let mut plan = Plan::default();
+        plan.unobserved.push(Unobserved {
+            subject: "dev/x".to_string(),
+            reason: "timeout".to_string(),
+        });
+        plan.finish();
+        let out = text(&plan, false, false);
+        assert!(out.contains(NO_CHANGES));
+        assert!(out.contains(INCOMPLETE));
+        assert!(out.contains("dev/x"));
+        assert!(out.ends_with("0 blocked, 0 violations.\n"));
+    }
+
+    #[test]
+    fn spec_example_lines() {
+        let mut plan = sample();
+        plan.changes.retain(|c| c.rule == "api-to-prod");
+        plan.blocked.clear();
+        plan.finish();
+        let out = text(&plan, false, false);
+        assert!(out.contains(
+            "  + copy   staging/team/api:1.4.2 -> prod/team/api:1.4.2   sha256:ab12cd34ef56 (2 platforms, 3 referrers)\n"
+        ));
+    }
+
+    #[test]
+    fn refs_split_and_shorten() {
+        assert_eq!(
+            split_ref("prod/team/api:1.4.2"),
+            ("prod/team/api", Some("1.4.2"))
+        );
+        assert_eq!(split_ref("prod/team/api"), ("prod/team/api", None));
+        assert_eq!(
+            split_ref(&format!("prod/x@{}", digest('a'))),
+            ("prod/x", None)
+        );
+        assert_eq!(short_digest(&digest('a')), "sha256:aaaaaaaaaaaa");
+        assert_eq!(short_digest("absent"), "absent");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(48_213_500), "48.2 MB");
+    }
+}

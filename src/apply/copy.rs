@@ -1,0 +1,176 @@
+//! The copy engine, written once over the registry trait: blobs before
+//! manifests, children before their index, everything digest-checked, blobs
+//! streamed and never fetched twice in one run.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use tokio::sync::Mutex;
+
+use crate::model::{Digest, RegistryName, Repo};
+use crate::registry::manifest::{filter_index, Parsed};
+use crate::registry::{Descriptor, ErrorKind, Manifest, Registry, RegistryError};
+
+/// Blobs and children in flight at once within one image.
+const PARALLEL: usize = 8;
+
+/// One side of a copy.
+#[derive(Clone)]
+pub struct Side<'a> {
+    pub reg: &'a Arc<dyn Registry>,
+    pub repo: &'a Repo,
+}
+
+impl Side<'_> {
+    fn at(&self) -> String {
+        format!("{}/{}", self.reg.name(), self.repo)
+    }
+}
+
+/// Shared state of one apply run.
+#[derive(Default)]
+pub struct Copier {
+    pub bytes: Arc<AtomicU64>,
+    /// Blobs known present at a destination this run: `(registry, repo, digest)`.
+    present: Mutex<HashSet<(RegistryName, Repo, Digest)>>,
+    /// Where each blob already landed this run, so others mount it instead of re-fetching.
+    landed: Mutex<Vec<(RegistryName, Repo, Digest)>>,
+}
+
+impl Copier {
+    pub fn bytes_copied(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Copies the image `digest` (index children, blobs, and optionally its
+    /// referrers) from `src` to `dst`, without tagging it. Returns the manifest
+    /// as stored at the destination.
+    pub async fn copy_image(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        digest: &Digest,
+        referrers: bool,
+        only_platforms: Option<&[String]>,
+    ) -> Result<Manifest, RegistryError> {
+        let m = fetch_manifest(src, digest).await?;
+        let m = match only_platforms {
+            Some(wanted) if m.is_index() => {
+                let bytes = filter_index(&m.bytes, wanted).ok_or_else(|| {
+                    RegistryError::other(format!("{}@{digest}: no platform matches {}", src.at(), wanted.join(", ")))
+                })?;
+                Manifest::from_bytes(bytes, Some(&m.media_type))?
+            }
+            _ => m,
+        };
+        self.copy_tree(src, dst, m.clone()).await?;
+        if referrers {
+            self.copy_referrers(src, dst, digest).await?;
+        }
+        Ok(m)
+    }
+
+    async fn copy_referrers(&self, src: &Side<'_>, dst: &Side<'_>, subject: &Digest) -> Result<(), RegistryError> {
+        let refs = src.reg.referrers(src.repo, subject).await?;
+        for r in refs {
+            let m = fetch_manifest(src, &r.digest).await?;
+            self.copy_tree(src, dst, m).await?;
+            // Signatures of signatures follow too.
+            Box::pin(self.copy_referrers(src, dst, &r.digest)).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts `m` and everything under it at `dst`, children first.
+    fn copy_tree<'s>(
+        &'s self,
+        src: &'s Side<'_>,
+        dst: &'s Side<'_>,
+        m: Manifest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 's>> {
+        Box::pin(async move {
+            if dst.reg.head_manifest(dst.repo, m.digest.as_str()).await?.is_some() {
+                return Ok(());
+            }
+            match m.parse()? {
+                Parsed::Index { manifests, .. } => {
+                    stream::iter(manifests)
+                        .map(|child| async move {
+                            let cm = fetch_manifest(src, &child.digest).await?;
+                            self.copy_tree(src, dst, cm).await
+                        })
+                        .buffer_unordered(PARALLEL)
+                        .try_collect::<Vec<()>>()
+                        .await?;
+                }
+                Parsed::Image { config, layers, .. } => {
+                    let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
+                    stream::iter(blobs)
+                        .map(|b| self.copy_blob(src, dst, b))
+                        .buffer_unordered(PARALLEL)
+                        .try_collect::<Vec<()>>()
+                        .await?;
+                }
+            }
+            dst.reg.put_manifest(dst.repo, None, &m).await?;
+            Ok(())
+        })
+    }
+
+    async fn copy_blob(&self, src: &Side<'_>, dst: &Side<'_>, b: Descriptor) -> Result<(), RegistryError> {
+        let key = (dst.reg.name().clone(), dst.repo.clone(), b.digest.clone());
+        if self.present.lock().await.contains(&key) {
+            return Ok(());
+        }
+        if dst.reg.head_blob(dst.repo, &b.digest).await?.is_none() {
+            // Same registry, other repo: mount instead of moving bytes.
+            let mut mounted = false;
+            if src.reg.same_registry(dst.reg.as_ref()) && src.repo != dst.repo {
+                mounted = dst.reg.mount_blob(dst.repo, src.repo, &b.digest).await?;
+            }
+            if !mounted {
+                let other = {
+                    let landed = self.landed.lock().await;
+                    landed
+                        .iter()
+                        .find(|(r, repo, d)| r == dst.reg.name() && d == &b.digest && repo != dst.repo)
+                        .map(|(_, repo, _)| repo.clone())
+                };
+                if let Some(from) = other {
+                    mounted = dst.reg.mount_blob(dst.repo, &from, &b.digest).await?;
+                }
+            }
+            if !mounted {
+                let data = src.reg.get_blob(src.repo, &b.digest).await?;
+                let counter = self.bytes.clone();
+                let counted: crate::registry::BlobStream = Box::pin(data.inspect(move |chunk| {
+                    if let Ok(c) = chunk {
+                        counter.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    }
+                }));
+                dst.reg.put_blob(dst.repo, &b.digest, b.size, counted).await?;
+            }
+            self.landed.lock().await.push(key.clone());
+        }
+        self.present.lock().await.insert(key);
+        Ok(())
+    }
+}
+
+/// Reads a manifest by digest and checks the bytes hash to it.
+pub async fn fetch_manifest(src: &Side<'_>, digest: &Digest) -> Result<Manifest, RegistryError> {
+    let m = src
+        .reg
+        .get_manifest(src.repo, digest.as_str())
+        .await?
+        .ok_or_else(|| RegistryError::not_found(format!("{}@{digest}", src.at())))?;
+    if &m.digest != digest {
+        return Err(RegistryError::new(
+            ErrorKind::DigestMismatch,
+            format!("{}@{digest}: the registry served content with digest {}", src.at(), m.digest),
+        ));
+    }
+    Ok(m)
+}

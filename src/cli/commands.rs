@@ -1,0 +1,335 @@
+//! Each subcommand: load, call the library, print, pick the exit code.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::{Cli, Command, LogFormat, PlanFormat};
+use crate::apply::{Outcome, Reporter};
+use crate::config;
+use crate::model::Timestamp;
+use crate::plan::{Change, Plan};
+
+pub fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGIMEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("regimen={level}")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
+
+pub fn dispatch(cli: Cli) -> i32 {
+    let verbose = cli.verbose > 0;
+    match cli.command {
+        Command::Validate { dir } => validate(&dir.dir),
+        Command::Schema => schema(),
+        Command::Plan { dir, out, format, detailed_exitcode, target } => {
+            runtime(|| plan_cmd(&dir.dir, out.as_deref(), format, detailed_exitcode, &target, verbose))
+        }
+        Command::Apply { dir, auto_approve, target, planfile } => {
+            runtime(|| apply_cmd(&dir.dir, auto_approve, &target, planfile.as_deref(), verbose))
+        }
+        Command::Run { .. } | Command::Inventory { .. } => {
+            eprintln!("error: this command is not available in this version of regimen");
+            1
+        }
+    }
+}
+
+fn runtime(f: impl FnOnce() -> i32) -> i32 {
+    f()
+}
+
+fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    Ok(rt.block_on(fut))
+}
+
+fn print_diagnostics(diags: &[config::Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = writeln!(err, "{d}");
+    }
+    let _ = writeln!(err, "{} error{} in the policy", diags.len(), if diags.len() == 1 { "" } else { "s" });
+}
+
+fn load(dir: &Path) -> Option<config::Policy> {
+    match config::load(dir) {
+        Ok(p) => Some(p),
+        Err(diags) => {
+            print_diagnostics(&diags);
+            None
+        }
+    }
+}
+
+fn validate(dir: &Path) -> i32 {
+    match load(dir) {
+        Some(p) => {
+            println!(
+                "The policy is valid: {} registries, {} mirrors, {} promotions, {} retags, {} retention rules, {} hosts.",
+                p.registries.len(),
+                p.mirrors.len(),
+                p.promotions.len(),
+                p.retags.len(),
+                p.retention.len(),
+                p.hosts.len()
+            );
+            0
+        }
+        None => 1,
+    }
+}
+
+fn schema() -> i32 {
+    match serde_json::to_string_pretty(&config::json_schema()) {
+        Ok(s) => {
+            println!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn target_globs(target: &[String]) -> Result<Vec<globset::GlobMatcher>, String> {
+    target
+        .iter()
+        .map(|t| {
+            globset::Glob::new(t).map(|g| g.compile_matcher()).map_err(|e| format!("--target `{t}`: {}", e.kind()))
+        })
+        .collect()
+}
+
+/// Observes and plans. `None` after printing the reason.
+fn make_plan(policy: &config::Policy, target: &[String]) -> Result<Plan, String> {
+    let globs = target_globs(target)?;
+    let registries = crate::registry::open_all(policy);
+    let now = Timestamp::now();
+    let observed = block_on(crate::observe::observe(policy, &registries, now))?;
+    let mut plan = crate::plan::plan(policy, &observed, now);
+    plan.revision = git_revision(&policy.root);
+    plan.retain_targets(&globs);
+    Ok(plan)
+}
+
+/// The policy repo's commit, when the directory is in a Git work tree.
+fn git_revision(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn render(plan: &Plan, format: PlanFormat, verbose: bool) -> String {
+    match format {
+        PlanFormat::Text => crate::render::text(plan, std::io::stdout().is_terminal(), verbose),
+        PlanFormat::Json => crate::render::json(plan),
+        PlanFormat::Markdown => crate::render::markdown(plan),
+    }
+}
+
+fn plan_cmd(dir: &Path, out: Option<&Path>, format: PlanFormat, detailed: bool, target: &[String], verbose: bool) -> i32 {
+    let Some(policy) = load(dir) else { return 1 };
+    let plan = match make_plan(&policy, target) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    print!("{}", render(&plan, format, verbose));
+    if let Some(path) = out {
+        if let Err(e) = std::fs::write(path, crate::render::json(&plan)) {
+            eprintln!("error: cannot save the plan to {}: {e}", path.display());
+            return 1;
+        }
+        eprintln!("Saved the plan to {}. Apply it with: regimen apply {}", path.display(), path.display());
+    }
+    exit_code(&policy, &plan, detailed)
+}
+
+fn exit_code(policy: &config::Policy, plan: &Plan, detailed: bool) -> i32 {
+    let fail_on_violation = policy.policies.as_ref().is_some_and(|p| p.on_violation == config::OnViolation::Fail);
+    if fail_on_violation && !plan.violations.is_empty() {
+        return 1;
+    }
+    if detailed && plan.has_changes() {
+        2
+    } else {
+        0
+    }
+}
+
+/// One line per change (logs, CI), or a progress bar on a terminal.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    out: Mutex<()>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} changes, {msg}") {
+                b.set_style(style);
+            }
+            b
+        });
+        Progress { bar, out: Mutex::new(()) }
+    }
+}
+
+fn outcome_line(c: &Change, o: &Outcome) -> String {
+    match o {
+        Outcome::Done => format!("{} {}: done", c.action.as_str(), c.target),
+        Outcome::AlreadyDone => format!("{} {}: already in place", c.action.as_str(), c.target),
+        Outcome::Stale(why) => format!("{} {}: STALE, not done: {why}", c.action.as_str(), c.target),
+        Outcome::Failed(why) => format!("{} {}: FAILED: {why}", c.action.as_str(), c.target),
+    }
+}
+
+impl Reporter for Progress {
+    fn finished(&self, c: &Change, o: &Outcome, bytes: u64) {
+        let line = outcome_line(c, o);
+        match &self.bar {
+            Some(b) => {
+                b.inc(1);
+                b.set_message(format!("{} copied", human_bytes(bytes)));
+                b.println(&line);
+            }
+            None => {
+                let _g = self.out.lock();
+                println!("{line}");
+            }
+        }
+        match o {
+            Outcome::Done | Outcome::AlreadyDone => tracing::info!(action = c.action.as_str(), target = %c.target, "{line}"),
+            _ => tracing::warn!(action = c.action.as_str(), target = %c.target, "{line}"),
+        }
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn apply_cmd(dir: &Path, auto_approve: bool, target: &[String], planfile: Option<&Path>, verbose: bool) -> i32 {
+    let Some(policy) = load(dir) else { return 1 };
+    let plan = match planfile {
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read the plan {}: {e}", path.display());
+                    return 1;
+                }
+            };
+            let mut plan: Plan = match serde_json::from_str(&text) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {} is not a saved regimen plan: {e}", path.display());
+                    return 1;
+                }
+            };
+            if plan.format_version != crate::plan::FORMAT_VERSION {
+                eprintln!(
+                    "error: {} has plan format {}, this regimen reads format {}",
+                    path.display(),
+                    plan.format_version,
+                    crate::plan::FORMAT_VERSION
+                );
+                return 1;
+            }
+            match target_globs(target) {
+                Ok(g) => plan.retain_targets(&g),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            }
+            plan
+        }
+        None => {
+            let plan = match make_plan(&policy, target) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            };
+            print!("{}", render(&plan, PlanFormat::Text, verbose));
+            if !plan.has_changes() {
+                return exit_code(&policy, &plan, false);
+            }
+            if !auto_approve {
+                if !std::io::stdin().is_terminal() {
+                    eprintln!("error: not on a terminal: run with --auto-approve to apply without asking");
+                    return 1;
+                }
+                print!("\nDo you want to apply these changes? Only 'yes' is accepted: ");
+                let _ = std::io::stdout().flush();
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                if answer.trim() != "yes" {
+                    println!("Apply cancelled.");
+                    return 1;
+                }
+            }
+            plan
+        }
+    };
+    let registries = crate::registry::open_all(&policy);
+    let progress = Progress::new(plan.changes.len());
+    let report = match block_on(crate::apply::apply(&plan, &registries, &progress)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if let Some(b) = &progress.bar {
+        b.finish_and_clear();
+    }
+    println!(
+        "Apply complete: {} done, {} already in place, {} stale, {} failed; {} copied.",
+        report.done,
+        report.already,
+        report.stale,
+        report.failed,
+        human_bytes(report.bytes)
+    );
+    if !report.ok() {
+        if report.stale > 0 {
+            eprintln!("Stale changes were not applied: run `regimen plan` again to see the current state.");
+        }
+        return 1;
+    }
+    exit_code(&policy, &plan, false)
+}

@@ -1,0 +1,806 @@
+//! YAML nodes → typed policy, collecting every problem with its location
+//! instead of stopping at the first.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use globset::{Glob, GlobMatcher};
+use regex::Regex;
+use semver::VersionReq;
+
+use super::node::{Loc, Node, Value};
+use super::selector::TagSelector;
+use super::types::*;
+use super::Diagnostic;
+use crate::model::{Duration, ImageRef, RegistryName, RepoAddr, Tag};
+
+/// Collects diagnostics while decoding.
+#[derive(Default)]
+pub struct Cx {
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Cx {
+    pub fn err(&mut self, loc: &Loc, message: impl Into<String>) {
+        self.diags.push(Diagnostic { loc: loc.clone(), message: message.into() });
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate within a small edit distance.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    match did_you_mean(word, candidates) {
+        Some(c) => format!(" (did you mean `{c}`?)"),
+        None => String::new(),
+    }
+}
+
+/// Reads the keys of one YAML map, remembering which were asked for, so that
+/// `finish` can report the rest as unknown.
+pub struct Fields<'n> {
+    what: &'static str,
+    entries: Vec<(&'n Node, &'n Node, bool)>,
+    known: Vec<&'static str>,
+    pub loc: &'n Loc,
+}
+
+impl<'n> Fields<'n> {
+    pub fn new(node: &'n Node, what: &'static str, cx: &mut Cx) -> Option<Fields<'n>> {
+        match &node.value {
+            Value::Map(m) => {
+                let mut entries: Vec<(&Node, &Node, bool)> = Vec::new();
+                for (k, v) in m {
+                    if let Some((first, _, _)) =
+                        entries.iter().find(|(ek, _, _)| ek.as_scalar_text() == k.as_scalar_text())
+                    {
+                        cx.err(&k.loc, format!("key `{}` given twice in {what} (first at {})", key_text(k), first.loc));
+                        continue;
+                    }
+                    entries.push((k, v, false));
+                }
+                Some(Fields { what, entries, known: Vec::new(), loc: &node.loc })
+            }
+            _ => {
+                cx.err(&node.loc, format!("{what} must be a map of keys, found {}", node.kind()));
+                None
+            }
+        }
+    }
+
+    /// The value of `key`, if present (a YAML `null` counts as absent).
+    pub fn get(&mut self, key: &'static str) -> Option<&'n Node> {
+        self.known.push(key);
+        for e in self.entries.iter_mut() {
+            if e.0.as_scalar_text().as_deref() == Some(key) {
+                e.2 = true;
+                return if e.1.value == Value::Null { None } else { Some(e.1) };
+            }
+        }
+        None
+    }
+
+    pub fn opt<T>(&mut self, key: &'static str, cx: &mut Cx, f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>) -> Option<T> {
+        self.get(key).and_then(|n| f(n, cx))
+    }
+
+    /// A required key: reports it missing at the map's position, unless a
+    /// misspelling of it is present (then the unknown-key error says it all).
+    pub fn req<T>(&mut self, key: &'static str, cx: &mut Cx, f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>) -> Option<T> {
+        match self.get(key) {
+            Some(n) => f(n, cx),
+            None => {
+                if !self.near(key) {
+                    cx.err(self.loc, format!("{} is missing required key `{key}`", self.what));
+                }
+                None
+            }
+        }
+    }
+
+    /// Is there an unused key that looks like a misspelling of `key`?
+    pub fn near(&self, key: &str) -> bool {
+        self.entries
+            .iter()
+            .filter(|e| !e.2)
+            .filter_map(|e| e.0.as_scalar_text())
+            .any(|k| did_you_mean(&k, [key]).is_some())
+    }
+
+    /// Reports keys nobody asked for.
+    pub fn finish(self, cx: &mut Cx) {
+        for (k, _, used) in &self.entries {
+            if !used {
+                let name = key_text(k);
+                let hint = suggest(&name, self.known.iter().copied());
+                let hint = if hint.is_empty() { format!(" (expected one of: {})", self.known.join(", ")) } else { hint };
+                cx.err(&k.loc, format!("unknown key `{name}` in {}{hint}", self.what));
+            }
+        }
+    }
+}
+
+fn key_text(k: &Node) -> String {
+    k.as_scalar_text().unwrap_or_else(|| format!("<{}>", k.kind()))
+}
+
+// ---- scalars --------------------------------------------------------------
+
+pub fn string(n: &Node, cx: &mut Cx) -> Option<String> {
+    match &n.value {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Float(f) => {
+            // YAML reads `1.10` as the number 1.1: the text is lost, so ask for quotes.
+            cx.err(&n.loc, format!("`{f}` was read as a number: put it in quotes"));
+            None
+        }
+        _ => {
+            cx.err(&n.loc, format!("expected a string, found {}", n.kind()));
+            None
+        }
+    }
+}
+
+pub fn boolean(n: &Node, cx: &mut Cx) -> Option<bool> {
+    match &n.value {
+        Value::Bool(b) => Some(*b),
+        _ => {
+            cx.err(&n.loc, format!("expected true or false, found {}", n.kind()));
+            None
+        }
+    }
+}
+
+pub fn uint(n: &Node, cx: &mut Cx) -> Option<u32> {
+    match &n.value {
+        Value::Int(i) if *i >= 0 && *i <= u32::MAX as i64 => Some(*i as u32),
+        _ => {
+            cx.err(&n.loc, format!("expected a whole number of 0 or more, found {}", n.kind()));
+            None
+        }
+    }
+}
+
+fn positive(n: &Node, cx: &mut Cx) -> Option<u32> {
+    let v = uint(n, cx)?;
+    if v == 0 {
+        cx.err(&n.loc, "must be at least 1");
+        return None;
+    }
+    Some(v)
+}
+
+fn number(n: &Node, cx: &mut Cx) -> Option<f64> {
+    match &n.value {
+        Value::Int(i) if *i > 0 => Some(*i as f64),
+        Value::Float(f) if *f > 0.0 && f.is_finite() => Some(*f),
+        _ => {
+            cx.err(&n.loc, format!("expected a positive number, found {}", n.kind()));
+            None
+        }
+    }
+}
+
+fn parsed<T: FromStr<Err = String>>(n: &Node, cx: &mut Cx) -> Option<T> {
+    let s = string(n, cx)?;
+    match s.parse() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            cx.err(&n.loc, e);
+            None
+        }
+    }
+}
+
+pub fn duration(n: &Node, cx: &mut Cx) -> Option<Duration> {
+    parsed(n, cx)
+}
+
+fn list<T>(n: &Node, cx: &mut Cx, mut f: impl FnMut(&Node, &mut Cx) -> Option<T>) -> Option<Vec<T>> {
+    match &n.value {
+        Value::Seq(items) => {
+            let mut ok = true;
+            let mut out = Vec::new();
+            for i in items {
+                match f(i, cx) {
+                    Some(v) => out.push(v),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+        _ => {
+            cx.err(&n.loc, format!("expected a list, found {}", n.kind()));
+            None
+        }
+    }
+}
+
+fn regex(n: &Node, cx: &mut Cx) -> Option<Regex> {
+    let s = string(n, cx)?;
+    match Regex::new(&s) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let text = e.to_string();
+            let last = text.lines().last().unwrap_or("").trim();
+            let first = last.strip_prefix("error: ").unwrap_or(last).to_string();
+            cx.err(&n.loc, format!("invalid regex `{s}`: {first}"));
+            None
+        }
+    }
+}
+
+fn glob(n: &Node, cx: &mut Cx) -> Option<GlobMatcher> {
+    let s = string(n, cx)?;
+    match Glob::new(&s) {
+        Ok(g) => Some(g.compile_matcher()),
+        Err(e) => {
+            cx.err(&n.loc, format!("invalid glob `{s}`: {}", e.kind()));
+            None
+        }
+    }
+}
+
+/// An address check: the registry part must be a defined registry. Checked
+/// after all files are read, so the set of names is complete.
+pub struct AddrUse {
+    pub registry: RegistryName,
+    pub loc: Loc,
+}
+
+/// Decoding state shared by one file: the addresses seen, for the later registry check.
+#[derive(Default)]
+pub struct Uses {
+    pub addrs: Vec<AddrUse>,
+}
+
+fn repo_addr(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<RepoAddr> {
+    let s = string(n, cx)?;
+    if s.contains([':', '@']) {
+        cx.err(&n.loc, format!("`{s}` must be REGISTRY/REPO without a tag or digest"));
+        return None;
+    }
+    match s.parse::<RepoAddr>() {
+        Ok(a) => {
+            uses.addrs.push(AddrUse { registry: a.registry.clone(), loc: n.loc.clone() });
+            Some(a)
+        }
+        Err(e) => {
+            cx.err(&n.loc, e);
+            None
+        }
+    }
+}
+
+fn image_ref(n: &Node, cx: &mut Cx, uses: &mut Uses, need_ref: bool) -> Option<ImageRef> {
+    let s = string(n, cx)?;
+    match s.parse::<ImageRef>() {
+        Ok(r) => {
+            if need_ref && r.reference.is_none() {
+                cx.err(&n.loc, format!("`{s}` needs a tag or digest (REGISTRY/REPO:TAG or @sha256:…)"));
+                return None;
+            }
+            uses.addrs.push(AddrUse { registry: r.repo.registry.clone(), loc: n.loc.clone() });
+            Some(r)
+        }
+        Err(e) => {
+            cx.err(&n.loc, e);
+            None
+        }
+    }
+}
+
+fn tagged_ref(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<ImageRef> {
+    let r = image_ref(n, cx, uses, true)?;
+    if r.tag().is_none() {
+        cx.err(&n.loc, format!("`{r}` must name a tag (REGISTRY/REPO:TAG), not a digest"));
+        return None;
+    }
+    Some(r)
+}
+
+// ---- sections -------------------------------------------------------------
+
+pub fn selector(n: &Node, cx: &mut Cx) -> Option<TagSelector> {
+    if let Value::Seq(_) = n.value {
+        let tags = list(n, cx, |i, cx| parsed::<Tag>(i, cx))?;
+        return Some(TagSelector { exact: Some(tags), ..Default::default() });
+    }
+    let mut f = Fields::new(n, "tag selector `tags`", cx)?;
+    let semver = f.opt("semver", cx, |n, cx| {
+        let s = string(n, cx)?;
+        let s2 = s.trim().to_string();
+        match VersionReq::parse(&s2) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                cx.err(&n.loc, format!("invalid semver range `{s}`: {e}"));
+                None
+            }
+        }
+    });
+    let regex_ = f.opt("regex", cx, regex);
+    let glob_ = f.opt("glob", cx, glob);
+    let exclude = f.opt("exclude", cx, |n, cx| {
+        if let Value::Seq(_) = n.value {
+            list(n, cx, regex)
+        } else {
+            regex(n, cx).map(|r| vec![r])
+        }
+    });
+    let latest = f.opt("latest", cx, positive);
+    f.finish(cx);
+    Some(TagSelector {
+        exact: None,
+        semver,
+        regex: regex_,
+        glob: glob_,
+        exclude: exclude.unwrap_or_default(),
+        latest: latest.map(|n| n as usize),
+    })
+}
+
+fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
+    let s = string(n, cx)?;
+    let s = s.trim();
+    if let Some(path) = s.strip_prefix("oci:") {
+        if path.is_empty() {
+            cx.err(&n.loc, "`oci:` needs a path, like `oci:registry`");
+            return None;
+        }
+        return Some(Endpoint::OciLayout(root.join(path)));
+    }
+    let (scheme, rest) = match s.split_once("://") {
+        Some(("http", r)) => ("http", r),
+        Some(("https", r)) => ("https", r),
+        Some((other, _)) => {
+            cx.err(&n.loc, format!("unsupported scheme `{other}://` (use http://, https://, a bare host or oci:PATH)"));
+            return None;
+        }
+        None => ("https", s),
+    };
+    let host = rest.trim_end_matches('/');
+    let valid = !host.is_empty()
+        && !host.contains('/')
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+    if !valid {
+        cx.err(&n.loc, format!("`{s}` is not a registry address (expected host[:port], optionally with http:// or https://)"));
+        return None;
+    }
+    Some(if scheme == "http" { Endpoint::Http(host.to_string()) } else { Endpoint::Https(host.to_string()) })
+}
+
+fn auth(n: &Node, cx: &mut Cx) -> Option<Auth> {
+    let mut f = Fields::new(n, "`auth`", cx)?;
+    if let Some(p) = f.get("password") {
+        cx.err(&p.loc, "a literal password is never accepted: use `password_env` or `password_file`");
+    }
+    let a = Auth {
+        username_env: f.opt("username_env", cx, string),
+        username: f.opt("username", cx, string),
+        password_env: f.opt("password_env", cx, string),
+        password_file: f.opt("password_file", cx, string).map(PathBuf::from),
+    };
+    if a.username_env.is_some() && a.username.is_some() {
+        cx.err(f.loc, "give `username` or `username_env`, not both");
+    }
+    if a.password_env.is_some() && a.password_file.is_some() {
+        cx.err(f.loc, "give `password_env` or `password_file`, not both");
+    }
+    f.finish(cx);
+    Some(a)
+}
+
+fn registry(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Registry> {
+    let mut f = Fields::new(n, "registry", cx)?;
+    let url = f.req("url", cx, |n, cx| endpoint(n, cx, root));
+    let auth = f.opt("auth", cx, auth);
+    let concurrency = f.opt("concurrency", cx, positive);
+    let rate = f.opt("rate", cx, number);
+    f.finish(cx);
+    Some(Registry { url: url?, auth, concurrency, rate, loc: Some(n.loc.clone()) })
+}
+
+fn platforms(n: &Node, cx: &mut Cx) -> Option<Platforms> {
+    if let Value::Str(s) = &n.value {
+        if s == "all" {
+            return Some(Platforms::All);
+        }
+    }
+    let items = list(n, cx, |i, cx| {
+        let s = string(i, cx)?;
+        let parts: Vec<&str> = s.split('/').collect();
+        if (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty()) {
+            Some(s)
+        } else {
+            cx.err(&i.loc, format!("`{s}` is not a platform (os/arch or os/arch/variant, like linux/amd64)"));
+            None
+        }
+    });
+    if items.as_ref().is_some_and(|v| v.is_empty()) {
+        cx.err(&n.loc, "`platforms` needs at least one entry, or `all`");
+        return None;
+    }
+    items.map(Platforms::Only)
+}
+
+fn mirror(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Mirror> {
+    let mut f = Fields::new(n, "mirror", cx)?;
+    let name = f.opt("name", cx, string);
+    let from = f.req("from", cx, |n, cx| repo_addr(n, cx, uses));
+    let to = f.req("to", cx, |n, cx| repo_addr(n, cx, uses));
+    let tags = f.opt("tags", cx, selector);
+    let platforms = f.opt("platforms", cx, platforms);
+    let referrers = f.opt("referrers", cx, boolean);
+    let prune = f.opt("prune", cx, boolean);
+    f.finish(cx);
+    let (from, to) = (from?, to?);
+    if from == to {
+        cx.err(&n.loc, format!("mirror from `{from}` to itself"));
+        return None;
+    }
+    Some(Mirror {
+        name,
+        from,
+        to,
+        tags: tags.unwrap_or_default(),
+        platforms: platforms.unwrap_or_default(),
+        referrers: referrers.unwrap_or(true),
+        prune: prune.unwrap_or(false),
+        loc: n.loc.clone(),
+    })
+}
+
+fn severity(n: &Node, cx: &mut Cx) -> Option<Severity> {
+    let s = string(n, cx)?;
+    let all = [
+        ("negligible", Severity::Negligible),
+        ("low", Severity::Low),
+        ("medium", Severity::Medium),
+        ("high", Severity::High),
+        ("critical", Severity::Critical),
+    ];
+    match all.iter().find(|(k, _)| k.eq_ignore_ascii_case(&s)) {
+        Some((_, v)) => Some(*v),
+        None => {
+            cx.err(&n.loc, format!("unknown severity `{s}` (negligible, low, medium, high, critical){}", suggest(&s, all.iter().map(|(k, _)| *k))));
+            None
+        }
+    }
+}
+
+fn vuln_gate(n: &Node, cx: &mut Cx) -> Option<VulnGate> {
+    let mut f = Fields::new(n, "`vulnerabilities`", cx)?;
+    let max_severity = f.req("max_severity", cx, severity);
+    let scanners = f.opt("scanners", cx, positive);
+    let ignore_unfixed = f.opt("ignore_unfixed", cx, boolean);
+    let max_report_age = f.opt("max_report_age", cx, duration);
+    f.finish(cx);
+    Some(VulnGate { max_severity: max_severity?, scanners, ignore_unfixed, max_report_age })
+}
+
+fn require(n: &Node, cx: &mut Cx) -> Option<Require> {
+    let mut f = Fields::new(n, "`require`", cx)?;
+    let min_age = f.opt("min_age", cx, duration);
+    let referrers = f.opt("referrers", cx, |n, cx| list(n, cx, string));
+    let vulnerabilities = f.opt("vulnerabilities", cx, vuln_gate);
+    f.finish(cx);
+    Some(Require { min_age, referrers: referrers.unwrap_or_default(), vulnerabilities })
+}
+
+fn promotion(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Promotion> {
+    let mut f = Fields::new(n, "promotion", cx)?;
+    let name = f.req("name", cx, string);
+    let from = f.req("from", cx, |n, cx| repo_addr(n, cx, uses));
+    let to = f.req("to", cx, |n, cx| repo_addr(n, cx, uses));
+    let tags = f.opt("tags", cx, selector);
+    let require = f.opt("require", cx, require);
+    let overwrite = f.opt("overwrite", cx, boolean);
+    f.finish(cx);
+    Some(Promotion {
+        name: name?,
+        from: from?,
+        to: to?,
+        tags: tags.unwrap_or_default(),
+        require: require.unwrap_or_default(),
+        overwrite: overwrite.unwrap_or(false),
+        loc: n.loc.clone(),
+    })
+}
+
+fn retag(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retag> {
+    let mut f = Fields::new(n, "retag", cx)?;
+    let name = f.opt("name", cx, string);
+    let tag = f.req("tag", cx, |n, cx| tagged_ref(n, cx, uses));
+    let from = f.opt("from", cx, |n, cx| image_ref(n, cx, uses, true));
+    let newest = f.opt("newest", cx, |n, cx| {
+        let mut g = Fields::new(n, "`newest`", cx)?;
+        let repo = g.req("repo", cx, |n, cx| repo_addr(n, cx, uses));
+        let tags = g.opt("tags", cx, selector);
+        g.finish(cx);
+        Some(RetagSource::Newest { repo: repo?, tags: tags.unwrap_or_default() })
+    });
+    let loc = f.loc.clone();
+    let misspelt = f.near("from") || f.near("newest");
+    f.finish(cx);
+    let source = match (from, newest) {
+        (Some(r), None) => RetagSource::From(r),
+        (None, Some(s)) => s,
+        (Some(_), Some(_)) => {
+            cx.err(&loc, "a retag takes `from` or `newest`, not both");
+            return None;
+        }
+        (None, None) if misspelt => return None,
+        (None, None) => {
+            cx.err(&loc, "a retag needs `from` (an image) or `newest` (a repo and tag selector)");
+            return None;
+        }
+    };
+    Some(Retag { name, tag: tag?, source, loc })
+}
+
+fn repo_glob(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<RepoGlob> {
+    let s = string(n, cx)?;
+    let Some((reg, pattern)) = s.split_once('/') else {
+        cx.err(&n.loc, format!("`{s}` must be REGISTRY/REPO-GLOB, like `dev/team/*`"));
+        return None;
+    };
+    let registry: RegistryName = match reg.parse() {
+        Ok(r) => r,
+        Err(e) => {
+            cx.err(&n.loc, e);
+            return None;
+        }
+    };
+    let matcher = match globset::GlobBuilder::new(pattern).literal_separator(false).build() {
+        Ok(g) => g.compile_matcher(),
+        Err(e) => {
+            cx.err(&n.loc, format!("invalid glob `{pattern}`: {}", e.kind()));
+            return None;
+        }
+    };
+    uses.addrs.push(AddrUse { registry: registry.clone(), loc: n.loc.clone() });
+    Some(RepoGlob { registry, pattern: pattern.to_string(), matcher })
+}
+
+fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
+    let mut f = Fields::new(n, "retention rule", cx)?;
+    let name = f.req("name", cx, string);
+    let repos = f.req("repos", cx, |n, cx| list(n, cx, |i, cx| repo_glob(i, cx, uses)));
+    let delete = f.opt("delete", cx, |n, cx| {
+        let mut g = Fields::new(n, "`delete`", cx)?;
+        let d = DeleteWhen {
+            older_than: g.opt("older_than", cx, duration),
+            tags: g.opt("tags", cx, selector),
+            untagged_referrers: g.opt("untagged_referrers", cx, boolean),
+        };
+        g.finish(cx);
+        Some(d)
+    });
+    let keep = f.opt("keep", cx, |n, cx| {
+        let mut g = Fields::new(n, "`keep`", cx)?;
+        let k = Keep {
+            tags: g.opt("tags", cx, |n, cx| list(n, cx, glob)).unwrap_or_default(),
+            newest: g.opt("newest", cx, uint),
+            younger_than: g.opt("younger_than", cx, duration),
+        };
+        g.finish(cx);
+        Some(k)
+    });
+    let min_keep = f.opt("min_keep", cx, uint);
+    let max_deletes = f.opt("max_deletes", cx, uint);
+    f.finish(cx);
+    let delete = delete.unwrap_or_default();
+    if delete.older_than.is_none() && delete.tags.is_none() && delete.untagged_referrers != Some(true) {
+        cx.err(&n.loc, "retention rule needs a `delete` condition (`older_than` and/or `tags`): without one it would delete everything not kept");
+    }
+    Some(Retention {
+        name: name?,
+        repos: repos?,
+        delete,
+        keep: keep.unwrap_or_default(),
+        min_keep: min_keep.unwrap_or(1),
+        max_deletes,
+        loc: n.loc.clone(),
+    })
+}
+
+fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Option<Host> {
+    let mut f = Fields::new(n, "host", cx)?;
+    let endpoint = f.req("endpoint", cx, |n, cx| {
+        let s = string(n, cx)?;
+        if s.starts_with("unix://") || s.starts_with("tcp://") || s.starts_with("http://") || s.starts_with("https://") {
+            Some(s)
+        } else {
+            cx.err(&n.loc, format!("`{s}` is not a Docker endpoint (unix:///path/to.sock or tcp://host:port)"));
+            None
+        }
+    });
+    let tls = f.opt("tls", cx, |n, cx| {
+        let mut g = Fields::new(n, "`tls`", cx)?;
+        let ca = g.req("ca", cx, string);
+        let cert = g.req("cert", cx, string);
+        let key = g.req("key", cx, string);
+        g.finish(cx);
+        Some(HostTls { ca: root.join(ca?), cert: root.join(cert?), key: root.join(key?) })
+    });
+    let images = f.opt("images", cx, |n, cx| {
+        let mut g = Fields::new(n, "`images`", cx)?;
+        let present = g.opt("present", cx, |n, cx| list(n, cx, |i, cx| tagged_ref(i, cx, uses)));
+        let prune = g.opt("prune", cx, |n, cx| {
+            let mut h = Fields::new(n, "`prune`", cx)?;
+            let p = HostPrune {
+                older_than: h.opt("older_than", cx, duration),
+                keep: h.opt("keep", cx, |n, cx| {
+                    list(n, cx, |i, cx| {
+                        let s = string(i, cx)?;
+                        match Glob::new(&s) {
+                            Ok(_) => Some(s),
+                            Err(e) => {
+                                cx.err(&i.loc, format!("invalid glob `{s}`: {}", e.kind()));
+                                None
+                            }
+                        }
+                    })
+                })
+                .unwrap_or_default(),
+            };
+            h.finish(cx);
+            Some(p)
+        });
+        g.finish(cx);
+        Some(HostImages { present: present.unwrap_or_default(), prune })
+    });
+    let containers = f.opt("containers", cx, |n, cx| {
+        let mut g = Fields::new(n, "`containers`", cx)?;
+        let c = HostContainers { max_age: g.opt("max_age", cx, duration) };
+        g.finish(cx);
+        Some(c)
+    });
+    f.finish(cx);
+    Some(Host {
+        endpoint: endpoint?,
+        tls,
+        images: images.unwrap_or_default(),
+        containers: containers.unwrap_or_default(),
+        loc: n.loc.clone(),
+    })
+}
+
+fn policies(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Policies> {
+    let mut f = Fields::new(n, "`policies`", cx)?;
+    let registries = f.opt("registries", cx, |n, cx| {
+        list(n, cx, |i, cx| {
+            let r: RegistryName = parsed(i, cx)?;
+            uses.addrs.push(AddrUse { registry: r.clone(), loc: i.loc.clone() });
+            Some(r)
+        })
+    });
+    let base_images = f.opt("base_images", cx, |n, cx| list(n, cx, string));
+    let max_age = f.opt("max_age", cx, duration);
+    let on_violation = f.opt("on_violation", cx, |n, cx| {
+        let s = string(n, cx)?;
+        match s.as_str() {
+            "warn" => Some(OnViolation::Warn),
+            "fail" => Some(OnViolation::Fail),
+            "enforce" => Some(OnViolation::Enforce),
+            _ => {
+                cx.err(&n.loc, format!("`on_violation` is warn, fail or enforce, not `{s}`{}", suggest(&s, ["warn", "fail", "enforce"])));
+                None
+            }
+        }
+    });
+    f.finish(cx);
+    Some(Policies { registries, base_images, max_age, on_violation: on_violation.unwrap_or_default(), loc: Some(n.loc.clone()) })
+}
+
+/// Named entries of a map section, keeping each name's location.
+fn named_map<T>(n: &Node, what: &'static str, cx: &mut Cx, mut f: impl FnMut(&Node, &mut Cx) -> Option<T>) -> Vec<(String, Loc, T)> {
+    let Value::Map(m) = &n.value else {
+        cx.err(&n.loc, format!("`{what}` must be a map of names, found {}", n.kind()));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in m {
+        let Some(name) = k.as_scalar_text() else {
+            cx.err(&k.loc, format!("names in `{what}` must be strings"));
+            continue;
+        };
+        if let Some(t) = f(v, cx) {
+            out.push((name, k.loc.clone(), t));
+        }
+    }
+    out
+}
+
+/// One file's decoded sections, before merging.
+#[derive(Default)]
+pub struct FilePolicy {
+    pub registries: Vec<(String, Loc, Registry)>,
+    pub mirrors: Vec<Mirror>,
+    pub promotions: Vec<Promotion>,
+    pub retags: Vec<Retag>,
+    pub retention: Vec<Retention>,
+    pub hosts: Vec<(String, Loc, Host)>,
+    pub policies: Option<Policies>,
+    pub uses: Uses,
+    /// Every registry name written, even where its settings had errors, so
+    /// one bad `url` does not also make every address using it "undefined".
+    pub registry_names: Vec<String>,
+}
+
+pub const SECTIONS: [&str; 7] = ["registries", "mirrors", "promotions", "retags", "retention", "hosts", "policies"];
+
+pub fn file(n: &Node, cx: &mut Cx, root: &std::path::Path) -> FilePolicy {
+    let mut out = FilePolicy::default();
+    if n.value == Value::Null {
+        return out;
+    }
+    let Some(mut f) = Fields::new(n, "a policy file", cx) else {
+        return out;
+    };
+    let mut uses = Uses::default();
+    if let Some(n) = f.get("registries") {
+        if let Value::Map(m) = &n.value {
+            out.registry_names = m.iter().filter_map(|(k, _)| k.as_scalar_text()).collect();
+        }
+        out.registries = named_map(n, "registries", cx, |v, cx| registry(v, cx, root));
+    }
+    let seq = |n: &Node, what: &str, cx: &mut Cx| -> Vec<Node> {
+        match &n.value {
+            Value::Seq(items) => items.clone(),
+            _ => {
+                cx.err(&n.loc, format!("`{what}` must be a list, found {}", n.kind()));
+                Vec::new()
+            }
+        }
+    };
+    if let Some(n) = f.get("mirrors") {
+        out.mirrors = seq(n, "mirrors", cx).iter().filter_map(|i| mirror(i, cx, &mut uses)).collect();
+    }
+    if let Some(n) = f.get("promotions") {
+        out.promotions = seq(n, "promotions", cx).iter().filter_map(|i| promotion(i, cx, &mut uses)).collect();
+    }
+    if let Some(n) = f.get("retags") {
+        out.retags = seq(n, "retags", cx).iter().filter_map(|i| retag(i, cx, &mut uses)).collect();
+    }
+    if let Some(n) = f.get("retention") {
+        out.retention = seq(n, "retention", cx).iter().filter_map(|i| retention(i, cx, &mut uses)).collect();
+    }
+    if let Some(n) = f.get("hosts") {
+        out.hosts = named_map(n, "hosts", cx, |v, cx| host(v, cx, &mut uses, root));
+    }
+    if let Some(n) = f.get("policies") {
+        out.policies = policies(n, cx, &mut uses);
+    }
+    f.finish(cx);
+    out.uses = uses;
+    out
+}
+
+/// Sorted registry names, for messages.
+pub fn names<V>(m: &BTreeMap<RegistryName, V>) -> Vec<&str> {
+    m.keys().map(|k| k.as_str()).collect()
+}

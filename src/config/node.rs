@@ -1,0 +1,187 @@
+//! YAML read into a tree of values that each know their `line:col`, so every
+//! later check can point at the exact place in the file.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+/// A place in a policy file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Loc {
+    pub file: Arc<str>,
+    pub line: u64,
+    pub col: u64,
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub loc: Loc,
+}
+
+impl Node {
+    pub fn kind(&self) -> &'static str {
+        match self.value {
+            Value::Null => "nothing",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "a number",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a map",
+        }
+    }
+    /// The scalar as text (numbers and booleans too: `tags: [1.0]` means the tag "1.0").
+    pub fn as_scalar_text(&self) -> Option<String> {
+        match &self.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// The raw serde-side tree, converted to `Node` with the file name attached.
+#[derive(Debug)]
+enum Raw {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Spanned<Raw>>),
+    Map(Vec<(Spanned<Raw>, Spanned<Raw>)>),
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Raw;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Raw, E> {
+                Ok(Raw::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+                Raw::deserialize(d)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Raw, E> {
+                Ok(Raw::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Raw, E> {
+                Ok(Raw::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
+                Ok(i64::try_from(v).map(Raw::Int).unwrap_or(Raw::Float(v as f64)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
+                Ok(Raw::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
+                Ok(Raw::Str(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Raw, E> {
+                Ok(Raw::Str(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = a.next_element::<Spanned<Raw>>()? {
+                    out.push(v);
+                }
+                Ok(Raw::Seq(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Raw, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = a.next_key::<Spanned<Raw>>()? {
+                    let v = a.next_value::<Spanned<Raw>>()?;
+                    out.push((k, v));
+                }
+                Ok(Raw::Map(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn convert(file: &Arc<str>, s: Spanned<Raw>) -> Node {
+    let loc = Loc { file: file.clone(), line: s.referenced.line(), col: s.referenced.column() };
+    let value = match s.value {
+        Raw::Null => Value::Null,
+        Raw::Bool(b) => Value::Bool(b),
+        Raw::Int(i) => Value::Int(i),
+        Raw::Float(f) => Value::Float(f),
+        Raw::Str(v) => Value::Str(v),
+        Raw::Seq(items) => Value::Seq(items.into_iter().map(|i| convert(file, i)).collect()),
+        Raw::Map(items) => Value::Map(items.into_iter().map(|(k, v)| (convert(file, k), convert(file, v))).collect()),
+    };
+    Node { value, loc }
+}
+
+/// Parses one YAML document. A syntax error comes back as `(loc, message)`.
+pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, (Loc, String)> {
+    if text.trim().is_empty() {
+        return Ok(Node { value: Value::Null, loc: Loc { file: file.clone(), line: 1, col: 1 } });
+    }
+    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
+        Ok(raw) => Ok(convert(file, raw)),
+        Err(e) => {
+            let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            let msg = e.to_string();
+            // The library's message may repeat the position; keep the first line only.
+            let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
+            Err((Loc { file: file.clone(), line: line.max(1), col: col.max(1) }, format!("invalid YAML: {msg}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_point_at_keys_and_values() {
+        let f: Arc<str> = Arc::from("p.yaml");
+        let n = parse(&f, "a:\n  b: [1, x]\n  c: {d: true}\n").unwrap();
+        let Value::Map(m) = &n.value else { panic!("{n:?}") };
+        assert_eq!((m[0].0.loc.line, m[0].0.loc.col), (1, 1));
+        let Value::Map(inner) = &m[0].1.value else { panic!() };
+        assert_eq!((inner[0].0.loc.line, inner[0].0.loc.col), (2, 3));
+        let Value::Seq(s) = &inner[0].1.value else { panic!() };
+        assert_eq!((s[1].loc.line, s[1].loc.col), (2, 10));
+        assert_eq!(s[1].value, Value::Str("x".into()));
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let f: Arc<str> = Arc::from("p.yaml");
+        let (loc, msg) = parse(&f, "a: [1, 2\nb: c\n").unwrap_err();
+        assert!(loc.line >= 1, "{loc} {msg}");
+        assert!(msg.starts_with("invalid YAML"), "{msg}");
+    }
+}

@@ -1,0 +1,165 @@
+//! The I/O side of observing: concurrent reads through the registry trait.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+
+use super::{Fact, ImageInfo, Observed, ReferrerInfo, RepoState};
+use crate::config::Desired;
+use crate::model::{Digest, RegistryName, RepoAddr, Timestamp};
+use crate::registry::manifest::Parsed;
+use crate::registry::{Registry, RegistryError};
+
+/// The opened registries, by policy name. A registry that could not be
+/// opened maps to the reason, and everything in it is unobserved.
+pub type Registries = BTreeMap<RegistryName, Result<Arc<dyn Registry>, String>>;
+
+/// How many reads run at once across one observe pass (each registry's own
+/// limit applies on top, inside its backend).
+const PARALLEL: usize = 16;
+
+/// Reads what the policy needs from the registries.
+pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp) -> Observed {
+    let needs = crate::plan::needs(desired);
+    let mut observed = Observed::default();
+
+    let repo_reads = stream::iter(needs.repos.iter().cloned())
+        .map(|repo| async move {
+            let fact = match registries.get(&repo.registry) {
+                Some(Ok(reg)) => match read_repo(reg.as_ref(), &repo).await {
+                    Ok(s) => Fact::Known(s),
+                    Err(e) => Fact::Unknown { reason: e.to_string() },
+                },
+                Some(Err(reason)) => Fact::Unknown { reason: reason.clone() },
+                None => Fact::Unknown { reason: format!("registry `{}` is not defined", repo.registry) },
+            };
+            (repo, fact)
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await;
+    observed.repos.extend(repo_reads);
+
+    // Creation times of every tag where selectors order by them, and digests the policy names.
+    let mut want: Vec<(RepoAddr, Digest)> = Vec::new();
+    for repo in &needs.created_of_all_tags {
+        if let Some(Fact::Known(s)) = observed.repos.get(repo) {
+            want.extend(s.tags.values().map(|d| (repo.clone(), d.clone())));
+        }
+    }
+    want.extend(needs.digests.iter().cloned());
+    read_details(registries, &mut observed, want).await;
+
+    // Then the details the plan will look at, now that tags are known.
+    let more = crate::plan::details_needed(desired, &observed, now);
+    read_details(registries, &mut observed, more).await;
+    observed
+}
+
+async fn read_details(registries: &Registries, observed: &mut Observed, mut want: Vec<(RepoAddr, Digest)>) {
+    want.sort();
+    want.dedup();
+    want.retain(|k| !observed.images.contains_key(k));
+    let got = stream::iter(want)
+        .map(|(repo, digest)| async move {
+            let fact = match registries.get(&repo.registry) {
+                Some(Ok(reg)) => match image_info(reg.as_ref(), &repo, &digest).await {
+                    Ok(Some(i)) => Some(Fact::Known(i)),
+                    Ok(None) => None,
+                    Err(e) => Some(Fact::Unknown { reason: e.to_string() }),
+                },
+                _ => None,
+            };
+            ((repo, digest), fact)
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await;
+    for (k, f) in got {
+        if let Some(f) = f {
+            observed.images.insert(k, f);
+        }
+    }
+}
+
+/// Tags and their digests: one tag list, then one manifest HEAD per tag.
+pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState, RegistryError> {
+    let tags = reg.list_tags(&repo.repo).await?;
+    let heads = stream::iter(tags.into_iter().filter(|t| !t.is_referrer_tag()))
+        .map(|tag| async move {
+            let head = reg.head_manifest(&repo.repo, tag.as_str()).await?;
+            Ok::<_, RegistryError>(head.map(|h| (tag, h.digest)))
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(RepoState { tags: heads.into_iter().flatten().collect() })
+}
+
+/// Small JSON blobs (configs) are read whole, up to this size.
+const MAX_CONFIG: usize = 4 << 20;
+
+pub async fn read_small_blob(reg: &dyn Registry, repo: &RepoAddr, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+    let mut s = reg.get_blob(&repo.repo, digest).await?;
+    let mut buf = Vec::new();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::other(format!("{repo}: reading blob {digest}: {e}")))?;
+        buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_CONFIG {
+            return Err(RegistryError::other(format!("{repo}: blob {digest} is larger than {MAX_CONFIG} bytes")));
+        }
+    }
+    Ok(buf)
+}
+
+fn created_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<Timestamp> {
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    v.get("created")
+        .and_then(|c| c.as_str())
+        .and_then(Timestamp::parse_rfc3339)
+        .or_else(|| annotations.get("org.opencontainers.image.created").and_then(|s| Timestamp::parse_rfc3339(s)))
+}
+
+/// Reads an image's creation time, platforms, size and referrers; `None` if absent.
+pub async fn image_info(reg: &dyn Registry, repo: &RepoAddr, digest: &Digest) -> Result<Option<ImageInfo>, RegistryError> {
+    let Some(m) = reg.get_manifest(&repo.repo, digest.as_str()).await? else {
+        return Ok(None);
+    };
+    let mut info = ImageInfo { media_type: m.media_type.clone(), size: m.bytes.len() as u64, ..Default::default() };
+    match m.parse()? {
+        Parsed::Image { config, layers, annotations, .. } => {
+            info.size += config.size + layers.iter().map(|l| l.size).sum::<u64>();
+            let cfg = read_small_blob(reg, repo, &config.digest).await?;
+            info.created = created_of(&cfg, &annotations);
+        }
+        Parsed::Index { manifests, annotations, .. } => {
+            info.index_manifest = String::from_utf8(m.bytes.to_vec()).ok();
+            info.created = annotations.get("org.opencontainers.image.created").and_then(|s| Timestamp::parse_rfc3339(s));
+            for child in &manifests {
+                if let Some(p) = &child.platform {
+                    info.platforms.push(p.to_string());
+                }
+                info.size += child.size;
+                let Some(cm) = reg.get_manifest(&repo.repo, child.digest.as_str()).await? else {
+                    continue;
+                };
+                if let Ok(Parsed::Image { config, layers, annotations, .. }) = cm.parse() {
+                    info.size += config.size + layers.iter().map(|l| l.size).sum::<u64>();
+                    if info.created.is_none() || child.platform.is_some() {
+                        let cfg = read_small_blob(reg, repo, &config.digest).await?;
+                        let c = created_of(&cfg, &annotations);
+                        info.created = info.created.max(c);
+                    }
+                }
+            }
+        }
+    }
+    info.referrers = reg
+        .referrers(&repo.repo, digest)
+        .await?
+        .into_iter()
+        .map(|d| ReferrerInfo { artifact_type: d.artifact_type.clone().unwrap_or(d.media_type.clone()), digest: d.digest })
+        .collect();
+    Ok(Some(info))
+}

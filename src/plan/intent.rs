@@ -1,0 +1,251 @@
+//! Intents ("this tag should point at that digest, for that rule") and their
+//! resolution into changes and conflicts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::types::{Action, Blocked, Change, Plan};
+use crate::config::{Desired, RetagSource};
+use crate::model::{Digest, Duration, ImageRef, RepoAddr, Tag, Timestamp};
+use crate::observe::{Fact, ImageInfo, Observed, RepoState};
+
+/// What observe must read: the repositories the policy names, and for which
+/// of them creation times of every tag (selectors that order by `created`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub repos: BTreeSet<RepoAddr>,
+    pub created_of_all_tags: BTreeSet<RepoAddr>,
+    /// Digests named in the policy, whose presence must be checked.
+    pub digests: BTreeSet<(RepoAddr, Digest)>,
+}
+
+pub fn needs(d: &Desired) -> Needs {
+    let mut n = Needs::default();
+    for m in &d.mirrors {
+        n.repos.insert(m.from.clone());
+        n.repos.insert(m.to.clone());
+        if m.tags.needs_created() {
+            n.created_of_all_tags.insert(m.from.clone());
+        }
+    }
+    for p in &d.promotions {
+        n.repos.insert(p.from.clone());
+        n.repos.insert(p.to.clone());
+        if p.tags.needs_created() {
+            n.created_of_all_tags.insert(p.from.clone());
+        }
+    }
+    for r in &d.retags {
+        n.repos.insert(r.tag.repo.clone());
+        match &r.source {
+            RetagSource::From(src) => {
+                n.repos.insert(src.repo.clone());
+                if let Some(crate::model::Reference::Digest(dg)) = &src.reference {
+                    n.digests.insert((src.repo.clone(), dg.clone()));
+                }
+            }
+            RetagSource::Newest { repo, tags } => {
+                n.repos.insert(repo.clone());
+                if tags.semver.is_none() {
+                    n.created_of_all_tags.insert(repo.clone());
+                }
+            }
+        }
+    }
+    n
+}
+
+#[derive(Clone, Debug)]
+pub struct Intent {
+    pub target: RepoAddr,
+    pub tag: Tag,
+    pub digest: Digest,
+    /// Where the content is read from.
+    pub source: RepoAddr,
+    pub rule: String,
+    pub reason: String,
+    /// May move a tag that points elsewhere (mirrors and retags; promotions only with `overwrite`).
+    pub may_move: bool,
+    pub with_referrers: bool,
+    pub only_platforms: Option<Vec<String>>,
+}
+
+pub struct PlanCx<'o> {
+    pub observed: &'o Observed,
+    pub now: Timestamp,
+    pub intents: Vec<Intent>,
+    pub blocked: Vec<Blocked>,
+    /// In `details_needed` mode: the image details the rules asked for.
+    pub collect_needed: bool,
+    pub needed: BTreeSet<(RepoAddr, Digest)>,
+}
+
+/// Why a repo's tags cannot be used.
+pub enum RepoView<'o> {
+    Known(&'o RepoState),
+    Unknown,
+}
+
+impl<'o> PlanCx<'o> {
+    pub fn new(observed: &'o Observed, now: Timestamp) -> Self {
+        PlanCx { observed, now, intents: Vec::new(), blocked: Vec::new(), collect_needed: false, needed: BTreeSet::new() }
+    }
+
+    pub fn repo(&self, r: &RepoAddr) -> RepoView<'o> {
+        match self.observed.repos.get(r) {
+            Some(Fact::Known(s)) => RepoView::Known(s),
+            _ => RepoView::Unknown,
+        }
+    }
+
+    /// Details of an image; `None` (and remembered as needed) when not read.
+    pub fn image(&mut self, r: &RepoAddr, d: &Digest) -> Option<&'o Fact<ImageInfo>> {
+        if self.collect_needed {
+            self.needed.insert((r.clone(), d.clone()));
+        }
+        self.observed.image(r, d)
+    }
+
+    /// Tags of a known repo with creation times where they were read.
+    pub fn tags_with_created(&self, r: &RepoAddr, state: &'o RepoState) -> Vec<(&'o Tag, Option<Timestamp>)> {
+        state
+            .tags
+            .iter()
+            .map(|(t, d)| {
+                let c = match self.observed.image(r, d) {
+                    Some(Fact::Known(i)) => i.created,
+                    _ => None,
+                };
+                (t, c)
+            })
+            .collect()
+    }
+
+    pub fn block(&mut self, rule: &str, subject: impl Into<String>, reason: impl Into<String>) {
+        self.blocked.push(Blocked { rule: rule.to_string(), subject: subject.into(), reason: reason.into() });
+    }
+
+    /// Where a tag will point once earlier rules' intents are applied:
+    /// `(digest, content source)`.
+    pub fn planned(&self, r: &RepoAddr, tag: &Tag) -> Option<(Digest, RepoAddr)> {
+        let mut hits = self.intents.iter().filter(|i| &i.target == r && &i.tag == tag);
+        if let Some(first) = hits.next() {
+            if hits.all(|i| i.digest == first.digest) {
+                return Some((first.digest.clone(), first.source.clone()));
+            }
+            return None;
+        }
+        match self.repo(r) {
+            RepoView::Known(s) => s.tags.get(tag).map(|d| (d.clone(), r.clone())),
+            RepoView::Unknown => None,
+        }
+    }
+
+    /// A repo's tags as they will be once earlier rules' intents are applied,
+    /// with creation times where read. Lets `newest:` see what a mirror or
+    /// promotion in the same plan brings, so one apply converges.
+    pub fn planned_tags(&self, r: &RepoAddr) -> Option<Vec<(Tag, Option<Timestamp>)>> {
+        let RepoView::Known(state) = self.repo(r) else { return None };
+        let mut tags: BTreeMap<Tag, (Digest, RepoAddr)> =
+            state.tags.iter().map(|(t, d)| (t.clone(), (d.clone(), r.clone()))).collect();
+        for i in self.intents.iter().filter(|i| &i.target == r) {
+            if let Some((d, src)) = self.planned(r, &i.tag) {
+                tags.insert(i.tag.clone(), (d, src));
+            }
+        }
+        Some(
+            tags.into_iter()
+                .map(|(t, (d, src))| {
+                    let created = match self.observed.image(&src, &d) {
+                        Some(Fact::Known(i)) => i.created,
+                        _ => None,
+                    };
+                    (t, created)
+                })
+                .collect(),
+        )
+    }
+
+    /// Turns intents into changes: same target and digest from several rules
+    /// merge; different digests are a conflict that blocks all of them.
+    pub fn resolve(self) -> Plan {
+        let mut plan = Plan { blocked: self.blocked, ..Plan::default() };
+        let mut by_target: BTreeMap<(RepoAddr, Tag), Vec<Intent>> = BTreeMap::new();
+        for i in self.intents {
+            by_target.entry((i.target.clone(), i.tag.clone())).or_default().push(i);
+        }
+        for ((repo, tag), intents) in by_target {
+            let target = ImageRef::tagged(repo.clone(), tag.clone()).to_string();
+            let digests: BTreeSet<&Digest> = intents.iter().map(|i| &i.digest).collect();
+            if digests.len() > 1 {
+                let wants: Vec<String> =
+                    intents.iter().map(|i| format!("{} wants {}", i.rule, i.digest.short())).collect();
+                for i in &intents {
+                    plan.blocked.push(Blocked {
+                        rule: i.rule.clone(),
+                        subject: target.clone(),
+                        reason: format!("conflict: {}", wants.join(", ")),
+                    });
+                }
+                continue;
+            }
+            let RepoView::Known(state) = (match self.observed.repos.get(&repo) {
+                Some(Fact::Known(s)) => RepoView::Known(s),
+                _ => RepoView::Unknown,
+            }) else {
+                // Unknown target: listed as unobserved; never written blind.
+                continue;
+            };
+            let first = &intents[0];
+            let rules: Vec<&str> = {
+                let mut r: Vec<&str> = intents.iter().map(|i| i.rule.as_str()).collect();
+                r.dedup();
+                r
+            };
+            let (action, expect) = match state.tags.get(&tag) {
+                Some(cur) if *cur == first.digest => continue,
+                Some(cur) => {
+                    if !intents.iter().all(|i| i.may_move) {
+                        for i in intents.iter().filter(|i| !i.may_move) {
+                            plan.blocked.push(Blocked {
+                                rule: i.rule.clone(),
+                                subject: target.clone(),
+                                reason: format!(
+                                    "conflict: {target} already points at {}, not {} (overwrite: false)",
+                                    cur.short(),
+                                    first.digest.short()
+                                ),
+                            });
+                        }
+                        continue;
+                    }
+                    (Action::Retag, cur.to_string())
+                }
+                None => (Action::Copy, "absent".to_string()),
+            };
+            let info = match self.observed.image(&first.source, &first.digest) {
+                Some(Fact::Known(i)) => Some(i),
+                _ => None,
+            };
+            plan.changes.push(Change {
+                action,
+                target,
+                source: Some(format!("{}@{}", first.source, first.digest)),
+                digest: Some(first.digest.to_string()),
+                expect,
+                rule: rules.join(", "),
+                reason: first.reason.clone(),
+                platforms: info.map(|i| i.platforms.len() as u32),
+                referrers: info.filter(|_| first.with_referrers).map(|i| i.referrers.len() as u32),
+                size: info.map(|i| i.size),
+                with_referrers: first.with_referrers,
+                only_platforms: first.only_platforms.clone(),
+            });
+        }
+        plan
+    }
+}
+
+/// `5d` style age of a creation time, for reasons.
+pub fn age(now: Timestamp, created: Timestamp) -> String {
+    Duration::human(now.0 - created.0)
+}

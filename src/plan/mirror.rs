@@ -1,0 +1,55 @@
+//! `mirrors:` — keep TO a copy of FROM's selected tags.
+
+use super::intent::{Intent, PlanCx, RepoView};
+use crate::config::{Mirror, Platforms};
+use crate::model::Digest;
+use crate::observe::Fact;
+use crate::registry::manifest::filter_index;
+
+pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
+    let rule = m.rule_name();
+    let RepoView::Known(src) = cx.repo(&m.from) else {
+        return; // reported as unobserved
+    };
+    let candidates = cx.tags_with_created(&m.from, src);
+    for tag in m.tags.select(candidates) {
+        let Some(digest) = src.tags.get(&tag) else { continue };
+        let (digest, only) = match &m.platforms {
+            Platforms::All => (digest.clone(), None),
+            Platforms::Only(wanted) => match cx.image(&m.from, digest) {
+                Some(Fact::Known(info)) => match &info.index_manifest {
+                    Some(index) => match filter_index(index.as_bytes(), wanted) {
+                        Some(bytes) => (Digest::sha256_of(&bytes), Some(wanted.clone())),
+                        None => {
+                            cx.block(&rule, format!("{}:{tag}", m.from), format!("no platform of the index matches {}", wanted.join(", ")));
+                            continue;
+                        }
+                    },
+                    // A single-platform image is copied as it is.
+                    None => (digest.clone(), None),
+                },
+                Some(Fact::Unknown { .. }) => continue,
+                None if cx.collect_needed => continue,
+                None => {
+                    cx.block(&rule, format!("{}:{tag}", m.from), "the index was not read, so its platforms are unknown");
+                    continue;
+                }
+            },
+        };
+        if cx.collect_needed {
+            // Display details (platforms, referrers) for copies that will happen.
+            let _ = cx.image(&m.from, &digest);
+        }
+        cx.intents.push(Intent {
+            target: m.to.clone(),
+            tag: tag.clone(),
+            digest,
+            source: m.from.clone(),
+            rule: rule.clone(),
+            reason: format!("mirror of {}:{tag}", m.from),
+            may_move: true,
+            with_referrers: m.referrers,
+            only_platforms: only,
+        });
+    }
+}

@@ -1,0 +1,197 @@
+//! The plan as data (SPEC "Plan output"). Renderers and the executor read it;
+//! saved plans are this, as JSON.
+
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_VERSION: &str = "1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Copy,
+    Retag,
+    Untag,
+    Delete,
+    Pull,
+    RemoveImage,
+    StopContainer,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Copy => "copy",
+            Action::Retag => "retag",
+            Action::Untag => "untag",
+            Action::Delete => "delete",
+            Action::Pull => "pull",
+            Action::RemoveImage => "remove_image",
+            Action::StopContainer => "stop_container",
+        }
+    }
+}
+
+/// One mutation, with what apply must find before doing it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub action: Action,
+    /// `REGISTRY/REPO:TAG` (or `host:NAME/…`).
+    pub target: String,
+    /// `REGISTRY/REPO@sha256:…` the content comes from.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The digest the target will point at (copy, retag) or that goes (delete).
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// `absent` or the digest the target must have now (compare-and-swap).
+    pub expect: String,
+    pub rule: String,
+    pub reason: String,
+    /// Child manifests of an index (0 for a single image), for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<u32>,
+    /// Referrers that follow the copy, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<u32>,
+    /// Bytes the image holds (manifests, configs, layers), for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Whether referrers are copied with it (mirrors' `referrers:`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub with_referrers: bool,
+    /// For a platform-filtered copy: the platforms kept (the digest is then the filtered index's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_platforms: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    pub rule: String,
+    pub subject: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub policy: String,
+    pub subject: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unobserved {
+    pub subject: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub copy: u32,
+    pub retag: u32,
+    pub untag: u32,
+    pub delete: u32,
+    pub pull: u32,
+    pub remove_image: u32,
+    pub stop_container: u32,
+    pub blocked: u32,
+    pub violations: u32,
+}
+
+impl Summary {
+    pub fn host_changes(&self) -> u32 {
+        self.pull + self.remove_image + self.stop_container
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    /// False when something could not be observed: the plan then makes no
+    /// deletions or overwrites where it could not see.
+    pub complete: bool,
+    pub revision: Option<String>,
+    pub changes: Vec<Change>,
+    pub blocked: Vec<Blocked>,
+    pub violations: Vec<Violation>,
+    pub unobserved: Vec<Unobserved>,
+    pub summary: Summary,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            format_version: FORMAT_VERSION.to_string(),
+            complete: true,
+            revision: None,
+            changes: Vec::new(),
+            blocked: Vec::new(),
+            violations: Vec::new(),
+            unobserved: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+}
+
+impl Plan {
+    /// Sorts into the fixed safe order and recomputes the summary.
+    pub fn finish(&mut self) {
+        // Copies land before retags point at them; deletions come last.
+        self.changes.sort_by(|a, b| {
+            (order(a.action), &a.rule, &a.target).cmp(&(order(b.action), &b.rule, &b.target))
+        });
+        self.blocked.sort_by(|a, b| (&a.rule, &a.subject).cmp(&(&b.rule, &b.subject)));
+        self.blocked.dedup();
+        self.unobserved.sort_by(|a, b| a.subject.cmp(&b.subject));
+        self.unobserved.dedup();
+        self.complete = self.unobserved.is_empty();
+        let mut s = Summary::default();
+        for c in &self.changes {
+            match c.action {
+                Action::Copy => s.copy += 1,
+                Action::Retag => s.retag += 1,
+                Action::Untag => s.untag += 1,
+                Action::Delete => s.delete += 1,
+                Action::Pull => s.pull += 1,
+                Action::RemoveImage => s.remove_image += 1,
+                Action::StopContainer => s.stop_container += 1,
+            }
+        }
+        s.blocked = self.blocked.len() as u32;
+        s.violations = self.violations.len() as u32;
+        self.summary = s;
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Keeps only changes whose target matches one of the globs (`--target`).
+    pub fn retain_targets(&mut self, globs: &[globset::GlobMatcher]) {
+        if globs.is_empty() {
+            return;
+        }
+        self.changes.retain(|c| globs.iter().any(|g| g.is_match(&c.target)));
+        self.blocked.retain(|b| globs.iter().any(|g| g.is_match(&b.subject)));
+        self.finish();
+    }
+}
+
+/// The fixed order changes are applied in.
+pub fn order(a: Action) -> u8 {
+    match a {
+        Action::Copy => 0,
+        Action::Retag => 1,
+        Action::Pull => 2,
+        Action::Untag => 3,
+        Action::Delete => 4,
+        Action::StopContainer => 5,
+        Action::RemoveImage => 6,
+    }
+}

@@ -1,0 +1,146 @@
+//! Terraform-like plan text.
+
+use super::{
+    groups, is_quiet, pad, rule_title, summary_line, widths, Kind, Line, GAP, INCOMPLETE,
+    NO_CHANGES,
+};
+use crate::plan::Plan;
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const RED_BOLD: &str = "\x1b[1;31m";
+
+/// Wraps `s` in an ANSI style when colouring.
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn style(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("{code}{s}{RESET}")
+        } else {
+            s.to_string()
+        }
+    }
+
+    fn kind(&self, kind: Kind, s: &str) -> String {
+        let code = match kind {
+            Kind::Add => GREEN,
+            Kind::Change => YELLOW,
+            Kind::Remove => RED,
+            Kind::Warn => RED_BOLD,
+        };
+        self.style(code, s)
+    }
+}
+
+pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
+    let quiet = is_quiet(plan);
+    if quiet && plan.unobserved.is_empty() && plan.complete {
+        return format!("{NO_CHANGES}\n");
+    }
+    let paint = Paint { on: color };
+    let mut sections: Vec<String> = Vec::new();
+
+    for g in groups(plan) {
+        let mut s = paint.style(BOLD, &format!("# {}", rule_title(g.rule)));
+        s.push('\n');
+        let lines = g.lines(verbose);
+        let w = widths(&lines);
+        for l in &lines {
+            s.push_str(&line(&paint, l, w.word, w.subject));
+        }
+        sections.push(s);
+    }
+
+    if !plan.violations.is_empty() {
+        let mut s = paint.style(BOLD, "# policy violations");
+        s.push('\n');
+        let pw = plan
+            .violations
+            .iter()
+            .map(|v| v.policy.chars().count())
+            .max()
+            .unwrap_or(0);
+        let sw = plan
+            .violations
+            .iter()
+            .map(|v| v.subject.chars().count())
+            .max()
+            .unwrap_or(0);
+        for v in &plan.violations {
+            let head = format!(
+                "{} {}",
+                paint.style(RED_BOLD, "! violation"),
+                pad(&v.policy, pw)
+            );
+            let row = format!("  {head} {}{GAP}{}", pad(&v.subject, sw), v.message);
+            s.push_str(row.trim_end());
+            s.push('\n');
+        }
+        sections.push(s);
+    }
+
+    if !plan.unobserved.is_empty() {
+        let mut s = paint.style(BOLD, "# could not observe");
+        s.push('\n');
+        let sw = plan
+            .unobserved
+            .iter()
+            .map(|u| u.subject.chars().count())
+            .max()
+            .unwrap_or(0);
+        for u in &plan.unobserved {
+            let row = format!(
+                "  {} {}{GAP}{}",
+                paint.style(YELLOW, "?"),
+                pad(&u.subject, sw),
+                u.reason
+            );
+            s.push_str(row.trim_end());
+            s.push('\n');
+        }
+        sections.push(s);
+    }
+
+    let mut out = sections.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    if quiet {
+        out.push_str(&paint.style(GREEN, NO_CHANGES));
+        out.push('\n');
+    }
+    if !plan.complete {
+        out.push_str(&paint.style(YELLOW, INCOMPLETE));
+        out.push('\n');
+    }
+    let summary = summary_line(plan);
+    match summary.strip_prefix("Plan:") {
+        Some(rest) if color => out.push_str(&format!("{}{rest}", paint.style(BOLD, "Plan:"))),
+        _ => out.push_str(&summary),
+    }
+    out.push('\n');
+    out
+}
+
+/// `  + copy   SUBJECT   DETAIL`, padded to the group's columns.
+fn line(paint: &Paint, l: &Line, word_width: usize, subject_width: usize) -> String {
+    let mark = format!("{} {}", l.kind.symbol(), l.word);
+    let mark_pad = " ".repeat(word_width.saturating_sub(l.word.len()));
+    let row = if l.detail.is_empty() {
+        format!("  {}{mark_pad} {}", paint.kind(l.kind, &mark), l.subject)
+    } else {
+        format!(
+            "  {}{mark_pad} {}{GAP}{}",
+            paint.kind(l.kind, &mark),
+            pad(&l.subject, subject_width),
+            l.detail
+        )
+    };
+    format!("{}\n", row.trim_end())
+}

@@ -1,0 +1,153 @@
+//! Property: for random worlds, applying the plan (simulated in memory, the
+//! way the executor changes tags) and planning again yields no changes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use regimen::config;
+use regimen::model::{Digest, RepoAddr, Tag, Timestamp};
+use regimen::observe::{Fact, ImageInfo, Observed, ReferrerInfo, RepoState};
+use regimen::plan::{plan, Action, Plan};
+
+const TAGS: [&str; 7] = ["1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0", "latest", "v1.3.0", "edge"];
+const NOW: Timestamp = Timestamp(1_800_000_000);
+
+fn digest(i: u8) -> Digest {
+    Digest::sha256_of(&[i])
+}
+
+fn addr(s: &str) -> RepoAddr {
+    s.parse().unwrap()
+}
+
+/// A repo's tags: each tag present with probability, pointing at one of 4 digests.
+fn repo_state() -> impl Strategy<Value = BTreeMap<String, u8>> {
+    proptest::collection::btree_map(proptest::sample::select(TAGS.to_vec()).prop_map(String::from), 0u8..4, 0..6)
+}
+
+fn info(i: u8) -> ImageInfo {
+    ImageInfo {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        created: Some(Timestamp(NOW.0 - (i as i64) * 40_000)),
+        referrers: if i % 2 == 0 {
+            vec![ReferrerInfo { digest: digest(100 + i), artifact_type: "application/vnd.cyclonedx+json".into() }]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    }
+}
+
+fn world(src: &BTreeMap<String, u8>, dst: &BTreeMap<String, u8>, prod: &BTreeMap<String, u8>) -> Observed {
+    let mut o = Observed::default();
+    for (name, tags) in [("a/src", src), ("b/dst", dst), ("b/prod", prod)] {
+        let r = addr(name);
+        let state = RepoState { tags: tags.iter().map(|(t, d)| (t.parse::<Tag>().unwrap(), digest(*d))).collect() };
+        o.repos.insert(r.clone(), Fact::Known(state));
+    }
+    // Every repo knows the details of every digest (observe reads what plan asks for).
+    for name in ["a/src", "b/dst", "b/prod"] {
+        for i in 0..4 {
+            o.images.insert((addr(name), digest(i)), Fact::Known(info(i)));
+        }
+    }
+    o
+}
+
+fn policy(yaml: &str) -> config::Policy {
+    config::load_texts(Path::new("."), &[(Arc::from("p.yaml"), yaml.to_string())])
+        .unwrap_or_else(|e| panic!("{e:?}\n{yaml}"))
+}
+
+/// Does to the observed world what the executor does for each change.
+fn simulate(o: &mut Observed, p: &Plan) {
+    for c in &p.changes {
+        assert!(matches!(c.action, Action::Copy | Action::Retag), "{c:?}");
+        let (repo, tag) = c.target.rsplit_once(':').unwrap();
+        let Some(Fact::Known(state)) = o.repos.get_mut(&addr(repo)) else { panic!("write to unknown repo") };
+        let t: Tag = tag.parse().unwrap();
+        let cur = state.tags.get(&t).map(|d| d.to_string()).unwrap_or_else(|| "absent".into());
+        assert_eq!(cur, c.expect, "compare-and-swap expectation for {}", c.target);
+        state.tags.insert(tag.parse().unwrap(), c.digest.as_ref().unwrap().parse().unwrap());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn apply_then_plan_is_empty(
+        src in repo_state(), dst in repo_state(), prod in repo_state(),
+        selector in proptest::sample::select(vec!["", "tags: {semver: \">=1.0.0\"}", "tags: [latest, edge]", "tags: {latest: 2}", "tags: {glob: \"1.*\"}"]),
+        min_age in proptest::sample::select(vec!["", "min_age: 1d", "min_age: 10m"]),
+        sbom in any::<bool>(),
+        overwrite in any::<bool>(),
+        retag_from in proptest::sample::select(TAGS.to_vec()),
+        newest in any::<bool>(),
+    ) {
+        let retag = if newest {
+            "newest: {repo: b/dst, tags: {semver: \"*\"}}".to_string()
+        } else {
+            format!("from: b/prod:{retag_from}")
+        };
+        let yaml = format!(
+            "registries:\n  a: {{url: oci:a}}\n  b: {{url: oci:b}}\n\
+             mirrors:\n  - from: a/src\n    to: b/dst\n    {selector}\n\
+             promotions:\n  - name: promote\n    from: a/src\n    to: b/prod\n    overwrite: {overwrite}\n    require:\n      {min_age}\n      referrers: {refs}\n\
+             retags:\n  - tag: b/prod:stable\n    {retag}\n",
+            refs = if sbom { "[application/vnd.cyclonedx+json]" } else { "[]" },
+        );
+        let desired = policy(&yaml);
+        let mut observed = world(&src, &dst, &prod);
+        let first = plan(&desired, &observed, NOW);
+        simulate(&mut observed, &first);
+        let second = plan(&desired, &observed, NOW);
+        prop_assert!(second.changes.is_empty(), "second plan not empty:\n{:#?}\nfirst:\n{:#?}\n{yaml}", second.changes, first.changes);
+        // Blocked items never turn into changes by themselves.
+        prop_assert_eq!(first.blocked.len() >= second.blocked.len(), true);
+    }
+}
+
+#[test]
+fn unknown_target_is_never_written() {
+    let desired = policy("registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\nmirrors:\n  - from: a/src\n    to: b/dst\n");
+    let mut observed = world(&[("1.0.0".to_string(), 1)].into(), &BTreeMap::new(), &BTreeMap::new());
+    observed.repos.insert(addr("b/dst"), Fact::Unknown { reason: "connection refused".into() });
+    let p = plan(&desired, &observed, NOW);
+    assert!(p.changes.is_empty());
+    assert!(!p.complete);
+    assert_eq!(p.unobserved[0].subject, "b/dst");
+}
+
+#[test]
+fn conflicting_rules_are_both_blocked() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - from: a/src\n    to: b/prod\n    tags: [latest]\n\
+         retags:\n  - tag: b/prod:latest\n    from: a/src:edge\n",
+    );
+    let src = [("latest".to_string(), 1), ("edge".to_string(), 2)].into();
+    let observed = world(&src, &BTreeMap::new(), &BTreeMap::new());
+    let p = plan(&desired, &observed, NOW);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert_eq!(p.blocked.len(), 2, "{:?}", p.blocked);
+    assert!(p.blocked.iter().all(|b| b.reason.starts_with("conflict")));
+}
+
+#[test]
+fn promotion_gates_block_with_reasons() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         promotions:\n  - name: p\n    from: a/src\n    to: b/prod\n    require: {min_age: 1d, referrers: [application/vnd.cyclonedx+json]}\n",
+    );
+    // digest 0: brand new with SBOM; 1: old (40000s) without; 2: 80000s with SBOM; 3: 120000s, no SBOM.
+    let src = [("1.0.0".to_string(), 0), ("1.1.0".to_string(), 1), ("2.0.0".to_string(), 2), ("edge".to_string(), 3)].into();
+    let p = plan(&desired, &world(&src, &BTreeMap::new(), &BTreeMap::new()), NOW);
+    let reasons: BTreeMap<&str, &str> = p.blocked.iter().map(|b| (b.subject.as_str(), b.reason.as_str())).collect();
+    assert!(reasons["a/src:1.0.0"].starts_with("too young"), "{reasons:?}");
+    assert!(reasons["a/src:1.1.0"].starts_with("too young"), "{reasons:?}");
+    assert!(reasons["a/src:2.0.0"].starts_with("too young"), "{reasons:?}");
+    assert_eq!(reasons["a/src:edge"], "missing referrer: application/vnd.cyclonedx+json");
+    assert!(p.changes.is_empty());
+}
