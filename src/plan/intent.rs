@@ -67,6 +67,8 @@ pub struct Intent {
     pub may_move: bool,
     pub with_referrers: bool,
     pub only_platforms: Option<Vec<String>>,
+    /// A `retags:` rule: shown as `retag` even when the tag is new.
+    pub is_retag: bool,
 }
 
 pub struct PlanCx<'o> {
@@ -220,6 +222,7 @@ impl<'o> PlanCx<'o> {
                     }
                     (Action::Retag, cur.to_string())
                 }
+                None if intents.iter().any(|i| i.is_retag) => (Action::Retag, "absent".to_string()),
                 None => (Action::Copy, "absent".to_string()),
             };
             let info = match self.observed.image(&first.source, &first.digest) {

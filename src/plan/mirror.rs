@@ -50,6 +50,7 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
             may_move: true,
             with_referrers: m.referrers,
             only_platforms: only,
+            is_retag: false,
         });
     }
 }

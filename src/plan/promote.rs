@@ -38,6 +38,7 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>) {
             may_move: p.overwrite,
             with_referrers: true,
             only_platforms: None,
+            is_retag: false,
         });
     }
 }

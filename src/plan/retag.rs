@@ -67,5 +67,6 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
         may_move: true,
         with_referrers: true,
         only_platforms: None,
+        is_retag: true,
     });
 }
