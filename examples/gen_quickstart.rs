@@ -17,12 +17,19 @@ async fn main() -> anyhow::Result<()> {
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
     }
-    let reg = OciLayout::new("upstream".parse().map_err(anyhow::Error::msg)?, root.clone());
+    let reg = OciLayout::new(
+        "upstream".parse().map_err(anyhow::Error::msg)?,
+        root.clone(),
+    );
     let repo = |s: &str| s.parse::<Repo>().map_err(anyhow::Error::msg);
     let tag = |s: &str| s.parse::<Tag>().map_err(anyhow::Error::msg);
 
     let alpine = repo("library/alpine")?;
-    for (t, created) in [("3.17.0", "2025-03-01T10:00:00Z"), ("3.18.0", "2025-06-01T10:00:00Z"), ("3.20.0-rc1", "2026-01-10T10:00:00Z")] {
+    for (t, created) in [
+        ("3.17.0", "2025-03-01T10:00:00Z"),
+        ("3.18.0", "2025-06-01T10:00:00Z"),
+        ("3.20.0-rc1", "2026-01-10T10:00:00Z"),
+    ] {
         let spec = ImageSpec::new(created).with_layer("etc/alpine-release", format!("{t}\n"));
         push_image(&reg, &alpine, Some(&tag(t)?), &spec).await?;
     }
@@ -44,10 +51,15 @@ async fn main() -> anyhow::Result<()> {
     ] {
         let spec = ImageSpec::new(created)
             .with_layer("srv/api/VERSION", format!("{t}\n"))
-            .with_annotation("org.opencontainers.image.source", "https://example.invalid/team/api");
+            .with_annotation(
+                "org.opencontainers.image.source",
+                "https://example.invalid/team/api",
+            );
         let d = push_image(&reg, &api, Some(&tag(t)?), &spec).await?;
         if with_sbom {
-            let doc = format!(r#"{{"bomFormat":"CycloneDX","specVersion":"1.5","metadata":{{"component":{{"name":"api","version":"{t}"}}}}}}"#);
+            let doc = format!(
+                r#"{{"bomFormat":"CycloneDX","specVersion":"1.5","metadata":{{"component":{{"name":"api","version":"{t}"}}}}}}"#
+            );
             push_referrer(&reg, &api, &d, sbom, doc.as_bytes()).await?;
         }
     }

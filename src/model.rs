@@ -47,8 +47,14 @@ impl FromStr for Digest {
             "sha512" => 128,
             _ => return Err(format!("unsupported digest algorithm `{alg}` in `{s}`")),
         };
-        if hex.len() != want || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("`{s}` is not a digest (expected {alg}:<{want} lowercase hex digits>)"));
+        if hex.len() != want
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "`{s}` is not a digest (expected {alg}:<{want} lowercase hex digits>)"
+            ));
         }
         Ok(Digest(s.to_string()))
     }
@@ -191,10 +197,13 @@ impl fmt::Display for RepoAddr {
 impl FromStr for RepoAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (reg, repo) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not REGISTRY/REPO (a registry name, a slash, then the repository)"))?;
-        Ok(RepoAddr { registry: reg.parse()?, repo: repo.parse()? })
+        let (reg, repo) = s.split_once('/').ok_or_else(|| {
+            format!("`{s}` is not REGISTRY/REPO (a registry name, a slash, then the repository)")
+        })?;
+        Ok(RepoAddr {
+            registry: reg.parse()?,
+            repo: repo.parse()?,
+        })
     }
 }
 
@@ -223,10 +232,16 @@ pub struct ImageRef {
 
 impl ImageRef {
     pub fn tagged(repo: RepoAddr, tag: Tag) -> ImageRef {
-        ImageRef { repo, reference: Some(Reference::Tag(tag)) }
+        ImageRef {
+            repo,
+            reference: Some(Reference::Tag(tag)),
+        }
     }
     pub fn digested(repo: RepoAddr, digest: Digest) -> ImageRef {
-        ImageRef { repo, reference: Some(Reference::Digest(digest)) }
+        ImageRef {
+            repo,
+            reference: Some(Reference::Digest(digest)),
+        }
     }
     pub fn tag(&self) -> Option<&Tag> {
         match &self.reference {
@@ -250,16 +265,25 @@ impl FromStr for ImageRef {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some((repo, digest)) = s.split_once('@') {
-            return Ok(ImageRef { repo: repo.parse()?, reference: Some(Reference::Digest(digest.parse()?)) });
+            return Ok(ImageRef {
+                repo: repo.parse()?,
+                reference: Some(Reference::Digest(digest.parse()?)),
+            });
         }
         // A colon after the last slash separates the tag.
         let last_slash = s.rfind('/').unwrap_or(0);
         match s[last_slash..].find(':') {
             Some(i) => {
                 let (repo, tag) = s.split_at(last_slash + i);
-                Ok(ImageRef { repo: repo.parse()?, reference: Some(Reference::Tag(tag[1..].parse()?)) })
+                Ok(ImageRef {
+                    repo: repo.parse()?,
+                    reference: Some(Reference::Tag(tag[1..].parse()?)),
+                })
             }
-            None => Ok(ImageRef { repo: s.parse()?, reference: None }),
+            None => Ok(ImageRef {
+                repo: s.parse()?,
+                reference: None,
+            }),
         }
     }
 }
@@ -279,7 +303,9 @@ impl Timestamp {
     }
     /// Reads RFC 3339 (`2026-01-02T03:04:05Z`, fractional seconds and offsets allowed).
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        let t = humantime::parse_rfc3339_weak(s.trim()).ok().or_else(|| parse_with_offset(s.trim()))?;
+        // An explicit offset first: humantime's weak parser would ignore it.
+        let t =
+            parse_with_offset(s.trim()).or_else(|| humantime::parse_rfc3339_weak(s.trim()).ok())?;
         let secs = match t.duration_since(std::time::UNIX_EPOCH) {
             Ok(d) => d.as_secs() as i64,
             Err(e) => -(e.duration().as_secs() as i64),
@@ -290,14 +316,16 @@ impl Timestamp {
         if self.0 < 0 {
             return "1970-01-01T00:00:00Z".into();
         }
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.0 as u64))
-            .to_string()
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.0 as u64),
+        )
+        .to_string()
     }
 }
 
 /// humantime only accepts `Z`; image configs often carry `+02:00` offsets.
 fn parse_with_offset(s: &str) -> Option<std::time::SystemTime> {
-    let idx = s.rfind(['+', '-']).filter(|&i| i > 10)?;
+    let idx = s.rfind(['+', '-']).filter(|&i| i > 16)?;
     let (base, off) = s.split_at(idx);
     let sign: i64 = if off.starts_with('-') { -1 } else { 1 };
     let (h, m) = off[1..].split_once(':')?;
@@ -317,7 +345,11 @@ pub struct Duration(pub u64);
 impl FromStr for Duration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a duration: use a number and a unit, like 30s, 15m, 24h, 7d or 2w");
+        let bad = || {
+            format!(
+                "`{s}` is not a duration: use a number and a unit, like 30s, 15m, 24h, 7d or 2w"
+            )
+        };
         let s2 = s.trim();
         let split = s2.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (num, unit) = s2.split_at(split);
@@ -389,7 +421,9 @@ mod tests {
     fn referrer_tags() {
         let d = Digest::sha256_of(b"x");
         assert!(d.referrers_tag().is_referrer_tag());
-        assert!(Tag::from_str(&format!("{}.sig", d.referrers_tag())).unwrap().is_referrer_tag());
+        assert!(Tag::from_str(&format!("{}.sig", d.referrers_tag()))
+            .unwrap()
+            .is_referrer_tag());
         assert!(!Tag::from_str("sha256-abc").unwrap().is_referrer_tag());
         assert!(!Tag::from_str("latest").unwrap().is_referrer_tag());
     }

@@ -532,15 +532,15 @@ mod tests {
     #[tokio::test]
     async fn skopeo_reads_layouts() {
         use std::process::Command;
-        if Command::new("skopeo")
+        // skopeo is a required test tool (scripts/test.sh installs it): no silent skip.
+        let present = Command::new("skopeo")
             .arg("--version")
             .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            eprintln!("skopeo not installed; skipping");
-            return;
-        }
+            .map(|o| o.status.success());
+        assert!(
+            matches!(present, Ok(true)),
+            "skopeo is required: run scripts/test.sh, which installs it"
+        );
         let tmp = tempfile::tempdir().unwrap();
         let reg = OciLayout::new("local".parse().unwrap(), tmp.path().join("registry"));
         let rp = repo("mirror/alpine");

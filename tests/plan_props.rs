@@ -11,7 +11,15 @@ use regimen::model::{Digest, RepoAddr, Tag, Timestamp};
 use regimen::observe::{Fact, ImageInfo, Observed, ReferrerInfo, RepoState};
 use regimen::plan::{plan, Action, Plan};
 
-const TAGS: [&str; 7] = ["1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0", "latest", "v1.3.0", "edge"];
+const TAGS: [&str; 7] = [
+    "1.0.0",
+    "1.1.0",
+    "1.2.0-rc.1",
+    "2.0.0",
+    "latest",
+    "v1.3.0",
+    "edge",
+];
 const NOW: Timestamp = Timestamp(1_800_000_000);
 
 fn digest(i: u8) -> Digest {
@@ -24,7 +32,11 @@ fn addr(s: &str) -> RepoAddr {
 
 /// A repo's tags: each tag present with probability, pointing at one of 4 digests.
 fn repo_state() -> impl Strategy<Value = BTreeMap<String, u8>> {
-    proptest::collection::btree_map(proptest::sample::select(TAGS.to_vec()).prop_map(String::from), 0u8..4, 0..6)
+    proptest::collection::btree_map(
+        proptest::sample::select(TAGS.to_vec()).prop_map(String::from),
+        0u8..4,
+        0..6,
+    )
 }
 
 fn info(i: u8) -> ImageInfo {
@@ -32,7 +44,10 @@ fn info(i: u8) -> ImageInfo {
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         created: Some(Timestamp(NOW.0 - (i as i64) * 40_000)),
         referrers: if i % 2 == 0 {
-            vec![ReferrerInfo { digest: digest(100 + i), artifact_type: "application/vnd.cyclonedx+json".into() }]
+            vec![ReferrerInfo {
+                digest: digest(100 + i),
+                artifact_type: "application/vnd.cyclonedx+json".into(),
+            }]
         } else {
             vec![]
         },
@@ -40,17 +55,27 @@ fn info(i: u8) -> ImageInfo {
     }
 }
 
-fn world(src: &BTreeMap<String, u8>, dst: &BTreeMap<String, u8>, prod: &BTreeMap<String, u8>) -> Observed {
+fn world(
+    src: &BTreeMap<String, u8>,
+    dst: &BTreeMap<String, u8>,
+    prod: &BTreeMap<String, u8>,
+) -> Observed {
     let mut o = Observed::default();
     for (name, tags) in [("a/src", src), ("b/dst", dst), ("b/prod", prod)] {
         let r = addr(name);
-        let state = RepoState { tags: tags.iter().map(|(t, d)| (t.parse::<Tag>().unwrap(), digest(*d))).collect() };
+        let state = RepoState {
+            tags: tags
+                .iter()
+                .map(|(t, d)| (t.parse::<Tag>().unwrap(), digest(*d)))
+                .collect(),
+        };
         o.repos.insert(r.clone(), Fact::Known(state));
     }
     // Every repo knows the details of every digest (observe reads what plan asks for).
     for name in ["a/src", "b/dst", "b/prod"] {
         for i in 0..4 {
-            o.images.insert((addr(name), digest(i)), Fact::Known(info(i)));
+            o.images
+                .insert((addr(name), digest(i)), Fact::Known(info(i)));
         }
     }
     o
@@ -66,11 +91,24 @@ fn simulate(o: &mut Observed, p: &Plan) {
     for c in &p.changes {
         assert!(matches!(c.action, Action::Copy | Action::Retag), "{c:?}");
         let (repo, tag) = c.target.rsplit_once(':').unwrap();
-        let Some(Fact::Known(state)) = o.repos.get_mut(&addr(repo)) else { panic!("write to unknown repo") };
+        let Some(Fact::Known(state)) = o.repos.get_mut(&addr(repo)) else {
+            panic!("write to unknown repo")
+        };
         let t: Tag = tag.parse().unwrap();
-        let cur = state.tags.get(&t).map(|d| d.to_string()).unwrap_or_else(|| "absent".into());
-        assert_eq!(cur, c.expect, "compare-and-swap expectation for {}", c.target);
-        state.tags.insert(tag.parse().unwrap(), c.digest.as_ref().unwrap().parse().unwrap());
+        let cur = state
+            .tags
+            .get(&t)
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "absent".into());
+        assert_eq!(
+            cur, c.expect,
+            "compare-and-swap expectation for {}",
+            c.target
+        );
+        state.tags.insert(
+            tag.parse().unwrap(),
+            c.digest.as_ref().unwrap().parse().unwrap(),
+        );
     }
 }
 
@@ -112,8 +150,17 @@ proptest! {
 #[test]
 fn unknown_target_is_never_written() {
     let desired = policy("registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\nmirrors:\n  - from: a/src\n    to: b/dst\n");
-    let mut observed = world(&[("1.0.0".to_string(), 1)].into(), &BTreeMap::new(), &BTreeMap::new());
-    observed.repos.insert(addr("b/dst"), Fact::Unknown { reason: "connection refused".into() });
+    let mut observed = world(
+        &[("1.0.0".to_string(), 1)].into(),
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+    );
+    observed.repos.insert(
+        addr("b/dst"),
+        Fact::Unknown {
+            reason: "connection refused".into(),
+        },
+    );
     let p = plan(&desired, &observed, NOW);
     assert!(p.changes.is_empty());
     assert!(!p.complete);
@@ -142,12 +189,38 @@ fn promotion_gates_block_with_reasons() {
          promotions:\n  - name: p\n    from: a/src\n    to: b/prod\n    require: {min_age: 1d, referrers: [application/vnd.cyclonedx+json]}\n",
     );
     // digest 0: brand new with SBOM; 1: old (40000s) without; 2: 80000s with SBOM; 3: 120000s, no SBOM.
-    let src = [("1.0.0".to_string(), 0), ("1.1.0".to_string(), 1), ("2.0.0".to_string(), 2), ("edge".to_string(), 3)].into();
-    let p = plan(&desired, &world(&src, &BTreeMap::new(), &BTreeMap::new()), NOW);
-    let reasons: BTreeMap<&str, &str> = p.blocked.iter().map(|b| (b.subject.as_str(), b.reason.as_str())).collect();
-    assert!(reasons["a/src:1.0.0"].starts_with("too young"), "{reasons:?}");
-    assert!(reasons["a/src:1.1.0"].starts_with("too young"), "{reasons:?}");
-    assert!(reasons["a/src:2.0.0"].starts_with("too young"), "{reasons:?}");
-    assert_eq!(reasons["a/src:edge"], "missing referrer: application/vnd.cyclonedx+json");
+    let src = [
+        ("1.0.0".to_string(), 0),
+        ("1.1.0".to_string(), 1),
+        ("2.0.0".to_string(), 2),
+        ("edge".to_string(), 3),
+    ]
+    .into();
+    let p = plan(
+        &desired,
+        &world(&src, &BTreeMap::new(), &BTreeMap::new()),
+        NOW,
+    );
+    let reasons: BTreeMap<&str, &str> = p
+        .blocked
+        .iter()
+        .map(|b| (b.subject.as_str(), b.reason.as_str()))
+        .collect();
+    assert!(
+        reasons["a/src:1.0.0"].starts_with("too young"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["a/src:1.1.0"].starts_with("too young"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["a/src:2.0.0"].starts_with("too young"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons["a/src:edge"],
+        "missing referrer: application/vnd.cyclonedx+json"
+    );
     assert!(p.changes.is_empty());
 }

@@ -34,19 +34,33 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// skopeo must be present (scripts/test.sh installs it); a missing tool fails.
 fn skopeo(args: &[&str]) -> String {
-    let out = Std::new("skopeo").args(args).output().expect("skopeo is required: run scripts/test.sh, which installs it");
-    assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Std::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is required: run scripts/test.sh, which installs it");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn digest_of(layout: &Path, tag: &str) -> String {
-    let raw = skopeo(&["inspect", "--raw", &format!("oci:{}:{tag}", layout.display())]);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}:{tag}", layout.display()),
+    ]);
     regimen::model::Digest::sha256_of(raw.as_bytes()).to_string()
 }
 
 fn stdout(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 #[test]
@@ -58,9 +72,20 @@ fn plan_apply_converge_and_verify_with_skopeo() {
     assert_eq!(code, 0, "{plan}");
     insta::assert_snapshot!("quickstart_plan", plan);
 
-    let (code, json) = stdout(regimen().args(["plan", "-C", d, "--format", "json", "--detailed-exitcode"]));
-    assert_eq!(code, 2, "changes pending means exit 2 with --detailed-exitcode");
-    let v: serde_json::Value = serde_json::from_str(json.lines().take_while(|l| !l.starts_with("Saved")).collect::<Vec<_>>().join("\n").as_str()).unwrap();
+    let (code, json) =
+        stdout(regimen().args(["plan", "-C", d, "--format", "json", "--detailed-exitcode"]));
+    assert_eq!(
+        code, 2,
+        "changes pending means exit 2 with --detailed-exitcode"
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        json.lines()
+            .take_while(|l| !l.starts_with("Saved"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .unwrap();
     assert_eq!(v["format_version"], "1");
     assert_eq!(v["summary"]["copy"], 4);
     assert_eq!(v["summary"]["retag"], 2);
@@ -85,19 +110,38 @@ fn plan_apply_converge_and_verify_with_skopeo() {
         ("team/api", "prod/api", "1.0.0"),
         ("team/api", "prod/api", "1.1.0"),
     ] {
-        assert_eq!(digest_of(&up.join(src), tag), digest_of(&outdir.join(dst), tag), "{dst}:{tag}");
+        assert_eq!(
+            digest_of(&up.join(src), tag),
+            digest_of(&outdir.join(dst), tag),
+            "{dst}:{tag}"
+        );
     }
-    assert_eq!(digest_of(&up.join("team/api"), "1.1.0"), digest_of(&outdir.join("prod/api"), "stable"));
-    assert_eq!(digest_of(&up.join("library/alpine"), "3.19.1"), digest_of(&outdir.join("mirror/alpine"), "latest"));
+    assert_eq!(
+        digest_of(&up.join("team/api"), "1.1.0"),
+        digest_of(&outdir.join("prod/api"), "stable")
+    );
+    assert_eq!(
+        digest_of(&up.join("library/alpine"), "3.19.1"),
+        digest_of(&outdir.join("mirror/alpine"), "latest")
+    );
     // Every platform of the index is readable.
     for arch in ["amd64", "arm64"] {
-        let cfg = skopeo(&["--override-arch", arch, "inspect", "--config", &format!("oci:{}:3.19.1", outdir.join("mirror/alpine").display())]);
+        let cfg = skopeo(&[
+            "--override-arch",
+            arch,
+            "inspect",
+            "--config",
+            &format!("oci:{}:3.19.1", outdir.join("mirror/alpine").display()),
+        ]);
         assert!(cfg.contains(arch), "{cfg}");
     }
     // Not selected: the rc and the old release; not promoted: 0.9.0 (semver) and 1.2.0 (no SBOM).
     // (skopeo cannot list tags of an OCI layout; the ref names are in index.json.)
     let tags = std::fs::read_to_string(outdir.join("prod/api/index.json")).unwrap();
-    assert!(tags.contains("\"1.1.0\"") && tags.contains("\"stable\""), "{tags}");
+    assert!(
+        tags.contains("\"1.1.0\"") && tags.contains("\"stable\""),
+        "{tags}"
+    );
     assert!(!tags.contains("0.9.0") && !tags.contains("1.2.0"), "{tags}");
     // The SBOM followed the promotion.
     let index = std::fs::read_to_string(outdir.join("prod/api/index.json")).unwrap();
@@ -109,20 +153,29 @@ fn saved_plan_refuses_a_target_changed_meanwhile() {
     let (_tmp, dir) = quickstart();
     let d = dir.to_str().unwrap();
     let planfile = dir.join("plan.json");
-    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--out", planfile.to_str().unwrap()]));
+    let (code, out) =
+        stdout(regimen().args(["plan", "-C", d, "--out", planfile.to_str().unwrap()]));
     assert_eq!(code, 0, "{out}");
 
     // Someone pushes another image under a tag the plan will create.
     let up = dir.join("upstream/team/api");
     let target = dir.join("out/prod/api");
     std::fs::create_dir_all(&target).unwrap();
-    skopeo(&["copy", &format!("oci:{}:0.9.0", up.display()), &format!("oci:{}:1.1.0", target.display())]);
+    skopeo(&[
+        "copy",
+        &format!("oci:{}:0.9.0", up.display()),
+        &format!("oci:{}:1.1.0", target.display()),
+    ]);
     let foreign = digest_of(&target, "1.1.0");
 
     let (code, out) = stdout(regimen().args(["apply", "-C", d, planfile.to_str().unwrap()]));
     assert_eq!(code, 1, "a stale change makes apply fail:\n{out}");
     assert!(out.contains("copy local/prod/api:1.1.0: STALE"), "{out}");
-    assert_eq!(digest_of(&target, "1.1.0"), foreign, "the changed tag is left alone");
+    assert_eq!(
+        digest_of(&target, "1.1.0"),
+        foreign,
+        "the changed tag is left alone"
+    );
     // The other changes went through.
     assert_eq!(digest_of(&up, "1.0.0"), digest_of(&target, "1.0.0"));
 }
@@ -131,7 +184,14 @@ fn saved_plan_refuses_a_target_changed_meanwhile() {
 fn target_glob_limits_the_run() {
     let (_tmp, dir) = quickstart();
     let d = dir.to_str().unwrap();
-    let (code, out) = stdout(regimen().args(["apply", "--auto-approve", "-C", d, "--target", "local/mirror/*"]));
+    let (code, out) = stdout(regimen().args([
+        "apply",
+        "--auto-approve",
+        "-C",
+        d,
+        "--target",
+        "local/mirror/*",
+    ]));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Apply complete: 3 done"), "{out}");
     assert!(!dir.join("out/prod").exists());
@@ -140,7 +200,11 @@ fn target_glob_limits_the_run() {
 #[test]
 fn apply_without_a_terminal_needs_auto_approve() {
     let (_tmp, dir) = quickstart();
-    let (code, out) = stdout(regimen().args(["apply", "-C", dir.to_str().unwrap()]).write_stdin(""));
+    let (code, out) = stdout(
+        regimen()
+            .args(["apply", "-C", dir.to_str().unwrap()])
+            .write_stdin(""),
+    );
     assert_eq!(code, 1);
     assert!(out.contains("--auto-approve"), "{out}");
     assert!(!dir.join("out").exists(), "nothing applied");
@@ -149,7 +213,8 @@ fn apply_without_a_terminal_needs_auto_approve() {
 #[test]
 fn markdown_plan_for_a_pull_request() {
     let (_tmp, dir) = quickstart();
-    let (code, md) = stdout(regimen().args(["plan", "--format", "markdown", "-C", dir.to_str().unwrap()]));
+    let (code, md) =
+        stdout(regimen().args(["plan", "--format", "markdown", "-C", dir.to_str().unwrap()]));
     assert_eq!(code, 0);
     insta::assert_snapshot!("quickstart_markdown", md);
 }

@@ -8,14 +8,32 @@ fn regimen() -> Command {
 
 #[test]
 fn full_spec_policy_is_valid() {
-    regimen().args(["validate", "-C", "testdata/full"]).assert().success();
+    regimen()
+        .args(["validate", "-C", "testdata/full"])
+        .assert()
+        .success();
 }
 
 #[test]
 fn ten_mistakes_in_three_files_give_ten_located_errors() {
-    let out = regimen().args(["validate", "-C", "testdata/errors"]).output().unwrap();
+    let out = regimen()
+        .args(["validate", "-C", "testdata/errors"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
+    let located: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(".y") && l.split(':').nth(2).is_some())
+        .collect();
+    assert_eq!(located.len(), 10, "{stderr}");
+    assert!(stderr.ends_with("10 errors in the policy\n"), "{stderr}");
+    for file in ["a.yaml", "b.yaml", "sub/c.yml"] {
+        assert!(
+            located.iter().any(|l| l.starts_with(file)),
+            "no error in {file}"
+        );
+    }
     insta::assert_snapshot!(stderr);
 }
 
@@ -25,6 +43,10 @@ fn schema_command_prints_the_committed_schema() {
     assert!(out.status.success());
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let committed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("schemas/regimen.schema.json").unwrap()).unwrap();
-    assert_eq!(printed, committed, "run `cargo run -- schema > schemas/regimen.schema.json`");
+        serde_json::from_str(&std::fs::read_to_string("schemas/regimen.schema.json").unwrap())
+            .unwrap();
+    assert_eq!(
+        printed, committed,
+        "run `cargo run -- schema > schemas/regimen.schema.json`"
+    );
 }

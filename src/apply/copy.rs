@@ -59,7 +59,11 @@ impl Copier {
         let m = match only_platforms {
             Some(wanted) if m.is_index() => {
                 let bytes = filter_index(&m.bytes, wanted).ok_or_else(|| {
-                    RegistryError::other(format!("{}@{digest}: no platform matches {}", src.at(), wanted.join(", ")))
+                    RegistryError::other(format!(
+                        "{}@{digest}: no platform matches {}",
+                        src.at(),
+                        wanted.join(", ")
+                    ))
                 })?;
                 Manifest::from_bytes(bytes, Some(&m.media_type))?
             }
@@ -72,7 +76,12 @@ impl Copier {
         Ok(m)
     }
 
-    async fn copy_referrers(&self, src: &Side<'_>, dst: &Side<'_>, subject: &Digest) -> Result<(), RegistryError> {
+    async fn copy_referrers(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        subject: &Digest,
+    ) -> Result<(), RegistryError> {
         let refs = src.reg.referrers(src.repo, subject).await?;
         for r in refs {
             let m = fetch_manifest(src, &r.digest).await?;
@@ -89,9 +98,15 @@ impl Copier {
         src: &'s Side<'_>,
         dst: &'s Side<'_>,
         m: Manifest,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 's>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 's>>
+    {
         Box::pin(async move {
-            if dst.reg.head_manifest(dst.repo, m.digest.as_str()).await?.is_some() {
+            if dst
+                .reg
+                .head_manifest(dst.repo, m.digest.as_str())
+                .await?
+                .is_some()
+            {
                 return Ok(());
             }
             match m.parse()? {
@@ -119,7 +134,12 @@ impl Copier {
         })
     }
 
-    async fn copy_blob(&self, src: &Side<'_>, dst: &Side<'_>, b: Descriptor) -> Result<(), RegistryError> {
+    async fn copy_blob(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        b: Descriptor,
+    ) -> Result<(), RegistryError> {
         let key = (dst.reg.name().clone(), dst.repo.clone(), b.digest.clone());
         if self.present.lock().await.contains(&key) {
             return Ok(());
@@ -135,7 +155,9 @@ impl Copier {
                     let landed = self.landed.lock().await;
                     landed
                         .iter()
-                        .find(|(r, repo, d)| r == dst.reg.name() && d == &b.digest && repo != dst.repo)
+                        .find(|(r, repo, d)| {
+                            r == dst.reg.name() && d == &b.digest && repo != dst.repo
+                        })
                         .map(|(_, repo, _)| repo.clone())
                 };
                 if let Some(from) = other {
@@ -150,7 +172,9 @@ impl Copier {
                         counter.fetch_add(c.len() as u64, Ordering::Relaxed);
                     }
                 }));
-                dst.reg.put_blob(dst.repo, &b.digest, b.size, counted).await?;
+                dst.reg
+                    .put_blob(dst.repo, &b.digest, b.size, counted)
+                    .await?;
             }
             self.landed.lock().await.push(key.clone());
         }
@@ -169,7 +193,11 @@ pub async fn fetch_manifest(src: &Side<'_>, digest: &Digest) -> Result<Manifest,
     if &m.digest != digest {
         return Err(RegistryError::new(
             ErrorKind::DigestMismatch,
-            format!("{}@{digest}: the registry served content with digest {}", src.at(), m.digest),
+            format!(
+                "{}@{digest}: the registry served content with digest {}",
+                src.at(),
+                m.digest
+            ),
         ));
     }
     Ok(m)

@@ -74,18 +74,32 @@ fn registry<'r>(registries: &'r Registries, r: &ImageRef) -> Result<&'r Arc<dyn 
     match registries.get(&r.repo.registry) {
         Some(Ok(reg)) => Ok(reg),
         Some(Err(e)) => Err(e.clone()),
-        None => Err(format!("registry `{}` is not defined in the policy", r.repo.registry)),
+        None => Err(format!(
+            "registry `{}` is not defined in the policy",
+            r.repo.registry
+        )),
     }
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(what: &str, s: Option<&str>) -> Result<T, String> {
-    s.ok_or_else(|| format!("the change has no {what}"))?.parse().map_err(|e| format!("bad {what}: {e}"))
+    s.ok_or_else(|| format!("the change has no {what}"))?
+        .parse()
+        .map_err(|e| format!("bad {what}: {e}"))
 }
 
-async fn apply_one(c: &Change, registries: &Registries, copier: &Copier) -> Result<Outcome, String> {
+async fn apply_one(
+    c: &Change,
+    registries: &Registries,
+    copier: &Copier,
+) -> Result<Outcome, String> {
     match c.action {
         Action::Copy | Action::Retag => {}
-        other => return Ok(Outcome::Failed(format!("`{}` changes are not supported by this version", other.as_str()))),
+        other => {
+            return Ok(Outcome::Failed(format!(
+                "`{}` changes are not supported by this version",
+                other.as_str()
+            )))
+        }
     }
     let target: ImageRef = parse("target", Some(&c.target))?;
     let Some(Reference::Tag(tag)) = target.reference.clone() else {
@@ -98,7 +112,11 @@ async fn apply_one(c: &Change, registries: &Registries, copier: &Copier) -> Resu
     let err = |e: RegistryError| e.to_string();
 
     // Compare-and-swap: re-read the target right before writing it.
-    let current = dst_reg.head_manifest(&target.repo.repo, tag.as_str()).await.map_err(err)?.map(|h| h.digest);
+    let current = dst_reg
+        .head_manifest(&target.repo.repo, tag.as_str())
+        .await
+        .map_err(err)?
+        .map(|h| h.digest);
     if current.as_ref() == Some(&digest) {
         return Ok(Outcome::AlreadyDone);
     }
@@ -108,13 +126,30 @@ async fn apply_one(c: &Change, registries: &Registries, copier: &Copier) -> Resu
         (None, _) => false,
     };
     if !expected_now {
-        let found = current.map(|d| d.to_string()).unwrap_or_else(|| "absent".into());
-        return Ok(Outcome::Stale(format!("{} expected {}, found {found}", c.target, c.expect)));
+        let found = current
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "absent".into());
+        return Ok(Outcome::Stale(format!(
+            "{} expected {}, found {found}",
+            c.target, c.expect
+        )));
     }
-    let src = Side { reg: src_reg, repo: &source.repo.repo };
-    let dst = Side { reg: dst_reg, repo: &target.repo.repo };
+    let src = Side {
+        reg: src_reg,
+        repo: &source.repo.repo,
+    };
+    let dst = Side {
+        reg: dst_reg,
+        repo: &target.repo.repo,
+    };
     let manifest = copier
-        .copy_image(&src, &dst, &digest, c.with_referrers, c.only_platforms.as_deref())
+        .copy_image(
+            &src,
+            &dst,
+            &digest,
+            c.with_referrers,
+            c.only_platforms.as_deref(),
+        )
         .await
         .map_err(err)?;
     if manifest.digest != digest {
@@ -124,6 +159,9 @@ async fn apply_one(c: &Change, registries: &Registries, copier: &Copier) -> Resu
         )));
     }
     // The manifest and everything under it are in place: now the tag.
-    dst_reg.put_manifest(&target.repo.repo, Some(&tag), &manifest).await.map_err(err)?;
+    dst_reg
+        .put_manifest(&target.repo.repo, Some(&tag), &manifest)
+        .await
+        .map_err(err)?;
     Ok(Outcome::Done)
 }

@@ -23,7 +23,9 @@ pub fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGIMEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("regimen={level}")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
@@ -35,12 +37,36 @@ pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate { dir } => validate(&dir.dir),
         Command::Schema => schema(),
-        Command::Plan { dir, out, format, detailed_exitcode, target } => {
-            runtime(|| plan_cmd(&dir.dir, out.as_deref(), format, detailed_exitcode, &target, verbose))
-        }
-        Command::Apply { dir, auto_approve, target, planfile } => {
-            runtime(|| apply_cmd(&dir.dir, auto_approve, &target, planfile.as_deref(), verbose))
-        }
+        Command::Plan {
+            dir,
+            out,
+            format,
+            detailed_exitcode,
+            target,
+        } => runtime(|| {
+            plan_cmd(
+                &dir.dir,
+                out.as_deref(),
+                format,
+                detailed_exitcode,
+                &target,
+                verbose,
+            )
+        }),
+        Command::Apply {
+            dir,
+            auto_approve,
+            target,
+            planfile,
+        } => runtime(|| {
+            apply_cmd(
+                &dir.dir,
+                auto_approve,
+                &target,
+                planfile.as_deref(),
+                verbose,
+            )
+        }),
         Command::Run { .. } | Command::Inventory { .. } => {
             eprintln!("error: this command is not available in this version of regimen");
             1
@@ -65,7 +91,12 @@ fn print_diagnostics(diags: &[config::Diagnostic]) {
     for d in diags {
         let _ = writeln!(err, "{d}");
     }
-    let _ = writeln!(err, "{} error{} in the policy", diags.len(), if diags.len() == 1 { "" } else { "s" });
+    let _ = writeln!(
+        err,
+        "{} error{} in the policy",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
 }
 
 fn load(dir: &Path) -> Option<config::Policy> {
@@ -113,7 +144,9 @@ fn target_globs(target: &[String]) -> Result<Vec<globset::GlobMatcher>, String> 
     target
         .iter()
         .map(|t| {
-            globset::Glob::new(t).map(|g| g.compile_matcher()).map_err(|e| format!("--target `{t}`: {}", e.kind()))
+            globset::Glob::new(t)
+                .map(|g| g.compile_matcher())
+                .map_err(|e| format!("--target `{t}`: {}", e.kind()))
         })
         .collect()
 }
@@ -132,8 +165,16 @@ fn make_plan(policy: &config::Policy, target: &[String]) -> Result<Plan, String>
 
 /// The policy repo's commit, when the directory is in a Git work tree.
 fn git_revision(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn render(plan: &Plan, format: PlanFormat, verbose: bool) -> String {
@@ -144,7 +185,14 @@ fn render(plan: &Plan, format: PlanFormat, verbose: bool) -> String {
     }
 }
 
-fn plan_cmd(dir: &Path, out: Option<&Path>, format: PlanFormat, detailed: bool, target: &[String], verbose: bool) -> i32 {
+fn plan_cmd(
+    dir: &Path,
+    out: Option<&Path>,
+    format: PlanFormat,
+    detailed: bool,
+    target: &[String],
+    verbose: bool,
+) -> i32 {
     let Some(policy) = load(dir) else { return 1 };
     let plan = match make_plan(&policy, target) {
         Ok(p) => p,
@@ -159,13 +207,20 @@ fn plan_cmd(dir: &Path, out: Option<&Path>, format: PlanFormat, detailed: bool, 
             eprintln!("error: cannot save the plan to {}: {e}", path.display());
             return 1;
         }
-        eprintln!("Saved the plan to {}. Apply it with: regimen apply {}", path.display(), path.display());
+        eprintln!(
+            "Saved the plan to {}. Apply it with: regimen apply {}",
+            path.display(),
+            path.display()
+        );
     }
     exit_code(&policy, &plan, detailed)
 }
 
 fn exit_code(policy: &config::Policy, plan: &Plan, detailed: bool) -> i32 {
-    let fail_on_violation = policy.policies.as_ref().is_some_and(|p| p.on_violation == config::OnViolation::Fail);
+    let fail_on_violation = policy
+        .policies
+        .as_ref()
+        .is_some_and(|p| p.on_violation == config::OnViolation::Fail);
     if fail_on_violation && !plan.violations.is_empty() {
         return 1;
     }
@@ -186,12 +241,17 @@ impl Progress {
     fn new(total: usize) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new(total as u64);
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} changes, {msg}") {
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} changes, {msg}")
+            {
                 b.set_style(style);
             }
             b
         });
-        Progress { bar, out: Mutex::new(()) }
+        Progress {
+            bar,
+            out: Mutex::new(()),
+        }
     }
 }
 
@@ -199,7 +259,9 @@ fn outcome_line(c: &Change, o: &Outcome) -> String {
     match o {
         Outcome::Done => format!("{} {}: done", c.action.as_str(), c.target),
         Outcome::AlreadyDone => format!("{} {}: already in place", c.action.as_str(), c.target),
-        Outcome::Stale(why) => format!("{} {}: STALE, not done: {why}", c.action.as_str(), c.target),
+        Outcome::Stale(why) => {
+            format!("{} {}: STALE, not done: {why}", c.action.as_str(), c.target)
+        }
         Outcome::Failed(why) => format!("{} {}: FAILED: {why}", c.action.as_str(), c.target),
     }
 }
@@ -219,7 +281,9 @@ impl Reporter for Progress {
             }
         }
         match o {
-            Outcome::Done | Outcome::AlreadyDone => tracing::info!(action = c.action.as_str(), target = %c.target, "{line}"),
+            Outcome::Done | Outcome::AlreadyDone => {
+                tracing::info!(action = c.action.as_str(), target = %c.target, "{line}")
+            }
             _ => tracing::warn!(action = c.action.as_str(), target = %c.target, "{line}"),
         }
     }
@@ -240,7 +304,13 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-fn apply_cmd(dir: &Path, auto_approve: bool, target: &[String], planfile: Option<&Path>, verbose: bool) -> i32 {
+fn apply_cmd(
+    dir: &Path,
+    auto_approve: bool,
+    target: &[String],
+    planfile: Option<&Path>,
+    verbose: bool,
+) -> i32 {
     let Some(policy) = load(dir) else { return 1 };
     let plan = match planfile {
         Some(path) => {
@@ -290,7 +360,9 @@ fn apply_cmd(dir: &Path, auto_approve: bool, target: &[String], planfile: Option
             }
             if !auto_approve {
                 if !std::io::stdin().is_terminal() {
-                    eprintln!("error: not on a terminal: run with --auto-approve to apply without asking");
+                    eprintln!(
+                        "error: not on a terminal: run with --auto-approve to apply without asking"
+                    );
                     return 1;
                 }
                 print!("\nDo you want to apply these changes? Only 'yes' is accepted: ");

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "regimen", version, about = "Declarative GitOps reconciler for container images")]
+#[command(
+    name = "regimen",
+    version,
+    about = "Declarative GitOps reconciler for container images"
+)]
 pub struct Cli {
     /// Log format for diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REGIMEN_LOG_FORMAT")]

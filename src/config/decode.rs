@@ -23,7 +23,10 @@ pub struct Cx {
 
 impl Cx {
     pub fn err(&mut self, loc: &Loc, message: impl Into<String>) {
-        self.diags.push(Diagnostic { loc: loc.clone(), message: message.into() });
+        self.diags.push(Diagnostic {
+            loc: loc.clone(),
+            message: message.into(),
+        });
     }
 }
 
@@ -34,7 +37,9 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -42,7 +47,10 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// The closest candidate within a small edit distance.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (distance(word, c), c))
@@ -73,18 +81,34 @@ impl<'n> Fields<'n> {
             Value::Map(m) => {
                 let mut entries: Vec<(&Node, &Node, bool)> = Vec::new();
                 for (k, v) in m {
-                    if let Some((first, _, _)) =
-                        entries.iter().find(|(ek, _, _)| ek.as_scalar_text() == k.as_scalar_text())
+                    if let Some((first, _, _)) = entries
+                        .iter()
+                        .find(|(ek, _, _)| ek.as_scalar_text() == k.as_scalar_text())
                     {
-                        cx.err(&k.loc, format!("key `{}` given twice in {what} (first at {})", key_text(k), first.loc));
+                        cx.err(
+                            &k.loc,
+                            format!(
+                                "key `{}` given twice in {what} (first at {})",
+                                key_text(k),
+                                first.loc
+                            ),
+                        );
                         continue;
                     }
                     entries.push((k, v, false));
                 }
-                Some(Fields { what, entries, known: Vec::new(), loc: &node.loc })
+                Some(Fields {
+                    what,
+                    entries,
+                    known: Vec::new(),
+                    loc: &node.loc,
+                })
             }
             _ => {
-                cx.err(&node.loc, format!("{what} must be a map of keys, found {}", node.kind()));
+                cx.err(
+                    &node.loc,
+                    format!("{what} must be a map of keys, found {}", node.kind()),
+                );
                 None
             }
         }
@@ -96,24 +120,41 @@ impl<'n> Fields<'n> {
         for e in self.entries.iter_mut() {
             if e.0.as_scalar_text().as_deref() == Some(key) {
                 e.2 = true;
-                return if e.1.value == Value::Null { None } else { Some(e.1) };
+                return if e.1.value == Value::Null {
+                    None
+                } else {
+                    Some(e.1)
+                };
             }
         }
         None
     }
 
-    pub fn opt<T>(&mut self, key: &'static str, cx: &mut Cx, f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>) -> Option<T> {
+    pub fn opt<T>(
+        &mut self,
+        key: &'static str,
+        cx: &mut Cx,
+        f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>,
+    ) -> Option<T> {
         self.get(key).and_then(|n| f(n, cx))
     }
 
     /// A required key: reports it missing at the map's position, unless a
     /// misspelling of it is present (then the unknown-key error says it all).
-    pub fn req<T>(&mut self, key: &'static str, cx: &mut Cx, f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>) -> Option<T> {
+    pub fn req<T>(
+        &mut self,
+        key: &'static str,
+        cx: &mut Cx,
+        f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>,
+    ) -> Option<T> {
         match self.get(key) {
             Some(n) => f(n, cx),
             None => {
                 if !self.near(key) {
-                    cx.err(self.loc, format!("{} is missing required key `{key}`", self.what));
+                    cx.err(
+                        self.loc,
+                        format!("{} is missing required key `{key}`", self.what),
+                    );
                 }
                 None
             }
@@ -135,15 +176,23 @@ impl<'n> Fields<'n> {
             if !used {
                 let name = key_text(k);
                 let hint = suggest(&name, self.known.iter().copied());
-                let hint = if hint.is_empty() { format!(" (expected one of: {})", self.known.join(", ")) } else { hint };
-                cx.err(&k.loc, format!("unknown key `{name}` in {}{hint}", self.what));
+                let hint = if hint.is_empty() {
+                    format!(" (expected one of: {})", self.known.join(", "))
+                } else {
+                    hint
+                };
+                cx.err(
+                    &k.loc,
+                    format!("unknown key `{name}` in {}{hint}", self.what),
+                );
             }
         }
     }
 }
 
 fn key_text(k: &Node) -> String {
-    k.as_scalar_text().unwrap_or_else(|| format!("<{}>", k.kind()))
+    k.as_scalar_text()
+        .unwrap_or_else(|| format!("<{}>", k.kind()))
 }
 
 // ---- scalars --------------------------------------------------------------
@@ -154,7 +203,10 @@ pub fn string(n: &Node, cx: &mut Cx) -> Option<String> {
         Value::Int(i) => Some(i.to_string()),
         Value::Float(f) => {
             // YAML reads `1.10` as the number 1.1: the text is lost, so ask for quotes.
-            cx.err(&n.loc, format!("`{f}` was read as a number: put it in quotes"));
+            cx.err(
+                &n.loc,
+                format!("`{f}` was read as a number: put it in quotes"),
+            );
             None
         }
         _ => {
@@ -168,7 +220,10 @@ pub fn boolean(n: &Node, cx: &mut Cx) -> Option<bool> {
     match &n.value {
         Value::Bool(b) => Some(*b),
         _ => {
-            cx.err(&n.loc, format!("expected true or false, found {}", n.kind()));
+            cx.err(
+                &n.loc,
+                format!("expected true or false, found {}", n.kind()),
+            );
             None
         }
     }
@@ -178,7 +233,10 @@ pub fn uint(n: &Node, cx: &mut Cx) -> Option<u32> {
     match &n.value {
         Value::Int(i) if *i >= 0 && *i <= u32::MAX as i64 => Some(*i as u32),
         _ => {
-            cx.err(&n.loc, format!("expected a whole number of 0 or more, found {}", n.kind()));
+            cx.err(
+                &n.loc,
+                format!("expected a whole number of 0 or more, found {}", n.kind()),
+            );
             None
         }
     }
@@ -198,7 +256,10 @@ fn number(n: &Node, cx: &mut Cx) -> Option<f64> {
         Value::Int(i) if *i > 0 => Some(*i as f64),
         Value::Float(f) if *f > 0.0 && f.is_finite() => Some(*f),
         _ => {
-            cx.err(&n.loc, format!("expected a positive number, found {}", n.kind()));
+            cx.err(
+                &n.loc,
+                format!("expected a positive number, found {}", n.kind()),
+            );
             None
         }
     }
@@ -219,7 +280,11 @@ pub fn duration(n: &Node, cx: &mut Cx) -> Option<Duration> {
     parsed(n, cx)
 }
 
-fn list<T>(n: &Node, cx: &mut Cx, mut f: impl FnMut(&Node, &mut Cx) -> Option<T>) -> Option<Vec<T>> {
+fn list<T>(
+    n: &Node,
+    cx: &mut Cx,
+    mut f: impl FnMut(&Node, &mut Cx) -> Option<T>,
+) -> Option<Vec<T>> {
     match &n.value {
         Value::Seq(items) => {
             let mut ok = true;
@@ -280,12 +345,18 @@ pub struct Uses {
 fn repo_addr(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<RepoAddr> {
     let s = string(n, cx)?;
     if s.contains([':', '@']) {
-        cx.err(&n.loc, format!("`{s}` must be REGISTRY/REPO without a tag or digest"));
+        cx.err(
+            &n.loc,
+            format!("`{s}` must be REGISTRY/REPO without a tag or digest"),
+        );
         return None;
     }
     match s.parse::<RepoAddr>() {
         Ok(a) => {
-            uses.addrs.push(AddrUse { registry: a.registry.clone(), loc: n.loc.clone() });
+            uses.addrs.push(AddrUse {
+                registry: a.registry.clone(),
+                loc: n.loc.clone(),
+            });
             Some(a)
         }
         Err(e) => {
@@ -300,10 +371,16 @@ fn image_ref(n: &Node, cx: &mut Cx, uses: &mut Uses, need_ref: bool) -> Option<I
     match s.parse::<ImageRef>() {
         Ok(r) => {
             if need_ref && r.reference.is_none() {
-                cx.err(&n.loc, format!("`{s}` needs a tag or digest (REGISTRY/REPO:TAG or @sha256:…)"));
+                cx.err(
+                    &n.loc,
+                    format!("`{s}` needs a tag or digest (REGISTRY/REPO:TAG or @sha256:…)"),
+                );
                 return None;
             }
-            uses.addrs.push(AddrUse { registry: r.repo.registry.clone(), loc: n.loc.clone() });
+            uses.addrs.push(AddrUse {
+                registry: r.repo.registry.clone(),
+                loc: n.loc.clone(),
+            });
             Some(r)
         }
         Err(e) => {
@@ -316,7 +393,10 @@ fn image_ref(n: &Node, cx: &mut Cx, uses: &mut Uses, need_ref: bool) -> Option<I
 fn tagged_ref(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<ImageRef> {
     let r = image_ref(n, cx, uses, true)?;
     if r.tag().is_none() {
-        cx.err(&n.loc, format!("`{r}` must name a tag (REGISTRY/REPO:TAG), not a digest"));
+        cx.err(
+            &n.loc,
+            format!("`{r}` must name a tag (REGISTRY/REPO:TAG), not a digest"),
+        );
         return None;
     }
     Some(r)
@@ -326,8 +406,11 @@ fn tagged_ref(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<ImageRef> {
 
 pub fn selector(n: &Node, cx: &mut Cx) -> Option<TagSelector> {
     if let Value::Seq(_) = n.value {
-        let tags = list(n, cx, |i, cx| parsed::<Tag>(i, cx))?;
-        return Some(TagSelector { exact: Some(tags), ..Default::default() });
+        let tags = list(n, cx, parsed::<Tag>)?;
+        return Some(TagSelector {
+            exact: Some(tags),
+            ..Default::default()
+        });
     }
     let mut f = Fields::new(n, "tag selector `tags`", cx)?;
     let semver = f.opt("semver", cx, |n, cx| {
@@ -384,18 +467,27 @@ fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
     let host = rest.trim_end_matches('/');
     let valid = !host.is_empty()
         && !host.contains('/')
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
     if !valid {
         cx.err(&n.loc, format!("`{s}` is not a registry address (expected host[:port], optionally with http:// or https://)"));
         return None;
     }
-    Some(if scheme == "http" { Endpoint::Http(host.to_string()) } else { Endpoint::Https(host.to_string()) })
+    Some(if scheme == "http" {
+        Endpoint::Http(host.to_string())
+    } else {
+        Endpoint::Https(host.to_string())
+    })
 }
 
 fn auth(n: &Node, cx: &mut Cx) -> Option<Auth> {
     let mut f = Fields::new(n, "`auth`", cx)?;
     if let Some(p) = f.get("password") {
-        cx.err(&p.loc, "a literal password is never accepted: use `password_env` or `password_file`");
+        cx.err(
+            &p.loc,
+            "a literal password is never accepted: use `password_env` or `password_file`",
+        );
     }
     let a = Auth {
         username_env: f.opt("username_env", cx, string),
@@ -420,7 +512,13 @@ fn registry(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Registry> {
     let concurrency = f.opt("concurrency", cx, positive);
     let rate = f.opt("rate", cx, number);
     f.finish(cx);
-    Some(Registry { url: url?, auth, concurrency, rate, loc: Some(n.loc.clone()) })
+    Some(Registry {
+        url: url?,
+        auth,
+        concurrency,
+        rate,
+        loc: Some(n.loc.clone()),
+    })
 }
 
 fn platforms(n: &Node, cx: &mut Cx) -> Option<Platforms> {
@@ -435,7 +533,10 @@ fn platforms(n: &Node, cx: &mut Cx) -> Option<Platforms> {
         if (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty()) {
             Some(s)
         } else {
-            cx.err(&i.loc, format!("`{s}` is not a platform (os/arch or os/arch/variant, like linux/amd64)"));
+            cx.err(
+                &i.loc,
+                format!("`{s}` is not a platform (os/arch or os/arch/variant, like linux/amd64)"),
+            );
             None
         }
     });
@@ -485,7 +586,13 @@ fn severity(n: &Node, cx: &mut Cx) -> Option<Severity> {
     match all.iter().find(|(k, _)| k.eq_ignore_ascii_case(&s)) {
         Some((_, v)) => Some(*v),
         None => {
-            cx.err(&n.loc, format!("unknown severity `{s}` (negligible, low, medium, high, critical){}", suggest(&s, all.iter().map(|(k, _)| *k))));
+            cx.err(
+                &n.loc,
+                format!(
+                    "unknown severity `{s}` (negligible, low, medium, high, critical){}",
+                    suggest(&s, all.iter().map(|(k, _)| *k))
+                ),
+            );
             None
         }
     }
@@ -498,7 +605,12 @@ fn vuln_gate(n: &Node, cx: &mut Cx) -> Option<VulnGate> {
     let ignore_unfixed = f.opt("ignore_unfixed", cx, boolean);
     let max_report_age = f.opt("max_report_age", cx, duration);
     f.finish(cx);
-    Some(VulnGate { max_severity: max_severity?, scanners, ignore_unfixed, max_report_age })
+    Some(VulnGate {
+        max_severity: max_severity?,
+        scanners,
+        ignore_unfixed,
+        max_report_age,
+    })
 }
 
 fn require(n: &Node, cx: &mut Cx) -> Option<Require> {
@@ -507,7 +619,11 @@ fn require(n: &Node, cx: &mut Cx) -> Option<Require> {
     let referrers = f.opt("referrers", cx, |n, cx| list(n, cx, string));
     let vulnerabilities = f.opt("vulnerabilities", cx, vuln_gate);
     f.finish(cx);
-    Some(Require { min_age, referrers: referrers.unwrap_or_default(), vulnerabilities })
+    Some(Require {
+        min_age,
+        referrers: referrers.unwrap_or_default(),
+        vulnerabilities,
+    })
 }
 
 fn promotion(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Promotion> {
@@ -540,7 +656,10 @@ fn retag(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retag> {
         let repo = g.req("repo", cx, |n, cx| repo_addr(n, cx, uses));
         let tags = g.opt("tags", cx, selector);
         g.finish(cx);
-        Some(RetagSource::Newest { repo: repo?, tags: tags.unwrap_or_default() })
+        Some(RetagSource::Newest {
+            repo: repo?,
+            tags: tags.unwrap_or_default(),
+        })
     });
     let loc = f.loc.clone();
     let misspelt = f.near("from") || f.near("newest");
@@ -554,17 +673,28 @@ fn retag(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retag> {
         }
         (None, None) if misspelt => return None,
         (None, None) => {
-            cx.err(&loc, "a retag needs `from` (an image) or `newest` (a repo and tag selector)");
+            cx.err(
+                &loc,
+                "a retag needs `from` (an image) or `newest` (a repo and tag selector)",
+            );
             return None;
         }
     };
-    Some(Retag { name, tag: tag?, source, loc })
+    Some(Retag {
+        name,
+        tag: tag?,
+        source,
+        loc,
+    })
 }
 
 fn repo_glob(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<RepoGlob> {
     let s = string(n, cx)?;
     let Some((reg, pattern)) = s.split_once('/') else {
-        cx.err(&n.loc, format!("`{s}` must be REGISTRY/REPO-GLOB, like `dev/team/*`"));
+        cx.err(
+            &n.loc,
+            format!("`{s}` must be REGISTRY/REPO-GLOB, like `dev/team/*`"),
+        );
         return None;
     };
     let registry: RegistryName = match reg.parse() {
@@ -574,21 +704,33 @@ fn repo_glob(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<RepoGlob> {
             return None;
         }
     };
-    let matcher = match globset::GlobBuilder::new(pattern).literal_separator(false).build() {
+    let matcher = match globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+    {
         Ok(g) => g.compile_matcher(),
         Err(e) => {
             cx.err(&n.loc, format!("invalid glob `{pattern}`: {}", e.kind()));
             return None;
         }
     };
-    uses.addrs.push(AddrUse { registry: registry.clone(), loc: n.loc.clone() });
-    Some(RepoGlob { registry, pattern: pattern.to_string(), matcher })
+    uses.addrs.push(AddrUse {
+        registry: registry.clone(),
+        loc: n.loc.clone(),
+    });
+    Some(RepoGlob {
+        registry,
+        pattern: pattern.to_string(),
+        matcher,
+    })
 }
 
 fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
     let mut f = Fields::new(n, "retention rule", cx)?;
     let name = f.req("name", cx, string);
-    let repos = f.req("repos", cx, |n, cx| list(n, cx, |i, cx| repo_glob(i, cx, uses)));
+    let repos = f.req("repos", cx, |n, cx| {
+        list(n, cx, |i, cx| repo_glob(i, cx, uses))
+    });
     let delete = f.opt("delete", cx, |n, cx| {
         let mut g = Fields::new(n, "`delete`", cx)?;
         let d = DeleteWhen {
@@ -602,7 +744,9 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
     let keep = f.opt("keep", cx, |n, cx| {
         let mut g = Fields::new(n, "`keep`", cx)?;
         let k = Keep {
-            tags: g.opt("tags", cx, |n, cx| list(n, cx, glob)).unwrap_or_default(),
+            tags: g
+                .opt("tags", cx, |n, cx| list(n, cx, glob))
+                .unwrap_or_default(),
             newest: g.opt("newest", cx, uint),
             younger_than: g.opt("younger_than", cx, duration),
         };
@@ -613,7 +757,10 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
     let max_deletes = f.opt("max_deletes", cx, uint);
     f.finish(cx);
     let delete = delete.unwrap_or_default();
-    if delete.older_than.is_none() && delete.tags.is_none() && delete.untagged_referrers != Some(true) {
+    if delete.older_than.is_none()
+        && delete.tags.is_none()
+        && delete.untagged_referrers != Some(true)
+    {
         cx.err(&n.loc, "retention rule needs a `delete` condition (`older_than` and/or `tags`): without one it would delete everything not kept");
     }
     Some(Retention {
@@ -631,10 +778,17 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
     let mut f = Fields::new(n, "host", cx)?;
     let endpoint = f.req("endpoint", cx, |n, cx| {
         let s = string(n, cx)?;
-        if s.starts_with("unix://") || s.starts_with("tcp://") || s.starts_with("http://") || s.starts_with("https://") {
+        if s.starts_with("unix://")
+            || s.starts_with("tcp://")
+            || s.starts_with("http://")
+            || s.starts_with("https://")
+        {
             Some(s)
         } else {
-            cx.err(&n.loc, format!("`{s}` is not a Docker endpoint (unix:///path/to.sock or tcp://host:port)"));
+            cx.err(
+                &n.loc,
+                format!("`{s}` is not a Docker endpoint (unix:///path/to.sock or tcp://host:port)"),
+            );
             None
         }
     });
@@ -644,38 +798,50 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
         let cert = g.req("cert", cx, string);
         let key = g.req("key", cx, string);
         g.finish(cx);
-        Some(HostTls { ca: root.join(ca?), cert: root.join(cert?), key: root.join(key?) })
+        Some(HostTls {
+            ca: root.join(ca?),
+            cert: root.join(cert?),
+            key: root.join(key?),
+        })
     });
     let images = f.opt("images", cx, |n, cx| {
         let mut g = Fields::new(n, "`images`", cx)?;
-        let present = g.opt("present", cx, |n, cx| list(n, cx, |i, cx| tagged_ref(i, cx, uses)));
+        let present = g.opt("present", cx, |n, cx| {
+            list(n, cx, |i, cx| tagged_ref(i, cx, uses))
+        });
         let prune = g.opt("prune", cx, |n, cx| {
             let mut h = Fields::new(n, "`prune`", cx)?;
             let p = HostPrune {
                 older_than: h.opt("older_than", cx, duration),
-                keep: h.opt("keep", cx, |n, cx| {
-                    list(n, cx, |i, cx| {
-                        let s = string(i, cx)?;
-                        match Glob::new(&s) {
-                            Ok(_) => Some(s),
-                            Err(e) => {
-                                cx.err(&i.loc, format!("invalid glob `{s}`: {}", e.kind()));
-                                None
+                keep: h
+                    .opt("keep", cx, |n, cx| {
+                        list(n, cx, |i, cx| {
+                            let s = string(i, cx)?;
+                            match Glob::new(&s) {
+                                Ok(_) => Some(s),
+                                Err(e) => {
+                                    cx.err(&i.loc, format!("invalid glob `{s}`: {}", e.kind()));
+                                    None
+                                }
                             }
-                        }
+                        })
                     })
-                })
-                .unwrap_or_default(),
+                    .unwrap_or_default(),
             };
             h.finish(cx);
             Some(p)
         });
         g.finish(cx);
-        Some(HostImages { present: present.unwrap_or_default(), prune })
+        Some(HostImages {
+            present: present.unwrap_or_default(),
+            prune,
+        })
     });
     let containers = f.opt("containers", cx, |n, cx| {
         let mut g = Fields::new(n, "`containers`", cx)?;
-        let c = HostContainers { max_age: g.opt("max_age", cx, duration) };
+        let c = HostContainers {
+            max_age: g.opt("max_age", cx, duration),
+        };
         g.finish(cx);
         Some(c)
     });
@@ -694,7 +860,10 @@ fn policies(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Policies> {
     let registries = f.opt("registries", cx, |n, cx| {
         list(n, cx, |i, cx| {
             let r: RegistryName = parsed(i, cx)?;
-            uses.addrs.push(AddrUse { registry: r.clone(), loc: i.loc.clone() });
+            uses.addrs.push(AddrUse {
+                registry: r.clone(),
+                loc: i.loc.clone(),
+            });
             Some(r)
         })
     });
@@ -707,19 +876,39 @@ fn policies(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Policies> {
             "fail" => Some(OnViolation::Fail),
             "enforce" => Some(OnViolation::Enforce),
             _ => {
-                cx.err(&n.loc, format!("`on_violation` is warn, fail or enforce, not `{s}`{}", suggest(&s, ["warn", "fail", "enforce"])));
+                cx.err(
+                    &n.loc,
+                    format!(
+                        "`on_violation` is warn, fail or enforce, not `{s}`{}",
+                        suggest(&s, ["warn", "fail", "enforce"])
+                    ),
+                );
                 None
             }
         }
     });
     f.finish(cx);
-    Some(Policies { registries, base_images, max_age, on_violation: on_violation.unwrap_or_default(), loc: Some(n.loc.clone()) })
+    Some(Policies {
+        registries,
+        base_images,
+        max_age,
+        on_violation: on_violation.unwrap_or_default(),
+        loc: Some(n.loc.clone()),
+    })
 }
 
 /// Named entries of a map section, keeping each name's location.
-fn named_map<T>(n: &Node, what: &'static str, cx: &mut Cx, mut f: impl FnMut(&Node, &mut Cx) -> Option<T>) -> Vec<(String, Loc, T)> {
+fn named_map<T>(
+    n: &Node,
+    what: &'static str,
+    cx: &mut Cx,
+    mut f: impl FnMut(&Node, &mut Cx) -> Option<T>,
+) -> Vec<(String, Loc, T)> {
     let Value::Map(m) = &n.value else {
-        cx.err(&n.loc, format!("`{what}` must be a map of names, found {}", n.kind()));
+        cx.err(
+            &n.loc,
+            format!("`{what}` must be a map of names, found {}", n.kind()),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -751,7 +940,15 @@ pub struct FilePolicy {
     pub registry_names: Vec<String>,
 }
 
-pub const SECTIONS: [&str; 7] = ["registries", "mirrors", "promotions", "retags", "retention", "hosts", "policies"];
+pub const SECTIONS: [&str; 7] = [
+    "registries",
+    "mirrors",
+    "promotions",
+    "retags",
+    "retention",
+    "hosts",
+    "policies",
+];
 
 pub fn file(n: &Node, cx: &mut Cx, root: &std::path::Path) -> FilePolicy {
     let mut out = FilePolicy::default();
@@ -772,22 +969,37 @@ pub fn file(n: &Node, cx: &mut Cx, root: &std::path::Path) -> FilePolicy {
         match &n.value {
             Value::Seq(items) => items.clone(),
             _ => {
-                cx.err(&n.loc, format!("`{what}` must be a list, found {}", n.kind()));
+                cx.err(
+                    &n.loc,
+                    format!("`{what}` must be a list, found {}", n.kind()),
+                );
                 Vec::new()
             }
         }
     };
     if let Some(n) = f.get("mirrors") {
-        out.mirrors = seq(n, "mirrors", cx).iter().filter_map(|i| mirror(i, cx, &mut uses)).collect();
+        out.mirrors = seq(n, "mirrors", cx)
+            .iter()
+            .filter_map(|i| mirror(i, cx, &mut uses))
+            .collect();
     }
     if let Some(n) = f.get("promotions") {
-        out.promotions = seq(n, "promotions", cx).iter().filter_map(|i| promotion(i, cx, &mut uses)).collect();
+        out.promotions = seq(n, "promotions", cx)
+            .iter()
+            .filter_map(|i| promotion(i, cx, &mut uses))
+            .collect();
     }
     if let Some(n) = f.get("retags") {
-        out.retags = seq(n, "retags", cx).iter().filter_map(|i| retag(i, cx, &mut uses)).collect();
+        out.retags = seq(n, "retags", cx)
+            .iter()
+            .filter_map(|i| retag(i, cx, &mut uses))
+            .collect();
     }
     if let Some(n) = f.get("retention") {
-        out.retention = seq(n, "retention", cx).iter().filter_map(|i| retention(i, cx, &mut uses)).collect();
+        out.retention = seq(n, "retention", cx)
+            .iter()
+            .filter_map(|i| retention(i, cx, &mut uses))
+            .collect();
     }
     if let Some(n) = f.get("hosts") {
         out.hosts = named_map(n, "hosts", cx, |v, cx| host(v, cx, &mut uses, root));

@@ -38,7 +38,8 @@ pub type Desired = Policy;
 /// Lists the policy files below `dir`, sorted by path.
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-        let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot read directory: {e}", dir.display()))?;
+        let rd = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: cannot read directory: {e}", dir.display()))?;
         for entry in rd {
             let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
             let name = entry.file_name();
@@ -47,7 +48,9 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
                 continue;
             }
             let path = entry.path();
-            let ft = entry.file_type().map_err(|e| format!("{}: {e}", path.display()))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             if ft.is_dir() {
                 walk(&path, out)?;
             } else if name.ends_with(".yaml") || name.ends_with(".yml") {
@@ -68,7 +71,11 @@ pub fn load(dir: &Path) -> Result<Policy, Vec<Diagnostic>> {
         Ok(f) => f,
         Err(e) => {
             return Err(vec![Diagnostic {
-                loc: Loc { file: Arc::from(dir.display().to_string()), line: 1, col: 1 },
+                loc: Loc {
+                    file: Arc::from(dir.display().to_string()),
+                    line: 1,
+                    col: 1,
+                },
                 message: e,
             }])
         }
@@ -76,11 +83,16 @@ pub fn load(dir: &Path) -> Result<Policy, Vec<Diagnostic>> {
     let mut texts = Vec::new();
     let mut diags = Vec::new();
     for path in &files {
-        let shown: Arc<str> = Arc::from(path.strip_prefix(dir).unwrap_or(path).display().to_string());
+        let shown: Arc<str> =
+            Arc::from(path.strip_prefix(dir).unwrap_or(path).display().to_string());
         match std::fs::read_to_string(path) {
             Ok(t) => texts.push((shown, t)),
             Err(e) => diags.push(Diagnostic {
-                loc: Loc { file: shown, line: 1, col: 1 },
+                loc: Loc {
+                    file: shown,
+                    line: 1,
+                    col: 1,
+                },
                 message: format!("cannot read: {e}"),
             }),
         }
@@ -106,16 +118,27 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
             Err((loc, message)) => cx.err(&loc, message),
         }
     }
-    let mut policy = Policy { root: root.to_path_buf(), ..Default::default() };
+    let mut policy = Policy {
+        root: root.to_path_buf(),
+        ..Default::default()
+    };
     let mut reg_locs: BTreeMap<String, Loc> = BTreeMap::new();
     let mut host_locs: BTreeMap<String, Loc> = BTreeMap::new();
     let mut rule_locs: BTreeMap<String, Loc> = BTreeMap::new();
     let mut policies_loc: Option<Loc> = None;
     let mut uses = Vec::new();
     let mut all_registry_names: Vec<String> = Vec::new();
-    let dup = |cx: &mut decode::Cx, seen: &mut BTreeMap<String, Loc>, what: &str, name: &str, loc: &Loc| -> bool {
+    let dup = |cx: &mut decode::Cx,
+               seen: &mut BTreeMap<String, Loc>,
+               what: &str,
+               name: &str,
+               loc: &Loc|
+     -> bool {
         if let Some(first) = seen.get(name) {
-            cx.err(loc, format!("{what} `{name}` is defined twice: here and at {first}"));
+            cx.err(
+                loc,
+                format!("{what} `{name}` is defined twice: here and at {first}"),
+            );
             false
         } else {
             seen.insert(name.to_string(), loc.clone());
@@ -165,9 +188,16 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
             }
         }
         if let Some(p) = f.policies {
-            let loc = p.loc.clone().unwrap_or(Loc { file: Arc::from(""), line: 1, col: 1 });
+            let loc = p.loc.clone().unwrap_or(Loc {
+                file: Arc::from(""),
+                line: 1,
+                col: 1,
+            });
             match &policies_loc {
-                Some(first) => cx.err(&loc, format!("`policies` is defined twice: here and at {first}")),
+                Some(first) => cx.err(
+                    &loc,
+                    format!("`policies` is defined twice: here and at {first}"),
+                ),
                 None => {
                     policies_loc = Some(loc);
                     policy.policies = Some(p);
@@ -182,10 +212,18 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
             let known = decode::names(&policy.registries);
             let hint = match decode::did_you_mean(u.registry.as_str(), known.iter().copied()) {
                 Some(c) => format!(" (did you mean `{c}`?)"),
-                None if known.is_empty() => " (no registries are defined: add one under `registries:`)".to_string(),
+                None if known.is_empty() => {
+                    " (no registries are defined: add one under `registries:`)".to_string()
+                }
                 None => format!(" (defined: {})", known.join(", ")),
             };
-            cx.err(&u.loc, format!("registry `{}` is not defined in `registries:`{hint}", u.registry));
+            cx.err(
+                &u.loc,
+                format!(
+                    "registry `{}` is not defined in `registries:`{hint}",
+                    u.registry
+                ),
+            );
         }
     }
     // Two retags on one tag would fight; say so where the second one is.
@@ -193,7 +231,10 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
     for r in &policy.retags {
         let key = r.tag.to_string();
         if let Some(first) = retag_targets.get(&key) {
-            cx.err(&r.loc, format!("tag `{key}` is set by two retags: here and at {first}"));
+            cx.err(
+                &r.loc,
+                format!("tag `{key}` is set by two retags: here and at {first}"),
+            );
         } else {
             retag_targets.insert(key, r.loc.clone());
         }

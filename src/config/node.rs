@@ -98,7 +98,9 @@ impl<'de> Deserialize<'de> for Raw {
                 Ok(Raw::Int(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
-                Ok(i64::try_from(v).map(Raw::Int).unwrap_or(Raw::Float(v as f64)))
+                Ok(i64::try_from(v)
+                    .map(Raw::Int)
+                    .unwrap_or(Raw::Float(v as f64)))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
                 Ok(Raw::Float(v))
@@ -130,7 +132,11 @@ impl<'de> Deserialize<'de> for Raw {
 }
 
 fn convert(file: &Arc<str>, s: Spanned<Raw>) -> Node {
-    let loc = Loc { file: file.clone(), line: s.referenced.line(), col: s.referenced.column() };
+    let loc = Loc {
+        file: file.clone(),
+        line: s.referenced.line(),
+        col: s.referenced.column(),
+    };
     let value = match s.value {
         Raw::Null => Value::Null,
         Raw::Bool(b) => Value::Bool(b),
@@ -138,7 +144,12 @@ fn convert(file: &Arc<str>, s: Spanned<Raw>) -> Node {
         Raw::Float(f) => Value::Float(f),
         Raw::Str(v) => Value::Str(v),
         Raw::Seq(items) => Value::Seq(items.into_iter().map(|i| convert(file, i)).collect()),
-        Raw::Map(items) => Value::Map(items.into_iter().map(|(k, v)| (convert(file, k), convert(file, v))).collect()),
+        Raw::Map(items) => Value::Map(
+            items
+                .into_iter()
+                .map(|(k, v)| (convert(file, k), convert(file, v)))
+                .collect(),
+        ),
     };
     Node { value, loc }
 }
@@ -146,16 +157,33 @@ fn convert(file: &Arc<str>, s: Spanned<Raw>) -> Node {
 /// Parses one YAML document. A syntax error comes back as `(loc, message)`.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, (Loc, String)> {
     if text.trim().is_empty() {
-        return Ok(Node { value: Value::Null, loc: Loc { file: file.clone(), line: 1, col: 1 } });
+        return Ok(Node {
+            value: Value::Null,
+            loc: Loc {
+                file: file.clone(),
+                line: 1,
+                col: 1,
+            },
+        });
     }
     match serde_saphyr::from_str::<Spanned<Raw>>(text) {
         Ok(raw) => Ok(convert(file, raw)),
         Err(e) => {
-            let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            let (line, col) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
             let msg = e.to_string();
             // The library's message may repeat the position; keep the first line only.
             let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
-            Err((Loc { file: file.clone(), line: line.max(1), col: col.max(1) }, format!("invalid YAML: {msg}")))
+            Err((
+                Loc {
+                    file: file.clone(),
+                    line: line.max(1),
+                    col: col.max(1),
+                },
+                format!("invalid YAML: {msg}"),
+            ))
         }
     }
 }
@@ -168,11 +196,17 @@ mod tests {
     fn locations_point_at_keys_and_values() {
         let f: Arc<str> = Arc::from("p.yaml");
         let n = parse(&f, "a:\n  b: [1, x]\n  c: {d: true}\n").unwrap();
-        let Value::Map(m) = &n.value else { panic!("{n:?}") };
+        let Value::Map(m) = &n.value else {
+            panic!("{n:?}")
+        };
         assert_eq!((m[0].0.loc.line, m[0].0.loc.col), (1, 1));
-        let Value::Map(inner) = &m[0].1.value else { panic!() };
+        let Value::Map(inner) = &m[0].1.value else {
+            panic!()
+        };
         assert_eq!((inner[0].0.loc.line, inner[0].0.loc.col), (2, 3));
-        let Value::Seq(s) = &inner[0].1.value else { panic!() };
+        let Value::Seq(s) = &inner[0].1.value else {
+            panic!()
+        };
         assert_eq!((s[1].loc.line, s[1].loc.col), (2, 10));
         assert_eq!(s[1].value, Value::Str("x".into()));
     }

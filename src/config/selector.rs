@@ -36,7 +36,10 @@ pub fn parse_version(tag: &str) -> Option<Version> {
     }
     let mut nums = [0u64; 3];
     for (i, p) in parts.iter().enumerate() {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+        if p.is_empty()
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || (p.len() > 1 && p.starts_with('0'))
+        {
             return None;
         }
         nums[i] = p.parse().ok()?;
@@ -119,8 +122,12 @@ impl TagSelector {
 
     /// The selected tags, highest first per [`compare_tags`]. `created` gives a
     /// tag's creation time when known.
-    pub fn select<'a>(&self, tags: impl IntoIterator<Item = (&'a Tag, Option<Timestamp>)>) -> Vec<Tag> {
-        let mut hits: Vec<(&Tag, Option<Timestamp>)> = tags.into_iter().filter(|(t, _)| self.matches(t)).collect();
+    pub fn select<'a>(
+        &self,
+        tags: impl IntoIterator<Item = (&'a Tag, Option<Timestamp>)>,
+    ) -> Vec<Tag> {
+        let mut hits: Vec<(&Tag, Option<Timestamp>)> =
+            tags.into_iter().filter(|(t, _)| self.matches(t)).collect();
         hits.sort_by(|a, b| compare_tags(*b, *a));
         hits.dedup_by(|a, b| a.0 == b.0);
         if let Some(n) = self.latest {
@@ -140,7 +147,11 @@ mod tests {
 
     fn sorted(tags: &[&str]) -> Vec<String> {
         let tags: Vec<Tag> = tags.iter().map(|s| t(s)).collect();
-        TagSelector::all().select(tags.iter().map(|t| (t, None))).into_iter().map(|t| t.to_string()).collect()
+        TagSelector::all()
+            .select(tags.iter().map(|t| (t, None)))
+            .into_iter()
+            .map(|t| t.to_string())
+            .collect()
     }
 
     #[test]
@@ -159,15 +170,37 @@ mod tests {
     #[test]
     fn total_order_is_precedence_then_text() {
         assert_eq!(
-            sorted(&["latest", "1.2.3-rc.1", "1.10.0", "1.2.3", "v1.2.3", "1.2", "edge", "1.9.9"]),
-            ["1.10.0", "1.9.9", "v1.2.3", "1.2.3", "1.2.3-rc.1", "1.2", "latest", "edge"]
+            sorted(&[
+                "latest",
+                "1.2.3-rc.1",
+                "1.10.0",
+                "1.2.3",
+                "v1.2.3",
+                "1.2",
+                "edge",
+                "1.9.9"
+            ]),
+            [
+                "1.10.0",
+                "1.9.9",
+                "v1.2.3",
+                "1.2.3",
+                "1.2.3-rc.1",
+                "1.2",
+                "latest",
+                "edge"
+            ]
         );
     }
 
     #[test]
     fn non_versions_order_by_created_then_text() {
         let (a, b, c) = (t("alpha"), t("beta"), t("gamma"));
-        let got = TagSelector::all().select([(&a, Some(Timestamp(30))), (&b, Some(Timestamp(10))), (&c, None)]);
+        let got = TagSelector::all().select([
+            (&a, Some(Timestamp(30))),
+            (&b, Some(Timestamp(10))),
+            (&c, None),
+        ]);
         assert_eq!(got, [a, b, c]);
     }
 
@@ -192,8 +225,15 @@ mod tests {
         assert!(!sel.matches(&t("3.17")));
         assert!(!sel.matches(&t("3.20.0-rc1")));
         assert!(!sel.matches(&t("latest")));
-        let latest2 = TagSelector { latest: Some(2), regex: Some(Regex::new("^1\\.").unwrap()), ..Default::default() };
+        let latest2 = TagSelector {
+            latest: Some(2),
+            regex: Some(Regex::new("^1\\.").unwrap()),
+            ..Default::default()
+        };
         let tags = [t("1.0.0"), t("1.2.0"), t("1.1.0"), t("2.0.0")];
-        assert_eq!(latest2.select(tags.iter().map(|t| (t, None))), [t("1.2.0"), t("1.1.0")]);
+        assert_eq!(
+            latest2.select(tags.iter().map(|t| (t, None))),
+            [t("1.2.0"), t("1.1.0")]
+        );
     }
 }

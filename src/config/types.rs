@@ -185,7 +185,9 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn rule_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("mirror:{}->{}", self.from, self.to))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("mirror:{}->{}", self.from, self.to))
     }
 }
 
@@ -274,7 +276,9 @@ pub struct Retag {
 
 impl Retag {
     pub fn rule_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("retag:{}", self.tag))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("retag:{}", self.tag))
     }
 }
 

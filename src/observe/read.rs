@@ -29,10 +29,16 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
             let fact = match registries.get(&repo.registry) {
                 Some(Ok(reg)) => match read_repo(reg.as_ref(), &repo).await {
                     Ok(s) => Fact::Known(s),
-                    Err(e) => Fact::Unknown { reason: e.to_string() },
+                    Err(e) => Fact::Unknown {
+                        reason: e.to_string(),
+                    },
                 },
-                Some(Err(reason)) => Fact::Unknown { reason: reason.clone() },
-                None => Fact::Unknown { reason: format!("registry `{}` is not defined", repo.registry) },
+                Some(Err(reason)) => Fact::Unknown {
+                    reason: reason.clone(),
+                },
+                None => Fact::Unknown {
+                    reason: format!("registry `{}` is not defined", repo.registry),
+                },
             };
             (repo, fact)
         })
@@ -57,7 +63,11 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     observed
 }
 
-async fn read_details(registries: &Registries, observed: &mut Observed, mut want: Vec<(RepoAddr, Digest)>) {
+async fn read_details(
+    registries: &Registries,
+    observed: &mut Observed,
+    mut want: Vec<(RepoAddr, Digest)>,
+) {
     want.sort();
     want.dedup();
     want.retain(|k| !observed.images.contains_key(k));
@@ -67,7 +77,9 @@ async fn read_details(registries: &Registries, observed: &mut Observed, mut want
                 Some(Ok(reg)) => match image_info(reg.as_ref(), &repo, &digest).await {
                     Ok(Some(i)) => Some(Fact::Known(i)),
                     Ok(None) => None,
-                    Err(e) => Some(Fact::Unknown { reason: e.to_string() }),
+                    Err(e) => Some(Fact::Unknown {
+                        reason: e.to_string(),
+                    }),
                 },
                 _ => None,
             };
@@ -94,20 +106,29 @@ pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState,
         .buffer_unordered(PARALLEL)
         .try_collect::<Vec<_>>()
         .await?;
-    Ok(RepoState { tags: heads.into_iter().flatten().collect() })
+    Ok(RepoState {
+        tags: heads.into_iter().flatten().collect(),
+    })
 }
 
 /// Small JSON blobs (configs) are read whole, up to this size.
 const MAX_CONFIG: usize = 4 << 20;
 
-pub async fn read_small_blob(reg: &dyn Registry, repo: &RepoAddr, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+pub async fn read_small_blob(
+    reg: &dyn Registry,
+    repo: &RepoAddr,
+    digest: &Digest,
+) -> Result<Vec<u8>, RegistryError> {
     let mut s = reg.get_blob(&repo.repo, digest).await?;
     let mut buf = Vec::new();
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::other(format!("{repo}: reading blob {digest}: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| RegistryError::other(format!("{repo}: reading blob {digest}: {e}")))?;
         buf.extend_from_slice(&chunk);
         if buf.len() > MAX_CONFIG {
-            return Err(RegistryError::other(format!("{repo}: blob {digest} is larger than {MAX_CONFIG} bytes")));
+            return Err(RegistryError::other(format!(
+                "{repo}: blob {digest} is larger than {MAX_CONFIG} bytes"
+            )));
         }
     }
     Ok(buf)
@@ -118,24 +139,47 @@ fn created_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<T
     v.get("created")
         .and_then(|c| c.as_str())
         .and_then(Timestamp::parse_rfc3339)
-        .or_else(|| annotations.get("org.opencontainers.image.created").and_then(|s| Timestamp::parse_rfc3339(s)))
+        .or_else(|| {
+            annotations
+                .get("org.opencontainers.image.created")
+                .and_then(|s| Timestamp::parse_rfc3339(s))
+        })
 }
 
 /// Reads an image's creation time, platforms, size and referrers; `None` if absent.
-pub async fn image_info(reg: &dyn Registry, repo: &RepoAddr, digest: &Digest) -> Result<Option<ImageInfo>, RegistryError> {
+pub async fn image_info(
+    reg: &dyn Registry,
+    repo: &RepoAddr,
+    digest: &Digest,
+) -> Result<Option<ImageInfo>, RegistryError> {
     let Some(m) = reg.get_manifest(&repo.repo, digest.as_str()).await? else {
         return Ok(None);
     };
-    let mut info = ImageInfo { media_type: m.media_type.clone(), size: m.bytes.len() as u64, ..Default::default() };
+    let mut info = ImageInfo {
+        media_type: m.media_type.clone(),
+        size: m.bytes.len() as u64,
+        ..Default::default()
+    };
     match m.parse()? {
-        Parsed::Image { config, layers, annotations, .. } => {
+        Parsed::Image {
+            config,
+            layers,
+            annotations,
+            ..
+        } => {
             info.size += config.size + layers.iter().map(|l| l.size).sum::<u64>();
             let cfg = read_small_blob(reg, repo, &config.digest).await?;
             info.created = created_of(&cfg, &annotations);
         }
-        Parsed::Index { manifests, annotations, .. } => {
+        Parsed::Index {
+            manifests,
+            annotations,
+            ..
+        } => {
             info.index_manifest = String::from_utf8(m.bytes.to_vec()).ok();
-            info.created = annotations.get("org.opencontainers.image.created").and_then(|s| Timestamp::parse_rfc3339(s));
+            info.created = annotations
+                .get("org.opencontainers.image.created")
+                .and_then(|s| Timestamp::parse_rfc3339(s));
             for child in &manifests {
                 if let Some(p) = &child.platform {
                     info.platforms.push(p.to_string());
@@ -144,7 +188,13 @@ pub async fn image_info(reg: &dyn Registry, repo: &RepoAddr, digest: &Digest) ->
                 let Some(cm) = reg.get_manifest(&repo.repo, child.digest.as_str()).await? else {
                     continue;
                 };
-                if let Ok(Parsed::Image { config, layers, annotations, .. }) = cm.parse() {
+                if let Ok(Parsed::Image {
+                    config,
+                    layers,
+                    annotations,
+                    ..
+                }) = cm.parse()
+                {
                     info.size += config.size + layers.iter().map(|l| l.size).sum::<u64>();
                     if info.created.is_none() || child.platform.is_some() {
                         let cfg = read_small_blob(reg, repo, &config.digest).await?;
@@ -159,7 +209,10 @@ pub async fn image_info(reg: &dyn Registry, repo: &RepoAddr, digest: &Digest) ->
         .referrers(&repo.repo, digest)
         .await?
         .into_iter()
-        .map(|d| ReferrerInfo { artifact_type: d.artifact_type.clone().unwrap_or(d.media_type.clone()), digest: d.digest })
+        .map(|d| ReferrerInfo {
+            artifact_type: d.artifact_type.clone().unwrap_or(d.media_type.clone()),
+            digest: d.digest,
+        })
         .collect();
     Ok(Some(info))
 }

@@ -89,7 +89,14 @@ pub enum RepoView<'o> {
 
 impl<'o> PlanCx<'o> {
     pub fn new(observed: &'o Observed, now: Timestamp) -> Self {
-        PlanCx { observed, now, intents: Vec::new(), blocked: Vec::new(), collect_needed: false, needed: BTreeSet::new() }
+        PlanCx {
+            observed,
+            now,
+            intents: Vec::new(),
+            blocked: Vec::new(),
+            collect_needed: false,
+            needed: BTreeSet::new(),
+        }
     }
 
     pub fn repo(&self, r: &RepoAddr) -> RepoView<'o> {
@@ -108,7 +115,11 @@ impl<'o> PlanCx<'o> {
     }
 
     /// Tags of a known repo with creation times where they were read.
-    pub fn tags_with_created(&self, r: &RepoAddr, state: &'o RepoState) -> Vec<(&'o Tag, Option<Timestamp>)> {
+    pub fn tags_with_created(
+        &self,
+        r: &RepoAddr,
+        state: &'o RepoState,
+    ) -> Vec<(&'o Tag, Option<Timestamp>)> {
         state
             .tags
             .iter()
@@ -123,13 +134,20 @@ impl<'o> PlanCx<'o> {
     }
 
     pub fn block(&mut self, rule: &str, subject: impl Into<String>, reason: impl Into<String>) {
-        self.blocked.push(Blocked { rule: rule.to_string(), subject: subject.into(), reason: reason.into() });
+        self.blocked.push(Blocked {
+            rule: rule.to_string(),
+            subject: subject.into(),
+            reason: reason.into(),
+        });
     }
 
     /// Where a tag will point once earlier rules' intents are applied:
     /// `(digest, content source)`.
     pub fn planned(&self, r: &RepoAddr, tag: &Tag) -> Option<(Digest, RepoAddr)> {
-        let mut hits = self.intents.iter().filter(|i| &i.target == r && &i.tag == tag);
+        let mut hits = self
+            .intents
+            .iter()
+            .filter(|i| &i.target == r && &i.tag == tag);
         if let Some(first) = hits.next() {
             if hits.all(|i| i.digest == first.digest) {
                 return Some((first.digest.clone(), first.source.clone()));
@@ -146,9 +164,14 @@ impl<'o> PlanCx<'o> {
     /// with creation times where read. Lets `newest:` see what a mirror or
     /// promotion in the same plan brings, so one apply converges.
     pub fn planned_tags(&self, r: &RepoAddr) -> Option<Vec<(Tag, Option<Timestamp>)>> {
-        let RepoView::Known(state) = self.repo(r) else { return None };
-        let mut tags: BTreeMap<Tag, (Digest, RepoAddr)> =
-            state.tags.iter().map(|(t, d)| (t.clone(), (d.clone(), r.clone()))).collect();
+        let RepoView::Known(state) = self.repo(r) else {
+            return None;
+        };
+        let mut tags: BTreeMap<Tag, (Digest, RepoAddr)> = state
+            .tags
+            .iter()
+            .map(|(t, d)| (t.clone(), (d.clone(), r.clone())))
+            .collect();
         for i in self.intents.iter().filter(|i| &i.target == r) {
             if let Some((d, src)) = self.planned(r, &i.tag) {
                 tags.insert(i.tag.clone(), (d, src));
@@ -170,17 +193,25 @@ impl<'o> PlanCx<'o> {
     /// Turns intents into changes: same target and digest from several rules
     /// merge; different digests are a conflict that blocks all of them.
     pub fn resolve(self) -> Plan {
-        let mut plan = Plan { blocked: self.blocked, ..Plan::default() };
+        let mut plan = Plan {
+            blocked: self.blocked,
+            ..Plan::default()
+        };
         let mut by_target: BTreeMap<(RepoAddr, Tag), Vec<Intent>> = BTreeMap::new();
         for i in self.intents {
-            by_target.entry((i.target.clone(), i.tag.clone())).or_default().push(i);
+            by_target
+                .entry((i.target.clone(), i.tag.clone()))
+                .or_default()
+                .push(i);
         }
         for ((repo, tag), intents) in by_target {
             let target = ImageRef::tagged(repo.clone(), tag.clone()).to_string();
             let digests: BTreeSet<&Digest> = intents.iter().map(|i| &i.digest).collect();
             if digests.len() > 1 {
-                let wants: Vec<String> =
-                    intents.iter().map(|i| format!("{} wants {}", i.rule, i.digest.short())).collect();
+                let wants: Vec<String> = intents
+                    .iter()
+                    .map(|i| format!("{} wants {}", i.rule, i.digest.short()))
+                    .collect();
                 for i in &intents {
                     plan.blocked.push(Blocked {
                         rule: i.rule.clone(),
@@ -238,7 +269,9 @@ impl<'o> PlanCx<'o> {
                 rule: rules.join(", "),
                 reason: first.reason.clone(),
                 platforms: info.map(|i| i.platforms.len() as u32),
-                referrers: info.filter(|_| first.with_referrers).map(|i| i.referrers.len() as u32),
+                referrers: info
+                    .filter(|_| first.with_referrers)
+                    .map(|i| i.referrers.len() as u32),
                 size: info.map(|i| i.size),
                 with_referrers: first.with_referrers,
                 only_platforms: first.only_platforms.clone(),

@@ -13,7 +13,9 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
     };
     let candidates = cx.tags_with_created(&m.from, src);
     for tag in m.tags.select(candidates) {
-        let Some(digest) = src.tags.get(&tag) else { continue };
+        let Some(digest) = src.tags.get(&tag) else {
+            continue;
+        };
         let (digest, only) = match &m.platforms {
             Platforms::All => (digest.clone(), None),
             Platforms::Only(wanted) => match cx.image(&m.from, digest) {
@@ -21,7 +23,11 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
                     Some(index) => match filter_index(index.as_bytes(), wanted) {
                         Some(bytes) => (Digest::sha256_of(&bytes), Some(wanted.clone())),
                         None => {
-                            cx.block(&rule, format!("{}:{tag}", m.from), format!("no platform of the index matches {}", wanted.join(", ")));
+                            cx.block(
+                                &rule,
+                                format!("{}:{tag}", m.from),
+                                format!("no platform of the index matches {}", wanted.join(", ")),
+                            );
                             continue;
                         }
                     },
@@ -31,7 +37,11 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
                 Some(Fact::Unknown { .. }) => continue,
                 None if cx.collect_needed => continue,
                 None => {
-                    cx.block(&rule, format!("{}:{tag}", m.from), "the index was not read, so its platforms are unknown");
+                    cx.block(
+                        &rule,
+                        format!("{}:{tag}", m.from),
+                        "the index was not read, so its platforms are unknown",
+                    );
                     continue;
                 }
             },

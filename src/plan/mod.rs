@@ -31,12 +31,18 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     let mut plan = cx.resolve();
     for (repo, fact) in &observed.repos {
         if let Fact::Unknown { reason } = fact {
-            plan.unobserved.push(Unobserved { subject: repo.to_string(), reason: reason.clone() });
+            plan.unobserved.push(Unobserved {
+                subject: repo.to_string(),
+                reason: reason.clone(),
+            });
         }
     }
     for ((repo, digest), fact) in &observed.images {
         if let Fact::Unknown { reason } = fact {
-            plan.unobserved.push(Unobserved { subject: format!("{repo}@{digest}"), reason: reason.clone() });
+            plan.unobserved.push(Unobserved {
+                subject: format!("{repo}@{digest}"),
+                reason: reason.clone(),
+            });
         }
     }
     plan.finish();
@@ -50,7 +56,11 @@ pub fn needs(desired: &Desired) -> Needs {
 
 /// Which image details the plan will look at, given what tags were observed:
 /// the sources of would-be changes and candidates ordered by creation time.
-pub fn details_needed(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
+pub fn details_needed(
+    desired: &Desired,
+    observed: &Observed,
+    now: Timestamp,
+) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
     let mut cx = intent::PlanCx::new(observed, now);
     cx.collect_needed = true;
     for m in &desired.mirrors {

@@ -16,7 +16,9 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>) {
     };
     let candidates = cx.tags_with_created(&p.from, src);
     for tag in p.tags.select(candidates) {
-        let Some(digest) = src.tags.get(&tag) else { continue };
+        let Some(digest) = src.tags.get(&tag) else {
+            continue;
+        };
         // Already promoted: nothing to check.
         if target_state.and_then(|t| t.tags.get(&tag)) == Some(digest) {
             continue;
@@ -44,11 +46,18 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>) {
 }
 
 /// The first requirement that does not hold, as a reason for the plan.
-fn unmet(p: &Promotion, _tag: &Tag, digest: &crate::model::Digest, cx: &mut PlanCx<'_>) -> Option<String> {
+fn unmet(
+    p: &Promotion,
+    _tag: &Tag,
+    digest: &crate::model::Digest,
+    cx: &mut PlanCx<'_>,
+) -> Option<String> {
     let req = &p.require;
     let info = match cx.image(&p.from, digest) {
         Some(Fact::Known(i)) => Some(i),
-        Some(Fact::Unknown { reason }) => return Some(format!("image details could not be read: {reason}")),
+        Some(Fact::Unknown { reason }) => {
+            return Some(format!("image details could not be read: {reason}"))
+        }
         None => None,
     };
     if req.min_age.is_none() && req.referrers.is_empty() && req.vulnerabilities.is_none() {
@@ -59,7 +68,11 @@ fn unmet(p: &Promotion, _tag: &Tag, digest: &crate::model::Digest, cx: &mut Plan
     };
     if let Some(min) = req.min_age {
         match info.created {
-            None => return Some("creation time unknown (no config `created`): min_age cannot be checked".into()),
+            None => {
+                return Some(
+                    "creation time unknown (no config `created`): min_age cannot be checked".into(),
+                )
+            }
             Some(c) if cx.now.0 - c.0 < min.0 as i64 => {
                 return Some(format!(
                     "too young: created {} ago, min_age {}",
@@ -77,7 +90,11 @@ fn unmet(p: &Promotion, _tag: &Tag, digest: &crate::model::Digest, cx: &mut Plan
         .map(|s| s.as_str())
         .collect();
     if !missing.is_empty() {
-        return Some(format!("missing referrer{}: {}", if missing.len() == 1 { "" } else { "s" }, missing.join(", ")));
+        return Some(format!(
+            "missing referrer{}: {}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", ")
+        ));
     }
     if req.vulnerabilities.is_some() {
         // Scan-report gates are not evaluated by this version: refusing is the safe reading.

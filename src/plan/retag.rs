@@ -8,7 +8,9 @@ use crate::model::{Reference, Tag};
 
 pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
     let rule = r.rule_name();
-    let Some(tag) = r.tag.tag().cloned() else { return };
+    let Some(tag) = r.tag.tag().cloned() else {
+        return;
+    };
     let subject = r.tag.to_string();
     let (digest, source, reason) = match &r.source {
         RetagSource::From(src) => match &src.reference {
@@ -23,7 +25,8 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
             },
             Some(Reference::Digest(d)) => {
                 let known_tagged = matches!(cx.repo(&src.repo), RepoView::Known(s) if s.tags.values().any(|x| x == d));
-                let exists = known_tagged || matches!(cx.image(&src.repo, d), Some(crate::observe::Fact::Known(_)));
+                let exists = known_tagged
+                    || matches!(cx.image(&src.repo, d), Some(crate::observe::Fact::Known(_)));
                 if !exists {
                     if !cx.collect_needed && matches!(cx.repo(&src.repo), RepoView::Known(_)) {
                         cx.block(&rule, subject, format!("source {src} does not exist"));
@@ -35,7 +38,9 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
             None => return,
         },
         RetagSource::Newest { repo, tags } => {
-            let Some(planned) = cx.planned_tags(repo) else { return };
+            let Some(planned) = cx.planned_tags(repo) else {
+                return;
+            };
             // The retagged tag itself (e.g. `latest`) is not a candidate for its own newest.
             let candidates: Vec<(&Tag, _)> = planned
                 .iter()
@@ -44,7 +49,11 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
                 .collect();
             let Some(best) = tags.select(candidates).into_iter().next() else {
                 if !cx.collect_needed {
-                    cx.block(&rule, subject, format!("no tag of {repo} matches the selector"));
+                    cx.block(
+                        &rule,
+                        subject,
+                        format!("no tag of {repo} matches the selector"),
+                    );
                 }
                 return;
             };

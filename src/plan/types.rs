@@ -146,7 +146,8 @@ impl Plan {
         self.changes.sort_by(|a, b| {
             (order(a.action), &a.rule, &a.target).cmp(&(order(b.action), &b.rule, &b.target))
         });
-        self.blocked.sort_by(|a, b| (&a.rule, &a.subject).cmp(&(&b.rule, &b.subject)));
+        self.blocked
+            .sort_by(|a, b| (&a.rule, &a.subject).cmp(&(&b.rule, &b.subject)));
         self.blocked.dedup();
         self.unobserved.sort_by(|a, b| a.subject.cmp(&b.subject));
         self.unobserved.dedup();
@@ -177,8 +178,10 @@ impl Plan {
         if globs.is_empty() {
             return;
         }
-        self.changes.retain(|c| globs.iter().any(|g| g.is_match(&c.target)));
-        self.blocked.retain(|b| globs.iter().any(|g| g.is_match(&b.subject)));
+        self.changes
+            .retain(|c| globs.iter().any(|g| g.is_match(&c.target)));
+        self.blocked
+            .retain(|b| globs.iter().any(|g| g.is_match(&b.subject)));
         self.finish();
     }
 }

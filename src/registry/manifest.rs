@@ -17,13 +17,19 @@ impl MediaType {
     pub const OCI_CONFIG: &'static str = "application/vnd.oci.image.config.v1+json";
     pub const OCI_EMPTY: &'static str = "application/vnd.oci.empty.v1+json";
     pub const OCI_LAYER: &'static str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    pub const DOCKER_MANIFEST: &'static str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_LIST: &'static str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST: &'static str =
+        "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &'static str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_CONFIG: &'static str = "application/vnd.docker.container.image.v1+json";
 
     /// Every manifest media type we read and write, for `Accept` headers.
-    pub const ALL_MANIFESTS: [&'static str; 4] =
-        [Self::OCI_MANIFEST, Self::OCI_INDEX, Self::DOCKER_MANIFEST, Self::DOCKER_LIST];
+    pub const ALL_MANIFESTS: [&'static str; 4] = [
+        Self::OCI_MANIFEST,
+        Self::OCI_INDEX,
+        Self::DOCKER_MANIFEST,
+        Self::DOCKER_LIST,
+    ];
 
     pub fn is_index(mt: &str) -> bool {
         mt == Self::OCI_INDEX || mt == Self::DOCKER_LIST
@@ -79,14 +85,18 @@ pub enum Parsed {
 impl Manifest {
     /// Wraps bytes, computing their digest. The media type comes from the
     /// caller (the registry's Content-Type) or, failing that, from the JSON.
-    pub fn from_bytes(bytes: impl Into<Bytes>, media_type: Option<&str>) -> Result<Manifest, RegistryError> {
+    pub fn from_bytes(
+        bytes: impl Into<Bytes>,
+        media_type: Option<&str>,
+    ) -> Result<Manifest, RegistryError> {
         let bytes = bytes.into();
         let digest = Digest::sha256_of(&bytes);
         let media_type = match media_type.filter(|m| !m.is_empty() && *m != "application/json") {
             Some(m) => m.to_string(),
             None => {
-                let raw: Raw = serde_json::from_slice(&bytes)
-                    .map_err(|e| RegistryError::other(format!("manifest {digest} is not valid JSON: {e}")))?;
+                let raw: Raw = serde_json::from_slice(&bytes).map_err(|e| {
+                    RegistryError::other(format!("manifest {digest} is not valid JSON: {e}"))
+                })?;
                 raw.media_type.unwrap_or_else(|| {
                     if raw.manifests.is_empty() {
                         MediaType::OCI_MANIFEST.to_string()
@@ -96,7 +106,11 @@ impl Manifest {
                 })
             }
         };
-        Ok(Manifest { media_type, bytes, digest })
+        Ok(Manifest {
+            media_type,
+            bytes,
+            digest,
+        })
     }
 
     pub fn is_index(&self) -> bool {
@@ -104,8 +118,9 @@ impl Manifest {
     }
 
     pub fn parse(&self) -> Result<Parsed, RegistryError> {
-        let raw: Raw = serde_json::from_slice(&self.bytes)
-            .map_err(|e| RegistryError::other(format!("manifest {} cannot be read: {e}", self.digest)))?;
+        let raw: Raw = serde_json::from_slice(&self.bytes).map_err(|e| {
+            RegistryError::other(format!("manifest {} cannot be read: {e}", self.digest))
+        })?;
         if self.is_index() {
             Ok(Parsed::Index {
                 manifests: raw.manifests,
@@ -115,7 +130,10 @@ impl Manifest {
             })
         } else {
             let config = raw.config.ok_or_else(|| {
-                RegistryError::other(format!("manifest {} ({}) has no config", self.digest, self.media_type))
+                RegistryError::other(format!(
+                    "manifest {} ({}) has no config",
+                    self.digest, self.media_type
+                ))
             })?;
             Ok(Parsed::Image {
                 config,
@@ -153,9 +171,13 @@ impl Parsed {
     /// The artifact type as the referrers API reports it: `artifactType`, else the config media type.
     pub fn artifact_type(&self) -> Option<String> {
         match self {
-            Parsed::Image { artifact_type, config, .. } => {
-                artifact_type.clone().or_else(|| Some(config.media_type.clone()))
-            }
+            Parsed::Image {
+                artifact_type,
+                config,
+                ..
+            } => artifact_type
+                .clone()
+                .or_else(|| Some(config.media_type.clone())),
             Parsed::Index { artifact_type, .. } => artifact_type.clone(),
         }
     }
@@ -168,7 +190,9 @@ pub fn filter_index(bytes: &[u8], wanted: &[String]) -> Option<Vec<u8>> {
     let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     let manifests = v.get_mut("manifests")?.as_array_mut()?;
     manifests.retain(|m| {
-        let Some(p) = m.get("platform") else { return false };
+        let Some(p) = m.get("platform") else {
+            return false;
+        };
         let os = p.get("os").and_then(|x| x.as_str()).unwrap_or("");
         let arch = p.get("architecture").and_then(|x| x.as_str()).unwrap_or("");
         let variant = p.get("variant").and_then(|x| x.as_str());

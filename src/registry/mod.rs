@@ -41,7 +41,11 @@ pub struct Platform {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -79,7 +83,10 @@ pub struct RegistryError {
 
 impl RegistryError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        RegistryError { kind, message: message.into() }
+        RegistryError {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn not_found(what: impl fmt::Display) -> Self {
         Self::new(ErrorKind::NotFound, format!("{what} not found"))
@@ -125,7 +132,12 @@ pub trait Registry: Send + Sync {
     /// Stores manifest bytes exactly as given, under its digest and, when `tag`
     /// is set, points the tag at it. Returns the digest of the bytes. Every blob
     /// and child the manifest refers to must already be present.
-    async fn put_manifest(&self, repo: &Repo, tag: Option<&Tag>, manifest: &Manifest) -> Result<Digest>;
+    async fn put_manifest(
+        &self,
+        repo: &Repo,
+        tag: Option<&Tag>,
+        manifest: &Manifest,
+    ) -> Result<Digest>;
 
     /// Size of a blob if present.
     async fn head_blob(&self, repo: &Repo, digest: &Digest) -> Result<Option<u64>>;
@@ -135,7 +147,13 @@ pub trait Registry: Send + Sync {
 
     /// Writes a blob from a stream; the backend verifies the digest and size
     /// before the blob becomes visible.
-    async fn put_blob(&self, repo: &Repo, digest: &Digest, size: u64, data: BlobStream) -> Result<()>;
+    async fn put_blob(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        size: u64,
+        data: BlobStream,
+    ) -> Result<()>;
 
     /// Makes a blob of `from` (same registry) available in `repo` without
     /// transferring it. `Ok(false)` when the registry declined; the caller copies.
@@ -160,7 +178,10 @@ pub trait Registry: Send + Sync {
 
 /// Opens the backend for a policy registry. The distribution (HTTP) backend
 /// is not part of this version: such registries are reported unobserved.
-pub fn open(name: &RegistryName, cfg: &crate::config::Registry) -> std::result::Result<std::sync::Arc<dyn Registry>, String> {
+pub fn open(
+    name: &RegistryName,
+    cfg: &crate::config::Registry,
+) -> std::result::Result<std::sync::Arc<dyn Registry>, String> {
     use crate::config::Endpoint;
     match &cfg.url {
         Endpoint::OciLayout(path) => Ok(std::sync::Arc::new(oci_layout::OciLayout::new(name.clone(), path.clone()))),
@@ -172,5 +193,9 @@ pub fn open(name: &RegistryName, cfg: &crate::config::Registry) -> std::result::
 
 /// Opens every registry of the policy.
 pub fn open_all(policy: &crate::config::Policy) -> crate::observe::Registries {
-    policy.registries.iter().map(|(n, c)| (n.clone(), open(n, c))).collect()
+    policy
+        .registries
+        .iter()
+        .map(|(n, c)| (n.clone(), open(n, c)))
+        .collect()
 }
