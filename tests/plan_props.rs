@@ -224,3 +224,29 @@ fn promotion_gates_block_with_reasons() {
     );
     assert!(p.changes.is_empty());
 }
+
+#[test]
+fn an_in_sync_world_needs_no_image_details() {
+    // The no-op floor: once targets match, the plan reads nothing beyond tags and HEADs.
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - from: a/src\n    to: b/dst\n\
+         retags:\n  - tag: b/dst:stable\n    from: b/dst:1.0.0\n",
+    );
+    let tags: BTreeMap<String, u8> = [("1.0.0".to_string(), 1), ("2.0.0".to_string(), 2)].into();
+    let mut dst = tags.clone();
+    dst.insert("stable".into(), 1);
+    let observed = world(&tags, &dst, &BTreeMap::new());
+    assert!(plan(&desired, &observed, NOW).changes.is_empty());
+    assert_eq!(
+        regimen::plan::details_needed(&desired, &observed, NOW),
+        vec![]
+    );
+    // With a missing target tag, exactly its source is read.
+    dst.remove("2.0.0");
+    let observed = world(&tags, &dst, &BTreeMap::new());
+    assert_eq!(
+        regimen::plan::details_needed(&desired, &observed, NOW),
+        vec![(addr("a/src"), digest(2))]
+    );
+}

@@ -46,8 +46,9 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
                 }
             },
         };
-        if cx.collect_needed {
-            // Display details (platforms, referrers) for copies that will happen.
+        if cx.collect_needed && target_digest(cx, m, &tag).as_ref() != Some(&digest) {
+            // Display details (platforms, referrers) only for copies that will
+            // happen, so a no-op run reads nothing beyond tags and HEADs.
             let _ = cx.image(&m.from, &digest);
         }
         cx.intents.push(Intent {
@@ -62,5 +63,12 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
             only_platforms: only,
             is_retag: false,
         });
+    }
+}
+
+fn target_digest(cx: &PlanCx<'_>, m: &Mirror, tag: &crate::model::Tag) -> Option<Digest> {
+    match cx.repo(&m.to) {
+        RepoView::Known(s) => s.tags.get(tag).cloned(),
+        RepoView::Unknown => None,
     }
 }

@@ -63,7 +63,11 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
             }
         }
     };
-    if cx.collect_needed {
+    let current = match cx.repo(&r.tag.repo) {
+        RepoView::Known(s) => s.tags.get(&tag).cloned(),
+        RepoView::Unknown => None,
+    };
+    if cx.collect_needed && current.as_ref() != Some(&digest) {
         let _ = cx.image(&source, &digest);
     }
     cx.intents.push(Intent {
