@@ -43,39 +43,31 @@ pub fn dispatch(cli: Cli) -> i32 {
             format,
             detailed_exitcode,
             target,
-        } => runtime(|| {
-            plan_cmd(
-                &dir.dir,
-                out.as_deref(),
-                format,
-                detailed_exitcode,
-                &target,
-                verbose,
-            )
-        }),
+        } => plan_cmd(
+            &dir.dir,
+            out.as_deref(),
+            format,
+            detailed_exitcode,
+            &target,
+            verbose,
+        ),
         Command::Apply {
             dir,
             auto_approve,
             target,
             planfile,
-        } => runtime(|| {
-            apply_cmd(
-                &dir.dir,
-                auto_approve,
-                &target,
-                planfile.as_deref(),
-                verbose,
-            )
-        }),
+        } => apply_cmd(
+            &dir.dir,
+            auto_approve,
+            &target,
+            planfile.as_deref(),
+            verbose,
+        ),
         Command::Run { .. } | Command::Inventory { .. } => {
             eprintln!("error: this command is not available in this version of regimen");
             1
         }
     }
-}
-
-fn runtime(f: impl FnOnce() -> i32) -> i32 {
-    f()
 }
 
 fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
@@ -151,7 +143,7 @@ fn target_globs(target: &[String]) -> Result<Vec<globset::GlobMatcher>, String> 
         .collect()
 }
 
-/// Observes and plans. `None` after printing the reason.
+/// Observes and plans.
 fn make_plan(policy: &config::Policy, target: &[String]) -> Result<Plan, String> {
     let globs = target_globs(target)?;
     let registries = crate::registry::open_all(policy);
