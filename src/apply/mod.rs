@@ -94,6 +94,8 @@ async fn apply_one(
 ) -> Result<Outcome, String> {
     match c.action {
         Action::Copy | Action::Retag => {}
+        Action::Untag => return untag(c, registries).await,
+        Action::Delete => return delete(c, registries).await,
         other => {
             return Ok(Outcome::Failed(format!(
                 "`{}` changes are not supported by this version",
@@ -164,4 +166,147 @@ async fn apply_one(
         .await
         .map_err(err)?;
     Ok(Outcome::Done)
+}
+
+/// Removes one tag and nothing else: OCI tag DELETE where the registry has
+/// it, else a unique placeholder manifest pushed to the tag and deleted by
+/// digest (so the image the tag pointed at, and its other tags, stay).
+pub async fn remove_tag(
+    reg: &dyn Registry,
+    repo: &crate::model::Repo,
+    tag: &crate::model::Tag,
+) -> Result<(), RegistryError> {
+    match reg.delete_tag(repo, tag).await {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind == crate::registry::ErrorKind::Unsupported => {}
+        Err(e) => return Err(e),
+    }
+    const EMPTY: &[u8] = b"{}";
+    let empty = Digest::sha256_of(EMPTY);
+    if reg.head_blob(repo, &empty).await?.is_none() {
+        let body: crate::registry::BlobStream = Box::pin(futures_util::stream::once(async {
+            Ok(bytes::Bytes::from_static(EMPTY))
+        }));
+        reg.put_blob(repo, &empty, EMPTY.len() as u64, body).await?;
+    }
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let placeholder = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::registry::MediaType::OCI_MANIFEST,
+        "config": {"mediaType": crate::registry::MediaType::OCI_EMPTY, "digest": empty.to_string(), "size": EMPTY.len()},
+        "layers": [],
+        "annotations": {"org.opencontainers.image.description": format!("regimen placeholder removing {repo}:{tag}"), "dev.regimen.nonce": nonce.to_string()},
+    });
+    let bytes =
+        serde_json::to_vec(&placeholder).map_err(|e| RegistryError::other(e.to_string()))?;
+    let m = crate::registry::Manifest::from_bytes(
+        bytes,
+        Some(crate::registry::MediaType::OCI_MANIFEST),
+    )?;
+    reg.put_manifest(repo, Some(tag), &m).await?;
+    reg.delete_manifest(repo, &m.digest).await
+}
+
+async fn untag(c: &Change, registries: &Registries) -> Result<Outcome, String> {
+    let target: ImageRef = parse("target", Some(&c.target))?;
+    let Some(Reference::Tag(tag)) = target.reference.clone() else {
+        return Err(format!("target `{}` has no tag", c.target));
+    };
+    let reg = registry(registries, &target)?;
+    let current = reg
+        .head_manifest(&target.repo.repo, tag.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|h| h.digest);
+    match current {
+        None => return Ok(Outcome::AlreadyDone),
+        Some(d) if d.as_str() != c.expect => {
+            return Ok(Outcome::Stale(format!(
+                "{} expected {}, found {d}",
+                c.target, c.expect
+            )))
+        }
+        Some(_) => {}
+    }
+    remove_tag(reg.as_ref(), &target.repo.repo, &tag)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Outcome::Done)
+}
+
+/// Deletes a digest (and its referrers) once every tag on it is as planned
+/// and no other tag has appeared on it since.
+async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> {
+    let target: ImageRef = parse("target", Some(&c.target))?;
+    let digest: Digest = parse("digest", c.digest.as_deref())?;
+    let reg = registry(registries, &target)?;
+    let repo = &target.repo.repo;
+    let err = |e: RegistryError| e.to_string();
+    let mut planned: Vec<String> = c.also_tags.clone();
+    if let Some(t) = target.tag() {
+        planned.push(t.to_string());
+    }
+    // Re-read every tag of the repo: a tag the plan did not see on this digest keeps it alive.
+    let state = crate::observe::read_repo(reg.as_ref(), &target.repo)
+        .await
+        .map_err(err)?;
+    let on_digest: Vec<String> = state
+        .tags
+        .iter()
+        .filter(|(_, d)| **d == digest)
+        .map(|(t, _)| t.to_string())
+        .collect();
+    let unexpected: Vec<&String> = on_digest.iter().filter(|t| !planned.contains(t)).collect();
+    if !unexpected.is_empty() {
+        return Ok(Outcome::Stale(format!(
+            "{}: {digest} is now also tagged {}",
+            target.repo,
+            unexpected
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if on_digest.is_empty()
+        && reg
+            .head_manifest(repo, digest.as_str())
+            .await
+            .map_err(err)?
+            .is_none()
+    {
+        return Ok(Outcome::AlreadyDone);
+    }
+    // Referrers first (signatures, SBOMs), then the image, then the fallback referrers tag.
+    delete_with_referrers(reg.as_ref(), repo, &digest)
+        .await
+        .map_err(err)?;
+    let ref_tag = digest.referrers_tag();
+    if let Some(h) = reg
+        .head_manifest(repo, ref_tag.as_str())
+        .await
+        .map_err(err)?
+    {
+        reg.delete_manifest(repo, &h.digest).await.map_err(err)?;
+    }
+    Ok(Outcome::Done)
+}
+
+fn delete_with_referrers<'a>(
+    reg: &'a dyn Registry,
+    repo: &'a crate::model::Repo,
+    digest: &'a Digest,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 'a>> {
+    Box::pin(async move {
+        for r in reg.referrers(repo, digest).await? {
+            delete_with_referrers(reg, repo, &r.digest).await?;
+        }
+        match reg.delete_manifest(repo, digest).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    })
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Digest, RepoAddr, Tag, Timestamp};
 
-pub use read::{observe, Registries};
+pub use read::{observe, read_repo, Registries};
 
 /// A fact that was either read or could not be.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,6 +31,8 @@ impl<T> Fact<T> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
     pub repos: BTreeMap<RepoAddr, Fact<RepoState>>,
+    /// Registry catalogs, read where retention globs have wildcards.
+    pub catalogs: BTreeMap<crate::model::RegistryName, Fact<Vec<crate::model::Repo>>>,
     /// Details of images by (repo, digest), read where the plan needs them.
     pub images: BTreeMap<(RepoAddr, Digest), Fact<ImageInfo>>,
 }

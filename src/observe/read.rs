@@ -21,8 +21,32 @@ const PARALLEL: usize = 16;
 
 /// Reads what the policy needs from the registries.
 pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp) -> Observed {
-    let needs = crate::plan::needs(desired);
+    let mut needs = crate::plan::needs(desired);
     let mut observed = Observed::default();
+
+    // Catalogs first: wildcard retention globs expand through them.
+    for name in &needs.catalogs {
+        let fact = match registries.get(name) {
+            Some(Ok(reg)) => match reg.list_repos().await {
+                Ok(repos) => Fact::Known(repos),
+                Err(e) => Fact::Unknown {
+                    reason: format!("catalog: {e}"),
+                },
+            },
+            Some(Err(reason)) => Fact::Unknown {
+                reason: reason.clone(),
+            },
+            None => Fact::Unknown {
+                reason: format!("registry `{name}` is not defined"),
+            },
+        };
+        observed.catalogs.insert(name.clone(), fact);
+    }
+    for rule in &desired.retention {
+        let (repos, _) = crate::plan::retention_repos(rule, &observed);
+        needs.created_of_all_tags.extend(repos.iter().cloned());
+        needs.repos.extend(repos);
+    }
 
     let repo_reads = stream::iter(needs.repos.iter().cloned())
         .map(|repo| async move {

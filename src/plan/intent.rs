@@ -16,6 +16,8 @@ pub struct Needs {
     pub created_of_all_tags: BTreeSet<RepoAddr>,
     /// Digests named in the policy, whose presence must be checked.
     pub digests: BTreeSet<(RepoAddr, Digest)>,
+    /// Registries whose catalog is needed (retention globs with wildcards).
+    pub catalogs: BTreeSet<crate::model::RegistryName>,
 }
 
 pub fn needs(d: &Desired) -> Needs {
@@ -48,6 +50,22 @@ pub fn needs(d: &Desired) -> Needs {
                 if tags.semver.is_none() {
                     n.created_of_all_tags.insert(repo.clone());
                 }
+            }
+        }
+    }
+    for r in &d.retention {
+        for g in &r.repos {
+            if g.is_literal() {
+                if let Ok(repo) = g.pattern.parse() {
+                    let a = RepoAddr {
+                        registry: g.registry.clone(),
+                        repo,
+                    };
+                    n.repos.insert(a.clone());
+                    n.created_of_all_tags.insert(a);
+                }
+            } else {
+                n.catalogs.insert(g.registry.clone());
             }
         }
     }
@@ -275,6 +293,7 @@ impl<'o> PlanCx<'o> {
                 size: info.map(|i| i.size),
                 with_referrers: first.with_referrers,
                 only_platforms: first.only_platforms.clone(),
+                also_tags: Vec::new(),
             });
         }
         plan

@@ -72,3 +72,42 @@ fn target_digest(cx: &PlanCx<'_>, m: &Mirror, tag: &crate::model::Tag) -> Option
         RepoView::Unknown => None,
     }
 }
+
+/// `prune: true`: TO tags this rule selects whose FROM tag is gone. Foreign
+/// tags (not matching the rule's selector) are never touched.
+pub fn prune(
+    m: &Mirror,
+    protect: &super::retention::Protected,
+    cx: &PlanCx<'_>,
+    out: &mut Vec<super::types::Change>,
+) {
+    let (RepoView::Known(from), RepoView::Known(to)) = (cx.repo(&m.from), cx.repo(&m.to)) else {
+        return; // unknown on either side: nothing is pruned
+    };
+    let going: Vec<super::retention::Going> = to
+        .tags
+        .iter()
+        .filter(|(t, _)| m.tags.matches(t) && !from.tags.contains_key(*t))
+        .filter(|(t, d)| {
+            !protect.tags.contains_key(&(m.to.clone(), (*t).clone()))
+                && !protect.digests.contains_key(&(m.to.clone(), (*d).clone()))
+        })
+        .map(|(t, d)| {
+            let created = match cx.observed.image(&m.to, d) {
+                Some(Fact::Known(i)) => i.created,
+                _ => None,
+            };
+            (t.clone(), d.clone(), created)
+        })
+        .collect();
+    let mut changes =
+        super::retention::digest_level(&m.to, &to.tags, &going, &m.rule_name(), cx.now);
+    for c in &mut changes {
+        c.reason = format!(
+            "{} gone upstream; {}",
+            c.target.replacen(&m.to.to_string(), &m.from.to_string(), 1),
+            c.reason
+        );
+    }
+    out.extend(changes);
+}

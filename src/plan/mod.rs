@@ -7,6 +7,7 @@ mod intent;
 mod mirror;
 mod promote;
 mod retag;
+mod retention;
 pub mod types;
 
 pub use intent::Needs;
@@ -28,11 +29,29 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     for r in &desired.retags {
         retag::plan(r, &mut cx);
     }
+    // Retention runs after the other rules, so it knows what they need.
+    let protect = retention::protected(desired, &cx);
+    let mut deletions = Vec::new();
+    for r in &desired.retention {
+        retention::plan(r, &protect, &mut cx, &mut deletions);
+    }
+    for m in desired.mirrors.iter().filter(|m| m.prune) {
+        mirror::prune(m, &protect, &cx, &mut deletions);
+    }
     let mut plan = cx.resolve();
+    plan.changes.extend(deletions);
     for (repo, fact) in &observed.repos {
         if let Fact::Unknown { reason } = fact {
             plan.unobserved.push(Unobserved {
                 subject: repo.to_string(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    for (reg, fact) in &observed.catalogs {
+        if let Fact::Unknown { reason } = fact {
+            plan.unobserved.push(Unobserved {
+                subject: format!("{reg} (catalog)"),
                 reason: reason.clone(),
             });
         }
@@ -47,6 +66,17 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     }
     plan.finish();
     plan
+}
+
+/// The repos a retention rule covers (wildcards through observed catalogs).
+pub fn retention_repos(
+    rule: &crate::config::Retention,
+    observed: &Observed,
+) -> (
+    std::collections::BTreeSet<crate::model::RepoAddr>,
+    std::collections::BTreeSet<crate::model::RegistryName>,
+) {
+    retention::rule_repos(rule, observed)
 }
 
 /// What observe must read for this policy (pure; see [`Needs`]).

@@ -62,6 +62,30 @@ pub struct Change {
     /// For a platform-filtered copy: the platforms kept (the digest is then the filtered index's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_platforms: Option<Vec<String>>,
+    /// For a delete: the digest's other tags, which go with it (each re-checked at apply).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_tags: Vec<String>,
+}
+
+impl Change {
+    /// An empty change of this action, for struct-update syntax.
+    pub fn new(action: Action) -> Change {
+        Change {
+            action,
+            target: String::new(),
+            source: None,
+            digest: None,
+            expect: String::new(),
+            rule: String::new(),
+            reason: String::new(),
+            platforms: None,
+            referrers: None,
+            size: None,
+            with_referrers: true,
+            only_platforms: None,
+            also_tags: Vec::new(),
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -401,18 +401,11 @@ mod tests {
 
     fn change(action: Action, target: &str, rule: &str, reason: &str) -> Change {
         Change {
-            action,
             target: target.to_string(),
-            source: None,
-            digest: None,
             expect: "absent".to_string(),
             rule: rule.to_string(),
             reason: reason.to_string(),
-            platforms: None,
-            referrers: None,
-            size: None,
-            with_referrers: true,
-            only_platforms: None,
+            ..Change::new(action)
         }
     }
 

@@ -1,0 +1,251 @@
+//! `retention:` — delete what no keep protects, at digest level, never what
+//! another rule, a managed host or an unobserved place needs.
+//!
+//! Per repo of a rule: a tag is a *candidate* when every `delete` condition
+//! holds; it stays when any `keep` condition holds, when it is protected
+//! (a target or source of a mirror/promotion/retag in the same policy), or
+//! when deleting it would leave fewer than `min_keep` tags. A digest whose
+//! tags all go is deleted (its referrers with it); otherwise only the tags go.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::intent::{age, PlanCx, RepoView};
+use super::types::{Action, Change};
+use crate::config::selector::compare_tags;
+use crate::config::{Desired, Retention};
+use crate::model::{Digest, ImageRef, RegistryName, RepoAddr, Tag, Timestamp};
+use crate::observe::{Fact, Observed};
+
+/// The repos a rule covers: literal ones as written, wildcards through the
+/// registry's catalog. Registries whose catalog is unknown are returned apart.
+pub fn rule_repos(
+    rule: &Retention,
+    observed: &Observed,
+) -> (BTreeSet<RepoAddr>, BTreeSet<RegistryName>) {
+    let mut repos = BTreeSet::new();
+    let mut unknown = BTreeSet::new();
+    for g in &rule.repos {
+        if g.is_literal() {
+            if let Ok(repo) = g.pattern.parse() {
+                repos.insert(RepoAddr {
+                    registry: g.registry.clone(),
+                    repo,
+                });
+            }
+            continue;
+        }
+        match observed.catalogs.get(&g.registry) {
+            Some(Fact::Known(list)) => {
+                repos.extend(
+                    list.iter()
+                        .filter(|r| g.matcher.is_match(r.as_str()))
+                        .map(|r| RepoAddr {
+                            registry: g.registry.clone(),
+                            repo: r.clone(),
+                        }),
+                );
+            }
+            _ => {
+                unknown.insert(g.registry.clone());
+            }
+        }
+    }
+    (repos, unknown)
+}
+
+/// What other rules need: tags they write or read, and digests they copy.
+#[derive(Default)]
+pub struct Protected {
+    pub tags: BTreeMap<(RepoAddr, Tag), String>,
+    pub digests: BTreeMap<(RepoAddr, Digest), String>,
+}
+
+pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
+    let mut p = Protected::default();
+    for i in &cx.intents {
+        p.tags.insert(
+            (i.target.clone(), i.tag.clone()),
+            format!("target of {}", i.rule),
+        );
+        p.digests.insert(
+            (i.source.clone(), i.digest.clone()),
+            format!("source of {}", i.rule),
+        );
+    }
+    for r in &desired.retags {
+        if let Some(t) = r.tag.tag() {
+            p.tags.insert(
+                (r.tag.repo.clone(), t.clone()),
+                format!("target of {}", r.rule_name()),
+            );
+        }
+        if let crate::config::RetagSource::From(ImageRef {
+            repo,
+            reference: Some(crate::model::Reference::Tag(t)),
+        }) = &r.source
+        {
+            p.tags.insert(
+                (repo.clone(), t.clone()),
+                format!("source of {}", r.rule_name()),
+            );
+        }
+    }
+    for (name, h) in &desired.hosts {
+        for img in &h.images.present {
+            if let Some(t) = img.tag() {
+                p.tags.insert(
+                    (img.repo.clone(), t.clone()),
+                    format!("present on host {name}"),
+                );
+            }
+        }
+    }
+    p
+}
+
+pub fn plan(rule: &Retention, protect: &Protected, cx: &mut PlanCx<'_>, out: &mut Vec<Change>) {
+    let (repos, unknown_catalogs) = rule_repos(rule, cx.observed);
+    for reg in unknown_catalogs {
+        cx.block(
+            &rule.name,
+            format!("{reg}/*"),
+            "the registry catalog could not be read: no deletions there",
+        );
+    }
+    let mut changes = Vec::new();
+    for repo in repos {
+        plan_repo(rule, protect, &repo, cx, &mut changes);
+    }
+    if let Some(max) = rule.max_deletes {
+        let n = changes
+            .iter()
+            .map(|c: &Change| 1 + c.also_tags.len())
+            .sum::<usize>();
+        if n > max as usize {
+            for c in &changes {
+                cx.block(
+                    &rule.name,
+                    c.target.clone(),
+                    format!("{n} tags would be deleted, over max_deletes {max}: none are"),
+                );
+            }
+            return;
+        }
+    }
+    out.extend(changes);
+}
+
+fn plan_repo(
+    rule: &Retention,
+    protect: &Protected,
+    repo: &RepoAddr,
+    cx: &mut PlanCx<'_>,
+    out: &mut Vec<Change>,
+) {
+    let RepoView::Known(state) = cx.repo(repo) else {
+        return;
+    };
+    let now = cx.now;
+    // Every tag with its creation time; an unread time is unknown, never "old".
+    let mut tags: Vec<(Tag, Digest, Option<Timestamp>)> = state
+        .tags
+        .iter()
+        .filter(|(t, _)| !t.is_referrer_tag())
+        .map(|(t, d)| {
+            let created = match cx.observed.image(repo, d) {
+                Some(Fact::Known(i)) => i.created,
+                _ => None,
+            };
+            (t.clone(), d.clone(), created)
+        })
+        .collect();
+    // Newest first: by created, ties by tag order.
+    tags.sort_by(|a, b| {
+        b.2.cmp(&a.2)
+            .then_with(|| compare_tags((&b.0, b.2), (&a.0, a.2)))
+    });
+
+    let mut keep: BTreeSet<Tag> = BTreeSet::new();
+    let mut delete: Vec<Going> = Vec::new();
+    for (rank, (tag, digest, created)) in tags.iter().enumerate() {
+        let kept = rule.keep.tags.iter().any(|g| g.is_match(tag.as_str()))
+            || rule.keep.newest.is_some_and(|n| rank < n as usize)
+            || rule
+                .keep
+                .younger_than
+                .is_some_and(|y| created.is_none_or(|c| now.0 - c.0 < y.0 as i64))
+            || protect.tags.contains_key(&(repo.clone(), tag.clone()))
+            || protect
+                .digests
+                .contains_key(&(repo.clone(), digest.clone()));
+        let selected = rule.delete.tags.as_ref().is_none_or(|s| s.matches(tag));
+        let old_enough = match (rule.delete.older_than, created) {
+            (None, _) => true,
+            (Some(o), Some(c)) => now.0 - c.0 > o.0 as i64,
+            (Some(_), None) => false,
+        };
+        if !kept && selected && old_enough {
+            delete.push((tag.clone(), digest.clone(), *created));
+        } else {
+            keep.insert(tag.clone());
+        }
+    }
+    // min_keep: give back the newest candidates until enough tags remain.
+    let min_keep = rule.min_keep as usize;
+    while keep.len() < min_keep && !delete.is_empty() {
+        let (t, _, _) = delete.remove(0);
+        keep.insert(t);
+    }
+    out.extend(digest_level(repo, &state.tags, &delete, &rule.name, now));
+}
+
+/// Turns tags to remove into changes: a digest whose tags all go is deleted
+/// (with its referrers); otherwise only the tags go, and the image stays.
+/// A tag to remove: its digest and creation time when known.
+pub type Going = (Tag, Digest, Option<Timestamp>);
+
+pub fn digest_level(
+    repo: &RepoAddr,
+    all: &BTreeMap<Tag, Digest>,
+    delete: &[Going],
+    rule: &str,
+    now: Timestamp,
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut by_digest: BTreeMap<&Digest, Vec<&Going>> = BTreeMap::new();
+    for d in delete {
+        by_digest.entry(&d.1).or_default().push(d);
+    }
+    for (digest, going) in by_digest {
+        let tag_count = all.values().filter(|d| *d == digest).count();
+        let age_text = match going[0].2 {
+            Some(c) => format!("{} old", age(now, c)),
+            None => "age unknown".to_string(),
+        };
+        if tag_count == going.len() {
+            let mut names: Vec<&Tag> = going.iter().map(|g| &g.0).collect();
+            names.sort();
+            out.push(Change {
+                target: ImageRef::tagged(repo.clone(), names[0].clone()).to_string(),
+                digest: Some(digest.to_string()),
+                expect: digest.to_string(),
+                rule: rule.to_string(),
+                reason: age_text,
+                also_tags: names[1..].iter().map(|t| t.to_string()).collect(),
+                ..Change::new(Action::Delete)
+            });
+        } else {
+            for g in going {
+                out.push(Change {
+                    target: ImageRef::tagged(repo.clone(), g.0.clone()).to_string(),
+                    digest: Some(digest.to_string()),
+                    expect: digest.to_string(),
+                    rule: rule.to_string(),
+                    reason: format!("{age_text}; the image stays for its other tags"),
+                    ..Change::new(Action::Untag)
+                });
+            }
+        }
+    }
+    out
+}

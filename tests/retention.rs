@@ -1,0 +1,210 @@
+//! Retention and mirror prune on OCI-layout registries, through the CLI.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use regimen::model::{Repo, Tag, Timestamp};
+use regimen::registry::oci_layout::OciLayout;
+use regimen::registry::Registry;
+use regimen::testkit::{push_image, push_referrer, ImageSpec};
+
+fn ago(days: i64) -> String {
+    Timestamp(Timestamp::now().0 - days * 86_400).to_rfc3339()
+}
+
+fn t(s: &str) -> Tag {
+    s.parse().unwrap()
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::cargo_bin("regimen")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+async fn tags(reg: &OciLayout, repo: &str) -> Vec<String> {
+    let mut v: Vec<String> = reg
+        .list_tags(&repo.parse().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// dev/team/api: pr-1 old; pr-2 old sharing its image with release-1; pr-3 young;
+/// pr-4 old with an SBOM; stable old. dev/team/web: three old pr- tags.
+async fn seed(root: &Path) -> OciLayout {
+    let reg = OciLayout::new("dev".parse().unwrap(), root.join("dev"));
+    let api: Repo = "team/api".parse().unwrap();
+    let img = |n: &str, days: i64| ImageSpec::new(&ago(days)).with_layer("v", n.to_string());
+    push_image(&reg, &api, Some(&t("pr-1")), &img("1", 100))
+        .await
+        .unwrap();
+    push_image(&reg, &api, Some(&t("pr-2")), &img("2", 120))
+        .await
+        .unwrap();
+    push_image(&reg, &api, Some(&t("release-1")), &img("2", 120))
+        .await
+        .unwrap();
+    push_image(&reg, &api, Some(&t("pr-3")), &img("3", 2))
+        .await
+        .unwrap();
+    let d4 = push_image(&reg, &api, Some(&t("pr-4")), &img("4", 95))
+        .await
+        .unwrap();
+    push_referrer(&reg, &api, &d4, "application/vnd.cyclonedx+json", b"{}")
+        .await
+        .unwrap();
+    push_image(&reg, &api, Some(&t("stable")), &img("5", 300))
+        .await
+        .unwrap();
+    let web: Repo = "team/web".parse().unwrap();
+    for (i, days) in [(1, 200), (2, 150), (3, 100)] {
+        push_image(
+            &reg,
+            &web,
+            Some(&t(&format!("pr-{i}"))),
+            &img(&format!("w{i}"), days),
+        )
+        .await
+        .unwrap();
+    }
+    reg
+}
+
+fn policy(dir: &Path, extra: &str) {
+    std::fs::write(
+        dir.join("policy.yaml"),
+        format!(
+            "registries:\n  dev: {{url: oci:dev}}\n\
+             retention:\n  - name: dev-cleanup\n    repos: [\"dev/team/*\"]\n\
+             \x20   delete: {{older_than: 90d, tags: {{regex: \"^pr-\"}}}}\n\
+             \x20   keep: {{tags: [stable, \"release-*\"], younger_than: 14d}}\n{extra}"
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_exactly_what_no_keep_protects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = seed(tmp.path()).await;
+    policy(tmp.path(), "");
+    let d = tmp.path().to_str().unwrap();
+    let api: Repo = "team/api".parse().unwrap();
+    let release = reg
+        .head_manifest(&api, "release-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .digest;
+    let pr4 = reg
+        .head_manifest(&api, "pr-4")
+        .await
+        .unwrap()
+        .unwrap()
+        .digest;
+    assert_eq!(reg.referrers(&api, &pr4).await.unwrap().len(), 1);
+
+    let (code, plan) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan.contains("- delete dev/team/api:pr-1"), "{plan}");
+    assert!(
+        plan.contains("- untag  dev/team/api:pr-2") || plan.contains("- untag dev/team/api:pr-2"),
+        "{plan}"
+    );
+    assert!(plan.contains("dev/team/api:pr-4"), "{plan}");
+    assert!(
+        !plan.contains("pr-3") && !plan.contains(":stable"),
+        "{plan}"
+    );
+
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        tags(&reg, "team/api").await,
+        ["pr-3", "release-1", "stable"]
+    );
+    // The kept tag that shared pr-2's image still resolves to the same image.
+    assert_eq!(
+        reg.head_manifest(&api, "release-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        release
+    );
+    // pr-4's SBOM went with it.
+    assert!(reg
+        .head_manifest(&api, pr4.as_str())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(reg.referrers(&api, &pr4).await.unwrap().is_empty());
+    // min_keep (default 1): web keeps its newest pr- tag.
+    assert_eq!(tags(&reg, "team/web").await, ["pr-3"]);
+
+    let (code, again) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "nothing left to delete:\n{again}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_max_deletes_nothing_is_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = seed(tmp.path()).await;
+    policy(tmp.path(), "    max_deletes: 2\n");
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("over max_deletes 2"), "{out}");
+    assert_eq!(tags(&reg, "team/api").await.len(), 6);
+    assert_eq!(tags(&reg, "team/web").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_targets_are_protected_and_prune_removes_only_its_own_tags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = seed(tmp.path()).await;
+    let d = tmp.path().to_str().unwrap();
+    // Mirror api -> mirror/api with prune; then drop pr-1 upstream and add a foreign tag downstream.
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nmirrors:\n  - {from: dev/team/api, to: dev/mirror/api, tags: {regex: \"^pr-\"}, prune: true}\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        tags(&reg, "mirror/api").await,
+        ["pr-1", "pr-2", "pr-3", "pr-4"]
+    );
+    let api: Repo = "team/api".parse().unwrap();
+    let mirror: Repo = "mirror/api".parse().unwrap();
+    regimen::apply::remove_tag(&reg, &api, &t("pr-1"))
+        .await
+        .unwrap();
+    push_image(
+        &reg,
+        &mirror,
+        Some(&t("local-only")),
+        &ImageSpec::new(&ago(1)),
+    )
+    .await
+    .unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dev/mirror/api:pr-1"), "{out}");
+    assert_eq!(
+        tags(&reg, "mirror/api").await,
+        ["local-only", "pr-2", "pr-3", "pr-4"]
+    );
+}
