@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with the Rust toolchain:
-# installs the system tools the tests drive (skopeo reads what regimen wrote),
-# then lint and tests. Same command locally and in CI.
+# installs the system tools the tests drive (skopeo reads what regimen wrote;
+# docker-registry serves real registries on loopback, htpasswd makes their
+# credentials), then lint and tests. Same command locally and in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

@@ -1,6 +1,8 @@
 //! The registry trait: the protocol verbs every backend offers, nothing more.
 //! Planning never sees a registry; observe and apply talk to it through this trait.
 
+pub mod auth;
+pub mod distribution;
 pub mod manifest;
 pub mod oci_layout;
 
@@ -176,17 +178,21 @@ pub trait Registry: Send + Sync {
     }
 }
 
-/// Opens the backend for a policy registry. The distribution (HTTP) backend
-/// is not part of this version: such registries are reported unobserved.
+/// Opens the backend for a policy registry. `root` is the policy directory
+/// (relative `password_file` paths are resolved against it).
 pub fn open(
     name: &RegistryName,
     cfg: &crate::config::Registry,
+    root: &std::path::Path,
 ) -> std::result::Result<std::sync::Arc<dyn Registry>, String> {
     use crate::config::Endpoint;
     match &cfg.url {
-        Endpoint::OciLayout(path) => Ok(std::sync::Arc::new(oci_layout::OciLayout::new(name.clone(), path.clone()))),
-        Endpoint::Http(h) | Endpoint::Https(h) => Err(format!(
-            "registry `{name}` ({h}): the distribution (HTTP) backend is not available in this version"
+        Endpoint::OciLayout(path) => Ok(std::sync::Arc::new(oci_layout::OciLayout::new(
+            name.clone(),
+            path.clone(),
+        ))),
+        Endpoint::Http(_) | Endpoint::Https(_) => Ok(std::sync::Arc::new(
+            distribution::Distribution::new(name.clone(), cfg, root)?,
         )),
     }
 }
@@ -196,6 +202,6 @@ pub fn open_all(policy: &crate::config::Policy) -> crate::observe::Registries {
     policy
         .registries
         .iter()
-        .map(|(n, c)| (n.clone(), open(n, c)))
+        .map(|(n, c)| (n.clone(), open(n, c, &policy.root)))
         .collect()
 }

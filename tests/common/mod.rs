@@ -1,0 +1,485 @@
+//! Shared harness for tests against real registries: Debian's `docker-registry`
+//! started on loopback (optionally behind htpasswd), `skopeo` as the
+//! independent reader/writer, and a tiny raw-HTTP client for what skopeo
+//! cannot do (pushing referrers by digest and their `sha256-<hex>` tag index).
+//!
+//! Nothing here is skipped when a tool is missing: the tests panic and say to
+//! run `scripts/test.sh`, which installs the tools.
+
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// A `docker-registry serve` on 127.0.0.1, killed when dropped.
+pub struct TestRegistry {
+    pub port: u16,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    /// `(user, password)` when started with htpasswd auth.
+    pub creds: Option<(String, String)>,
+    child: Child,
+    tempdir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// An anonymous registry (pull and push without credentials).
+    pub fn start() -> TestRegistry {
+        Self::launch(None)
+    }
+
+    /// A registry that requires basic auth as `user`/`pass` (htpasswd, bcrypt).
+    pub fn start_with_htpasswd(user: &str, pass: &str) -> TestRegistry {
+        Self::launch(Some((user.to_string(), pass.to_string())))
+    }
+
+    fn launch(creds: Option<(String, String)>) -> TestRegistry {
+        if !Path::new(REGISTRY_BIN).exists() {
+            panic!(
+                "{REGISTRY_BIN} is missing: run `bash scripts/test.sh`, which installs the \
+                 `docker-registry` and `apache2-utils` packages the tests need"
+            );
+        }
+        let tempdir = tempfile::tempdir().unwrap();
+        let dir = tempdir.path();
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+
+        let mut auth = String::new();
+        if let Some((user, pass)) = &creds {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("htpasswd is required ({e}): run `bash scripts/test.sh`, which installs apache2-utils")
+                });
+            assert!(
+                out.status.success(),
+                "htpasswd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let file = dir.join("htpasswd");
+            std::fs::write(&file, &out.stdout).unwrap();
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: regimen-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {host}\n\
+             {auth}",
+            dir.join("data").display()
+        );
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {REGISTRY_BIN}: {e}"));
+        let mut reg = TestRegistry {
+            port,
+            host,
+            creds,
+            child,
+            tempdir,
+        };
+        reg.wait_ready();
+        reg
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "docker-registry exited ({status}) before answering:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(r) = try_http(&self.host, "GET", "/v2/", &[], &[]) {
+                if r.status == 200 || r.status == 401 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "docker-registry on {} did not answer GET /v2/ within 10 s:\n{}",
+                    self.host,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// The registry's combined stdout/stderr so far (includes the access log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.tempdir.path().join("registry.log")
+    }
+
+    /// `--creds USER:PASS` (or `--no-creds`) for skopeo reading this registry.
+    pub fn skopeo_creds(&self, flag: &str) -> Vec<String> {
+        match &self.creds {
+            Some((u, p)) => vec![format!("--{flag}creds"), format!("{u}:{p}")],
+            None => vec![format!("--{flag}no-creds")],
+        }
+    }
+
+    /// The raw manifest bytes of `repo:reference`, read by skopeo.
+    pub fn raw_manifest(&self, repo: &str, reference: &str) -> String {
+        let sep = if reference.starts_with("sha256:") {
+            "@"
+        } else {
+            ":"
+        };
+        let mut args = vec!["inspect".to_string(), "--raw".to_string()];
+        args.push("--tls-verify=false".to_string());
+        args.extend(self.skopeo_creds(""));
+        args.push(format!("docker://{}/{repo}{sep}{reference}", self.host));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        skopeo(&args)
+    }
+
+    /// The digest of `repo:reference` as skopeo reads it (sha256 of the raw bytes).
+    pub fn digest(&self, repo: &str, reference: &str) -> String {
+        sha256_digest(self.raw_manifest(repo, reference).as_bytes())
+    }
+
+    /// Tags of `repo` over the API; `None` when the repository is unknown.
+    pub fn tags(&self, repo: &str) -> Option<Vec<String>> {
+        let r = self.request("GET", &format!("/v2/{repo}/tags/list"), &[], &[]);
+        match r.status {
+            200 => {
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                let mut tags: Vec<String> = v["tags"]
+                    .as_array()
+                    .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default();
+                tags.sort();
+                Some(tags)
+            }
+            404 => None,
+            s => panic!(
+                "GET tags of {repo} on {}: HTTP {s}: {}",
+                self.host,
+                String::from_utf8_lossy(&r.body)
+            ),
+        }
+    }
+
+    /// One HTTP request to this registry, with basic auth when it has credentials.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        let mut h: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some((u, p)) = &self.creds {
+            h.push((
+                "Authorization".into(),
+                format!("Basic {}", base64(format!("{u}:{p}").as_bytes())),
+            ));
+        }
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        try_http(&self.host, method, path, &h, body)
+            .unwrap_or_else(|e| panic!("{method} http://{}{path}: {e}", self.host))
+    }
+
+    /// Uploads a blob (POST then PUT) unless the repository already has it.
+    pub fn push_blob(&self, repo: &str, digest: &str, bytes: &[u8]) {
+        if self
+            .request("HEAD", &format!("/v2/{repo}/blobs/{digest}"), &[], &[])
+            .status
+            == 200
+        {
+            return;
+        }
+        let r = self.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], &[]);
+        assert_eq!(r.status, 202, "start upload to {repo}: {}", r.text());
+        let loc = r.header("location").expect("upload Location").to_string();
+        let path = loc
+            .strip_prefix(&format!("http://{}", self.host))
+            .unwrap_or(&loc)
+            .to_string();
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = self.request(
+            "PUT",
+            &format!("{path}{sep}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            bytes,
+        );
+        assert_eq!(r.status, 201, "finish upload of {digest}: {}", r.text());
+    }
+
+    /// Stores manifest bytes under `reference` (a tag or their digest).
+    pub fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        let r = self.request(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            bytes,
+        );
+        assert_eq!(
+            r.status,
+            201,
+            "PUT manifest {repo}:{reference}: {}",
+            r.text()
+        );
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on right now (bind 127.0.0.1:0, then release).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Runs skopeo; panics with its stderr on failure. skopeo must be present
+/// (scripts/test.sh installs it): a missing tool fails the test.
+pub fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is required: run `bash scripts/test.sh`, which installs it");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Copies `oci:LAYOUT:TAG` (every platform, digests preserved) to
+/// `docker://HOST/DEST_REPO:TAG`.
+pub fn seed_from_layout(reg: &TestRegistry, layout_dir: &Path, tag: &str, dest_repo: &str) {
+    let mut args = vec![
+        "copy".to_string(),
+        "--all".to_string(),
+        "--preserve-digests".to_string(),
+        "--dest-tls-verify=false".to_string(),
+    ];
+    if let Some((u, p)) = &reg.creds {
+        args.push("--dest-creds".to_string());
+        args.push(format!("{u}:{p}"));
+    }
+    args.push(format!("oci:{}:{tag}", layout_dir.display()));
+    args.push(format!("docker://{}/{dest_repo}:{tag}", reg.host));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    skopeo(&args);
+}
+
+/// Every tag of an OCI layout (`org.opencontainers.image.ref.name` in index.json).
+pub fn layout_tags(layout_dir: &Path) -> Vec<String> {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout_dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Copies the referrers of an OCI layout (index.json entries with a
+/// `subject`) to `dest_repo`: each manifest and its blobs by digest, and for
+/// each subject the `sha256-<hex>` tag-schema index listing its referrers
+/// (Distribution 2.8 has no referrers API). skopeo cannot copy by digest
+/// from a layout, so this speaks HTTP itself. Returns `(subject, referrer)` pairs.
+pub fn seed_referrers_from_layout(
+    reg: &TestRegistry,
+    layout_dir: &Path,
+    dest_repo: &str,
+) -> Vec<(String, String)> {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout_dir.join("index.json")).unwrap()).unwrap();
+    let mut by_subject: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    let mut pairs = vec![];
+    for entry in index["manifests"].as_array().unwrap() {
+        let digest = entry["digest"].as_str().unwrap();
+        let bytes = read_blob(layout_dir, digest);
+        let m: Value = serde_json::from_slice(&bytes).unwrap();
+        let Some(subject) = m["subject"]["digest"].as_str() else {
+            continue;
+        };
+        let media_type = m["mediaType"]
+            .as_str()
+            .or(entry["mediaType"].as_str())
+            .unwrap()
+            .to_string();
+        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap().iter()) {
+            let bd = d["digest"].as_str().unwrap();
+            reg.push_blob(dest_repo, bd, &read_blob(layout_dir, bd));
+        }
+        reg.push_manifest(dest_repo, digest, &media_type, &bytes);
+        let artifact_type = m["artifactType"]
+            .as_str()
+            .or(m["config"]["mediaType"].as_str())
+            .unwrap();
+        let mut desc = json!({
+            "mediaType": media_type,
+            "digest": digest,
+            "size": bytes.len(),
+            "artifactType": artifact_type,
+        });
+        if let Some(a) = m.get("annotations") {
+            desc["annotations"] = a.clone();
+        }
+        by_subject
+            .entry(subject.to_string())
+            .or_default()
+            .push(desc);
+        pairs.push((subject.to_string(), digest.to_string()));
+    }
+    for (subject, manifests) in by_subject {
+        let idx = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let tag = subject.replace(':', "-");
+        reg.push_manifest(
+            dest_repo,
+            &tag,
+            "application/vnd.oci.image.index.v1+json",
+            serde_json::to_vec(&idx).unwrap().as_slice(),
+        );
+    }
+    pairs
+}
+
+fn read_blob(layout_dir: &Path, digest: &str) -> Vec<u8> {
+    let (alg, hex) = digest.split_once(':').unwrap();
+    std::fs::read(layout_dir.join("blobs").join(alg).join(hex))
+        .unwrap_or_else(|e| panic!("blob {digest} in {}: {e}", layout_dir.display()))
+}
+
+/// `sha256:<hex>` of the bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    regimen::model::Digest::sha256_of(bytes).to_string()
+}
+
+/// A response read to the end of the connection.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        format!(
+            "HTTP {} {}",
+            self.status,
+            String::from_utf8_lossy(&self.body)
+        )
+    }
+}
+
+/// One HTTP/1.0 request on a fresh connection (the server closes it after
+/// the response, so the body is everything until EOF; no chunking).
+pub fn try_http(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut s = TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method != "GET" && method != "HEAD" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut raw = vec![];
+    s.read_to_end(&mut raw)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
+}
+
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
