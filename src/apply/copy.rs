@@ -165,21 +165,47 @@ impl Copier {
                 }
             }
             if !mounted {
-                let data = src.reg.get_blob(src.repo, &b.digest).await?;
-                let counter = self.bytes.clone();
-                let counted: crate::registry::BlobStream = Box::pin(data.inspect(move |chunk| {
-                    if let Ok(c) = chunk {
-                        counter.fetch_add(c.len() as u64, Ordering::Relaxed);
-                    }
-                }));
-                dst.reg
-                    .put_blob(dst.repo, &b.digest, b.size, counted)
-                    .await?;
+                self.stream_blob(src, dst, &b).await?;
             }
             self.landed.lock().await.push(key.clone());
         }
         self.present.lock().await.insert(key);
         Ok(())
+    }
+}
+
+impl Copier {
+    /// GET from the source streamed into a PUT at the destination. A stream
+    /// cannot be replayed, so a failed transfer (dropped connection, failed
+    /// upload) is retried here from a fresh GET, a few times.
+    async fn stream_blob(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        b: &Descriptor,
+    ) -> Result<(), RegistryError> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            let data = src.reg.get_blob(src.repo, &b.digest).await?;
+            let counter = self.bytes.clone();
+            let counted: crate::registry::BlobStream = Box::pin(data.inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    counter.fetch_add(c.len() as u64, Ordering::Relaxed);
+                }
+            }));
+            match dst.reg.put_blob(dst.repo, &b.digest, b.size, counted).await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if attempt < ATTEMPTS
+                        && matches!(e.kind, ErrorKind::Other | ErrorKind::DigestMismatch) =>
+                {
+                    tracing::warn!(blob = %b.digest, attempt, "blob copy failed, retrying: {e}");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

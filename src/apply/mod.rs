@@ -168,47 +168,9 @@ async fn apply_one(
     Ok(Outcome::Done)
 }
 
-/// Removes one tag and nothing else: OCI tag DELETE where the registry has
-/// it, else a unique placeholder manifest pushed to the tag and deleted by
-/// digest (so the image the tag pointed at, and its other tags, stay).
-pub async fn remove_tag(
-    reg: &dyn Registry,
-    repo: &crate::model::Repo,
-    tag: &crate::model::Tag,
-) -> Result<(), RegistryError> {
-    match reg.delete_tag(repo, tag).await {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind == crate::registry::ErrorKind::Unsupported => {}
-        Err(e) => return Err(e),
-    }
-    const EMPTY: &[u8] = b"{}";
-    let empty = Digest::sha256_of(EMPTY);
-    if reg.head_blob(repo, &empty).await?.is_none() {
-        let body: crate::registry::BlobStream = Box::pin(futures_util::stream::once(async {
-            Ok(bytes::Bytes::from_static(EMPTY))
-        }));
-        reg.put_blob(repo, &empty, EMPTY.len() as u64, body).await?;
-    }
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let placeholder = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": crate::registry::MediaType::OCI_MANIFEST,
-        "config": {"mediaType": crate::registry::MediaType::OCI_EMPTY, "digest": empty.to_string(), "size": EMPTY.len()},
-        "layers": [],
-        "annotations": {"org.opencontainers.image.description": format!("regimen placeholder removing {repo}:{tag}"), "dev.regimen.nonce": nonce.to_string()},
-    });
-    let bytes =
-        serde_json::to_vec(&placeholder).map_err(|e| RegistryError::other(e.to_string()))?;
-    let m = crate::registry::Manifest::from_bytes(
-        bytes,
-        Some(crate::registry::MediaType::OCI_MANIFEST),
-    )?;
-    reg.put_manifest(repo, Some(tag), &m).await?;
-    reg.delete_manifest(repo, &m.digest).await
-}
+/// Removes one tag and nothing else (tag DELETE, else a unique placeholder
+/// deleted by digest); shared by every backend.
+pub use crate::registry::distribution::remove_tag_safely as remove_tag;
 
 async fn untag(c: &Change, registries: &Registries) -> Result<Outcome, String> {
     let target: ImageRef = parse("target", Some(&c.target))?;
