@@ -67,9 +67,9 @@ reg_noop=$(python3 -c "print($t1-$t0)")
 noop_requests=$(( $(requests src) - before_src + $(requests dst) - before_dst ))
 floor=$(( 2 * (20 + 200) ))
 
-t0=$(now); skopeo sync -q --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:$PORT_sky/" >/dev/null; t1=$(now)
+t0=$(now); skopeo sync --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:$PORT_sky/" >/dev/null 2>&1; t1=$(now)
 sky_cold=$(python3 -c "print($t1-$t0)")
-t0=$(now); skopeo sync -q --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:$PORT_sky/" >/dev/null; t1=$(now)
+t0=$(now); skopeo sync --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:$PORT_sky/" >/dev/null 2>&1; t1=$(now)
 sky_noop=$(python3 -c "print($t1-$t0)")
 
 printf '\n%-28s %10s %10s %8s\n' "200 tags, 20 repos" regimen "skopeo" ratio

@@ -2,12 +2,12 @@
 //! manifests, children before their index, everything digest-checked, blobs
 //! streamed and never fetched twice in one run.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 use crate::model::{Digest, RegistryName, Repo};
 use crate::registry::manifest::{filter_index, Parsed};
@@ -29,14 +29,19 @@ impl Side<'_> {
     }
 }
 
+/// Set once a blob has landed at a destination registry: the repo it is in.
+type Landing = Arc<OnceCell<Repo>>;
+
 /// Shared state of one apply run.
 #[derive(Default)]
 pub struct Copier {
     pub bytes: Arc<AtomicU64>,
     /// Blobs known present at a destination this run: `(registry, repo, digest)`.
     present: Mutex<HashSet<(RegistryName, Repo, Digest)>>,
-    /// Where each blob already landed this run, so others mount it instead of re-fetching.
-    landed: Mutex<Vec<(RegistryName, Repo, Digest)>>,
+    /// Per destination registry and blob: where it first landed this run.
+    /// Concurrent copies of one blob wait on one transfer, then mount from it,
+    /// so a blob is fetched from the source once per run.
+    landed: Mutex<HashMap<(RegistryName, Digest), Landing>>,
 }
 
 impl Copier {
@@ -145,29 +150,28 @@ impl Copier {
             return Ok(());
         }
         if dst.reg.head_blob(dst.repo, &b.digest).await?.is_none() {
-            // Same registry, other repo: mount instead of moving bytes.
-            let mut mounted = false;
-            if src.reg.same_registry(dst.reg.as_ref()) && src.repo != dst.repo {
-                mounted = dst.reg.mount_blob(dst.repo, src.repo, &b.digest).await?;
-            }
-            if !mounted {
-                let other = {
-                    let landed = self.landed.lock().await;
-                    landed
-                        .iter()
-                        .find(|(r, repo, d)| {
-                            r == dst.reg.name() && d == &b.digest && repo != dst.repo
-                        })
-                        .map(|(_, repo, _)| repo.clone())
-                };
-                if let Some(from) = other {
-                    mounted = dst.reg.mount_blob(dst.repo, &from, &b.digest).await?;
-                }
-            }
-            if !mounted {
+            let cell = self
+                .landed
+                .lock()
+                .await
+                .entry((dst.reg.name().clone(), b.digest.clone()))
+                .or_default()
+                .clone();
+            let landed_in = cell
+                .get_or_try_init(|| async {
+                    // Same registry, other repo: mount instead of moving bytes.
+                    let mounted = src.reg.same_registry(dst.reg.as_ref())
+                        && src.repo != dst.repo
+                        && dst.reg.mount_blob(dst.repo, src.repo, &b.digest).await?;
+                    if !mounted {
+                        self.stream_blob(src, dst, &b).await?;
+                    }
+                    Ok::<Repo, RegistryError>(dst.repo.clone())
+                })
+                .await?;
+            if landed_in != dst.repo && !dst.reg.mount_blob(dst.repo, landed_in, &b.digest).await? {
                 self.stream_blob(src, dst, &b).await?;
             }
-            self.landed.lock().await.push(key.clone());
         }
         self.present.lock().await.insert(key);
         Ok(())

@@ -5,6 +5,8 @@ pub mod copy;
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use crate::model::{Digest, ImageRef, Reference};
 use crate::observe::Registries;
 use crate::plan::{order, Action, Change, Plan};
@@ -46,25 +48,42 @@ impl Report {
 }
 
 /// Applies the plan's changes one by one in the fixed order.
+/// Changes in flight at once within one phase.
+const CHANGES_IN_FLIGHT: usize = 16;
+
+/// Applies the plan's changes phase by phase in the fixed order (copies,
+/// retags, …, deletions); changes within a phase run concurrently.
 pub async fn apply(plan: &Plan, registries: &Registries, reporter: &dyn Reporter) -> Report {
     let copier = Copier::default();
-    let mut changes: Vec<&Change> = plan.changes.iter().collect();
-    changes.sort_by_key(|c| order(c.action));
+    let mut phases: std::collections::BTreeMap<u8, Vec<&Change>> =
+        std::collections::BTreeMap::new();
+    for c in &plan.changes {
+        phases.entry(order(c.action)).or_default().push(c);
+    }
     let mut report = Report::default();
-    for c in changes {
-        reporter.started(c);
-        let outcome = match apply_one(c, registries, &copier).await {
-            Ok(o) => o,
-            Err(e) => Outcome::Failed(e),
-        };
-        match &outcome {
-            Outcome::Done => report.done += 1,
-            Outcome::AlreadyDone => report.already += 1,
-            Outcome::Stale(_) => report.stale += 1,
-            Outcome::Failed(_) => report.failed += 1,
+    for (_, phase) in phases {
+        let mut done = futures_util::stream::iter(phase)
+            .map(|c| {
+                let copier = &copier;
+                async move {
+                    reporter.started(c);
+                    let outcome = apply_one(c, registries, copier)
+                        .await
+                        .unwrap_or_else(Outcome::Failed);
+                    (c, outcome)
+                }
+            })
+            .buffer_unordered(CHANGES_IN_FLIGHT);
+        while let Some((c, outcome)) = done.next().await {
+            match &outcome {
+                Outcome::Done => report.done += 1,
+                Outcome::AlreadyDone => report.already += 1,
+                Outcome::Stale(_) => report.stale += 1,
+                Outcome::Failed(_) => report.failed += 1,
+            }
+            reporter.finished(c, &outcome, copier.bytes_copied());
+            report.outcomes.push((c.clone(), outcome));
         }
-        reporter.finished(c, &outcome, copier.bytes_copied());
-        report.outcomes.push((c.clone(), outcome));
     }
     report.bytes = copier.bytes_copied();
     report
