@@ -208,3 +208,36 @@ async fn mirror_targets_are_protected_and_prune_removes_only_its_own_tags() {
         ["local-only", "pr-2", "pr-3", "pr-4"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn saved_delete_of_a_repushed_tag_is_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = seed(tmp.path()).await;
+    policy(tmp.path(), "");
+    let d = tmp.path().to_str().unwrap();
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) = run(&["plan", "-C", d, "--out", planfile.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("- delete dev/team/api:pr-1"), "{out}");
+    // pr-1 is re-pushed to a new image after the plan was saved.
+    let api: Repo = "team/api".parse().unwrap();
+    let fresh = push_image(
+        &reg,
+        &api,
+        Some(&t("pr-1")),
+        &ImageSpec::new(&ago(1)).with_layer("v", "new"),
+    )
+    .await
+    .unwrap();
+    let (code, out) = run(&["apply", "-C", d, planfile.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("delete dev/team/api:pr-1: STALE"), "{out}");
+    assert_eq!(
+        reg.head_manifest(&api, "pr-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        fresh
+    );
+}

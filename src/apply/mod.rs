@@ -240,6 +240,19 @@ async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> 
         .filter(|(_, d)| **d == digest)
         .map(|(t, _)| t.to_string())
         .collect();
+    // Compare-and-swap: every planned tag still on the digest (or already gone).
+    for t in &planned {
+        if let Ok(tag) = t.parse::<crate::model::Tag>() {
+            if let Some(d) = state.tags.get(&tag) {
+                if d != &digest {
+                    return Ok(Outcome::Stale(format!(
+                        "{}:{t} expected {digest}, found {d}",
+                        target.repo
+                    )));
+                }
+            }
+        }
+    }
     let unexpected: Vec<&String> = on_digest.iter().filter(|t| !planned.contains(t)).collect();
     if !unexpected.is_empty() {
         return Ok(Outcome::Stale(format!(

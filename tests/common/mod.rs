@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

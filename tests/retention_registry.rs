@@ -1,0 +1,385 @@
+//! Retention on a real `docker-registry` (issue 4's "How we will know"):
+//! tags of many ages written by the testkit, a `pr-*` tag sharing its image
+//! with a kept `release-*` tag, an index with a referrer through the
+//! `sha256-<hex>` tag schema; `skopeo list-tags` before and after; min_keep,
+//! max_deletes, an unreachable repo behind the fault proxy, a stale saved plan.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use assert_cmd::Command;
+use common::proxy::FaultProxy;
+use common::{skopeo, TestRegistry};
+use regimen::model::Timestamp;
+use regimen::registry::Registry;
+use regimen::testkit::{push_image, push_index, push_referrer, ImageSpec};
+
+fn regimen() -> Command {
+    let mut c = Command::cargo_bin("regimen").unwrap();
+    c.env("DOCKER_CONFIG", empty_docker_config());
+    c
+}
+
+fn empty_docker_config() -> PathBuf {
+    let dir = std::env::temp_dir().join("regimen-test-empty-docker-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn json_plan(cmd: &mut Command) -> (i32, serde_json::Value, String) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let v = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("plan JSON: {e}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), v, stdout + &stderr)
+}
+
+fn ago(days: i64) -> String {
+    Timestamp(Timestamp::now().0 - days * 86_400).to_rfc3339()
+}
+
+/// The registry at `host` opened through regimen's own distribution backend.
+fn open(host: &str) -> Arc<dyn Registry> {
+    let root = std::env::temp_dir();
+    let text = format!("registries:\n  seed: {{url: \"http://{host}\"}}\n");
+    let policy = regimen::config::load_texts(&root, &[(Arc::from("seed.yaml"), text)])
+        .unwrap_or_else(|e| panic!("seed policy: {e:?}"));
+    regimen::registry::open_all(&policy)
+        .into_iter()
+        .next()
+        .unwrap()
+        .1
+        .unwrap_or_else(|e| panic!("open {host}: {e}"))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn img(repo: &str, n: &str, days: i64) -> ImageSpec {
+    ImageSpec::new(&ago(days)).with_layer("v", format!("{repo} {n}"))
+}
+
+/// What the seed wrote into team/a: the index's digest and its referrer's.
+struct Seeded {
+    index: String,
+    referrer: String,
+}
+
+/// Seeds `team/a`, `team/b`, `team/c` with the same layout of tags:
+/// main 200d, pr-old 200d, pr-shared 120d (same image as release-2),
+/// release-2 120d, pr-95 95d, pr-30 30d, pr-2d 2d; team/a also has pr-idx,
+/// a two-platform index 100d old with an SBOM referrer.
+fn seed(reg: &TestRegistry) -> Seeded {
+    let r = open(&reg.host);
+    block_on(async {
+        let mut seeded = None;
+        for repo in ["team/a", "team/b", "team/c"] {
+            let rp = repo.parse().unwrap();
+            for (tag, n, days) in [
+                ("main", "main", 200),
+                ("pr-old", "old", 200),
+                ("pr-shared", "shared", 120),
+                ("release-2", "shared", 120),
+                ("pr-95", "95", 95),
+                ("pr-30", "30", 30),
+                ("pr-2d", "2d", 2),
+            ] {
+                push_image(
+                    r.as_ref(),
+                    &rp,
+                    Some(&tag.parse().unwrap()),
+                    &img(repo, n, days),
+                )
+                .await
+                .unwrap();
+            }
+            if repo == "team/a" {
+                let specs = [
+                    img(repo, "idx", 100),
+                    img(repo, "idx", 100).with_platform("linux", "arm64"),
+                ];
+                let index = push_index(r.as_ref(), &rp, Some(&"pr-idx".parse().unwrap()), &specs)
+                    .await
+                    .unwrap();
+                let referrer = push_referrer(
+                    r.as_ref(),
+                    &rp,
+                    &index,
+                    "application/vnd.cyclonedx+json",
+                    b"{\"bomFormat\":\"CycloneDX\"}",
+                )
+                .await
+                .unwrap();
+                seeded = Some(Seeded {
+                    index: index.to_string(),
+                    referrer: referrer.to_string(),
+                });
+            }
+        }
+        seeded.unwrap()
+    })
+}
+
+/// `skopeo list-tags`, sorted.
+fn list_tags(reg: &TestRegistry, repo: &str) -> Vec<String> {
+    let out = skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}", reg.host),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut tags: Vec<String> = v["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    tags
+}
+
+fn sorted(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+const ALL_B: &[&str] = &[
+    "main",
+    "pr-old",
+    "pr-shared",
+    "release-2",
+    "pr-95",
+    "pr-30",
+    "pr-2d",
+];
+const AFTER_B: &[&str] = &["main", "pr-2d", "pr-30", "release-2"];
+
+fn policy(url: &str, repos: &str, delete: &str, extra: &str) -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  dev: {{url: \"{url}\"}}\n\
+             retention:\n  - name: clean\n    repos: [{repos}]\n\
+             \x20   delete: {delete}\n{extra}"
+        ),
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap().to_string();
+    (tmp, d)
+}
+
+const DELETE: &str = "{older_than: 90d, tags: {regex: \"^pr-\"}}";
+const KEEP: &str = "    keep: {tags: [\"release-*\"]}\n";
+
+#[test]
+fn retention_deletes_exactly_the_expected_tags() {
+    let reg = TestRegistry::start();
+    let s = seed(&reg);
+    let referrers_tag = s.index.replace(':', "-");
+    let mut all_a: Vec<&str> = ALL_B.to_vec();
+    all_a.push("pr-idx");
+    all_a.push(&referrers_tag);
+    assert_eq!(list_tags(&reg, "team/a"), sorted(&all_a), "seeded");
+    for repo in ["team/b", "team/c"] {
+        assert_eq!(list_tags(&reg, repo), sorted(ALL_B), "seeded {repo}");
+    }
+    let release: Vec<String> = ["team/a", "team/b", "team/c"]
+        .iter()
+        .map(|repo| {
+            let d = reg.digest(repo, "release-2");
+            assert_eq!(reg.digest(repo, "pr-shared"), d, "{repo}");
+            d
+        })
+        .collect();
+    assert_eq!(reg.digest("team/a", &s.referrer), s.referrer);
+
+    let (_tmp, d) = policy(&reg.url(), "\"dev/team/*\"", DELETE, KEEP);
+    let (code, plan) = run(regimen().args(["plan", "-C", &d]));
+    assert_eq!(code, 0, "{plan}");
+    for want in [
+        "dev/team/a:pr-old",
+        "dev/team/a:pr-shared",
+        "dev/team/a:pr-95",
+        "dev/team/a:pr-idx",
+        "dev/team/c:pr-old",
+    ] {
+        assert!(plan.contains(want), "`{want}` missing:\n{plan}");
+    }
+    assert!(!plan.contains("could not observe"), "{plan}");
+
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+
+    assert_eq!(list_tags(&reg, "team/a"), sorted(AFTER_B));
+    for repo in ["team/b", "team/c"] {
+        assert_eq!(list_tags(&reg, repo), sorted(AFTER_B), "{repo}");
+    }
+    // The kept tag that shared pr-shared's image is still whole and pullable.
+    for (repo, want) in ["team/a", "team/b", "team/c"].iter().zip(&release) {
+        assert_eq!(&reg.digest(repo, "release-2"), want, "{repo}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/a:release-2", reg.host),
+        &format!("dir:{}", tmp.path().join("release").display()),
+    ]);
+    // The index went with its referrer and its fallback referrers tag.
+    for reference in [&s.index, &s.referrer, &referrers_tag] {
+        let r = reg.request(
+            "HEAD",
+            &format!("/v2/team/a/manifests/{reference}"),
+            &[("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json")],
+            &[],
+        );
+        assert_eq!(r.status, 404, "{reference} still resolves");
+    }
+
+    // Converged: nothing left to delete.
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
+    assert_eq!(code, 0, "nothing left to delete:\n{again}");
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("Apply complete"), "{out}");
+    assert_eq!(list_tags(&reg, "team/a"), sorted(AFTER_B));
+}
+
+#[test]
+fn regex_matching_everything_leaves_min_keep() {
+    let reg = TestRegistry::start();
+    seed(&reg);
+    let (_tmp, d) = policy(&reg.url(), "dev/team/b", "{tags: {regex: \".*\"}}", "");
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    // min_keep 1 by default: the newest tag stays.
+    assert_eq!(list_tags(&reg, "team/b"), ["pr-2d"]);
+    assert_eq!(
+        list_tags(&reg, "team/a").len(),
+        ALL_B.len() + 2,
+        "other repos untouched"
+    );
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
+    assert_eq!(code, 0, "{again}");
+}
+
+#[test]
+fn over_max_deletes_applies_nothing_and_says_why() {
+    let reg = TestRegistry::start();
+    seed(&reg);
+    let (_tmp, d) = policy(
+        &reg.url(),
+        "\"dev/team/*\"",
+        DELETE,
+        &format!("{KEEP}    max_deletes: 3\n"),
+    );
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("over max_deletes 3"), "{out}");
+    assert_eq!(list_tags(&reg, "team/b"), sorted(ALL_B));
+    assert_eq!(list_tags(&reg, "team/c"), sorted(ALL_B));
+    assert_eq!(list_tags(&reg, "team/a").len(), ALL_B.len() + 2);
+}
+
+#[test]
+fn unreachable_repo_is_unobserved_and_untouched() {
+    let reg = TestRegistry::start();
+    seed(&reg);
+    let proxy = FaultProxy::start(&reg.host);
+    let rule = proxy.always_status_prefix("/v2/team/c/", 503);
+    let (_tmp, d) = policy(&proxy.url(), "\"dev/team/*\"", DELETE, KEEP);
+
+    let (code, v, out) = json_plan(regimen().args(["plan", "-C", &d, "--format", "json"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(v["complete"], false, "{out}");
+    let unobserved = v["unobserved"].as_array().unwrap();
+    assert!(
+        unobserved
+            .iter()
+            .any(|u| u["subject"].as_str().unwrap().contains("team/c")),
+        "{out}"
+    );
+    let targets: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
+    assert!(!targets.iter().any(|t| t.contains("team/c")), "{targets:?}");
+    assert!(targets.iter().any(|t| t.contains("team/a")), "{targets:?}");
+    assert!(targets.iter().any(|t| t.contains("team/b")), "{targets:?}");
+
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(proxy.counts(rule).1 > 0, "team/c was asked for and refused");
+
+    // Straight to the registry, not through the proxy.
+    assert_eq!(list_tags(&reg, "team/a"), sorted(AFTER_B));
+    assert_eq!(list_tags(&reg, "team/b"), sorted(AFTER_B));
+    assert_eq!(list_tags(&reg, "team/c"), sorted(ALL_B));
+    for tag in ALL_B {
+        assert!(reg.tags("team/c").unwrap().contains(&tag.to_string()));
+        reg.raw_manifest("team/c", tag);
+    }
+}
+
+#[test]
+fn saved_plan_refuses_a_deletion_whose_tag_was_repushed() {
+    let reg = TestRegistry::start();
+    seed(&reg);
+    let (tmp, d) = policy(&reg.url(), "dev/team/b", DELETE, KEEP);
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) = run(regimen().args(["plan", "-C", &d, "--out", planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dev/team/b:pr-shared"), "{out}");
+
+    // Meanwhile pr-shared (an untag: its image stays for release-2) is re-pushed to a new image.
+    let r = open(&reg.host);
+    let fresh = block_on(push_image(
+        r.as_ref(),
+        &"team/b".parse().unwrap(),
+        Some(&"pr-shared".parse().unwrap()),
+        &img("team/b", "fresh", 200),
+    ))
+    .unwrap()
+    .to_string();
+    // And pr-old (a delete of its own image) is re-pushed to a new image too.
+    let fresh_old = block_on(push_image(
+        r.as_ref(),
+        &"team/b".parse().unwrap(),
+        Some(&"pr-old".parse().unwrap()),
+        &img("team/b", "fresh-old", 200),
+    ))
+    .unwrap()
+    .to_string();
+
+    let (code, out) = run(regimen().args(["apply", "-C", &d, planfile.to_str().unwrap()]));
+    assert_eq!(code, 1, "a stale change exits 1:\n{out}");
+    assert!(out.to_lowercase().contains("stale"), "{out}");
+    assert!(out.contains("pr-shared"), "{out}");
+    // The re-pushed tag stays on its new image; the rest of the plan was applied.
+    assert_eq!(reg.digest("team/b", "pr-shared"), fresh);
+    assert_eq!(reg.digest("team/b", "pr-old"), fresh_old);
+    assert_eq!(
+        list_tags(&reg, "team/b"),
+        sorted(&["main", "pr-2d", "pr-30", "pr-old", "pr-shared", "release-2"])
+    );
+}
