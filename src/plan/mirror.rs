@@ -46,11 +46,9 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
                 }
             },
         };
-        if cx.collect_needed && target_digest(cx, m, &tag).as_ref() != Some(&digest) {
-            // Display details (platforms, referrers) only for copies that will
-            // happen, so a no-op run reads nothing beyond tags and HEADs.
-            let _ = cx.image(&m.from, &digest);
-        }
+        // No image details are read for plain mirror copies (platform and
+        // referrer counts would cost several requests per image on a cold
+        // mirror); promotions and filtered mirrors read what they check.
         cx.intents.push(Intent {
             target: m.to.clone(),
             tag: tag.clone(),
@@ -63,13 +61,6 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
             only_platforms: only,
             is_retag: false,
         });
-    }
-}
-
-fn target_digest(cx: &PlanCx<'_>, m: &Mirror, tag: &crate::model::Tag) -> Option<Digest> {
-    match cx.repo(&m.to) {
-        RepoView::Known(s) => s.tags.get(tag).cloned(),
-        RepoView::Unknown => None,
     }
 }
 
