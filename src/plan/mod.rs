@@ -32,14 +32,17 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     // Retention runs after the other rules, so it knows what they need.
     let protect = retention::protected(desired, &cx);
     let mut deletions = Vec::new();
+    let mut report = retention::Report::default();
     for r in &desired.retention {
-        retention::plan(r, &protect, &mut cx, &mut deletions);
+        retention::plan(r, &protect, &mut cx, &mut deletions, &mut report);
     }
     for m in desired.mirrors.iter().filter(|m| m.prune) {
         mirror::prune(m, &protect, &cx, &mut deletions);
     }
     let mut plan = cx.resolve();
     plan.changes.extend(deletions);
+    plan.retention = report.repos;
+    plan.kept = report.kept;
     for (repo, fact) in &observed.repos {
         if let Fact::Unknown { reason } = fact {
             plan.unobserved.push(Unobserved {

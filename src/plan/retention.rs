@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::intent::{age, PlanCx, RepoView};
-use super::types::{Action, Change};
+use super::types::{Action, Change, Kept, RetentionRepo};
 use crate::config::selector::compare_tags;
 use crate::config::{Desired, Retention};
 use crate::model::{Digest, ImageRef, RegistryName, RepoAddr, Tag, Timestamp};
@@ -103,7 +103,20 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
     p
 }
 
-pub fn plan(rule: &Retention, protect: &Protected, cx: &mut PlanCx<'_>, out: &mut Vec<Change>) {
+/// What retention adds to the plan besides changes.
+#[derive(Default)]
+pub struct Report {
+    pub repos: Vec<RetentionRepo>,
+    pub kept: Vec<Kept>,
+}
+
+pub fn plan(
+    rule: &Retention,
+    protect: &Protected,
+    cx: &mut PlanCx<'_>,
+    out: &mut Vec<Change>,
+    report: &mut Report,
+) {
     let (repos, unknown_catalogs) = rule_repos(rule, cx.observed);
     for reg in unknown_catalogs {
         cx.block(
@@ -113,8 +126,9 @@ pub fn plan(rule: &Retention, protect: &Protected, cx: &mut PlanCx<'_>, out: &mu
         );
     }
     let mut changes = Vec::new();
+    let first_repo = report.repos.len();
     for repo in repos {
-        plan_repo(rule, protect, &repo, cx, &mut changes);
+        plan_repo(rule, protect, &repo, cx, &mut changes, report);
     }
     if let Some(max) = rule.max_deletes {
         let n = changes
@@ -129,6 +143,9 @@ pub fn plan(rule: &Retention, protect: &Protected, cx: &mut PlanCx<'_>, out: &mu
                     format!("{n} tags would be deleted, over max_deletes {max}: none are"),
                 );
             }
+            for r in &mut report.repos[first_repo..] {
+                r.deleting = 0;
+            }
             return;
         }
     }
@@ -141,6 +158,7 @@ fn plan_repo(
     repo: &RepoAddr,
     cx: &mut PlanCx<'_>,
     out: &mut Vec<Change>,
+    report: &mut Report,
 ) {
     let RepoView::Known(state) = cx.repo(repo) else {
         return;
@@ -168,16 +186,28 @@ fn plan_repo(
     let mut keep: BTreeSet<Tag> = BTreeSet::new();
     let mut delete: Vec<Going> = Vec::new();
     for (rank, (tag, digest, created)) in tags.iter().enumerate() {
-        let kept = rule.keep.tags.iter().any(|g| g.is_match(tag.as_str()))
-            || rule.keep.newest.is_some_and(|n| rank < n as usize)
-            || rule
-                .keep
-                .younger_than
-                .is_some_and(|y| created.is_none_or(|c| now.0 - c.0 < y.0 as i64))
-            || protect.tags.contains_key(&(repo.clone(), tag.clone()))
-            || protect
+        let why_kept: Option<String> = if rule.keep.tags.iter().any(|g| g.is_match(tag.as_str())) {
+            Some("keep.tags".into())
+        } else if rule.keep.newest.is_some_and(|n| rank < n as usize) {
+            Some(format!(
+                "keep.newest: one of the {} newest",
+                rule.keep.newest.unwrap_or(0)
+            ))
+        } else if rule
+            .keep
+            .younger_than
+            .is_some_and(|y| created.is_none_or(|c| now.0 - c.0 < y.0 as i64))
+        {
+            Some("keep.younger_than".into())
+        } else if let Some(r) = protect.tags.get(&(repo.clone(), tag.clone())) {
+            Some(r.clone())
+        } else {
+            protect
                 .digests
-                .contains_key(&(repo.clone(), digest.clone()));
+                .get(&(repo.clone(), digest.clone()))
+                .cloned()
+        };
+        let kept = why_kept.is_some();
         let selected = rule.delete.tags.as_ref().is_none_or(|s| s.matches(tag));
         let old_enough = match (rule.delete.older_than, created) {
             (None, _) => true,
@@ -187,6 +217,13 @@ fn plan_repo(
         if !kept && selected && old_enough {
             delete.push((tag.clone(), digest.clone(), *created));
         } else {
+            if let (Some(why), true) = (&why_kept, selected && old_enough) {
+                report.kept.push(Kept {
+                    rule: rule.name.clone(),
+                    subject: ImageRef::tagged(repo.clone(), tag.clone()).to_string(),
+                    reason: why.clone(),
+                });
+            }
             keep.insert(tag.clone());
         }
     }
@@ -194,8 +231,19 @@ fn plan_repo(
     let min_keep = rule.min_keep as usize;
     while keep.len() < min_keep && !delete.is_empty() {
         let (t, _, _) = delete.remove(0);
+        report.kept.push(Kept {
+            rule: rule.name.clone(),
+            subject: ImageRef::tagged(repo.clone(), t.clone()).to_string(),
+            reason: format!("min_keep {min_keep}"),
+        });
         keep.insert(t);
     }
+    report.repos.push(RetentionRepo {
+        rule: rule.name.clone(),
+        repo: repo.to_string(),
+        tags: tags.len() as u32,
+        deleting: delete.len() as u32,
+    });
     out.extend(digest_level(repo, &state.tags, &delete, &rule.name, now));
 }
 

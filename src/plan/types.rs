@@ -146,6 +146,28 @@ pub struct Plan {
     pub violations: Vec<Violation>,
     pub unobserved: Vec<Unobserved>,
     pub summary: Summary,
+    /// Per retention rule and repo: how many tags there are and how many go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<RetentionRepo>,
+    /// Tags a retention rule would delete but something protects, with why
+    /// (shown with `-v`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<Kept>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRepo {
+    pub rule: String,
+    pub repo: String,
+    pub tags: u32,
+    pub deleting: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub rule: String,
+    pub subject: String,
+    pub reason: String,
 }
 
 impl Default for Plan {
@@ -159,6 +181,8 @@ impl Default for Plan {
             violations: Vec::new(),
             unobserved: Vec::new(),
             summary: Summary::default(),
+            retention: Vec::new(),
+            kept: Vec::new(),
         }
     }
 }

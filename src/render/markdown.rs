@@ -79,6 +79,20 @@ pub(super) fn render(plan: &Plan) -> String {
         out.push('\n');
     }
 
+    if plan.retention.iter().any(|r| r.deleting > 0) {
+        out.push_str("#### Retention\n\n| Rule | Repository | Deletes |\n|---|---|---|\n");
+        for r in plan.retention.iter().filter(|r| r.deleting > 0) {
+            out.push_str(&format!(
+                "| {} | {} | {} of {} tags |\n",
+                cell(&r.rule),
+                inline_code(&r.repo),
+                r.deleting,
+                r.tags
+            ));
+        }
+        out.push('\n');
+    }
+
     if !plan.unobserved.is_empty() {
         out.push_str("#### Could not observe\n\n");
         for u in &plan.unobserved {

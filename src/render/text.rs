@@ -85,6 +85,34 @@ pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
         sections.push(s);
     }
 
+    if verbose && (!plan.retention.is_empty() || !plan.kept.is_empty()) {
+        let mut s = paint.style(BOLD, "# retention");
+        s.push('\n');
+        for r in &plan.retention {
+            s.push_str(&format!(
+                "  {}: deletes {} of {} tags in {}\n",
+                r.rule, r.deleting, r.tags, r.repo
+            ));
+        }
+        let sw = plan
+            .kept
+            .iter()
+            .map(|k| k.subject.chars().count())
+            .max()
+            .unwrap_or(0);
+        for k in &plan.kept {
+            let row = format!(
+                "  = keep   {}{GAP}{} ({})",
+                pad(&k.subject, sw),
+                k.reason,
+                k.rule
+            );
+            s.push_str(row.trim_end());
+            s.push('\n');
+        }
+        sections.push(s);
+    }
+
     if !plan.unobserved.is_empty() {
         let mut s = paint.style(BOLD, "# could not observe");
         s.push('\n');
