@@ -229,6 +229,19 @@ fn quickstart_over_http_mirrors_promotes_retags_and_converges() {
         dev.digest("library/alpine", "3.19.1"),
         prod.digest("mirror/alpine", "latest")
     );
+    // A container engine pulls what regimen wrote, and sees the source digest.
+    podman_pull_digest_matches(
+        &prod,
+        "prod/api",
+        "stable",
+        &dev.digest("team/api", "1.1.0"),
+    );
+    podman_pull_digest_matches(
+        &prod,
+        "mirror/alpine",
+        "3.19.1",
+        &dev.digest("library/alpine", "3.19.1"),
+    );
     // Every platform of the index is readable.
     for arch in ["amd64", "arm64"] {
         let cfg = skopeo(&[
@@ -552,4 +565,36 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), dest).unwrap();
         }
     }
+}
+
+/// `podman pull` into a private store; the pulled image's digest must be `want`.
+/// podman is a required test tool (scripts/test.sh installs it).
+fn podman_pull_digest_matches(reg: &TestRegistry, repo: &str, tag: &str, want: &str) {
+    let store = tempfile::tempdir().unwrap();
+    let root = store.path().join("root");
+    let runroot = store.path().join("run");
+    let image = format!("{}/{repo}:{tag}", reg.host);
+    let base = |args: &[&str]| {
+        let out = std::process::Command::new("podman")
+            .args([
+                "--root",
+                root.to_str().unwrap(),
+                "--runroot",
+                runroot.to_str().unwrap(),
+                "--storage-driver",
+                "vfs",
+            ])
+            .args(args)
+            .output()
+            .expect("podman is required: run scripts/test.sh, which installs it");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    base(&["pull", "-q", "--tls-verify=false", &image]);
+    let digest = base(&["image", "inspect", "--format", "{{.Digest}}", &image]);
+    assert_eq!(digest.trim(), want, "podman sees {image} at another digest");
 }
