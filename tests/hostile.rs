@@ -6,48 +6,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use assert_cmd::Command;
 use common::proxy::FaultProxy;
 use common::TestRegistry;
-use regimen::registry::Registry;
+use common::{open, regimen, run};
 use regimen::testkit::{build_image, layer_size_image, push_image, Flavor, ImageSpec};
-
-fn regimen() -> Command {
-    let mut c = Command::cargo_bin("regimen").unwrap();
-    c.env("DOCKER_CONFIG", empty_docker_config());
-    c
-}
-
-fn empty_docker_config() -> PathBuf {
-    let dir = std::env::temp_dir().join("regimen-test-empty-docker-config");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-/// The registry at `host` opened through regimen's own distribution backend.
-fn open(host: &str) -> Arc<dyn Registry> {
-    let root = std::env::temp_dir();
-    let text = format!("registries:\n  seed: {{url: \"http://{host}\"}}\n");
-    let policy = regimen::config::load_texts(&root, &[(Arc::from("seed.yaml"), text)])
-        .unwrap_or_else(|e| panic!("seed policy: {e:?}"));
-    let regs = regimen::registry::open_all(&policy);
-    regs.into_iter()
-        .next()
-        .unwrap()
-        .1
-        .unwrap_or_else(|e| panic!("open {host}: {e}"))
-}
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()

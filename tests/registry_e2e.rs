@@ -7,45 +7,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use common::{free_port, layout_tags, seed_from_layout, seed_referrers_from_layout, skopeo};
+use common::{json_plan, regimen, run};
 use common::{sha256_digest, TestRegistry};
 
 const SBOM: &str = "application/vnd.cyclonedx+json";
-
-fn regimen() -> Command {
-    let mut c = Command::cargo_bin("regimen").unwrap();
-    // No ambient docker credentials: every registry here is anonymous or has
-    // explicit `auth:` in its policy.
-    c.env("DOCKER_CONFIG", empty_docker_config());
-    c
-}
-
-/// A docker config directory without a config.json.
-fn empty_docker_config() -> PathBuf {
-    let dir = std::env::temp_dir().join("regimen-test-empty-docker-config");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Exit code and stdout+stderr.
-fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-/// Exit code and the JSON plan on stdout.
-fn json_plan(cmd: &mut Command) -> (i32, serde_json::Value, String) {
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let v = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("plan JSON: {e}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    (out.status.code().unwrap_or(-1), v, stdout + &stderr)
-}
 
 fn upstream() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/upstream")

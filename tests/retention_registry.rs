@@ -6,61 +6,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use assert_cmd::Command;
 use common::proxy::FaultProxy;
+use common::{json_plan, open, regimen, run};
 use common::{skopeo, TestRegistry};
 use regimen::model::Timestamp;
-use regimen::registry::Registry;
 use regimen::testkit::{push_image, push_index, push_referrer, ImageSpec};
-
-fn regimen() -> Command {
-    let mut c = Command::cargo_bin("regimen").unwrap();
-    c.env("DOCKER_CONFIG", empty_docker_config());
-    c
-}
-
-fn empty_docker_config() -> PathBuf {
-    let dir = std::env::temp_dir().join("regimen-test-empty-docker-config");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-fn json_plan(cmd: &mut Command) -> (i32, serde_json::Value, String) {
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let v = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("plan JSON: {e}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    (out.status.code().unwrap_or(-1), v, stdout + &stderr)
-}
 
 fn ago(days: i64) -> String {
     Timestamp(Timestamp::now().0 - days * 86_400).to_rfc3339()
-}
-
-/// The registry at `host` opened through regimen's own distribution backend.
-fn open(host: &str) -> Arc<dyn Registry> {
-    let root = std::env::temp_dir();
-    let text = format!("registries:\n  seed: {{url: \"http://{host}\"}}\n");
-    let policy = regimen::config::load_texts(&root, &[(Arc::from("seed.yaml"), text)])
-        .unwrap_or_else(|e| panic!("seed policy: {e:?}"));
-    regimen::registry::open_all(&policy)
-        .into_iter()
-        .next()
-        .unwrap()
-        .1
-        .unwrap_or_else(|e| panic!("open {host}: {e}"))
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -485,3 +485,56 @@ pub fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+/// The regimen binary, with no ambient docker credentials (every registry in
+/// these tests is anonymous or has explicit `auth:` in its policy).
+#[allow(dead_code)]
+pub fn regimen() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("regimen").unwrap();
+    c.env("DOCKER_CONFIG", empty_docker_config());
+    c
+}
+
+/// A docker config directory without a config.json.
+#[allow(dead_code)]
+pub fn empty_docker_config() -> PathBuf {
+    let dir = std::env::temp_dir().join("regimen-test-empty-docker-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Exit code and stdout+stderr.
+#[allow(dead_code)]
+pub fn run(cmd: &mut assert_cmd::Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Exit code, the JSON plan on stdout, and stdout+stderr.
+#[allow(dead_code)]
+pub fn json_plan(cmd: &mut assert_cmd::Command) -> (i32, serde_json::Value, String) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let v = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("plan JSON: {e}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), v, stdout + &stderr)
+}
+
+/// The registry at `host` opened through regimen's own distribution backend.
+#[allow(dead_code)]
+pub fn open(host: &str) -> std::sync::Arc<dyn regimen::registry::Registry> {
+    let root = std::env::temp_dir();
+    let text = format!("registries:\n  seed: {{url: \"http://{host}\"}}\n");
+    let policy = regimen::config::load_texts(&root, &[(std::sync::Arc::from("seed.yaml"), text)])
+        .unwrap_or_else(|e| panic!("seed policy: {e:?}"));
+    regimen::registry::open_all(&policy)
+        .into_iter()
+        .next()
+        .unwrap()
+        .1
+        .unwrap_or_else(|e| panic!("open {host}: {e}"))
+}
