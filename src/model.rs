@@ -169,6 +169,15 @@ name_type!(
 );
 
 impl Tag {
+    /// The subject digest a referrers-schema tag names (`sha256-<hex>[.sig]` → `sha256:<hex>`).
+    pub fn referrer_subject(&self) -> Option<Digest> {
+        if !self.is_referrer_tag() {
+            return None;
+        }
+        let hex = self.as_str().strip_prefix("sha256-")?.split('.').next()?;
+        format!("sha256:{hex}").parse().ok()
+    }
+
     /// Tags of the OCI referrers tag schema (`sha256-<hex>`, and cosign's
     /// `sha256-<hex>.sig`/`.att`/`.sbom`) name artifacts, never images.
     pub fn is_referrer_tag(&self) -> bool {

@@ -68,6 +68,7 @@ fn world(
                 .iter()
                 .map(|(t, d)| (t.parse::<Tag>().unwrap(), digest(*d)))
                 .collect(),
+            ..Default::default()
         };
         o.repos.insert(r.clone(), Fact::Known(state));
     }

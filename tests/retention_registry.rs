@@ -336,3 +336,72 @@ fn saved_plan_refuses_a_deletion_whose_tag_was_repushed() {
         sorted(&["main", "pr-2d", "pr-30", "pr-old", "pr-shared", "release-2"])
     );
 }
+
+#[test]
+fn untagged_referrers_whose_image_is_gone_are_cleaned_and_nothing_else() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/x".parse().unwrap();
+    let (gone, kept) = block_on(async {
+        let gone = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"old".parse().unwrap()),
+            &img("x", "old", 300),
+        )
+        .await
+        .unwrap();
+        push_referrer(
+            r.as_ref(),
+            &repo,
+            &gone,
+            "application/vnd.cyclonedx+json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+        let kept = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"live".parse().unwrap()),
+            &img("x", "live", 300),
+        )
+        .await
+        .unwrap();
+        push_referrer(
+            r.as_ref(),
+            &repo,
+            &kept,
+            "application/vnd.cyclonedx+json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+        // Someone deletes the old image by digest, leaving its SBOM behind.
+        r.delete_manifest(&repo, &gone).await.unwrap();
+        (gone, kept)
+    });
+    let orphan_tag = gone.referrers_tag().to_string();
+    let live_tag = kept.referrers_tag().to_string();
+    assert!(list_tags(&reg, "team/x").contains(&orphan_tag));
+
+    let (_tmp, d) = policy(
+        &reg.url(),
+        "\"dev/team/x\"",
+        "{untagged_referrers: true}",
+        "",
+    );
+    let (code, plan) = run(regimen().args(["plan", "-C", &d]));
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan.contains(&format!("dev/team/x:{orphan_tag}")), "{plan}");
+    assert!(
+        !plan.contains(":live") && !plan.contains(&live_tag),
+        "only the orphan goes:\n{plan}"
+    );
+
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/x"), sorted(&["live", &live_tag]));
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
+    assert_eq!(code, 0, "{again}");
+}

@@ -226,6 +226,11 @@ async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> 
     let reg = registry(registries, &target)?;
     let repo = &target.repo.repo;
     let err = |e: RegistryError| e.to_string();
+    if let Some(tag) = target.tag().filter(|t| t.is_referrer_tag()) {
+        return delete_orphan_referrers(reg.as_ref(), &target, tag, &digest)
+            .await
+            .map_err(err);
+    }
     let mut planned: Vec<String> = c.also_tags.clone();
     if let Some(t) = target.tag() {
         planned.push(t.to_string());
@@ -303,4 +308,46 @@ fn delete_with_referrers<'a>(
             other => other,
         }
     })
+}
+
+/// Deletes a referrers-schema tag whose subject is gone: each artifact it
+/// lists, then the tag's index. Re-checks that the subject is still absent.
+async fn delete_orphan_referrers(
+    reg: &dyn Registry,
+    target: &ImageRef,
+    tag: &crate::model::Tag,
+    digest: &Digest,
+) -> Result<Outcome, RegistryError> {
+    let repo = &target.repo.repo;
+    let current = reg
+        .head_manifest(repo, tag.as_str())
+        .await?
+        .map(|h| h.digest);
+    match current {
+        None => return Ok(Outcome::AlreadyDone),
+        Some(d) if &d != digest => {
+            return Ok(Outcome::Stale(format!(
+                "{target} expected {digest}, found {d}"
+            )));
+        }
+        Some(_) => {}
+    }
+    if let Some(subject) = tag.referrer_subject() {
+        if reg.head_manifest(repo, subject.as_str()).await?.is_some() {
+            return Ok(Outcome::Stale(format!(
+                "{target}: its subject {subject} exists again"
+            )));
+        }
+    }
+    if let Some(index) = reg.get_manifest(repo, digest.as_str()).await? {
+        if let Ok(crate::registry::manifest::Parsed::Index { manifests, .. }) = index.parse() {
+            for m in manifests {
+                delete_with_referrers(reg, repo, &m.digest).await?;
+            }
+        }
+    }
+    match reg.delete_manifest(repo, digest).await {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(Outcome::Done),
+    }
 }

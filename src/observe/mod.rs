@@ -33,6 +33,9 @@ pub struct Observed {
     pub repos: BTreeMap<RepoAddr, Fact<RepoState>>,
     /// Registry catalogs, read where retention globs have wildcards.
     pub catalogs: BTreeMap<crate::model::RegistryName, Fact<Vec<crate::model::Repo>>>,
+    /// Referrer tags whose subject image is gone, per repo (read only for
+    /// retention rules with `untagged_referrers`): `(tag, its digest, subject)`.
+    pub orphans: BTreeMap<RepoAddr, Vec<Orphan>>,
     /// Details of images by (repo, digest), read where the plan needs them.
     pub images: BTreeMap<(RepoAddr, Digest), Fact<ImageInfo>>,
 }
@@ -42,6 +45,10 @@ pub struct Observed {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RepoState {
     pub tags: BTreeMap<Tag, Digest>,
+    /// Tags of the referrers tag schema (`sha256-<hex>`, `sha256-<hex>.sig`):
+    /// listed, not read, since they are artifacts rather than images.
+    #[serde(default)]
+    pub referrer_tags: std::collections::BTreeSet<Tag>,
 }
 
 /// What the planner may need to know about one image.
@@ -58,6 +65,14 @@ pub struct ImageInfo {
     pub referrers: Vec<ReferrerInfo>,
     /// The raw index JSON, for platform-filtered mirrors.
     pub index_manifest: Option<String>,
+}
+
+/// A referrers-schema tag whose subject no longer exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orphan {
+    pub tag: Tag,
+    pub digest: Digest,
+    pub subject: Digest,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,6 +70,7 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
         .collect::<Vec<_>>()
         .await;
     observed.repos.extend(repo_reads);
+    read_orphans(desired, registries, &mut observed).await;
 
     // Creation times of every tag where selectors order by them, and digests the policy names.
     let mut want: Vec<(RepoAddr, Digest)> = Vec::new();
@@ -121,8 +122,12 @@ async fn read_details(
 
 /// Tags and their digests: one tag list, then one manifest HEAD per tag.
 pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState, RegistryError> {
-    let tags = reg.list_tags(&repo.repo).await?;
-    let heads = stream::iter(tags.into_iter().filter(|t| !t.is_referrer_tag()))
+    let (referrer_tags, tags): (Vec<_>, Vec<_>) = reg
+        .list_tags(&repo.repo)
+        .await?
+        .into_iter()
+        .partition(|t| t.is_referrer_tag());
+    let heads = stream::iter(tags)
         .map(|tag| async move {
             let head = reg.head_manifest(&repo.repo, tag.as_str()).await?;
             Ok::<_, RegistryError>(head.map(|h| (tag, h.digest)))
@@ -132,6 +137,7 @@ pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState,
         .await?;
     Ok(RepoState {
         tags: heads.into_iter().flatten().collect(),
+        referrer_tags: referrer_tags.into_iter().collect(),
     })
 }
 
@@ -239,4 +245,49 @@ pub async fn image_info(
         })
         .collect();
     Ok(Some(info))
+}
+
+/// For retention rules with `untagged_referrers`: referrer tags whose subject
+/// is neither tagged nor present any more. A read that fails leaves the tag
+/// out (unknown is never "gone").
+async fn read_orphans(desired: &Desired, registries: &Registries, observed: &mut Observed) {
+    let repos: std::collections::BTreeSet<RepoAddr> = desired
+        .retention
+        .iter()
+        .filter(|r| r.delete.untagged_referrers == Some(true))
+        .flat_map(|r| crate::plan::retention_repos(r, observed).0)
+        .collect();
+    for repo in repos {
+        let (Some(Fact::Known(state)), Some(Ok(reg))) =
+            (observed.repos.get(&repo), registries.get(&repo.registry))
+        else {
+            continue;
+        };
+        let tagged: std::collections::BTreeSet<&Digest> = state.tags.values().collect();
+        let mut found = Vec::new();
+        for tag in &state.referrer_tags {
+            let Some(subject) = tag.referrer_subject() else {
+                continue;
+            };
+            if tagged.contains(&subject) {
+                continue;
+            }
+            if !matches!(
+                reg.head_manifest(&repo.repo, subject.as_str()).await,
+                Ok(None)
+            ) {
+                continue;
+            }
+            if let Ok(Some(h)) = reg.head_manifest(&repo.repo, tag.as_str()).await {
+                found.push(super::Orphan {
+                    tag: tag.clone(),
+                    digest: h.digest,
+                    subject,
+                });
+            }
+        }
+        if !found.is_empty() {
+            observed.orphans.insert(repo, found);
+        }
+    }
 }

@@ -214,10 +214,12 @@ fn plan_repo(
             (Some(o), Some(c)) => now.0 - c.0 > o.0 as i64,
             (Some(_), None) => false,
         };
-        if !kept && selected && old_enough {
+        // `untagged_referrers` alone selects no images: only their orphans.
+        let by_tag_or_age = rule.delete.older_than.is_some() || rule.delete.tags.is_some();
+        if by_tag_or_age && !kept && selected && old_enough {
             delete.push((tag.clone(), digest.clone(), *created));
         } else {
-            if let (Some(why), true) = (&why_kept, selected && old_enough) {
+            if let (Some(why), true) = (&why_kept, by_tag_or_age && selected && old_enough) {
                 report.kept.push(Kept {
                     rule: rule.name.clone(),
                     subject: ImageRef::tagged(repo.clone(), tag.clone()).to_string(),
@@ -245,6 +247,18 @@ fn plan_repo(
         deleting: delete.len() as u32,
     });
     out.extend(digest_level(repo, &state.tags, &delete, &rule.name, now));
+    if rule.delete.untagged_referrers == Some(true) {
+        for o in cx.observed.orphans.get(repo).into_iter().flatten() {
+            out.push(Change {
+                target: ImageRef::tagged(repo.clone(), o.tag.clone()).to_string(),
+                digest: Some(o.digest.to_string()),
+                expect: o.digest.to_string(),
+                rule: rule.name.clone(),
+                reason: format!("referrers of {}, which no longer exists", o.subject.short()),
+                ..Change::new(Action::Delete)
+            });
+        }
+    }
 }
 
 /// Turns tags to remove into changes: a digest whose tags all go is deleted
