@@ -243,11 +243,20 @@ fn an_in_sync_world_needs_no_image_details() {
         regimen::plan::details_needed(&desired, &observed, NOW),
         vec![]
     );
-    // With a missing target tag, exactly its source is read.
+    // A plain mirror copy reads no details even when a tag is missing ...
     dst.remove("2.0.0");
     let observed = world(&tags, &dst, &BTreeMap::new());
     assert_eq!(
         regimen::plan::details_needed(&desired, &observed, NOW),
+        vec![]
+    );
+    // ... while a gated promotion reads exactly the candidate it checks.
+    let gated = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         promotions:\n  - name: p\n    from: a/src\n    to: b/dst\n    require: {min_age: 1h}\n",
+    );
+    assert_eq!(
+        regimen::plan::details_needed(&gated, &observed, NOW),
         vec![(addr("a/src"), digest(2))]
     );
 }
