@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use tokio::sync::{Mutex, OnceCell};
 
-use crate::model::{Digest, RegistryName, Repo};
+use crate::model::{Digest, RegistryName, Repo, Tag};
 use crate::registry::manifest::{filter_index, Parsed};
 use crate::registry::{Descriptor, ErrorKind, Manifest, Registry, RegistryError};
 
@@ -50,8 +50,13 @@ impl Copier {
     }
 
     /// Copies the image `digest` (index children, blobs, and optionally its
-    /// referrers) from `src` to `dst`, without tagging it. Returns the manifest
-    /// as stored at the destination.
+    /// referrers) from `src` to `dst`. Returns the manifest as stored at the
+    /// destination, and whether it was stored under `tag` already.
+    ///
+    /// With `tag` given, no platform filter and no referrers to copy, the top
+    /// manifest is stored with one PUT under the tag (after everything under
+    /// it), saving the PUT by digest; otherwise it is stored by digest and left
+    /// untagged.
     pub async fn copy_image(
         &self,
         src: &Side<'_>,
@@ -59,7 +64,8 @@ impl Copier {
         digest: &Digest,
         referrers: bool,
         only_platforms: Option<&[String]>,
-    ) -> Result<Manifest, RegistryError> {
+        tag: Option<&Tag>,
+    ) -> Result<(Manifest, bool), RegistryError> {
         let m = fetch_manifest(src, digest).await?;
         let m = match only_platforms {
             Some(wanted) if m.is_index() => {
@@ -74,11 +80,17 @@ impl Copier {
             }
             _ => m,
         };
-        self.copy_tree(src, dst, m.clone()).await?;
-        if referrers {
-            self.copy_referrers(src, dst, digest).await?;
-        }
-        Ok(m)
+        // Referrers are listed first: only an image without any may be put
+        // under its tag directly (they must land before the tag does).
+        let refs = if referrers {
+            src.reg.referrers(src.repo, digest).await?
+        } else {
+            Vec::new()
+        };
+        let top_tag = tag.filter(|_| refs.is_empty() && only_platforms.is_none());
+        let tagged = self.copy_tree(src, dst, m.clone(), top_tag).await?;
+        self.copy_referrer_list(src, dst, refs).await?;
+        Ok((m, tagged))
     }
 
     async fn copy_referrers(
@@ -88,22 +100,34 @@ impl Copier {
         subject: &Digest,
     ) -> Result<(), RegistryError> {
         let refs = src.reg.referrers(src.repo, subject).await?;
+        self.copy_referrer_list(src, dst, refs).await
+    }
+
+    async fn copy_referrer_list(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        refs: Vec<Descriptor>,
+    ) -> Result<(), RegistryError> {
         for r in refs {
             let m = fetch_manifest(src, &r.digest).await?;
-            self.copy_tree(src, dst, m).await?;
+            self.copy_tree(src, dst, m, None).await?;
             // Signatures of signatures follow too.
             Box::pin(self.copy_referrers(src, dst, &r.digest)).await?;
         }
         Ok(())
     }
 
-    /// Puts `m` and everything under it at `dst`, children first.
+    /// Puts `m` and everything under it at `dst`, children first; `m` itself
+    /// under `tag` if given, else by digest. Returns whether `m` was put
+    /// under `tag` (not when it was already present by digest).
     fn copy_tree<'s>(
         &'s self,
         src: &'s Side<'_>,
         dst: &'s Side<'_>,
         m: Manifest,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 's>>
+        tag: Option<&'s Tag>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, RegistryError>> + Send + 's>>
     {
         Box::pin(async move {
             if dst
@@ -112,17 +136,17 @@ impl Copier {
                 .await?
                 .is_some()
             {
-                return Ok(());
+                return Ok(false);
             }
             match m.parse()? {
                 Parsed::Index { manifests, .. } => {
                     stream::iter(manifests)
                         .map(|child| async move {
                             let cm = fetch_manifest(src, &child.digest).await?;
-                            self.copy_tree(src, dst, cm).await
+                            self.copy_tree(src, dst, cm, None).await
                         })
                         .buffer_unordered(PARALLEL)
-                        .try_collect::<Vec<()>>()
+                        .try_collect::<Vec<bool>>()
                         .await?;
                 }
                 Parsed::Image { config, layers, .. } => {
@@ -134,8 +158,8 @@ impl Copier {
                         .await?;
                 }
             }
-            dst.reg.put_manifest(dst.repo, None, &m).await?;
-            Ok(())
+            dst.reg.put_manifest(dst.repo, tag, &m).await?;
+            Ok(tag.is_some())
         })
     }
 

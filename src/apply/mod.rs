@@ -163,16 +163,22 @@ async fn apply_one(
         reg: dst_reg,
         repo: &target.repo.repo,
     };
-    let manifest = copier
+    let (manifest, tagged) = copier
         .copy_image(
             &src,
             &dst,
             &digest,
             c.with_referrers,
             c.only_platforms.as_deref(),
+            Some(&tag),
         )
         .await
         .map_err(err)?;
+    if tagged {
+        // Put under the tag directly, after everything under it (the digest
+        // was checked against the plan's when it was fetched).
+        return Ok(Outcome::Done);
+    }
     if manifest.digest != digest {
         return Ok(Outcome::Stale(format!(
             "{}: the source now yields {}, the plan said {}",
