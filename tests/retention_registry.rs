@@ -12,8 +12,12 @@ use common::{skopeo, TestRegistry};
 use regimen::model::Timestamp;
 use regimen::testkit::{push_image, push_index, push_referrer, ImageSpec};
 
+/// A creation time `days` ago, from one "now" per test process, so two
+/// images built from the same spec are byte-identical (same digest).
 fn ago(days: i64) -> String {
-    Timestamp(Timestamp::now().0 - days * 86_400).to_rfc3339()
+    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let now = *NOW.get_or_init(|| Timestamp::now().0);
+    Timestamp(now - days * 86_400).to_rfc3339()
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
