@@ -218,3 +218,35 @@ fn markdown_plan_for_a_pull_request() {
     assert_eq!(code, 0);
     insta::assert_snapshot!("quickstart_markdown", md);
 }
+
+#[test]
+fn platform_filtered_mirror_applies_and_converges() {
+    let (_tmp, dir) = quickstart();
+    std::fs::write(
+        dir.join("policy.yaml"),
+        "registries:\n  upstream: {url: oci:upstream}\n  local: {url: oci:out}\n\
+         mirrors:\n  - {from: upstream/library/alpine, to: local/amd64/alpine, tags: [\"3.19.1\"], platforms: [linux/amd64]}\n",
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let (code, plan) = stdout(regimen().args(["plan", "-C", d]));
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan.contains("filtered to linux/amd64"), "{plan}");
+    let (code, out) = stdout(regimen().args(["apply", "--auto-approve", "-C", d]));
+    assert_eq!(code, 0, "{out}");
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}:3.19.1", dir.join("out/amd64/alpine").display()),
+    ]);
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["amd64"]);
+    let (code, again) = stdout(regimen().args(["plan", "--detailed-exitcode", "-C", d]));
+    assert_eq!(code, 0, "{again}");
+}

@@ -163,11 +163,16 @@ async fn apply_one(
         reg: dst_reg,
         repo: &target.repo.repo,
     };
+    // A filtered copy reads the source's full index (named in `source`).
+    let fetch = match &source.reference {
+        Some(Reference::Digest(d)) => d.clone(),
+        _ => digest.clone(),
+    };
     let (manifest, tagged) = copier
         .copy_image(
             &src,
             &dst,
-            &digest,
+            &fetch,
             c.with_referrers,
             c.only_platforms.as_deref(),
             Some(&tag),

@@ -87,6 +87,9 @@ pub struct Intent {
     pub only_platforms: Option<Vec<String>>,
     /// A `retags:` rule: shown as `retag` even when the tag is new.
     pub is_retag: bool,
+    /// What to read at the source when it differs from `digest` (a
+    /// platform-filtered index is made from the source's full index).
+    pub source_digest: Option<Digest>,
 }
 
 pub struct PlanCx<'o> {
@@ -162,10 +165,15 @@ impl<'o> PlanCx<'o> {
     /// Where a tag will point once earlier rules' intents are applied:
     /// `(digest, content source)`.
     pub fn planned(&self, r: &RepoAddr, tag: &Tag) -> Option<(Digest, RepoAddr)> {
-        let mut hits = self
-            .intents
-            .iter()
-            .filter(|i| &i.target == r && &i.tag == tag);
+        let current = match self.repo(r) {
+            RepoView::Known(s) => s.tags.get(tag),
+            RepoView::Unknown => None,
+        };
+        // An intent that may not move an existing tag elsewhere will be
+        // blocked by `resolve`: later rules must not build on it.
+        let mut hits = self.intents.iter().filter(|i| {
+            &i.target == r && &i.tag == tag && (i.may_move || current.is_none_or(|c| *c == i.digest))
+        });
         if let Some(first) = hits.next() {
             if hits.all(|i| i.digest == first.digest) {
                 return Some((first.digest.clone(), first.source.clone()));
@@ -281,7 +289,11 @@ impl<'o> PlanCx<'o> {
             plan.changes.push(Change {
                 action,
                 target,
-                source: Some(format!("{}@{}", first.source, first.digest)),
+                source: Some(format!(
+                    "{}@{}",
+                    first.source,
+                    first.source_digest.as_ref().unwrap_or(&first.digest)
+                )),
                 digest: Some(first.digest.to_string()),
                 expect,
                 rule: rules.join(", "),

@@ -16,6 +16,7 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
         let Some(digest) = src.tags.get(&tag) else {
             continue;
         };
+        let source_digest = digest.clone();
         let (digest, only) = match &m.platforms {
             Platforms::All => (digest.clone(), None),
             Platforms::Only(wanted) => match cx.image(&m.from, digest) {
@@ -49,6 +50,7 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
         // No image details are read for plain mirror copies (platform and
         // referrer counts would cost several requests per image on a cold
         // mirror); promotions and filtered mirrors read what they check.
+        let filtered_from = (source_digest != digest).then_some(source_digest);
         cx.intents.push(Intent {
             target: m.to.clone(),
             tag: tag.clone(),
@@ -60,6 +62,7 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
             with_referrers: m.referrers,
             only_platforms: only,
             is_retag: false,
+            source_digest: filtered_from,
         });
     }
 }

@@ -41,6 +41,7 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>) {
             with_referrers: true,
             only_platforms: None,
             is_retag: false,
+            source_digest: None,
         });
     }
 }

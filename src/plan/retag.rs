@@ -81,5 +81,6 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
         with_referrers: true,
         only_platforms: None,
         is_retag: true,
+        source_digest: None,
     });
 }
