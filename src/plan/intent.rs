@@ -172,7 +172,9 @@ impl<'o> PlanCx<'o> {
         // An intent that may not move an existing tag elsewhere will be
         // blocked by `resolve`: later rules must not build on it.
         let mut hits = self.intents.iter().filter(|i| {
-            &i.target == r && &i.tag == tag && (i.may_move || current.is_none_or(|c| *c == i.digest))
+            &i.target == r
+                && &i.tag == tag
+                && (i.may_move || current.is_none_or(|c| *c == i.digest))
         });
         if let Some(first) = hits.next() {
             if hits.all(|i| i.digest == first.digest) {
