@@ -245,3 +245,46 @@ async fn saved_delete_of_a_repushed_tag_is_stale() {
         fresh
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platform_of_a_tagged_index_is_only_untagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let app: Repo = "team/app".parse().unwrap();
+    let specs = [
+        ImageSpec::new(&ago(200)).with_layer("v", "amd"),
+        ImageSpec::new(&ago(200))
+            .with_layer("v", "arm")
+            .with_platform("linux", "arm64"),
+    ];
+    regimen::testkit::push_index(&reg, &app, Some(&t("1.0")), &specs)
+        .await
+        .unwrap();
+    // The amd64 child also carries its own tag.
+    let amd = push_image(&reg, &app, Some(&t("1.0-amd64")), &specs[0])
+        .await
+        .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nretention:\n  - {name: drop-arch-tags, repos: [dev/team/app], delete: {tags: {regex: \"-amd64$\"}}}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, plan) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{plan}");
+    assert!(
+        plan.contains("untag") && plan.contains("dev/team/app:1.0-amd64"),
+        "{plan}"
+    );
+    assert!(!plan.contains("- delete"), "{plan}");
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tags(&reg, "team/app").await, ["1.0"]);
+    assert!(
+        reg.head_manifest(&app, amd.as_str())
+            .await
+            .unwrap()
+            .is_some(),
+        "the platform image stays"
+    );
+}

@@ -94,8 +94,14 @@ pub fn prune(
             (t.clone(), d.clone(), created)
         })
         .collect();
-    let mut changes =
-        super::retention::digest_level(&m.to, &to.tags, &going, &m.rule_name(), cx.now);
+    let mut changes = super::retention::digest_level(
+        &m.to,
+        &to.tags,
+        &super::retention::index_children(&m.to, &to.tags, cx.observed),
+        &going,
+        &m.rule_name(),
+        cx.now,
+    );
     for c in &mut changes {
         c.reason = format!(
             "{} gone upstream; {}",

@@ -163,6 +163,20 @@ fn plan_repo(
     let RepoView::Known(state) = cx.repo(repo) else {
         return;
     };
+    // Unknown is not absent: an image whose details could not be read might
+    // be the newest or the youngest, so nothing in this repo is deleted.
+    if state
+        .tags
+        .values()
+        .any(|d| matches!(cx.observed.image(repo, d), Some(Fact::Unknown { .. })))
+    {
+        cx.block(
+            &rule.name,
+            repo.to_string(),
+            "details of some images could not be read: no deletions in this repo",
+        );
+        return;
+    }
     let now = cx.now;
     // Every tag with its creation time; an unread time is unknown, never "old".
     let mut tags: Vec<(Tag, Digest, Option<Timestamp>)> = state
@@ -246,7 +260,15 @@ fn plan_repo(
         tags: tags.len() as u32,
         deleting: delete.len() as u32,
     });
-    out.extend(digest_level(repo, &state.tags, &delete, &rule.name, now));
+    let children = index_children(repo, &state.tags, cx.observed);
+    out.extend(digest_level(
+        repo,
+        &state.tags,
+        &children,
+        &delete,
+        &rule.name,
+        now,
+    ));
     if rule.delete.untagged_referrers == Some(true) {
         for o in cx.observed.orphans.get(repo).into_iter().flatten() {
             out.push(Change {
@@ -269,6 +291,7 @@ pub type Going = (Tag, Digest, Option<Timestamp>);
 pub fn digest_level(
     repo: &RepoAddr,
     all: &BTreeMap<Tag, Digest>,
+    children: &BTreeSet<Digest>,
     delete: &[Going],
     rule: &str,
     now: Timestamp,
@@ -284,7 +307,9 @@ pub fn digest_level(
             Some(c) => format!("{} old", age(now, c)),
             None => "age unknown".to_string(),
         };
-        if tag_count == going.len() {
+        // An image that is also a platform of a tagged index is never deleted
+        // on its own: only its tags go.
+        if tag_count == going.len() && !children.contains(digest) {
             let mut names: Vec<&Tag> = going.iter().map(|g| &g.0).collect();
             names.sort();
             out.push(Change {
@@ -306,6 +331,42 @@ pub fn digest_level(
                     reason: format!("{age_text}; the image stays for its other tags"),
                     ..Change::new(Action::Untag)
                 });
+            }
+        }
+    }
+    out
+}
+
+/// Digests that are children of the repo's tagged indexes (from the index
+/// manifests observe read).
+pub fn index_children(
+    repo: &RepoAddr,
+    tags: &BTreeMap<Tag, Digest>,
+    observed: &Observed,
+) -> BTreeSet<Digest> {
+    let mut out = BTreeSet::new();
+    for d in tags.values() {
+        let Some(Fact::Known(info)) = observed.image(repo, d) else {
+            continue;
+        };
+        let Some(index) = &info.index_manifest else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(index) else {
+            continue;
+        };
+        for m in v
+            .get("manifests")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(Ok(child)) = m
+                .get("digest")
+                .and_then(|x| x.as_str())
+                .map(str::parse::<Digest>)
+            {
+                out.insert(child);
             }
         }
     }
