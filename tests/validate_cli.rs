@@ -50,3 +50,28 @@ fn schema_command_prints_the_committed_schema() {
         "run `cargo run -- schema > schemas/regimen.schema.json`"
     );
 }
+
+#[test]
+fn values_that_would_break_later_are_rejected_at_their_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.yaml"),
+        "registries:\n  dev: {url: \"http://127.0.0.1:5000\", rate: 0.00000000001}\n\
+         retention:\n  - {name: r, repos: [dev/Team/API], delete: {older_than: 1d}}\n",
+    )
+    .unwrap();
+    let out = regimen()
+        .args(["validate", "-C", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("p.yaml:2:") && stderr.contains("`rate`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("p.yaml:4:") && stderr.contains("not a repository name"),
+        "{stderr}"
+    );
+}

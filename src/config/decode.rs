@@ -510,7 +510,17 @@ fn registry(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Registry> {
     let url = f.req("url", cx, |n, cx| endpoint(n, cx, root));
     let auth = f.opt("auth", cx, auth);
     let concurrency = f.opt("concurrency", cx, positive);
-    let rate = f.opt("rate", cx, number);
+    let rate = f.opt("rate", cx, |n, cx| {
+        let r = number(n, cx)?;
+        if r < 0.001 {
+            cx.err(
+                &n.loc,
+                format!("`rate` {r} is too small: at least 0.001 requests per second"),
+            );
+            return None;
+        }
+        Some(r)
+    });
     f.finish(cx);
     Some(Registry {
         url: url?,
@@ -704,8 +714,16 @@ fn repo_glob(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<RepoGlob> {
             return None;
         }
     };
+    let literal = !pattern.contains(['*', '?', '[', '{']);
+    if literal {
+        if let Err(e) = pattern.parse::<crate::model::Repo>() {
+            cx.err(&n.loc, e);
+            return None;
+        }
+    }
+    // `*` stays within one path segment (`dev/team/*` is not `dev/team/a/b`); `**` crosses.
     let matcher = match globset::GlobBuilder::new(pattern)
-        .literal_separator(false)
+        .literal_separator(true)
         .build()
     {
         Ok(g) => g.compile_matcher(),

@@ -295,10 +295,14 @@ impl Distribution {
             .concurrency
             .unwrap_or(crate::config::Registry::DEFAULT_CONCURRENCY)
             .max(1) as usize;
-        let rate = cfg.rate.filter(|r| *r > 0.0).map(|r| Rate {
-            interval: Duration::from_secs_f64(1.0 / r),
-            next: std::sync::Mutex::new(Instant::now()),
-        });
+        let rate = cfg
+            .rate
+            .filter(|r| *r > 0.0)
+            .and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok())
+            .map(|interval| Rate {
+                interval,
+                next: std::sync::Mutex::new(Instant::now()),
+            });
         Ok(Distribution {
             name,
             base,
@@ -711,7 +715,14 @@ impl Distribution {
             .append_pair("n", &self.page_size.to_string());
         let mut out: Vec<String> = Vec::new();
         let mut pages = 0usize;
+        // A server that ignores `last` repeats a page: stop at the first URL
+        // seen twice, or a page with nothing new.
+        let mut seen_urls: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut seen_names: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
+            if !seen_urls.insert(url.to_string()) {
+                break;
+            }
             pages += 1;
             let mut req = Req::new(Method::GET, url.clone(), scopes.clone());
             let resp = self.send(&mut req).await?;
@@ -735,7 +746,11 @@ impl Distribution {
             })?;
             let before = out.len();
             if let Some(arr) = body.get(key).and_then(|v| v.as_array()) {
-                out.extend(arr.iter().filter_map(|v| v.as_str().map(String::from)));
+                for name in arr.iter().filter_map(|v| v.as_str()) {
+                    if seen_names.insert(name.to_string()) {
+                        out.push(name.to_string());
+                    }
+                }
             }
             match next {
                 Some(n) if out.len() > before && pages < 1_000_000 => {
