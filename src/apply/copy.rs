@@ -64,7 +64,7 @@ impl Copier {
         digest: &Digest,
         referrers: bool,
         only_platforms: Option<&[String]>,
-        tag: Option<&Tag>,
+        tag: Option<(&Tag, Option<&Digest>)>,
     ) -> Result<(Manifest, bool), RegistryError> {
         let m = fetch_manifest(src, digest).await?;
         let m = match only_platforms {
@@ -126,7 +126,7 @@ impl Copier {
         src: &'s Side<'_>,
         dst: &'s Side<'_>,
         m: Manifest,
-        tag: Option<&'s Tag>,
+        tag: Option<(&'s Tag, Option<&'s Digest>)>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, RegistryError>> + Send + 's>>
     {
         Box::pin(async move {
@@ -158,7 +158,12 @@ impl Copier {
                         .await?;
                 }
             }
-            dst.reg.put_manifest(dst.repo, tag, &m).await?;
+            if let Some((t, expect)) = tag {
+                check_tag(dst, t, expect).await?;
+            }
+            dst.reg
+                .put_manifest(dst.repo, tag.map(|(t, _)| t), &m)
+                .await?;
             Ok(tag.is_some())
         })
     }
@@ -235,6 +240,30 @@ impl Copier {
             }
         }
     }
+}
+
+/// Compare-and-swap right before a tag write: the tag must still be where
+/// the plan found it (`None`: absent); else a `Conflict` error.
+pub async fn check_tag(
+    dst: &Side<'_>,
+    tag: &Tag,
+    expect: Option<&Digest>,
+) -> Result<(), RegistryError> {
+    let now = dst
+        .reg
+        .head_manifest(dst.repo, tag.as_str())
+        .await?
+        .map(|h| h.digest);
+    if now.as_ref() != expect {
+        let found = now
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "absent".into());
+        return Err(RegistryError::new(
+            ErrorKind::Conflict,
+            format!("{}:{tag} changed while copying: now {found}", dst.at()),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a manifest by digest and checks the bytes hash to it.

@@ -168,17 +168,22 @@ async fn apply_one(
         Some(Reference::Digest(d)) => d.clone(),
         _ => digest.clone(),
     };
-    let (manifest, tagged) = copier
+    let copied = copier
         .copy_image(
             &src,
             &dst,
             &fetch,
             c.with_referrers,
             c.only_platforms.as_deref(),
-            Some(&tag),
+            Some((&tag, current.as_ref())),
         )
-        .await
-        .map_err(err)?;
+        .await;
+    let (manifest, tagged) = match copied {
+        Err(e) if e.kind == crate::registry::ErrorKind::Conflict => {
+            return Ok(Outcome::Stale(e.message))
+        }
+        other => other.map_err(err)?,
+    };
     if tagged {
         // Put under the tag directly, after everything under it (the digest
         // was checked against the plan's when it was fetched).
@@ -190,7 +195,14 @@ async fn apply_one(
             c.target, manifest.digest, digest
         )));
     }
-    // The manifest and everything under it are in place: now the tag.
+    // The manifest and everything under it are in place: now the tag, if it
+    // is still where the plan found it (a copy can take minutes).
+    if let Err(e) = copy::check_tag(&dst, &tag, current.as_ref()).await {
+        return match e.kind {
+            crate::registry::ErrorKind::Conflict => Ok(Outcome::Stale(e.message)),
+            _ => Err(err(e)),
+        };
+    }
     dst_reg
         .put_manifest(&target.repo.repo, Some(&tag), &manifest)
         .await
@@ -300,7 +312,10 @@ async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> 
         .await
         .map_err(err)?
     {
-        reg.delete_manifest(repo, &h.digest).await.map_err(err)?;
+        match reg.delete_manifest(repo, &h.digest).await {
+            Err(e) if !e.is_not_found() => return Err(err(e)),
+            _ => {}
+        }
     }
     Ok(Outcome::Done)
 }

@@ -1424,7 +1424,11 @@ pub async fn remove_tag_safely(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Re
         .map_err(|e| RegistryError::other(format!("placeholder manifest: {e}")))?;
     let m = Manifest::from_bytes(bytes, Some(MediaType::OCI_MANIFEST))?;
     reg.put_manifest(repo, Some(tag), &m).await?;
-    reg.delete_manifest(repo, &m.digest).await
+    // A retried DELETE that already took effect answers 404: that is success.
+    match reg.delete_manifest(repo, &m.digest).await {
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,8 @@ pub enum ErrorKind {
     Denied,
     /// Content did not hash to the digest it was written or served under.
     DigestMismatch,
+    /// The target changed under a compare-and-swap.
+    Conflict,
     /// Anything else: I/O, protocol, server errors after retries.
     Other,
 }
