@@ -36,7 +36,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::sync::{Mutex as AsyncMutex, OnceCell, Semaphore};
 
 use super::auth::{self, Challenge, Credentials, Secret, TokenResponse};
-use super::manifest::{MediaType, Parsed};
+use super::manifest::MediaType;
 use super::{
     BlobStream, Descriptor, ErrorKind, Manifest, ManifestHead, Registry, RegistryError, Result,
 };
@@ -868,7 +868,12 @@ impl Distribution {
         if !index.get("manifests").is_some_and(|v| v.is_array()) {
             index["manifests"] = json!([]);
         }
-        let list = index["manifests"].as_array_mut().expect("array");
+        let Some(list) = index["manifests"].as_array_mut() else {
+            return Err(RegistryError::other(format!(
+                "{}/{repo}: the referrers index {tag} has no manifest list",
+                self.name
+            )));
+        };
         if list.iter().any(|e| e.get("digest") == desc.get("digest")) {
             return Ok(());
         }
@@ -1114,14 +1119,13 @@ impl Registry for Distribution {
         };
         let processed = self.put_manifest_raw(repo, &reference, manifest).await?;
         let parsed = manifest.parse().ok();
-        if let Some(subject) = parsed.as_ref().and_then(Parsed::subject) {
+        if let Some((p, subject)) = parsed.as_ref().and_then(|p| p.subject().map(|s| (p, s))) {
             if processed {
                 self.referrers_api.store(REFERRERS_YES, Ordering::Relaxed);
             } else {
                 // No `OCI-Subject`: the registry has no referrers API; keep
                 // the tag schema index up to date so others find this one.
                 self.referrers_api.store(REFERRERS_NO, Ordering::Relaxed);
-                let p = parsed.as_ref().expect("parsed");
                 let mut desc = json!({
                     "mediaType": manifest.media_type,
                     "digest": manifest.digest,
@@ -1435,6 +1439,7 @@ pub async fn remove_tag_safely(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Re
 mod tests {
     use super::*;
     use crate::config::{Auth, Endpoint};
+    use crate::registry::manifest::Parsed;
     use crate::testkit::{self, ImageSpec};
     use futures_util::TryStreamExt;
     use std::process::{Child, Command, Stdio};
