@@ -93,11 +93,25 @@ fn print_diagnostics(diags: &[config::Diagnostic]) {
 
 fn load(dir: &Path) -> Option<config::Policy> {
     match config::load(dir) {
-        Ok(p) => Some(p),
+        Ok(p) => {
+            warn_unimplemented(&p);
+            Some(p)
+        }
         Err(diags) => {
             print_diagnostics(&diags);
             None
         }
+    }
+}
+
+/// Sections this version validates but does not act on yet: say so, so a
+/// valid policy is never mistaken for an enforced one.
+fn warn_unimplemented(p: &config::Policy) {
+    if !p.hosts.is_empty() {
+        eprintln!("warning: `hosts:` is validated but not reconciled by this version of regimen");
+    }
+    if p.policies.is_some() {
+        eprintln!("warning: `policies:` is validated but not evaluated by this version of regimen (no violations are reported)");
     }
 }
 
