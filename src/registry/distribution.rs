@@ -527,7 +527,9 @@ impl Distribution {
             for (k, v) in &req.headers {
                 rb = rb.header(k, v);
             }
-            if let Some(a) = auth {
+            // Credentials go to the registry itself only, never to another
+            // origin a `Link` or `Location` header names (blob storage, CDNs).
+            if let Some(a) = auth.filter(|_| req.url.origin() == self.base.origin()) {
                 rb = rb.header(AUTHORIZATION, a);
             }
             rb = match &mut req.body {
@@ -972,7 +974,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
-    s
+    strip_url_queries(&s)
+}
+
+/// Removes query strings from URLs inside a message: pre-signed blob URLs
+/// (S3, GCS) carry credentials there, and errors end up in plans and logs.
+fn strip_url_queries(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("http") {
+        let (before, url_on) = rest.split_at(i);
+        out.push_str(before);
+        let end = url_on
+            .find(|c: char| c.is_whitespace() || c == ')' || c == '"')
+            .unwrap_or(url_on.len());
+        let (url, after) = url_on.split_at(end);
+        out.push_str(url.split('?').next().unwrap_or(url));
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Passes a blob through, failing at the end when it does not hash to its digest.
@@ -1440,6 +1461,18 @@ mod tests {
     use super::*;
     use crate::config::{Auth, Endpoint};
     use crate::registry::manifest::Parsed;
+
+    #[test]
+    fn error_messages_never_carry_url_queries() {
+        let m = strip_url_queries(
+            "error sending request for url (https://bucket.s3.amazonaws.com/blob?X-Amz-Signature=secret&X-Amz-Security-Token=t): timed out",
+        );
+        assert_eq!(
+            m,
+            "error sending request for url (https://bucket.s3.amazonaws.com/blob): timed out"
+        );
+        assert!(!m.contains("secret"));
+    }
     use crate::testkit::{self, ImageSpec};
     use futures_util::TryStreamExt;
     use std::process::{Child, Command, Stdio};
