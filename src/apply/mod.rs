@@ -212,7 +212,7 @@ async fn apply_one(
 
 /// Removes one tag and nothing else (tag DELETE, else a unique placeholder
 /// deleted by digest); shared by every backend.
-pub use crate::registry::distribution::remove_tag_safely as remove_tag;
+pub use crate::registry::remove_tag;
 
 async fn untag(c: &Change, registries: &Registries) -> Result<Outcome, String> {
     let target: ImageRef = parse("target", Some(&c.target))?;

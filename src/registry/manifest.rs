@@ -145,6 +145,15 @@ impl Manifest {
         }
     }
 
+    /// What a HEAD would have told about this manifest.
+    pub fn head(&self) -> super::ManifestHead {
+        super::ManifestHead {
+            digest: self.digest.clone(),
+            media_type: self.media_type.clone(),
+            size: self.bytes.len() as u64,
+        }
+    }
+
     pub fn descriptor(&self) -> Descriptor {
         Descriptor {
             media_type: self.media_type.clone(),

@@ -207,3 +207,69 @@ pub fn open_all(policy: &crate::config::Policy) -> crate::observe::Registries {
         .map(|(n, c)| (n.clone(), open(n, c, &policy.root)))
         .collect()
 }
+
+/// Removes `tag` from `repo` without touching the image it points at (which
+/// other tags may share): DELETE by tag where the registry allows it, else
+/// point the tag at a tiny unique placeholder manifest and delete that by
+/// digest (the distribution registry refuses DELETE by tag).
+pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()> {
+    match reg.delete_tag(repo, tag).await {
+        Err(e) if e.kind == ErrorKind::Unsupported => {}
+        other => return other,
+    }
+    if reg.head_manifest(repo, tag.as_str()).await?.is_none() {
+        return Err(RegistryError::not_found(format!(
+            "{}/{repo}:{tag}",
+            reg.name()
+        )));
+    }
+    // Deleting by digest must work, or the tag would be left on the
+    // placeholder: probe with a digest that cannot exist.
+    let probe = Digest::sha256_of(format!("regimen delete probe {repo} {tag}").as_bytes());
+    match reg.delete_manifest(repo, &probe).await {
+        Ok(()) => {}
+        Err(e) if e.kind == ErrorKind::NotFound => {}
+        Err(e) if e.kind == ErrorKind::Unsupported => {
+            return Err(RegistryError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{}/{repo}:{tag}: the registry allows neither tag nor manifest deletion ({})",
+                    reg.name(),
+                    e.message
+                ),
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    const EMPTY: &[u8] = b"{}";
+    let empty = Digest::sha256_of(EMPTY);
+    if reg.head_blob(repo, &empty).await?.is_none() {
+        let s: BlobStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(EMPTY))]));
+        reg.put_blob(repo, &empty, EMPTY.len() as u64, s).await?;
+    }
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let empty_desc = serde_json::json!({"mediaType": MediaType::OCI_EMPTY, "digest": empty, "size": EMPTY.len()});
+    let placeholder = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MediaType::OCI_MANIFEST,
+        "artifactType": "application/vnd.regimen.placeholder.v1",
+        "config": empty_desc,
+        "layers": [empty_desc],
+        "annotations": {
+            "dev.regimen.placeholder.tag": tag.as_str(),
+            "dev.regimen.placeholder.nonce": format!("{nonce}-{}", std::process::id()),
+        },
+    });
+    let bytes = serde_json::to_vec(&placeholder)
+        .map_err(|e| RegistryError::other(format!("placeholder manifest: {e}")))?;
+    let m = Manifest::from_bytes(bytes, Some(MediaType::OCI_MANIFEST))?;
+    reg.put_manifest(repo, Some(tag), &m).await?;
+    // A retried DELETE that already took effect answers 404: that is success.
+    match reg.delete_manifest(repo, &m.digest).await {
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}

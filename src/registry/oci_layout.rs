@@ -834,11 +834,7 @@ impl Registry for OciLayout {
             None => Ok(self
                 .load_manifest(repo, &digest, None, via_tag, reference)
                 .await?
-                .map(|m| ManifestHead {
-                    size: m.bytes.len() as u64,
-                    digest: m.digest,
-                    media_type: m.media_type,
-                })),
+                .map(|m| m.head())),
         }
     }
 
