@@ -1,6 +1,7 @@
 //! Reading the real world into `Observed`: every fact is `Known` or
 //! `Unknown { reason }`, and the planner never reads an unknown as absent.
 
+mod hosts;
 mod read;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Digest, RepoAddr, Tag, Timestamp};
 
+pub use hosts::observe_hosts;
 pub use read::{observe, read_repo, Registries};
 
 /// A fact that was either read or could not be.
@@ -38,6 +40,54 @@ pub struct Observed {
     pub orphans: BTreeMap<RepoAddr, Vec<Orphan>>,
     /// Details of images by (repo, digest), read where the plan needs them.
     pub images: BTreeMap<(RepoAddr, Digest), Fact<ImageInfo>>,
+    /// Docker/Podman hosts of `hosts:`, by name.
+    pub hosts: BTreeMap<String, Fact<HostState>>,
+}
+
+/// What a Docker/Podman engine holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostState {
+    pub images: Vec<HostImage>,
+    pub containers: Vec<HostContainer>,
+}
+
+/// One image in an engine's store, with the names the engine shows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostImage {
+    /// The engine's image ID (`sha256:` of the config).
+    pub id: String,
+    /// `host:port/repo:tag` names.
+    pub tags: Vec<String>,
+    /// `host:port/repo@sha256:…`: the registry manifests it was pulled as.
+    pub repo_digests: Vec<String>,
+    pub created: Option<Timestamp>,
+    pub size: u64,
+}
+
+/// One container, running or not.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostContainer {
+    pub id: String,
+    pub name: String,
+    /// The image as the container was created from it (name or ID).
+    pub image: String,
+    pub image_id: String,
+    pub running: bool,
+    pub started: Option<Timestamp>,
+}
+
+impl HostState {
+    /// Containers (of any state) created from this image.
+    pub fn users<'a>(&'a self, image: &'a HostImage) -> impl Iterator<Item = &'a HostContainer> {
+        self.containers
+            .iter()
+            .filter(move |c| same_id(&c.image_id, &image.id))
+    }
+}
+
+/// Engines differ on whether IDs carry `sha256:`.
+pub fn same_id(a: &str, b: &str) -> bool {
+    a.trim_start_matches("sha256:") == b.trim_start_matches("sha256:")
 }
 
 /// A repository's tags and where they point. An absent repository is known

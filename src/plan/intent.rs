@@ -53,6 +53,11 @@ pub fn needs(d: &Desired) -> Needs {
             }
         }
     }
+    for h in d.hosts.values() {
+        for img in &h.images.present {
+            n.repos.insert(img.repo.clone());
+        }
+    }
     for r in &d.retention {
         for g in &r.repos {
             if g.is_literal() {

@@ -3,6 +3,7 @@
 //! (this tag should point at that digest, for this rule) or blocked items;
 //! `resolve` turns intents into changes, surfacing conflicts.
 
+mod hosts;
 mod intent;
 mod mirror;
 mod promote;
@@ -37,16 +38,38 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         retention::plan(r, &protect, &mut cx, &mut deletions, &mut report);
     }
     for m in desired.mirrors.iter().filter(|m| m.prune) {
-        mirror::prune(m, &protect, &cx, &mut deletions);
+        if protect.unknown_hosts.is_empty() {
+            mirror::prune(m, &protect, &cx, &mut deletions);
+        } else {
+            cx.block(
+                &m.rule_name(),
+                m.to.to_string(),
+                format!(
+                    "host {} could not be read: what it runs is unknown, so nothing is pruned",
+                    protect.unknown_hosts.join(", ")
+                ),
+            );
+        }
     }
+    let mut host_changes = Vec::new();
+    hosts::plan(desired, &mut cx, &mut host_changes, &mut report.kept);
     let mut plan = cx.resolve();
     plan.changes.extend(deletions);
+    plan.changes.extend(host_changes);
     plan.retention = report.repos;
     plan.kept = report.kept;
     for (repo, fact) in &observed.repos {
         if let Fact::Unknown { reason } = fact {
             plan.unobserved.push(Unobserved {
                 subject: repo.to_string(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    for (host, fact) in &observed.hosts {
+        if let Fact::Unknown { reason } = fact {
+            plan.unobserved.push(Unobserved {
+                subject: format!("host:{host}"),
                 reason: reason.clone(),
             });
         }

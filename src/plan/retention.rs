@@ -58,6 +58,23 @@ pub fn rule_repos(
 pub struct Protected {
     pub tags: BTreeMap<(RepoAddr, Tag), String>,
     pub digests: BTreeMap<(RepoAddr, Digest), String>,
+    /// Hosts that could not be read: what they run is unknown, so nothing is deleted.
+    pub unknown_hosts: Vec<String>,
+}
+
+/// Indexes observed in `repo` that list `child` as a platform.
+fn indexes_containing(repo: &RepoAddr, child: &Digest, observed: &Observed) -> Vec<Digest> {
+    observed
+        .images
+        .iter()
+        .filter(|((r, _), f)| {
+            r == repo &&
+            f.known()
+                    .and_then(|i| i.index_manifest.as_deref())
+                .is_some_and(|m| m.contains(child.as_str()))
+        })
+        .map(|((_, d), _)| d.clone())
+        .collect()
 }
 
 pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
@@ -90,6 +107,31 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
             );
         }
     }
+    // What hosts' containers run (any state: a stopped container can be
+    // started again), by the registry manifests the engine pulled it as; an
+    // index whose platform a container runs stays too.
+    let addrs = crate::host::address::Addresses::from_policy(desired);
+    for (name, fact) in &cx.observed.hosts {
+        let Fact::Known(state) = fact else {
+            p.unknown_hosts.push(name.clone());
+            continue;
+        };
+        for img in &state.images {
+            let Some(c) = state.users(img).next() else {
+                continue;
+            };
+            for rd in &img.repo_digests {
+                let Some((repo, digest)) = addrs.repo_digest(rd) else {
+                    continue;
+                };
+                let why = format!("run by container {} on host {name}", c.name);
+                for index in indexes_containing(&repo, &digest, cx.observed) {
+                    p.digests.insert((repo.clone(), index), why.clone());
+                }
+                p.digests.insert((repo, digest), why);
+            }
+        }
+    }
     for (name, h) in &desired.hosts {
         for img in &h.images.present {
             if let Some(t) = img.tag() {
@@ -117,6 +159,21 @@ pub fn plan(
     out: &mut Vec<Change>,
     report: &mut Report,
 ) {
+    if !protect.unknown_hosts.is_empty() {
+        cx.block(
+            &rule.name,
+            rule.repos
+                .iter()
+                .map(|g| format!("{}/{}", g.registry, g.pattern))
+                .collect::<Vec<_>>()
+                .join(", "),
+            format!(
+                "host {} could not be read: what it runs is unknown, so nothing is deleted",
+                protect.unknown_hosts.join(", ")
+            ),
+        );
+        return;
+    }
     let (repos, unknown_catalogs) = rule_repos(rule, cx.observed);
     for reg in unknown_catalogs {
         cx.block(

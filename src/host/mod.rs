@@ -1,0 +1,326 @@
+//! Docker/Podman hosts over the Docker Engine API (bollard): what an engine
+//! holds, and the few mutations the plan may ask for (pull, remove an
+//! image, stop a container). Podman's compatible API serves the same calls.
+
+pub mod address;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bollard::query_parameters::{
+    CreateImageOptions, InspectContainerOptions, ListContainersOptions, ListImagesOptions,
+    RemoveImageOptions, StopContainerOptions, TagImageOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use crate::config::{Host, Policy};
+use crate::model::Timestamp;
+use crate::observe::{HostContainer, HostImage, HostState};
+use crate::registry::auth::Credentials;
+
+/// Seconds an engine call may take before the host counts as unreachable.
+const TIMEOUT_SECS: u64 = 120;
+/// Seconds a container gets to exit after SIGTERM when stopped.
+const STOP_GRACE_SECS: i32 = 10;
+
+/// An engine connection for one policy host.
+pub struct Engine {
+    name: String,
+    docker: Docker,
+}
+
+/// The policy's hosts, opened; a host that could not be opened maps to why.
+pub type Hosts = BTreeMap<String, Result<Arc<Engine>, String>>;
+
+/// Opens every host of the policy (lazily: nothing is sent until used).
+pub async fn open_all(policy: &Policy) -> Hosts {
+    let mut out = BTreeMap::new();
+    for (name, h) in &policy.hosts {
+        out.insert(name.clone(), Engine::open(name, h).await.map(Arc::new));
+    }
+    out
+}
+
+fn err(host: &str, what: &str, e: bollard::errors::Error) -> String {
+    let detail = match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{status_code}: {}", message.trim()),
+        other => other.to_string(),
+    };
+    format!("host {host}: {what}: {detail}")
+}
+
+/// `404` from the engine: the object is not there.
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Engine {
+    /// Connects and agrees on an API version with the engine (old Podman
+    /// speaks 1.41; new Docker refuses very old clients).
+    pub async fn open(name: &str, h: &Host) -> Result<Engine, String> {
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = if let Some(path) = h.endpoint.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, TIMEOUT_SECS, version)
+        } else if let Some(tls) = &h.tls {
+            Docker::connect_with_ssl(
+                &h.endpoint,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                TIMEOUT_SECS,
+                version,
+            )
+        } else {
+            Docker::connect_with_http(&h.endpoint, TIMEOUT_SECS, version)
+        }
+        .map_err(|e| format!("host {name}: cannot connect to {}: {e}", h.endpoint))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| err(name, &format!("cannot reach {}", h.endpoint), e))?;
+        Ok(Engine {
+            name: name.to_string(),
+            docker,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Images and containers, with each container's start time.
+    pub async fn observe(&self) -> Result<HostState, String> {
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                all: false,
+                digests: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| err(&self.name, "listing images", e))?;
+        let summaries = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| err(&self.name, "listing containers", e))?;
+        let mut containers = Vec::new();
+        for c in summaries {
+            let Some(id) = c.id.clone() else { continue };
+            // The list has no start time; inspect has.
+            let state = match self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => i.state,
+                // Removed between list and inspect: it no longer exists.
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(err(&self.name, &format!("inspecting container {id}"), e)),
+            };
+            let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
+            let started = state
+                .as_ref()
+                .and_then(|s| s.started_at.as_deref())
+                .and_then(Timestamp::parse_rfc3339)
+                .filter(|t| t.0 > 0);
+            containers.push(HostContainer {
+                name: c
+                    .names
+                    .as_ref()
+                    .and_then(|n| n.first())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_else(|| id.clone()),
+                id,
+                image: c.image.unwrap_or_default(),
+                image_id: c.image_id.unwrap_or_default(),
+                running,
+                started,
+            });
+        }
+        Ok(HostState {
+            images: images
+                .into_iter()
+                .map(|i| HostImage {
+                    id: normal_id(&i.id),
+                    tags: i
+                        .repo_tags
+                        .into_iter()
+                        .filter(|t| t != "<none>:<none>")
+                        .collect(),
+                    repo_digests: i
+                        .repo_digests
+                        .into_iter()
+                        .filter(|t| t != "<none>@<none>")
+                        .collect(),
+                    created: (i.created > 0).then_some(Timestamp(i.created)),
+                    size: i.size.max(0) as u64,
+                })
+                .collect(),
+            containers,
+        })
+    }
+
+    /// The image ID and repo digests an engine name resolves to, if any.
+    pub async fn inspect_image(&self, name: &str) -> Result<Option<(String, Vec<String>)>, String> {
+        match self.docker.inspect_image(name).await {
+            Ok(i) => Ok(Some((
+                normal_id(&i.id.unwrap_or_default()),
+                i.repo_digests.unwrap_or_default(),
+            ))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(err(&self.name, &format!("inspecting image {name}"), e)),
+        }
+    }
+
+    /// Pulls `repo@digest` (exactly that content, whatever the tag does
+    /// meanwhile) and, when given, names it `repo:tag`.
+    pub async fn pull(
+        &self,
+        repo: &str,
+        digest: &str,
+        tag: Option<&str>,
+        creds: &Credentials,
+    ) -> Result<(), String> {
+        let by_digest = format!("{repo}@{digest}");
+        let credentials = match creds {
+            Credentials::Anonymous => None,
+            Credentials::Basic { username, password } => Some(bollard::auth::DockerCredentials {
+                username: Some(username.clone()),
+                password: Some(password.expose().to_string()),
+                serveraddress: repo.split('/').next().map(str::to_string),
+                ..Default::default()
+            }),
+        };
+        let mut stream = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(by_digest.clone()),
+                ..Default::default()
+            }),
+            None,
+            credentials,
+        );
+        while let Some(msg) = stream.next().await {
+            let info = msg.map_err(|e| err(&self.name, &format!("pulling {by_digest}"), e))?;
+            if let Some(detail) = info.error_detail {
+                return Err(format!(
+                    "host {}: pulling {by_digest}: {}",
+                    self.name,
+                    detail.message.unwrap_or_default()
+                ));
+            }
+        }
+        if let Some(tag) = tag {
+            self.docker
+                .tag_image(
+                    &by_digest,
+                    Some(TagImageOptions {
+                        repo: Some(repo.to_string()),
+                        tag: Some(tag.to_string()),
+                    }),
+                )
+                .await
+                .map_err(|e| err(&self.name, &format!("tagging {repo}:{tag}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes an image: each of its names first (so no `--force` is
+    /// needed, which on Podman would also remove containers), then the ID.
+    pub async fn remove_image(&self, id: &str, names: &[String]) -> Result<(), String> {
+        let plain = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        for n in names {
+            match self
+                .docker
+                .remove_image(n, Some(plain.clone()), None)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(err(&self.name, &format!("removing {n}"), e)),
+            }
+        }
+        match self.docker.remove_image(id, Some(plain), None).await {
+            Ok(_) => Ok(()),
+            // The last name's removal already deleted it.
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(err(&self.name, &format!("removing image {id}"), e)),
+        }
+    }
+
+    /// `(running, image ID)` of a container, `None` when it is gone.
+    pub async fn container(&self, id: &str) -> Result<Option<(bool, String)>, String> {
+        match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => Ok(Some((
+                i.state.and_then(|s| s.running).unwrap_or(false),
+                normal_id(&i.image.unwrap_or_default()),
+            ))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(err(&self.name, &format!("inspecting container {id}"), e)),
+        }
+    }
+
+    /// IDs of containers (any state) created from this image.
+    pub async fn users_of(&self, image_id: &str) -> Result<Vec<String>, String> {
+        let all = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| err(&self.name, "listing containers", e))?;
+        Ok(all
+            .into_iter()
+            .filter(|c| {
+                c.image_id
+                    .as_deref()
+                    .is_some_and(|i| crate::observe::same_id(i, image_id))
+            })
+            .filter_map(|c| c.id)
+            .collect())
+    }
+
+    pub async fn stop_container(&self, id: &str) -> Result<(), String> {
+        self.docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(STOP_GRACE_SECS),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| err(&self.name, &format!("stopping container {id}"), e))
+    }
+}
+
+/// Image IDs as `sha256:<hex>` (Podman leaves the prefix off in places).
+fn normal_id(id: &str) -> String {
+    if id.is_empty() || id.contains(':') {
+        id.to_string()
+    } else {
+        format!("sha256:{id}")
+    }
+}
