@@ -80,8 +80,8 @@ fn present(
         let local = state
             .images
             .iter()
-            .find(|i| i.tags.iter().any(|t| *t == engine_tag));
-        if local.is_some_and(|i| i.repo_digests.iter().any(|d| *d == engine_digest)) {
+            .find(|i| i.tags.contains(&engine_tag));
+        if local.is_some_and(|i| i.repo_digests.contains(&engine_digest)) {
             continue;
         }
         let reason = match local {
@@ -194,7 +194,7 @@ fn prune(
 fn is_named(img: &HostImage, p: &ImageRef, addrs: &Addresses) -> bool {
     addrs
         .to_engine(p)
-        .is_some_and(|n| img.tags.iter().any(|t| *t == n))
+        .is_some_and(|n| img.tags.contains(&n))
 }
 
 /// `reg/repo` of `reg/repo:tag` (a colon after the last slash is a tag).
