@@ -38,6 +38,10 @@ pub struct Observed {
     pub orphans: BTreeMap<RepoAddr, Vec<Orphan>>,
     /// Details of images by (repo, digest), read where the plan needs them.
     pub images: BTreeMap<(RepoAddr, Digest), Fact<ImageInfo>>,
+    /// Scan reports by (repo, referrer digest): what the referrer's report
+    /// layers say, or why they could not be read or parsed. Read for
+    /// candidates of promotions with `require.vulnerabilities`.
+    pub reports: BTreeMap<(RepoAddr, Digest), Fact<Vec<crate::scan::Report>>>,
 }
 
 /// A repository's tags and where they point. An absent repository is known
@@ -65,7 +69,14 @@ pub struct ImageInfo {
     pub referrers: Vec<ReferrerInfo>,
     /// The raw index JSON, for platform-filtered mirrors.
     pub index_manifest: Option<String>,
+    /// `org.opencontainers.image.base.name`: the manifest's (an index's, else
+    /// its first child's) annotation, else the config label of that name.
+    #[serde(default)]
+    pub base_name: Option<String>,
 }
+
+/// The annotation (or config label) naming an image's base image.
+pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 
 /// A referrers-schema tag whose subject no longer exists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
