@@ -617,7 +617,10 @@ fn vuln_gate(n: &Node, cx: &mut Cx) -> Option<VulnGate> {
     let artifact_types = f.opt("artifact_types", cx, |n, cx| {
         let v = list(n, cx, string)?;
         if v.is_empty() {
-            cx.err(&n.loc, "`artifact_types` must name at least one artifact type");
+            cx.err(
+                &n.loc,
+                "`artifact_types` must name at least one artifact type",
+            );
             return None;
         }
         Some(v)

@@ -139,7 +139,10 @@ async fn read_report(
             ..
         } => (layers, annotations),
         Parsed::Index { .. } => {
-            return Err(format!("report {} is an index, not an artifact", digest.short()))
+            return Err(format!(
+                "report {} is an index, not an artifact",
+                digest.short()
+            ))
         }
     };
     let annotated = annotations
@@ -167,8 +170,8 @@ async fn read_report(
                 layer.digest.short()
             ));
         }
-        let parsed = crate::scan::parse(&bytes)
-            .map_err(|e| format!("report {}: {e}", digest.short()))?;
+        let parsed =
+            crate::scan::parse(&bytes).map_err(|e| format!("report {}: {e}", digest.short()))?;
         out.extend(parsed.into_iter().map(|mut r| {
             r.created = r.created.or(annotated);
             r

@@ -207,7 +207,9 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
             }
         }
     }
-    out.sort_by(|a, b| (&a.policy, &a.subject, &a.message).cmp(&(&b.policy, &b.subject, &b.message)));
+    out.sort_by(|a, b| {
+        (&a.policy, &a.subject, &a.message).cmp(&(&b.policy, &b.subject, &b.message))
+    });
     out.dedup();
     out
 }
@@ -218,7 +220,10 @@ mod tests {
 
     #[test]
     fn references_are_stripped_to_the_repo() {
-        assert_eq!(strip_reference("local/mirror/alpine:3.19"), "local/mirror/alpine");
+        assert_eq!(
+            strip_reference("local/mirror/alpine:3.19"),
+            "local/mirror/alpine"
+        );
         assert_eq!(
             strip_reference("127.0.0.1:5000/mirror/alpine"),
             "127.0.0.1:5000/mirror/alpine"

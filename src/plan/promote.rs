@@ -221,9 +221,9 @@ fn findings_above(gate: &VulnGate, reports: &[&Report]) -> Option<String> {
             if sev <= gate.max_severity {
                 continue;
             }
-            let e = over
-                .entry(f.id.as_str())
-                .or_insert((sev, BTreeSet::new(), f.severity.is_none()));
+            let e =
+                over.entry(f.id.as_str())
+                    .or_insert((sev, BTreeSet::new(), f.severity.is_none()));
             if sev > e.0 {
                 e.0 = sev;
                 e.2 = f.severity.is_none();
@@ -240,11 +240,7 @@ fn findings_above(gate: &VulnGate, reports: &[&Report]) -> Option<String> {
             format!(
                 "{id} ({}{})",
                 tools.join(", "),
-                if *unknown {
-                    ", unknown severity"
-                } else {
-                    ""
-                }
+                if *unknown { ", unknown severity" } else { "" }
             )
         })
         .collect();
