@@ -232,9 +232,11 @@ fn findings_above(gate: &VulnGate, reports: &[&Report]) -> Option<String> {
         }
     }
     let worst = over.values().map(|v| v.0).max()?;
-    let named: Vec<String> = over
-        .iter()
-        .filter(|(_, v)| v.0 == worst)
+    // Findings the tool rated come before those counted as critical for lack of a rating.
+    let mut worst_ids: Vec<_> = over.iter().filter(|(_, v)| v.0 == worst).collect();
+    worst_ids.sort_by_key(|(id, v)| (v.2, **id));
+    let named: Vec<String> = worst_ids
+        .into_iter()
         .map(|(id, (_, tools, unknown))| {
             let tools: Vec<&str> = tools.iter().copied().collect();
             format!(
