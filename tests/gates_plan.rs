@@ -470,3 +470,29 @@ fn unknown_details_are_unobserved_not_clean_or_violating() {
     assert!(p.violations.is_empty());
     assert!(!p.complete);
 }
+
+#[test]
+fn gate_and_policy_keys_are_validated_with_locations() {
+    let text = "registries:\n  staging: {url: \"http://127.0.0.1:5001\"}\n\
+        promotions:\n  - name: api\n    from: staging/a\n    to: staging/b\n    require:\n      vulnerabilities: {max_severity: hihg, artifact_types: [], scaners: 2}\n\
+        policies: {base_images: [\"prod/[mirror\"]}\n";
+    let errs =
+        config::load_texts(Path::new("."), &[(Arc::from("p.yaml"), text.to_string())]).unwrap_err();
+    let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let all = msgs.join("\n");
+    assert!(
+        all.contains("p.yaml:8:")
+            && all.contains("unknown severity `hihg`")
+            && all.contains("did you mean `high`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`artifact_types` must name at least one artifact type"),
+        "{all}"
+    );
+    assert!(all.contains("did you mean `scanners`"), "{all}");
+    assert!(
+        all.contains("p.yaml:9:") && all.contains("`prod/[mirror` is not a valid glob"),
+        "{all}"
+    );
+}
