@@ -12,5 +12,6 @@ pub mod observe;
 pub mod plan;
 pub mod registry;
 pub mod render;
+pub mod scan;
 #[doc(hidden)]
 pub mod testkit;

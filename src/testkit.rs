@@ -383,6 +383,28 @@ pub async fn push_referrer_with_annotations(
         })
 }
 
+/// Attaches a scan report (SARIF, Trivy or Grype JSON bytes) to `subject` as
+/// a referrer of `artifact_type`, the way `oras attach` and `trivy … --format
+/// sarif | oras attach` do; `created` becomes the referrer's
+/// `org.opencontainers.image.created` annotation. Returns the referrer's digest.
+pub async fn push_scan_report(
+    reg: &dyn Registry,
+    repo: &Repo,
+    subject: &Digest,
+    artifact_type: &str,
+    report: &[u8],
+    created: Option<Timestamp>,
+) -> anyhow::Result<Digest> {
+    let mut annotations = BTreeMap::new();
+    if let Some(c) = created {
+        annotations.insert(
+            "org.opencontainers.image.created".to_string(),
+            c.to_rfc3339(),
+        );
+    }
+    push_referrer_with_annotations(reg, repo, subject, artifact_type, report, &annotations).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,8 +110,8 @@ fn warn_unimplemented(p: &config::Policy) {
     if !p.hosts.is_empty() {
         eprintln!("warning: `hosts:` is validated but not reconciled by this version of regimen");
     }
-    if p.policies.is_some() {
-        eprintln!("warning: `policies:` is validated but not evaluated by this version of regimen (no violations are reported)");
+    if p.policies.as_ref().is_some_and(|x| x.registries.is_some()) && !p.hosts.is_empty() {
+        eprintln!("warning: `policies.registries` is checked for hosts' `present` images only; running containers are not inspected by this version of regimen");
     }
 }
 

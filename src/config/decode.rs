@@ -614,12 +614,24 @@ fn vuln_gate(n: &Node, cx: &mut Cx) -> Option<VulnGate> {
     let scanners = f.opt("scanners", cx, positive);
     let ignore_unfixed = f.opt("ignore_unfixed", cx, boolean);
     let max_report_age = f.opt("max_report_age", cx, duration);
+    let artifact_types = f.opt("artifact_types", cx, |n, cx| {
+        let v = list(n, cx, string)?;
+        if v.is_empty() {
+            cx.err(
+                &n.loc,
+                "`artifact_types` must name at least one artifact type",
+            );
+            return None;
+        }
+        Some(v)
+    });
     f.finish(cx);
     Some(VulnGate {
         max_severity: max_severity?,
         scanners,
         ignore_unfixed,
         max_report_age,
+        artifact_types,
     })
 }
 
@@ -885,7 +897,18 @@ fn policies(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Policies> {
             Some(r)
         })
     });
-    let base_images = f.opt("base_images", cx, |n, cx| list(n, cx, string));
+    let base_images = f.opt("base_images", cx, |n, cx| {
+        list(n, cx, |i, cx| {
+            let g = string(i, cx)?;
+            match globset::Glob::new(&g) {
+                Ok(_) => Some(g),
+                Err(e) => {
+                    cx.err(&i.loc, format!("`{g}` is not a valid glob: {}", e.kind()));
+                    None
+                }
+            }
+        })
+    });
     let max_age = f.opt("max_age", cx, duration);
     let on_violation = f.opt("on_violation", cx, |n, cx| {
         let s = string(n, cx)?;

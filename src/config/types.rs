@@ -256,6 +256,21 @@ pub struct VulnGate {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub max_report_age: Option<Duration>,
+    /// Referrer artifact types read as scan reports (default: `application/sarif+json`,
+    /// `application/vnd.aquasec.trivy.report+json`, `application/vnd.aquasec.trivy.report.v1+json`,
+    /// `application/vnd.anchore.grype+json`, `application/vnd.anchore.grype.report+json`).
+    #[serde(default)]
+    pub artifact_types: Option<Vec<String>>,
+}
+
+impl VulnGate {
+    /// The referrer artifact types this gate reads as scan reports.
+    pub fn report_types(&self) -> Vec<&str> {
+        match &self.artifact_types {
+            Some(t) => t.iter().map(String::as_str).collect(),
+            None => crate::scan::DEFAULT_ARTIFACT_TYPES.to_vec(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, JsonSchema)]

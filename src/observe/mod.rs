@@ -42,6 +42,10 @@ pub struct Observed {
     pub images: BTreeMap<(RepoAddr, Digest), Fact<ImageInfo>>,
     /// Docker/Podman hosts of `hosts:`, by name.
     pub hosts: BTreeMap<String, Fact<HostState>>,
+    /// Scan reports by (repo, referrer digest): what the referrer's report
+    /// layers say, or why they could not be read or parsed. Read for
+    /// candidates of promotions with `require.vulnerabilities`.
+    pub reports: BTreeMap<(RepoAddr, Digest), Fact<Vec<crate::scan::Report>>>,
 }
 
 /// What a Docker/Podman engine holds.
@@ -115,7 +119,14 @@ pub struct ImageInfo {
     pub referrers: Vec<ReferrerInfo>,
     /// The raw index JSON, for platform-filtered mirrors.
     pub index_manifest: Option<String>,
+    /// `org.opencontainers.image.base.name`: the manifest's (an index's, else
+    /// its first child's) annotation, else the config label of that name.
+    #[serde(default)]
+    pub base_name: Option<String>,
 }
+
+/// The annotation (or config label) naming an image's base image.
+pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 
 /// A referrers-schema tag whose subject no longer exists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

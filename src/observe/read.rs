@@ -85,7 +85,99 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     // Then the details the plan will look at, now that tags are known.
     let more = crate::plan::details_needed(desired, &observed, now);
     read_details(registries, &mut observed, more).await;
+
+    // Scan reports of the candidates that vulnerability gates judge.
+    let reports = crate::plan::reports_needed(desired, &observed, now);
+    read_reports(registries, &mut observed, reports).await;
     observed
+}
+
+async fn read_reports(
+    registries: &Registries,
+    observed: &mut Observed,
+    want: Vec<(RepoAddr, Digest)>,
+) {
+    let got = stream::iter(want)
+        .map(|(repo, digest)| async move {
+            let fact = match registries.get(&repo.registry) {
+                Some(Ok(reg)) => match read_report(reg.as_ref(), &repo, &digest).await {
+                    Ok(r) => Fact::Known(r),
+                    Err(reason) => Fact::Unknown { reason },
+                },
+                Some(Err(reason)) => Fact::Unknown {
+                    reason: reason.clone(),
+                },
+                None => Fact::Unknown {
+                    reason: format!("registry `{}` is not defined", repo.registry),
+                },
+            };
+            ((repo, digest), fact)
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await;
+    observed.reports.extend(got);
+}
+
+/// A scan-report referrer: its manifest, then every layer (the report
+/// itself), digest-verified and parsed. A report without its own time takes
+/// the referrer's `org.opencontainers.image.created` annotation.
+async fn read_report(
+    reg: &dyn Registry,
+    repo: &RepoAddr,
+    digest: &Digest,
+) -> Result<Vec<crate::scan::Report>, String> {
+    let m = reg
+        .get_manifest(&repo.repo, digest.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("report {} is gone", digest.short()))?;
+    let (layers, annotations) = match m.parse().map_err(|e| e.to_string())? {
+        Parsed::Image {
+            layers,
+            annotations,
+            ..
+        } => (layers, annotations),
+        Parsed::Index { .. } => {
+            return Err(format!(
+                "report {} is an index, not an artifact",
+                digest.short()
+            ))
+        }
+    };
+    let annotated = annotations
+        .get("org.opencontainers.image.created")
+        .and_then(|s| Timestamp::parse_rfc3339(s));
+    if layers.is_empty() {
+        return Err(format!("report {} has no layers", digest.short()));
+    }
+    let mut out = Vec::new();
+    for layer in &layers {
+        if layer.size > crate::scan::MAX_REPORT_BYTES as u64 {
+            return Err(format!(
+                "report {} is larger than {} MiB",
+                digest.short(),
+                crate::scan::MAX_REPORT_BYTES >> 20
+            ));
+        }
+        let bytes = read_blob_max(reg, repo, &layer.digest, crate::scan::MAX_REPORT_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !digest_matches(&bytes, &layer.digest) {
+            return Err(format!(
+                "report {}: blob {} does not match its digest",
+                digest.short(),
+                layer.digest.short()
+            ));
+        }
+        let parsed =
+            crate::scan::parse(&bytes).map_err(|e| format!("report {}: {e}", digest.short()))?;
+        out.extend(parsed.into_iter().map(|mut r| {
+            r.created = r.created.or(annotated);
+            r
+        }));
+    }
+    Ok(out)
 }
 
 async fn read_details(
@@ -149,19 +241,49 @@ pub async fn read_small_blob(
     repo: &RepoAddr,
     digest: &Digest,
 ) -> Result<Vec<u8>, RegistryError> {
+    read_blob_max(reg, repo, digest, MAX_CONFIG).await
+}
+
+async fn read_blob_max(
+    reg: &dyn Registry,
+    repo: &RepoAddr,
+    digest: &Digest,
+    max: usize,
+) -> Result<Vec<u8>, RegistryError> {
     let mut s = reg.get_blob(&repo.repo, digest).await?;
     let mut buf = Vec::new();
     while let Some(chunk) = s.next().await {
         let chunk = chunk
             .map_err(|e| RegistryError::other(format!("{repo}: reading blob {digest}: {e}")))?;
         buf.extend_from_slice(&chunk);
-        if buf.len() > MAX_CONFIG {
+        if buf.len() > max {
             return Err(RegistryError::other(format!(
-                "{repo}: blob {digest} is larger than {MAX_CONFIG} bytes"
+                "{repo}: blob {digest} is larger than {max} bytes"
             )));
         }
     }
     Ok(buf)
+}
+
+fn digest_matches(bytes: &[u8], d: &Digest) -> bool {
+    use sha2::Digest as _;
+    match d.algorithm() {
+        "sha512" => hex::encode(sha2::Sha512::digest(bytes)) == d.hex(),
+        _ => Digest::sha256_of(bytes) == *d,
+    }
+}
+
+/// The base-image annotation, else the config label of the same name.
+fn base_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<String> {
+    if let Some(b) = annotations.get(super::BASE_NAME) {
+        return Some(b.clone());
+    }
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    v.get("config")?
+        .get("Labels")?
+        .get(super::BASE_NAME)?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn created_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<Timestamp> {
@@ -200,6 +322,7 @@ pub async fn image_info(
             info.size += config.size + layers.iter().map(|l| l.size).sum::<u64>();
             let cfg = read_small_blob(reg, repo, &config.digest).await?;
             info.created = created_of(&cfg, &annotations);
+            info.base_name = base_of(&cfg, &annotations);
         }
         Parsed::Index {
             manifests,
@@ -210,6 +333,7 @@ pub async fn image_info(
             info.created = annotations
                 .get("org.opencontainers.image.created")
                 .and_then(|s| Timestamp::parse_rfc3339(s));
+            info.base_name = annotations.get(super::BASE_NAME).cloned();
             for child in &manifests {
                 if let Some(p) = &child.platform {
                     info.platforms.push(p.to_string());
@@ -230,6 +354,9 @@ pub async fn image_info(
                         let cfg = read_small_blob(reg, repo, &config.digest).await?;
                         let c = created_of(&cfg, &annotations);
                         info.created = info.created.max(c);
+                        if info.base_name.is_none() {
+                            info.base_name = base_of(&cfg, &annotations);
+                        }
                     }
                 }
             }

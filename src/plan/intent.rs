@@ -58,6 +58,23 @@ pub fn needs(d: &Desired) -> Needs {
             n.repos.insert(img.repo.clone());
         }
     }
+    // `policies` judges every tag of the managed repos (see `policy`).
+    if super::policy::Checker::new(d).is_some_and(|c| c.judges_images()) {
+        for m in &d.mirrors {
+            n.created_of_all_tags.insert(m.to.clone());
+        }
+        for p in &d.promotions {
+            n.created_of_all_tags.insert(p.from.clone());
+            n.created_of_all_tags.insert(p.to.clone());
+        }
+        for r in &d.retags {
+            n.created_of_all_tags.insert(r.tag.repo.clone());
+            match &r.source {
+                RetagSource::From(src) => n.created_of_all_tags.insert(src.repo.clone()),
+                RetagSource::Newest { repo, .. } => n.created_of_all_tags.insert(repo.clone()),
+            };
+        }
+    }
     for r in &d.retention {
         for g in &r.repos {
             if g.is_literal() {
@@ -105,6 +122,8 @@ pub struct PlanCx<'o> {
     /// In `details_needed` mode: the image details the rules asked for.
     pub collect_needed: bool,
     pub needed: BTreeSet<(RepoAddr, Digest)>,
+    /// In `details_needed` mode: scan-report referrers (repo, referrer digest) gates judge.
+    pub needed_reports: BTreeSet<(RepoAddr, Digest)>,
 }
 
 /// Why a repo's tags cannot be used.
@@ -122,6 +141,7 @@ impl<'o> PlanCx<'o> {
             blocked: Vec::new(),
             collect_needed: false,
             needed: BTreeSet::new(),
+            needed_reports: BTreeSet::new(),
         }
     }
 

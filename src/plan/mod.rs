@@ -6,6 +6,7 @@
 mod hosts;
 mod intent;
 mod mirror;
+pub mod policy;
 mod promote;
 mod retag;
 mod retention;
@@ -20,12 +21,13 @@ use crate::observe::{Fact, Observed};
 
 /// Computes the plan. `now` is given, never read, so plans are reproducible.
 pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
+    let checker = policy::Checker::new(desired);
     let mut cx = intent::PlanCx::new(observed, now);
     for m in &desired.mirrors {
         mirror::plan(m, &mut cx);
     }
     for p in &desired.promotions {
-        promote::plan(p, &mut cx);
+        promote::plan(p, &mut cx, checker.as_ref());
     }
     for r in &desired.retags {
         retag::plan(r, &mut cx);
@@ -58,6 +60,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     plan.changes.extend(host_changes);
     plan.retention = report.repos;
     plan.kept = report.kept;
+    plan.violations = policy::violations(desired, observed, now);
     for (repo, fact) in &observed.repos {
         if let Fact::Unknown { reason } = fact {
             plan.unobserved.push(Unobserved {
@@ -90,6 +93,8 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             });
         }
     }
+    // An unreadable scan report is a blocked promotion (its reason says
+    // why), not a gap in what regimen saw of the registry.
     plan.finish();
     plan
 }
@@ -117,18 +122,35 @@ pub fn details_needed(
     observed: &Observed,
     now: Timestamp,
 ) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
+    collect(desired, observed, now).needed.into_iter().collect()
+}
+
+/// Which scan-report referrers `require.vulnerabilities` gates will judge,
+/// as (repo, referrer digest), once candidates' details are known.
+pub fn reports_needed(
+    desired: &Desired,
+    observed: &Observed,
+    now: Timestamp,
+) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
+    collect(desired, observed, now)
+        .needed_reports
+        .into_iter()
+        .collect()
+}
+
+/// Runs the rules that read image details in "what do you need" mode.
+fn collect<'o>(desired: &Desired, observed: &'o Observed, now: Timestamp) -> intent::PlanCx<'o> {
+    let checker = policy::Checker::new(desired);
     let mut cx = intent::PlanCx::new(observed, now);
     cx.collect_needed = true;
     for m in &desired.mirrors {
         mirror::plan(m, &mut cx);
     }
     for p in &desired.promotions {
-        promote::plan(p, &mut cx);
+        promote::plan(p, &mut cx, checker.as_ref());
     }
     for r in &desired.retags {
         retag::plan(r, &mut cx);
     }
-    let mut v: Vec<_> = cx.needed.into_iter().collect();
-    v.sort();
-    v
+    cx
 }

@@ -1,12 +1,19 @@
 //! `promotions:` — copy FROM to TO once `require` holds; never move a TO tag
 //! unless `overwrite: true`.
 
-use super::intent::{age, Intent, PlanCx, RepoView};
-use crate::config::Promotion;
-use crate::model::{Duration, Tag};
-use crate::observe::Fact;
+use std::collections::{BTreeMap, BTreeSet};
 
-pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>) {
+use super::intent::{age, Intent, PlanCx, RepoView};
+use super::policy::Checker;
+use crate::config::{Promotion, Severity, VulnGate};
+use crate::model::{Digest, Duration, RepoAddr};
+use crate::observe::{Fact, ImageInfo};
+use crate::scan::{severity_name, Report};
+
+/// How many vulnerability IDs a blocked reason names before "and N more".
+const NAMED_IDS: usize = 3;
+
+pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let RepoView::Known(src) = cx.repo(&p.from) else {
         return;
     };
@@ -24,9 +31,10 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>) {
             continue;
         }
         let subject = format!("{}:{tag}", p.from);
-        if let Some(reason) = unmet(p, &tag, digest, cx) {
+        let failed = unmet(p, digest, cx, checker);
+        if !failed.is_empty() {
             if !cx.collect_needed {
-                cx.block(&p.name, subject, reason);
+                cx.block(&p.name, subject, failed.join("; "));
             }
             continue;
         }
@@ -46,41 +54,44 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>) {
     }
 }
 
-/// The first requirement that does not hold, as a reason for the plan.
+/// Every requirement that does not hold, each as a reason for the plan, in
+/// the order of the `require` keys (then policy violations under `enforce`).
 fn unmet(
     p: &Promotion,
-    _tag: &Tag,
-    digest: &crate::model::Digest,
+    digest: &Digest,
     cx: &mut PlanCx<'_>,
-) -> Option<String> {
+    checker: Option<&Checker<'_>>,
+) -> Vec<String> {
     let req = &p.require;
+    let enforce = checker.filter(|c| c.enforces());
     let info = match cx.image(&p.from, digest) {
         Some(Fact::Known(i)) => Some(i),
         Some(Fact::Unknown { reason }) => {
-            return Some(format!("image details could not be read: {reason}"))
+            return vec![format!("image details could not be read: {reason}")]
         }
         None => None,
     };
-    if req.min_age.is_none() && req.referrers.is_empty() && req.vulnerabilities.is_none() {
-        return None;
+    if req.min_age.is_none()
+        && req.referrers.is_empty()
+        && req.vulnerabilities.is_none()
+        && enforce.is_none()
+    {
+        return Vec::new();
     }
     let Some(info) = info else {
-        return Some("image details were not read".into());
+        return vec!["image details were not read".into()];
     };
+    let mut failed = Vec::new();
     if let Some(min) = req.min_age {
         match info.created {
-            None => {
-                return Some(
-                    "creation time unknown (no config `created`): min_age cannot be checked".into(),
-                )
-            }
-            Some(c) if cx.now.0 - c.0 < min.0 as i64 => {
-                return Some(format!(
-                    "too young: created {} ago, min_age {}",
-                    age(cx.now, c),
-                    Duration::human(min.0 as i64)
-                ))
-            }
+            None => failed.push(
+                "creation time unknown (no config `created`): min_age cannot be checked".into(),
+            ),
+            Some(c) if cx.now.0 - c.0 < min.0 as i64 => failed.push(format!(
+                "too young: created {} ago, min_age {}",
+                age(cx.now, c),
+                Duration::human(min.0 as i64)
+            )),
             Some(_) => {}
         }
     }
@@ -91,15 +102,170 @@ fn unmet(
         .map(|s| s.as_str())
         .collect();
     if !missing.is_empty() {
-        return Some(format!(
+        failed.push(format!(
             "missing referrer{}: {}",
             if missing.len() == 1 { "" } else { "s" },
             missing.join(", ")
         ));
     }
-    if req.vulnerabilities.is_some() {
-        // Scan-report gates are not evaluated by this version: refusing is the safe reading.
-        return Some("require.vulnerabilities is not evaluated by this version of regimen; nothing is promoted under it".into());
+    if let Some(gate) = &req.vulnerabilities {
+        if cx.collect_needed {
+            for r in report_referrers(gate, info) {
+                cx.needed_reports.insert((p.from.clone(), r.clone()));
+            }
+        }
+        failed.extend(vulnerabilities(gate, &p.from, info, cx));
     }
-    None
+    if let Some(c) = enforce {
+        for v in c.image(info, cx.now) {
+            failed.push(format!("policy {}: {}", v.policy, v.message));
+        }
+    }
+    failed
+}
+
+/// The candidate's referrers whose artifact type the gate reads as reports.
+fn report_referrers<'i>(gate: &VulnGate, info: &'i ImageInfo) -> Vec<&'i Digest> {
+    let types = gate.report_types();
+    info.referrers
+        .iter()
+        .filter(|r| types.contains(&r.artifact_type.as_str()))
+        .map(|r| &r.digest)
+        .collect()
+}
+
+/// `require.vulnerabilities`: enough fresh, readable reports from distinct
+/// scanners, and no finding above `max_severity` in any of them.
+fn vulnerabilities(
+    gate: &VulnGate,
+    repo: &RepoAddr,
+    info: &ImageInfo,
+    cx: &PlanCx<'_>,
+) -> Vec<String> {
+    let referrers = report_referrers(gate, info);
+    let need = gate.scanners.unwrap_or(1).max(1) as usize;
+    if referrers.is_empty() {
+        return vec!["no scan report".into()];
+    }
+    let mut problems: Vec<String> = Vec::new();
+    let mut usable: Vec<&Report> = Vec::new();
+    for d in &referrers {
+        match cx.observed.reports.get(&(repo.clone(), (*d).clone())) {
+            // Not read yet (observe's first passes): judged once it is.
+            None => problems.push(format!("scan report {} was not read", d.short())),
+            Some(Fact::Unknown { reason }) => {
+                problems.push(format!("scan report unreadable: {reason}"))
+            }
+            Some(Fact::Known(reports)) => {
+                for r in reports {
+                    match (gate.max_report_age, r.created) {
+                        (None, _) => usable.push(r),
+                        (Some(_), None) => problems.push(format!(
+                            "scan report from {} has no time: max_report_age cannot be checked",
+                            r.tool
+                        )),
+                        (Some(max), Some(c)) if cx.now.0 - c.0 > max.0 as i64 => {
+                            problems.push(format!(
+                                "scan report from {} is too old: {} old, max_report_age {}",
+                                r.tool,
+                                age(cx.now, c),
+                                Duration::human(max.0 as i64)
+                            ))
+                        }
+                        (Some(_), Some(_)) => usable.push(r),
+                    }
+                }
+            }
+        }
+    }
+    let mut failed = Vec::new();
+    let tools: BTreeSet<&str> = usable.iter().map(|r| r.tool.as_str()).collect();
+    if tools.len() < need {
+        // The reasons the unusable reports did not count say more than a count.
+        failed.append(&mut problems);
+        if need > 1 || failed.is_empty() {
+            failed.push(format!(
+                "scan reports from {} scanner{}{}, scanners: {need} required",
+                tools.len(),
+                if tools.len() == 1 { "" } else { "s" },
+                if tools.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        tools.iter().copied().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            ));
+        }
+    }
+    if let Some(f) = findings_above(gate, &usable) {
+        failed.push(f);
+    }
+    failed
+}
+
+/// The worst findings above `max_severity` across the usable reports, named
+/// by ID and tool: `critical vulnerability CVE-2026-1234 (trivy)`. A finding
+/// of unknown severity counts as critical.
+fn findings_above(gate: &VulnGate, reports: &[&Report]) -> Option<String> {
+    let drop_unfixed = gate.ignore_unfixed == Some(true);
+    // id -> (severity, tools)
+    let mut over: BTreeMap<&str, (Severity, BTreeSet<&str>, bool)> = BTreeMap::new();
+    for r in reports {
+        for f in &r.findings {
+            if drop_unfixed && f.fixed == Some(false) {
+                continue;
+            }
+            let sev = f.severity.unwrap_or(Severity::Critical);
+            if sev <= gate.max_severity {
+                continue;
+            }
+            let e =
+                over.entry(f.id.as_str())
+                    .or_insert((sev, BTreeSet::new(), f.severity.is_none()));
+            if sev > e.0 {
+                e.0 = sev;
+                e.2 = f.severity.is_none();
+            }
+            e.1.insert(r.tool.as_str());
+        }
+    }
+    let worst = over.values().map(|v| v.0).max()?;
+    // Findings the tool rated come before those counted as critical for lack of a rating.
+    let mut worst_ids: Vec<_> = over.iter().filter(|(_, v)| v.0 == worst).collect();
+    worst_ids.sort_by_key(|(id, v)| (v.2, **id));
+    let named: Vec<String> = worst_ids
+        .into_iter()
+        .map(|(id, (_, tools, unknown))| {
+            let tools: Vec<&str> = tools.iter().copied().collect();
+            format!(
+                "{id} ({}{})",
+                tools.join(", "),
+                if *unknown { ", unknown severity" } else { "" }
+            )
+        })
+        .collect();
+    let mut s = format!(
+        "{} vulnerabilit{} {}",
+        severity_name(worst),
+        if named.len() == 1 { "y" } else { "ies" },
+        named
+            .iter()
+            .take(NAMED_IDS)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if named.len() > NAMED_IDS {
+        s.push_str(&format!(" and {} more", named.len() - NAMED_IDS));
+    }
+    let lower = over.len() - named.len();
+    if lower > 0 {
+        s.push_str(&format!(
+            "; {lower} more above {}",
+            severity_name(gate.max_severity)
+        ));
+    }
+    Some(s)
 }

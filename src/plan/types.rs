@@ -104,7 +104,12 @@ pub struct Blocked {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
+    /// `max_age`, `registries` or `base_images`.
     pub policy: String,
+    /// Which way the policy is broken where it can be in several:
+    /// `base_images` is `missing` (no annotation) or `not_allowed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub subject: String,
     pub message: String,
 }
@@ -198,6 +203,10 @@ impl Plan {
             .sort_by(|a, b| (&a.rule, &a.subject).cmp(&(&b.rule, &b.subject)));
         self.blocked.dedup();
         self.unobserved.sort_by(|a, b| a.subject.cmp(&b.subject));
+        self.violations.sort_by(|a, b| {
+            (&a.policy, &a.subject, &a.message).cmp(&(&b.policy, &b.subject, &b.message))
+        });
+        self.violations.dedup();
         self.unobserved.dedup();
         self.complete = self.unobserved.is_empty();
         let mut s = Summary::default();

@@ -518,6 +518,7 @@ mod tests {
                     .to_string(),
         });
         plan.violations.push(Violation {
+            kind: None,
             policy: "max_age".to_string(),
             subject: "prod/team/web:2.0.1".to_string(),
             message: "built 412d ago, older than 365d | base image outdated".to_string(),

@@ -1,0 +1,236 @@
+//! `policies:` on the registry side: `base_images` and `max_age` for every
+//! tag in the *managed* repos, `registries` for hosts' `present` images.
+//!
+//! Managed repos are the ones regimen writes to or promotes from: mirror
+//! targets, promotion sources and targets, retag targets and sources, and
+//! retention repos. A mirror's source is upstream (not ours to govern); its
+//! copy in the target is checked instead. Host containers are judged by the
+//! hosts reconciler, not here.
+
+use std::collections::BTreeSet;
+
+use super::intent::age;
+use super::types::Violation;
+use crate::config::{Desired, Endpoint, OnViolation, Policies, RetagSource};
+use crate::model::{Duration, ImageRef, RegistryName, RepoAddr, Timestamp};
+use crate::observe::{Fact, ImageInfo, Observed, BASE_NAME};
+
+/// One broken rule of one image, before it has a subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageViolation {
+    pub policy: &'static str,
+    pub kind: Option<&'static str>,
+    pub message: String,
+}
+
+/// The compiled `policies:` section.
+pub struct Checker<'d> {
+    policies: &'d Policies,
+    base_globs: Vec<(String, globset::GlobMatcher)>,
+    /// `host[:port]` of each HTTP registry, to read a base image's real
+    /// address as `NAME/REPO`.
+    hosts: Vec<(String, RegistryName)>,
+}
+
+impl<'d> Checker<'d> {
+    pub fn new(desired: &'d Desired) -> Option<Checker<'d>> {
+        let policies = desired.policies.as_ref()?;
+        let base_globs = policies
+            .base_images
+            .iter()
+            .flatten()
+            .filter_map(|g| {
+                // Validated when the policy was loaded; a bad one matches nothing.
+                let m = globset::Glob::new(g).ok()?.compile_matcher();
+                Some((g.clone(), m))
+            })
+            .collect();
+        let hosts = desired
+            .registries
+            .iter()
+            .filter_map(|(name, r)| match &r.url {
+                Endpoint::Http(h) | Endpoint::Https(h) => Some((h.clone(), name.clone())),
+                Endpoint::OciLayout(_) => None,
+            })
+            .collect();
+        Some(Checker {
+            policies,
+            base_globs,
+            hosts,
+        })
+    }
+
+    pub fn enforces(&self) -> bool {
+        self.policies.on_violation == OnViolation::Enforce
+    }
+
+    /// Whether image details are needed at all.
+    pub fn judges_images(&self) -> bool {
+        self.policies.base_images.is_some() || self.policies.max_age.is_some()
+    }
+
+    /// What `base_images` and `max_age` say about one image.
+    pub fn image(&self, info: &ImageInfo, now: Timestamp) -> Vec<ImageViolation> {
+        let mut out = Vec::new();
+        if let Some(allowed) = &self.policies.base_images {
+            match &info.base_name {
+                None => out.push(ImageViolation {
+                    policy: "base_images",
+                    kind: Some("missing"),
+                    message: format!("no base image annotation ({BASE_NAME})"),
+                }),
+                Some(b) if !self.base_allowed(b) => out.push(ImageViolation {
+                    policy: "base_images",
+                    kind: Some("not_allowed"),
+                    message: format!(
+                        "base image {b} matches none of base_images ({})",
+                        allowed.join(", ")
+                    ),
+                }),
+                Some(_) => {}
+            }
+        }
+        if let (Some(max), Some(c)) = (self.policies.max_age, info.created) {
+            if now.0 - c.0 > max.0 as i64 {
+                out.push(ImageViolation {
+                    policy: "max_age",
+                    kind: None,
+                    message: format!(
+                        "created {} ago, max_age {}",
+                        age(now, c),
+                        Duration::human(max.0 as i64)
+                    ),
+                });
+            }
+        }
+        out
+    }
+
+    /// A base name matches when a glob matches it as written, or as a
+    /// `NAME/REPO[:TAG]` address of a policy registry, with or without its
+    /// tag or digest.
+    fn base_allowed(&self, base: &str) -> bool {
+        let mut forms = vec![base.to_string()];
+        if let Some((host, rest)) = base.split_once('/') {
+            for (h, name) in &self.hosts {
+                if h.eq_ignore_ascii_case(host) {
+                    forms.push(format!("{name}/{rest}"));
+                }
+            }
+        }
+        let bare: Vec<String> = forms.iter().map(|f| strip_reference(f)).collect();
+        forms.extend(bare);
+        self.base_globs
+            .iter()
+            .any(|(_, g)| forms.iter().any(|f| g.is_match(f)))
+    }
+}
+
+/// `reg/repo:tag` or `reg/repo@sha256:…` → `reg/repo`.
+fn strip_reference(s: &str) -> String {
+    let s = s.split_once('@').map(|(a, _)| a).unwrap_or(s);
+    match s.rfind(':') {
+        Some(i) if !s[i..].contains('/') => s[..i].to_string(),
+        _ => s.to_string(),
+    }
+}
+
+/// The repos whose images `policies` judges (see the module comment).
+pub fn managed_repos(desired: &Desired, observed: &Observed) -> BTreeSet<RepoAddr> {
+    let mut repos = BTreeSet::new();
+    for m in &desired.mirrors {
+        repos.insert(m.to.clone());
+    }
+    for p in &desired.promotions {
+        repos.insert(p.from.clone());
+        repos.insert(p.to.clone());
+    }
+    for r in &desired.retags {
+        repos.insert(r.tag.repo.clone());
+        match &r.source {
+            RetagSource::From(src) => repos.insert(src.repo.clone()),
+            RetagSource::Newest { repo, .. } => repos.insert(repo.clone()),
+        };
+    }
+    for r in &desired.retention {
+        repos.extend(super::retention::rule_repos(r, observed).0);
+    }
+    repos
+}
+
+/// Every violation of `policies` the observed state shows, sorted.
+pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec<Violation> {
+    let Some(checker) = Checker::new(desired) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if checker.judges_images() {
+        for repo in managed_repos(desired, observed) {
+            let Some(Fact::Known(state)) = observed.repos.get(&repo) else {
+                continue;
+            };
+            for (tag, digest) in &state.tags {
+                // Unknown details are listed as unobserved, never as clean.
+                let Some(Fact::Known(info)) = observed.image(&repo, digest) else {
+                    continue;
+                };
+                for v in checker.image(info, now) {
+                    out.push(Violation {
+                        policy: v.policy.to_string(),
+                        kind: v.kind.map(str::to_string),
+                        subject: ImageRef::tagged(repo.clone(), tag.clone()).to_string(),
+                        message: v.message,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(allowed) = &checker.policies.registries {
+        for (host, h) in &desired.hosts {
+            for img in &h.images.present {
+                if !allowed.contains(&img.repo.registry) {
+                    out.push(Violation {
+                        policy: "registries".into(),
+                        kind: None,
+                        subject: format!("host:{host}/{img}"),
+                        message: format!(
+                            "registry `{}` is not one of policies.registries ({})",
+                            img.repo.registry,
+                            allowed
+                                .iter()
+                                .map(|r| r.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.policy, &a.subject, &a.message).cmp(&(&b.policy, &b.subject, &b.message))
+    });
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_stripped_to_the_repo() {
+        assert_eq!(
+            strip_reference("local/mirror/alpine:3.19"),
+            "local/mirror/alpine"
+        );
+        assert_eq!(
+            strip_reference("127.0.0.1:5000/mirror/alpine"),
+            "127.0.0.1:5000/mirror/alpine"
+        );
+        assert_eq!(
+            strip_reference(&format!("a/b@sha256:{}", "0".repeat(64))),
+            "a/b"
+        );
+    }
+}
