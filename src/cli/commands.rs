@@ -11,10 +11,12 @@ use crate::model::Timestamp;
 use crate::plan::{Change, Plan};
 
 pub fn init_logging(cli: &Cli) {
+    // The daemon's log is its output: info (each reconcile) by default.
+    let daemon = u8::from(matches!(cli.command, Command::Run(_)));
     let level = if cli.quiet {
         "error"
     } else {
-        match cli.verbose {
+        match cli.verbose + daemon {
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -25,7 +27,9 @@ pub fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("regimen={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // No colour codes in files and log pipelines.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
@@ -63,7 +67,8 @@ pub fn dispatch(cli: Cli) -> i32 {
             planfile.as_deref(),
             verbose,
         ),
-        Command::Run { .. } | Command::Inventory { .. } => {
+        Command::Run(args) => crate::gitops::run(args),
+        Command::Inventory { .. } => {
             eprintln!("error: this command is not available in this version of regimen");
             1
         }

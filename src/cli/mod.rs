@@ -85,10 +85,7 @@ pub enum Command {
     /// Print the JSON Schema of policy files.
     Schema,
     /// The reconciler daemon.
-    Run {
-        #[command(flatten)]
-        dir: DirArg,
-    },
+    Run(crate::gitops::RunArgs),
     /// Every image in managed registries and hosts.
     Inventory {
         #[command(flatten)]
