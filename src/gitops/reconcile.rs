@@ -64,6 +64,7 @@ impl Reconciled {
 /// Logs each change's outcome, counts it, and tells the executor to stop.
 struct DaemonReporter<'a> {
     stop: &'a AtomicBool,
+    revision: &'a str,
 }
 
 impl Reporter for DaemonReporter<'_> {
@@ -78,6 +79,7 @@ impl Reporter for DaemonReporter<'_> {
         m.change(c.action.as_str(), outcome);
         match o {
             Outcome::Done | Outcome::AlreadyDone => tracing::info!(
+                revision = self.revision,
                 action = c.action.as_str(),
                 target = %c.target,
                 digest = c.digest.as_deref().unwrap_or(""),
@@ -88,6 +90,7 @@ impl Reporter for DaemonReporter<'_> {
                 c.target
             ),
             _ => tracing::warn!(
+                revision = self.revision,
                 action = c.action.as_str(),
                 target = %c.target,
                 rule = %c.rule,
@@ -185,7 +188,7 @@ pub async fn reconcile(
     }
     let registries = crate::registry::open_all(&policy);
     applying.store(true, Ordering::SeqCst);
-    let report = crate::apply::apply(&plan, &registries, &DaemonReporter { stop }).await;
+    let report = crate::apply::apply(&plan, &registries, &DaemonReporter { stop, revision }).await;
     let not_started = plan.changes.len().saturating_sub(report.outcomes.len());
     let not_applied = not_started + report.stale + report.failed;
     metrics::get().plan_gauges(&plan, not_applied);
