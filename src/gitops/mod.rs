@@ -156,3 +156,17 @@ fn build(a: RunArgs) -> Result<daemon::Config, String> {
         once: a.once,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_have_exactly_five_fields() {
+        assert!(parse_schedule("*/15 * * * *").is_ok());
+        assert!(parse_schedule("0 3 * * MON").is_ok());
+        let six = parse_schedule("0 */15 * * * *").unwrap_err();
+        assert!(six.contains("5 fields"), "{six}");
+        assert!(parse_schedule("every day").is_err());
+    }
+}
