@@ -390,3 +390,41 @@ fn sigterm_during_apply_finishes_the_change_in_flight_and_leaves_a_consistent_re
         .collect();
     assert_eq!(wanted, missing, "{out}");
 }
+
+#[test]
+fn watch_reconciles_when_a_policy_file_changes() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let src: regimen::model::Repo = "src/app".parse().unwrap();
+    block_on(async {
+        for v in ["1.0", "1.1"] {
+            let spec = ImageSpec::new("2026-01-01T00:00:00Z").with_layer("v", format!("w {v}"));
+            push_image(r.as_ref(), &src, Some(&v.parse().unwrap()), &spec)
+                .await
+                .unwrap();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("regimen.yaml"), policy(&reg.host, &["\"1.0\""])).unwrap();
+    // An hour-long interval: only the file watch can explain a quick reconcile.
+    let d = Daemon::start(
+        &["-C", dir.to_str().unwrap(), "--watch", "--interval", "1h"],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("1.0 mirrored", Duration::from_secs(30), |_| {
+        tags(&reg, "dst/app") == ["1.0"]
+    });
+    std::fs::write(
+        dir.join("regimen.yaml"),
+        policy(&reg.host, &["\"1.0\"", "\"1.1\""]),
+    )
+    .unwrap();
+    d.wait_until(
+        "1.1 mirrored after the edit",
+        Duration::from_secs(15),
+        |_| tags(&reg, "dst/app") == ["1.0", "1.1"],
+    );
+    assert!(d.log().contains("\"trigger\":\"watch\""), "{}", d.log());
+}

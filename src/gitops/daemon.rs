@@ -327,6 +327,9 @@ const DEBOUNCE: Duration = Duration::from_millis(500);
 fn spawn_watch(queue: Arc<Queue>, dir: PathBuf) -> Result<(), String> {
     use notify::Watcher as _;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Absolute, so event paths strip to policy-relative ones (the folder
+    // itself may sit below a hidden one, e.g. a temp dir).
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let root = dir.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
