@@ -38,7 +38,12 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::Dir(d) => d.display().to_string(),
-            Source::Git(g) => format!("{} ({}, {})", redact_url(&g.url), g.branch, g.path),
+            Source::Git(g) => format!(
+                "{} (branch {}, path /{})",
+                redact_url(&g.url),
+                g.branch,
+                g.path
+            ),
         }
     }
 }
