@@ -209,18 +209,10 @@ fn make_plan(policy: &config::Policy, scope: &Scope) -> Result<Plan, String> {
     Ok(plan)
 }
 
-/// The policy repo's commit, when the directory is in a Git work tree.
+/// The policy repo's commit, when the directory is in a Git work tree
+/// (libgit2: the container image has no git binary).
 fn git_revision(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
+    crate::gitops::source::head_revision(dir)
 }
 
 fn render(plan: &Plan, format: PlanFormat, verbose: bool) -> String {
