@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod gitops;
 pub mod host;
 pub mod model;
 pub mod observe;

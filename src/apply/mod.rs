@@ -29,6 +29,11 @@ pub enum Outcome {
 pub trait Reporter: Send + Sync {
     fn started(&self, _change: &Change) {}
     fn finished(&self, change: &Change, outcome: &Outcome, bytes_total: u64);
+    /// When true, no further change is started (those in flight finish), so
+    /// a stopping daemon never leaves a tag half-done.
+    fn stop_requested(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +68,9 @@ pub async fn apply(plan: &Plan, registries: &Registries, reporter: &dyn Reporter
     let mut report = Report::default();
     for (_, phase) in phases {
         let mut done = futures_util::stream::iter(phase)
+            // Checked as each change is about to start; the rest are left
+            // out of the report (not done, not failed).
+            .take_while(|_| std::future::ready(!reporter.stop_requested()))
             .map(|c| {
                 let copier = &copier;
                 async move {

@@ -4,17 +4,19 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{Cli, Command, LogFormat, PlanFormat};
+use super::{Cli, Command, LogFormat, PlanFormat, ValidateFormat};
 use crate::apply::{Outcome, Reporter};
 use crate::config;
 use crate::model::Timestamp;
 use crate::plan::{Change, Plan};
 
 pub fn init_logging(cli: &Cli) {
+    // The daemon's log is its output: info (each reconcile) by default.
+    let daemon = u8::from(matches!(cli.command, Command::Run(_)));
     let level = if cli.quiet {
         "error"
     } else {
-        match cli.verbose {
+        match cli.verbose + daemon {
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -25,7 +27,9 @@ pub fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("regimen={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // No colour codes in files and log pipelines.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
@@ -35,7 +39,7 @@ pub fn init_logging(cli: &Cli) {
 pub fn dispatch(cli: Cli) -> i32 {
     let verbose = cli.verbose > 0;
     match cli.command {
-        Command::Validate { dir } => validate(&dir.dir),
+        Command::Validate { dir, format } => validate(&dir.dir, format),
         Command::Schema => schema(),
         Command::Plan {
             dir,
@@ -43,27 +47,39 @@ pub fn dispatch(cli: Cli) -> i32 {
             format,
             detailed_exitcode,
             target,
+            base,
+            shard,
         } => plan_cmd(
             &dir.dir,
             out.as_deref(),
             format,
             detailed_exitcode,
-            &target,
+            &Scope {
+                target,
+                shard,
+                base,
+            },
             verbose,
         ),
         Command::Apply {
             dir,
             auto_approve,
             target,
+            shard,
             planfile,
         } => apply_cmd(
             &dir.dir,
             auto_approve,
-            &target,
+            &Scope {
+                target,
+                shard,
+                base: None,
+            },
             planfile.as_deref(),
             verbose,
         ),
-        Command::Run { .. } | Command::Inventory { .. } => {
+        Command::Run(args) => crate::gitops::run(args),
+        Command::Inventory { .. } => {
             eprintln!("error: this command is not available in this version of regimen");
             1
         }
@@ -115,7 +131,12 @@ fn warn_unimplemented(p: &config::Policy) {
     }
 }
 
-fn validate(dir: &Path) -> i32 {
+fn validate(dir: &Path, format: ValidateFormat) -> i32 {
+    if format == ValidateFormat::Github {
+        if let Err(diags) = config::load(dir) {
+            print!("{}", crate::gitops::pr::github_annotations(dir, &diags));
+        }
+    }
     match load(dir) {
         Some(p) => {
             println!(
@@ -157,30 +178,41 @@ fn target_globs(target: &[String]) -> Result<Vec<globset::GlobMatcher>, String> 
         .collect()
 }
 
+/// Which part of the plan a command works on.
+struct Scope {
+    target: Vec<String>,
+    shard: Option<String>,
+    /// `plan --base REV`.
+    base: Option<String>,
+}
+
+impl Scope {
+    fn cut(&self, plan: &mut Plan) -> Result<(), String> {
+        plan.retain_targets(&target_globs(&self.target)?);
+        if let Some(s) = crate::gitops::parse_shard(self.shard.as_deref())? {
+            s.retain(plan);
+        }
+        Ok(())
+    }
+}
+
 /// Observes and plans.
-fn make_plan(policy: &config::Policy, target: &[String]) -> Result<Plan, String> {
-    let globs = target_globs(target)?;
+fn make_plan(policy: &config::Policy, scope: &Scope) -> Result<Plan, String> {
+    target_globs(&scope.target)?;
+    crate::gitops::parse_shard(scope.shard.as_deref())?;
     let registries = crate::registry::open_all(policy);
     let now = Timestamp::now();
     let observed = block_on(crate::observe::observe(policy, &registries, now))?;
     let mut plan = crate::plan::plan(policy, &observed, now);
     plan.revision = git_revision(&policy.root);
-    plan.retain_targets(&globs);
+    scope.cut(&mut plan)?;
     Ok(plan)
 }
 
-/// The policy repo's commit, when the directory is in a Git work tree.
+/// The policy repo's commit, when the directory is in a Git work tree
+/// (libgit2: the container image has no git binary).
 fn git_revision(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
+    crate::gitops::source::head_revision(dir)
 }
 
 fn render(plan: &Plan, format: PlanFormat, verbose: bool) -> String {
@@ -196,18 +228,41 @@ fn plan_cmd(
     out: Option<&Path>,
     format: PlanFormat,
     detailed: bool,
-    target: &[String],
+    scope: &Scope,
     verbose: bool,
 ) -> i32 {
     let Some(policy) = load(dir) else { return 1 };
-    let plan = match make_plan(&policy, target) {
+    let made = match &scope.base {
+        Some(rev) => crate::gitops::pr::plan_with_base(&policy, dir, rev).and_then(|(mut p, b)| {
+            p.revision = git_revision(&policy.root);
+            scope.cut(&mut p)?;
+            Ok((p, Some(b)))
+        }),
+        None => make_plan(&policy, scope).map(|p| (p, None)),
+    };
+    let (plan, base) = match made {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
-    print!("{}", render(&plan, format, verbose));
+    use crate::gitops::pr;
+    match (&base, format) {
+        (None, _) => print!("{}", render(&plan, format, verbose)),
+        (Some(b), PlanFormat::Json) => print!("{}", pr::json(&plan, b)),
+        (Some(b), PlanFormat::Markdown) => {
+            // Summary first (SPEC); the PR attribution and diff after it.
+            print!(
+                "{}\n{}",
+                render(&plan, format, verbose),
+                pr::markdown(&plan, b)
+            )
+        }
+        (Some(b), PlanFormat::Text) => {
+            print!("{}{}", pr::text(&plan, b), render(&plan, format, verbose))
+        }
+    }
     if let Some(path) = out {
         if let Err(e) = std::fs::write(path, crate::render::json(&plan)) {
             eprintln!("error: cannot save the plan to {}: {e}", path.display());
@@ -313,7 +368,7 @@ fn human_bytes(b: u64) -> String {
 fn apply_cmd(
     dir: &Path,
     auto_approve: bool,
-    target: &[String],
+    scope: &Scope,
     planfile: Option<&Path>,
     verbose: bool,
 ) -> i32 {
@@ -343,17 +398,14 @@ fn apply_cmd(
                 );
                 return 1;
             }
-            match target_globs(target) {
-                Ok(g) => plan.retain_targets(&g),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return 1;
-                }
+            if let Err(e) = scope.cut(&mut plan) {
+                eprintln!("error: {e}");
+                return 1;
             }
             plan
         }
         None => {
-            let plan = match make_plan(&policy, target) {
+            let plan = match make_plan(&policy, scope) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -39,6 +39,12 @@ pub enum PlanFormat {
     Markdown,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ValidateFormat {
+    Text,
+    Github,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DirArg {
     /// The policy directory.
@@ -52,6 +58,9 @@ pub enum Command {
     Validate {
         #[command(flatten)]
         dir: DirArg,
+        /// `github`: also print each error as a GitHub Actions annotation.
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+        format: ValidateFormat,
     },
     /// Observe registries and hosts, compute the plan, print it.
     Plan {
@@ -68,6 +77,13 @@ pub enum Command {
         /// Only changes whose target matches this glob (REGISTRY/REPO:TAG); repeatable.
         #[arg(long, value_name = "GLOB")]
         target: Vec<String>,
+        /// Also show the policy diff since this Git revision and which
+        /// changes it introduces (pull requests: the target branch).
+        #[arg(long, value_name = "REV")]
+        base: Option<String>,
+        /// Only shard I of N (`I/N`, or `N` with JOB_COMPLETION_INDEX).
+        #[arg(long, value_name = "I/N", env = "REGIMEN_SHARD")]
+        shard: Option<String>,
     },
     /// Plan, confirm and apply; or apply a saved plan exactly.
     Apply {
@@ -79,16 +95,16 @@ pub enum Command {
         /// Only changes whose target matches this glob; repeatable.
         #[arg(long, value_name = "GLOB")]
         target: Vec<String>,
+        /// Only shard I of N (`I/N`, or `N` with JOB_COMPLETION_INDEX).
+        #[arg(long, value_name = "I/N", env = "REGIMEN_SHARD")]
+        shard: Option<String>,
         /// A plan saved by `plan --out`.
         planfile: Option<PathBuf>,
     },
     /// Print the JSON Schema of policy files.
     Schema,
     /// The reconciler daemon.
-    Run {
-        #[command(flatten)]
-        dir: DirArg,
-    },
+    Run(crate::gitops::RunArgs),
     /// Every image in managed registries and hosts.
     Inventory {
         #[command(flatten)]

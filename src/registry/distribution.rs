@@ -571,6 +571,7 @@ impl Distribution {
                 Ok(r) => r,
                 Err(e) => {
                     let transient = !e.is_builder() && !e.is_redirect();
+                    super::observed_request(self.name.as_str(), "error", transient && can_retry);
                     if transient && can_retry {
                         tracing::debug!(
                             "registry {}: {} {}: {e}; retrying",
@@ -593,6 +594,11 @@ impl Distribution {
                 }
             };
             let status = resp.status();
+            super::observed_request(
+                self.name.as_str(),
+                status.as_str(),
+                can_retry && matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            );
             if status == StatusCode::UNAUTHORIZED {
                 let ch =
                     header_str(resp.headers(), "www-authenticate").and_then(auth::parse_challenge);

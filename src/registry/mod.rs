@@ -200,6 +200,23 @@ pub fn open(
 }
 
 /// Opens every registry of the policy.
+/// Told about every HTTP attempt a Distribution registry makes: registry
+/// name, status code (or `error`), and whether it will be retried. The
+/// daemon counts these for `/metrics`; nothing else needs to know.
+pub type RequestObserver = fn(&str, &str, bool);
+
+static REQUEST_OBSERVER: std::sync::OnceLock<RequestObserver> = std::sync::OnceLock::new();
+
+pub fn set_request_observer(f: RequestObserver) {
+    let _ = REQUEST_OBSERVER.set(f);
+}
+
+pub(crate) fn observed_request(registry: &str, status: &str, retried: bool) {
+    if let Some(f) = REQUEST_OBSERVER.get() {
+        f(registry, status, retried);
+    }
+}
+
 pub fn open_all(policy: &crate::config::Policy) -> crate::observe::Registries {
     policy
         .registries

@@ -1,0 +1,381 @@
+//! `regimen run`: the reconciler daemon. Triggers (start, interval poll,
+//! cron schedule, file watch) feed one queue that coalesces them; a single
+//! loop runs one reconcile at a time. SIGTERM/SIGINT stop it between changes.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use super::reconcile::{self, Failure, Options};
+use super::source::{Snapshot, Source};
+use super::{http, metrics};
+
+/// What the loop owes: at most one pending reconcile, however many
+/// triggers arrived while one was running.
+#[derive(Default)]
+pub struct Queue {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    any: bool,
+    /// Reconcile even if the source has not changed (schedule, watch, start).
+    pub force: bool,
+    pub reasons: Vec<&'static str>,
+}
+
+impl Queue {
+    pub fn push(&self, force: bool, reason: &'static str) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.any = true;
+            p.force |= force;
+            if !p.reasons.contains(&reason) {
+                p.reasons.push(reason);
+            }
+        }
+        // Stores a permit when nobody waits: a push is never lost.
+        self.notify.notify_one();
+    }
+
+    pub async fn next(&self) -> Pending {
+        loop {
+            if let Ok(mut p) = self.pending.lock() {
+                if p.any {
+                    return std::mem::take(&mut *p);
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+pub struct Config {
+    pub source: Source,
+    pub interval: Duration,
+    pub schedule: Option<croner::Cron>,
+    pub watch: Option<PathBuf>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub options: Options,
+    pub once: bool,
+}
+
+/// Runs until stopped (or after one reconcile with `once`); the exit code.
+pub async fn run(cfg: Config) -> i32 {
+    let m = metrics::get();
+    m.set_interval(cfg.interval);
+    crate::registry::set_request_observer(metrics::registry_request);
+    let queue = Arc::new(Queue::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+
+    if let Some(addr) = cfg.listen {
+        match http::serve(addr).await {
+            Ok(bound) => {
+                tracing::info!(listen = %bound, "serving /healthz, /readyz, /metrics on {bound}")
+            }
+            Err(e) => {
+                tracing::error!("cannot listen on {addr}: {e}");
+                return 1;
+            }
+        }
+    }
+    spawn_signals(stop.clone(), stop_tx);
+    let has_schedule = cfg.schedule.is_some();
+    if !cfg.once {
+        spawn_interval(queue.clone(), cfg.interval);
+        if let Some(cron) = cfg.schedule {
+            spawn_schedule(queue.clone(), cron);
+        }
+        if let Some(dir) = &cfg.watch {
+            if let Err(e) = spawn_watch(queue.clone(), dir.clone()) {
+                tracing::error!("--watch {}: {e}", dir.display());
+                return 1;
+            }
+        }
+    }
+    tracing::info!(
+        source = %cfg.source.describe(),
+        interval = %humantime::format_duration(cfg.interval),
+        plan_only = cfg.options.plan_only,
+        shard = cfg.options.shard.map(|s| s.to_string()).unwrap_or_default(),
+        "regimen run: reconciling {}",
+        cfg.source.describe()
+    );
+    queue.push(true, "start");
+    let source = Arc::new(Mutex::new(cfg.source));
+    let mut last_version: Option<String> = None;
+    let mut code = 0;
+    loop {
+        let pending = tokio::select! {
+            p = queue.next() => p,
+            _ = stop_rx.changed() => break,
+        };
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        m.checked();
+        let snap = match read_source(&source).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the policy source: {e}");
+                m.finished("error", Some(e), Duration::ZERO, None);
+                code = 1;
+                if cfg.once {
+                    break;
+                }
+                continue;
+            }
+        };
+        let changed = last_version.as_deref() != Some(snap.version.as_str());
+        // With a schedule the interval only looks for new commits; without
+        // one, every interval is also a full reconcile (drift correction).
+        if !pending.force && !changed && has_schedule {
+            continue;
+        }
+        last_version = Some(snap.version.clone());
+        code = one(&snap, &cfg.options, &stop, &mut stop_rx, &pending.reasons).await;
+        if cfg.once || stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    if stop.load(Ordering::SeqCst) {
+        tracing::info!("stopped");
+        return 0;
+    }
+    code
+}
+
+async fn read_source(source: &Arc<Mutex<Source>>) -> Result<Snapshot, String> {
+    let s = source.clone();
+    // git2 and file reads block: keep them off the async workers.
+    tokio::task::spawn_blocking(move || match s.lock() {
+        Ok(mut src) => src.snapshot(),
+        Err(_) => Err("the source is unavailable after an earlier panic".into()),
+    })
+    .await
+    .map_err(|e| format!("reading the source: {e}"))?
+}
+
+/// One reconcile with its logs and metrics; the exit code it stands for.
+async fn one(
+    snap: &Snapshot,
+    opts: &Options,
+    stop: &AtomicBool,
+    stop_rx: &mut watch::Receiver<bool>,
+    reasons: &[&'static str],
+) -> i32 {
+    let m = metrics::get();
+    let revision = snap.revision.clone().unwrap_or_default();
+    tracing::info!(revision = %revision, trigger = %reasons.join(","), "reconcile started");
+    m.started();
+    let t0 = Instant::now();
+    let applying = AtomicBool::new(false);
+    let fut = reconcile::reconcile(snap, opts, stop, &applying);
+    tokio::pin!(fut);
+    let result = loop {
+        tokio::select! {
+            r = &mut fut => break Some(r),
+            _ = stop_rx.changed() => {
+                // Before the first change nothing is in flight: stop now.
+                // During apply, the executor stops between changes.
+                if !applying.load(Ordering::SeqCst) {
+                    break None;
+                }
+            }
+        }
+    };
+    let took = t0.elapsed();
+    match result {
+        None => {
+            tracing::info!(revision = %revision, "stopped before applying anything");
+            m.finished("stopped", None, took, None);
+            0
+        }
+        Some(Err(Failure::Invalid(diags))) => {
+            for d in &diags {
+                tracing::error!(revision = %revision, file = %d.loc.file, line = d.loc.line, col = d.loc.col, "{d}");
+            }
+            let msg = format!(
+                "invalid policy at revision {}: {} errors; nothing was changed",
+                if revision.is_empty() {
+                    "(none)"
+                } else {
+                    &revision
+                },
+                diags.len()
+            );
+            tracing::error!(revision = %revision, errors = diags.len(), "{msg}");
+            m.policy_valid(false);
+            m.finished("invalid_policy", Some(msg), took, Some(&revision));
+            1
+        }
+        Some(Err(Failure::Error(e))) => {
+            tracing::error!(revision = %revision, "reconcile failed: {e}");
+            m.finished("error", Some(e), took, Some(&revision));
+            1
+        }
+        Some(Ok(r)) => {
+            m.policy_valid(true);
+            let ok = r.ok();
+            let (done, already, stale, failed) = r
+                .report
+                .as_ref()
+                .map(|x| (x.done, x.already, x.stale, x.failed))
+                .unwrap_or_default();
+            tracing::info!(
+                revision = %revision,
+                result = if ok { "success" } else { "failed" },
+                planned = r.plan.changes.len(),
+                done,
+                already,
+                stale,
+                failed,
+                not_started = r.not_started,
+                seconds = took.as_secs_f64(),
+                "reconcile finished: {} planned, {done} done, {already} already in place, {stale} stale, {failed} failed",
+                r.plan.changes.len()
+            );
+            if ok {
+                m.finished("success", None, took, Some(&revision));
+                0
+            } else {
+                let why = if r.violation_failure {
+                    "policy violations under on_violation: fail".to_string()
+                } else {
+                    format!(
+                        "{stale} stale, {failed} failed, {} not started",
+                        r.not_started
+                    )
+                };
+                m.finished("failed", Some(why), took, Some(&revision));
+                1
+            }
+        }
+    }
+}
+
+fn spawn_signals(stop: Arc<AtomicBool>, tx: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        wait_signal().await;
+        tracing::info!("stop requested: finishing the change in flight, then exiting (signal again to exit now)");
+        stop.store(true, Ordering::SeqCst);
+        let _ = tx.send(true);
+        wait_signal().await;
+        tracing::warn!("second stop request: exiting now");
+        std::process::exit(1);
+    });
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut t) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn spawn_interval(queue: Arc<Queue>, every: Duration) {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t.tick().await; // the first tick is now: the start trigger covers it
+        loop {
+            t.tick().await;
+            queue.push(false, "interval");
+        }
+    });
+}
+
+fn spawn_schedule(queue: Arc<Queue>, cron: croner::Cron) {
+    tokio::spawn(async move {
+        loop {
+            let now = chrono::Utc::now();
+            let Ok(next) = cron.find_next_occurrence(&now, false) else {
+                tracing::warn!("--schedule: no next time found; the schedule stops");
+                return;
+            };
+            let wait = (next - now).to_std().unwrap_or(Duration::from_secs(1));
+            tokio::time::sleep(wait).await;
+            queue.push(true, "schedule");
+        }
+    });
+}
+
+/// Quiet time after the last file event before reconciling: editors write
+/// files in several steps, and a `git pull` touches many files.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+fn spawn_watch(queue: Arc<Queue>, dir: PathBuf) -> Result<(), String> {
+    use notify::Watcher as _;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Absolute, so event paths strip to policy-relative ones (the folder
+    // itself may sit below a hidden one, e.g. a temp dir).
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let root = dir.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        // Hidden files and folders are not policy (and .git churns).
+        let relevant = ev.paths.iter().any(|p| {
+            p.strip_prefix(&root)
+                .unwrap_or(p)
+                .components()
+                .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'))
+        });
+        if relevant {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::Recursive)
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _keep = watcher;
+        while rx.recv().await.is_some() {
+            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            queue.push(true, "watch");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn triggers_during_a_run_coalesce_into_one() {
+        let q = Queue::default();
+        q.push(false, "interval");
+        q.push(true, "watch");
+        q.push(false, "interval");
+        let p = q.next().await;
+        assert!(p.force);
+        assert_eq!(p.reasons, vec!["interval", "watch"]);
+        // Nothing more is owed.
+        let more = tokio::time::timeout(Duration::from_millis(50), q.next()).await;
+        assert!(more.is_err());
+    }
+}
