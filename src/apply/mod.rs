@@ -2,6 +2,7 @@
 //! after a compare-and-swap re-read of its target.
 
 pub mod copy;
+mod hosts;
 
 use std::sync::Arc;
 
@@ -58,7 +59,12 @@ const CHANGES_IN_FLIGHT: usize = 16;
 
 /// Applies the plan's changes phase by phase in the fixed order (copies,
 /// retags, …, deletions); changes within a phase run concurrently.
-pub async fn apply(plan: &Plan, registries: &Registries, reporter: &dyn Reporter) -> Report {
+pub async fn apply(
+    plan: &Plan,
+    registries: &Registries,
+    hosts: &crate::host::Hosts,
+    reporter: &dyn Reporter,
+) -> Report {
     let copier = Copier::default();
     let mut phases: std::collections::BTreeMap<u8, Vec<&Change>> =
         std::collections::BTreeMap::new();
@@ -75,7 +81,7 @@ pub async fn apply(plan: &Plan, registries: &Registries, reporter: &dyn Reporter
                 let copier = &copier;
                 async move {
                     reporter.started(c);
-                    let outcome = apply_one(c, registries, copier)
+                    let outcome = apply_one(c, registries, hosts, copier)
                         .await
                         .unwrap_or_else(Outcome::Failed);
                     (c, outcome)
@@ -117,17 +123,15 @@ fn parse<T: std::str::FromStr<Err = String>>(what: &str, s: Option<&str>) -> Res
 async fn apply_one(
     c: &Change,
     registries: &Registries,
+    hosts: &crate::host::Hosts,
     copier: &Copier,
 ) -> Result<Outcome, String> {
     match c.action {
         Action::Copy | Action::Retag => {}
         Action::Untag => return untag(c, registries).await,
         Action::Delete => return delete(c, registries).await,
-        other => {
-            return Ok(Outcome::Failed(format!(
-                "`{}` changes are not supported by this version",
-                other.as_str()
-            )))
+        Action::Pull | Action::RemoveImage | Action::StopContainer => {
+            return hosts::apply_one(c, hosts).await
         }
     }
     let target: ImageRef = parse("target", Some(&c.target))?;

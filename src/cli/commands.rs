@@ -109,25 +109,11 @@ fn print_diagnostics(diags: &[config::Diagnostic]) {
 
 fn load(dir: &Path) -> Option<config::Policy> {
     match config::load(dir) {
-        Ok(p) => {
-            warn_unimplemented(&p);
-            Some(p)
-        }
+        Ok(p) => Some(p),
         Err(diags) => {
             print_diagnostics(&diags);
             None
         }
-    }
-}
-
-/// Sections this version validates but does not act on yet: say so, so a
-/// valid policy is never mistaken for an enforced one.
-fn warn_unimplemented(p: &config::Policy) {
-    if !p.hosts.is_empty() {
-        eprintln!("warning: `hosts:` is validated but not reconciled by this version of regimen");
-    }
-    if p.policies.as_ref().is_some_and(|x| x.registries.is_some()) && !p.hosts.is_empty() {
-        eprintln!("warning: `policies.registries` is checked for hosts' `present` images only; running containers are not inspected by this version of regimen");
     }
 }
 
@@ -437,7 +423,10 @@ fn apply_cmd(
     };
     let registries = crate::registry::open_all(&policy);
     let progress = Progress::new(plan.changes.len());
-    let report = match block_on(crate::apply::apply(&plan, &registries, &progress)) {
+    let report = match block_on(async {
+        let hosts = crate::host::Hosts::for_plan(&policy, &plan).await;
+        crate::apply::apply(&plan, &registries, &hosts, &progress).await
+    }) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

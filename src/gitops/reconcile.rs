@@ -188,7 +188,14 @@ pub async fn reconcile(
     }
     let registries = crate::registry::open_all(&policy);
     applying.store(true, Ordering::SeqCst);
-    let report = crate::apply::apply(&plan, &registries, &DaemonReporter { stop, revision }).await;
+    let hosts = crate::host::Hosts::for_plan(&policy, &plan).await;
+    let report = crate::apply::apply(
+        &plan,
+        &registries,
+        &hosts,
+        &DaemonReporter { stop, revision },
+    )
+    .await;
     let not_started = plan.changes.len().saturating_sub(report.outcomes.len());
     let not_applied = not_started + report.stale + report.failed;
     metrics::get().plan_gauges(&plan, not_applied);

@@ -154,7 +154,10 @@ mod tests {
         );
         assert_eq!(a.from_engine("127.0.0.1:5001/team/api:stable"), Some(r));
         let (repo, d) = a
-            .repo_digest(&format!("127.0.0.1:5001/team/api@sha256:{}", "a".repeat(64)))
+            .repo_digest(&format!(
+                "127.0.0.1:5001/team/api@sha256:{}",
+                "a".repeat(64)
+            ))
             .unwrap();
         assert_eq!(repo.to_string(), "prod/team/api");
         assert_eq!(d.hex(), "a".repeat(64));
@@ -174,7 +177,9 @@ mod tests {
             "hub/library/alpine:3.19"
         );
         assert_eq!(
-            a.from_engine("index.docker.io/org/x:1").unwrap().to_string(),
+            a.from_engine("index.docker.io/org/x:1")
+                .unwrap()
+                .to_string(),
             "hub/org/x:1"
         );
     }

@@ -30,16 +30,73 @@ pub struct Engine {
     docker: Docker,
 }
 
-/// The policy's hosts, opened; a host that could not be opened maps to why.
-pub type Hosts = BTreeMap<String, Result<Arc<Engine>, String>>;
+/// The policy's hosts, opened, with what apply needs to act on them: the
+/// engine-side names of policy registries and their credentials.
+#[derive(Default)]
+pub struct Hosts {
+    pub engines: BTreeMap<String, Result<Arc<Engine>, String>>,
+    pub addrs: address::Addresses,
+    registries: BTreeMap<crate::model::RegistryName, crate::config::Registry>,
+    root: std::path::PathBuf,
+}
 
-/// Opens every host of the policy (lazily: nothing is sent until used).
-pub async fn open_all(policy: &Policy) -> Hosts {
-    let mut out = BTreeMap::new();
-    for (name, h) in &policy.hosts {
-        out.insert(name.clone(), Engine::open(name, h).await.map(Arc::new));
+impl Hosts {
+    /// Opens the policy's hosts; with `only`, just those (apply opens the
+    /// hosts its changes touch, no others).
+    pub async fn open(policy: &Policy, only: Option<&std::collections::BTreeSet<String>>) -> Hosts {
+        let mut engines = BTreeMap::new();
+        for (name, h) in &policy.hosts {
+            if only.is_some_and(|o| !o.contains(name)) {
+                continue;
+            }
+            engines.insert(name.clone(), Engine::open(name, h).await.map(Arc::new));
+        }
+        Hosts {
+            engines,
+            addrs: address::Addresses::from_policy(policy),
+            registries: policy.registries.clone(),
+            root: policy.root.clone(),
+        }
     }
-    out
+
+    /// Opens the hosts a plan's changes touch.
+    pub async fn for_plan(policy: &Policy, plan: &crate::plan::Plan) -> Hosts {
+        let names = plan
+            .changes
+            .iter()
+            .filter_map(|c| split_target(&c.target).map(|(h, _)| h.to_string()))
+            .collect();
+        Hosts::open(policy, Some(&names)).await
+    }
+
+    pub fn engine(&self, name: &str) -> Result<&Engine, String> {
+        match self.engines.get(name) {
+            Some(Ok(e)) => Ok(e),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("host `{name}` is not defined in the policy")),
+        }
+    }
+
+    /// What the engine should present to a registry when pulling: the
+    /// policy's `auth:`, else the docker config regimen itself would use.
+    pub fn credentials(&self, registry: &crate::model::RegistryName) -> Credentials {
+        let Some(cfg) = self.registries.get(registry) else {
+            return Credentials::Anonymous;
+        };
+        let found = match (&cfg.auth, &cfg.url) {
+            (Some(a), _) => crate::registry::auth::from_policy(a, &self.root),
+            (None, crate::config::Endpoint::Http(h) | crate::config::Endpoint::Https(h)) => {
+                crate::registry::auth::from_docker_config(h)
+            }
+            (None, crate::config::Endpoint::OciLayout(_)) => Ok(Credentials::Anonymous),
+        };
+        found.unwrap_or(Credentials::Anonymous)
+    }
+}
+
+/// `host:NAME/rest` → `(NAME, rest)`.
+pub fn split_target(target: &str) -> Option<(&str, &str)> {
+    target.strip_prefix("host:")?.split_once('/')
 }
 
 fn err(host: &str, what: &str, e: bollard::errors::Error) -> String {
@@ -174,13 +231,17 @@ impl Engine {
         })
     }
 
-    /// The image ID and repo digests an engine name resolves to, if any.
-    pub async fn inspect_image(&self, name: &str) -> Result<Option<(String, Vec<String>)>, String> {
+    /// The image an engine name (or ID) resolves to, if any: its ID, names
+    /// and repo digests.
+    pub async fn inspect_image(&self, name: &str) -> Result<Option<HostImage>, String> {
         match self.docker.inspect_image(name).await {
-            Ok(i) => Ok(Some((
-                normal_id(&i.id.unwrap_or_default()),
-                i.repo_digests.unwrap_or_default(),
-            ))),
+            Ok(i) => Ok(Some(HostImage {
+                id: normal_id(&i.id.unwrap_or_default()),
+                tags: i.repo_tags.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+                created: None,
+                size: i.size.unwrap_or(0).max(0) as u64,
+            })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(err(&self.name, &format!("inspecting image {name}"), e)),
         }
@@ -247,11 +308,7 @@ impl Engine {
             ..Default::default()
         };
         for n in names {
-            match self
-                .docker
-                .remove_image(n, Some(plain.clone()), None)
-                .await
-            {
+            match self.docker.remove_image(n, Some(plain.clone()), None).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(err(&self.name, &format!("removing {n}"), e)),

@@ -9,7 +9,7 @@ use super::{Fact, HostState};
 use crate::host::Hosts;
 
 pub async fn observe_hosts(hosts: &Hosts) -> BTreeMap<String, Fact<HostState>> {
-    stream::iter(hosts.iter())
+    stream::iter(hosts.engines.iter())
         .map(|(name, engine)| async move {
             let fact = match engine {
                 Ok(e) => match e.observe().await {

@@ -23,8 +23,13 @@ const PARALLEL: usize = 16;
 pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp) -> Observed {
     let mut needs = crate::plan::needs(desired);
     let mut observed = Observed::default();
+    // Hosts first: retention must know what they run before deleting anything.
+    if !desired.hosts.is_empty() {
+        let hosts = crate::host::Hosts::open(desired, None).await;
+        observed.hosts = super::observe_hosts(&hosts).await;
+    }
 
-    // Catalogs first: wildcard retention globs expand through them.
+    // Catalogs next: wildcard retention globs expand through them.
     for name in &needs.catalogs {
         let fact = match registries.get(name) {
             Some(Ok(reg)) => match reg.list_repos().await {

@@ -18,12 +18,7 @@ fn target(host: &str, what: &str) -> String {
     format!("host:{host}/{what}")
 }
 
-pub fn plan(
-    desired: &Policy,
-    cx: &mut PlanCx<'_>,
-    out: &mut Vec<Change>,
-    kept: &mut Vec<Kept>,
-) {
+pub fn plan(desired: &Policy, cx: &mut PlanCx<'_>, out: &mut Vec<Change>, kept: &mut Vec<Kept>) {
     let addrs = Addresses::from_policy(desired);
     for (name, host) in &desired.hosts {
         let Some(Fact::Known(state)) = cx.observed.hosts.get(name) else {
@@ -33,6 +28,38 @@ pub fn plan(
         present(name, host, state, &addrs, cx, out);
         prune(name, host, state, &addrs, cx, out, kept);
         max_age(name, host, state, &addrs, cx, out);
+    }
+    enforce(desired, cx, out);
+}
+
+/// `on_violation: enforce`: running containers that break `policies` are
+/// stopped (once, even when a `max_age` of the host also stops them).
+fn enforce(desired: &Policy, cx: &PlanCx<'_>, out: &mut Vec<Change>) {
+    let enforcing = desired
+        .policies
+        .as_ref()
+        .is_some_and(|p| p.on_violation == crate::config::OnViolation::Enforce);
+    if !enforcing {
+        return;
+    }
+    for v in super::policy::host_violations(desired, cx.observed, cx.now) {
+        let Some(c) = v.container else { continue };
+        let t = target(&v.host, &format!("container/{}", c.name));
+        if out
+            .iter()
+            .any(|x| x.action == Action::StopContainer && x.target == t)
+        {
+            continue;
+        }
+        out.push(Change {
+            target: t,
+            source: Some(c.image.clone()),
+            digest: Some(c.image_id.clone()),
+            expect: c.id.clone(),
+            rule: format!("policies.{}", v.violation.policy),
+            reason: format!("on_violation: enforce: {}", v.violation.message),
+            ..Change::new(Action::StopContainer)
+        });
     }
 }
 
@@ -77,25 +104,21 @@ fn present(
         };
         let engine_tag = format!("{engine_repo}:{tag}");
         let engine_digest = format!("{engine_repo}@{digest}");
-        let local = state
-            .images
-            .iter()
-            .find(|i| i.tags.contains(&engine_tag));
+        let local = state.images.iter().find(|i| i.tags.contains(&engine_tag));
         if local.is_some_and(|i| i.repo_digests.contains(&engine_digest)) {
             continue;
         }
         let reason = match local {
             None => "missing on the host".to_string(),
-            Some(i) => format!(
-                "the tag moved: the host has image {}",
-                short_id(&i.id)
-            ),
+            Some(i) => format!("the tag moved: the host has image {}", short_id(&i.id)),
         };
         out.push(Change {
             target: subject,
             source: Some(ImageRef::digested(want.repo.clone(), digest.clone()).to_string()),
             digest: Some(digest.to_string()),
-            expect: local.map(|i| i.id.clone()).unwrap_or_else(|| "absent".into()),
+            expect: local
+                .map(|i| i.id.clone())
+                .unwrap_or_else(|| "absent".into()),
             rule: rule.clone(),
             reason,
             ..Change::new(Action::Pull)
@@ -137,10 +160,7 @@ fn prune(
         .collect();
     for img in &state.images {
         let names = addresses(img, addrs);
-        let label = names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| short_id(&img.id));
+        let label = names.first().cloned().unwrap_or_else(|| short_id(&img.id));
         let Some(created) = img.created else {
             // Unknown age is never old.
             continue;
@@ -180,7 +200,10 @@ fn prune(
             expect: img.id.clone(),
             rule: rule.clone(),
             reason: match rules.older_than {
-                Some(o) => format!("unused, {age_text} (older_than {})", Duration::human(o.0 as i64)),
+                Some(o) => format!(
+                    "unused, {age_text} (older_than {})",
+                    Duration::human(o.0 as i64)
+                ),
                 None => format!("unused, {age_text}"),
             },
             size: Some(img.size),
@@ -192,9 +215,7 @@ fn prune(
 
 /// Whether the image carries `present`'s tag (under the engine's name for it).
 fn is_named(img: &HostImage, p: &ImageRef, addrs: &Addresses) -> bool {
-    addrs
-        .to_engine(p)
-        .is_some_and(|n| img.tags.contains(&n))
+    addrs.to_engine(p).is_some_and(|n| img.tags.contains(&n))
 }
 
 /// `reg/repo` of `reg/repo:tag` (a colon after the last slash is a tag).

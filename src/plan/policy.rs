@@ -4,8 +4,8 @@
 //! Managed repos are the ones regimen writes to or promotes from: mirror
 //! targets, promotion sources and targets, retag targets and sources, and
 //! retention repos. A mirror's source is upstream (not ours to govern); its
-//! copy in the target is checked instead. Host containers are judged by the
-//! hosts reconciler, not here.
+//! copy in the target is checked instead. On hosts: `registries` judges what
+//! running containers run, `max_age` every image in the engine's store.
 
 use std::collections::BTreeSet;
 
@@ -207,10 +207,124 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
             }
         }
     }
+    out.extend(
+        host_violations(desired, observed, now)
+            .into_iter()
+            .map(|h| h.violation),
+    );
     out.sort_by(|a, b| {
         (&a.policy, &a.subject, &a.message).cmp(&(&b.policy, &b.subject, &b.message))
     });
     out.dedup();
+    out
+}
+
+/// A violation on a host, with the running container it concerns (which
+/// `on_violation: enforce` stops).
+pub struct HostViolation {
+    pub violation: Violation,
+    pub host: String,
+    pub container: Option<crate::observe::HostContainer>,
+}
+
+/// `registries` for what running containers run, `max_age` for host images
+/// (and the running containers that use them).
+pub fn host_violations(
+    desired: &Desired,
+    observed: &Observed,
+    now: Timestamp,
+) -> Vec<HostViolation> {
+    let Some(policies) = desired.policies.as_ref() else {
+        return Vec::new();
+    };
+    let addrs = crate::host::address::Addresses::from_policy(desired);
+    let mut out = Vec::new();
+    for name in desired.hosts.keys() {
+        let Some(Fact::Known(state)) = observed.hosts.get(name) else {
+            continue;
+        };
+        if let Some(allowed) = &policies.registries {
+            for c in state.containers.iter().filter(|c| c.running) {
+                let from = addrs.from_engine(&c.image);
+                let bad = match &from {
+                    Some(a) => !allowed.contains(&a.repo.registry),
+                    None => true,
+                };
+                if !bad {
+                    continue;
+                }
+                let list = allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                out.push(HostViolation {
+                    violation: Violation {
+                        policy: "registries".into(),
+                        kind: Some("container".into()),
+                        subject: format!("host:{name}/container/{}", c.name),
+                        message: match &from {
+                            Some(a) => format!(
+                                "runs {a}: registry `{}` is not one of policies.registries ({list})",
+                                a.repo.registry
+                            ),
+                            None => format!(
+                                "runs {}, which is not from a policy registry ({list})",
+                                c.image
+                            ),
+                        },
+                    },
+                    host: name.clone(),
+                    container: Some(c.clone()),
+                });
+            }
+        }
+        if let Some(max) = policies.max_age {
+            for img in &state.images {
+                let Some(created) = img.created else { continue };
+                if now.0 - created.0 <= max.0 as i64 {
+                    continue;
+                }
+                let label = img
+                    .tags
+                    .first()
+                    .map(|t| {
+                        addrs
+                            .from_engine(t)
+                            .map(|a| a.to_string())
+                            .unwrap_or(t.clone())
+                    })
+                    .unwrap_or_else(|| img.id.clone());
+                let message = format!(
+                    "created {} ago, max_age {}",
+                    age(now, created),
+                    Duration::human(max.0 as i64)
+                );
+                out.push(HostViolation {
+                    violation: Violation {
+                        policy: "max_age".into(),
+                        kind: Some("host_image".into()),
+                        subject: format!("host:{name}/{label}"),
+                        message: message.clone(),
+                    },
+                    host: name.clone(),
+                    container: None,
+                });
+                for c in state.users(img).filter(|c| c.running) {
+                    out.push(HostViolation {
+                        violation: Violation {
+                            policy: "max_age".into(),
+                            kind: Some("container".into()),
+                            subject: format!("host:{name}/container/{}", c.name),
+                            message: format!("runs {label}, {message}"),
+                        },
+                        host: name.clone(),
+                        container: Some(c.clone()),
+                    });
+                }
+            }
+        }
+    }
     out
 }
 

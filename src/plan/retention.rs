@@ -68,10 +68,10 @@ fn indexes_containing(repo: &RepoAddr, child: &Digest, observed: &Observed) -> V
         .images
         .iter()
         .filter(|((r, _), f)| {
-            r == repo &&
-            f.known()
+            r == repo
+                && f.known()
                     .and_then(|i| i.index_manifest.as_deref())
-                .is_some_and(|m| m.contains(child.as_str()))
+                    .is_some_and(|m| m.contains(child.as_str()))
         })
         .map(|((_, d), _)| d.clone())
         .collect()
