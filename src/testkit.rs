@@ -40,6 +40,9 @@ pub struct ImageSpec {
     pub annotations: BTreeMap<String, String>,
     /// `(os, architecture)`, e.g. `("linux", "amd64")`.
     pub platform: (String, String),
+    /// Config `Cmd`; when set, the layer's file is executable (a container
+    /// can run it, e.g. a static busybox).
+    pub cmd: Option<Vec<String>>,
 }
 
 impl Default for ImageSpec {
@@ -58,7 +61,21 @@ impl ImageSpec {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             platform: ("linux".to_string(), "amd64".to_string()),
+            cmd: None,
         }
+    }
+
+    /// The layer holds one executable, and containers run `cmd`.
+    pub fn with_command(
+        mut self,
+        file_name: &str,
+        bytes: impl Into<Vec<u8>>,
+        cmd: &[&str],
+    ) -> Self {
+        self.file_name = file_name.to_string();
+        self.layer_bytes = bytes.into();
+        self.cmd = Some(cmd.iter().map(|s| s.to_string()).collect());
+        self
     }
     pub fn with_label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.to_string(), value.to_string());
@@ -107,6 +124,11 @@ pub fn pseudo_random_bytes(seed: u64, size: usize) -> Vec<u8> {
 /// the given mtime: a 512-byte header, the data padded to 512 bytes, and two
 /// zero blocks.
 pub fn tar_one_file(name: &str, data: &[u8], mtime: u64) -> anyhow::Result<Vec<u8>> {
+    tar_file(name, data, mtime, 0o644)
+}
+
+/// Like [`tar_one_file`], with the file's mode (`0o755` for an executable).
+pub fn tar_file(name: &str, data: &[u8], mtime: u64, mode: u32) -> anyhow::Result<Vec<u8>> {
     if name.is_empty() || name.len() > 99 || name.starts_with('/') {
         bail!("tar entry name `{name}` must be a relative path of 1 to 99 bytes");
     }
@@ -119,7 +141,7 @@ pub fn tar_one_file(name: &str, data: &[u8], mtime: u64) -> anyhow::Result<Vec<u
         h[at..at + field.len()].copy_from_slice(field);
     }
     put(&mut h, 0, name.as_bytes());
-    put(&mut h, 100, b"0000644\0"); // mode
+    put(&mut h, 100, format!("{:07o}\0", mode & 0o7777).as_bytes());
     put(&mut h, 108, b"0000000\0"); // uid
     put(&mut h, 116, b"0000000\0"); // gid
     put(&mut h, 124, format!("{size:011o}\0").as_bytes());
@@ -180,12 +202,21 @@ fn annotations_json(a: &BTreeMap<String, String>) -> Value {
 pub fn build_image(spec: &ImageSpec, flavor: Flavor) -> anyhow::Result<BuiltImage> {
     let created = Timestamp::parse_rfc3339(&spec.created)
         .with_context(|| format!("image `created` must be RFC 3339, got `{}`", spec.created))?;
-    let layer = tar_one_file(&spec.file_name, &spec.layer_bytes, created.0.max(0) as u64)?;
+    let mode = if spec.cmd.is_some() { 0o755 } else { 0o644 };
+    let layer = tar_file(
+        &spec.file_name,
+        &spec.layer_bytes,
+        created.0.max(0) as u64,
+        mode,
+    )?;
     let layer_digest = Digest::sha256_of(&layer);
 
     let mut inner = Map::new();
     if !spec.labels.is_empty() {
         inner.insert("Labels".into(), annotations_json(&spec.labels));
+    }
+    if let Some(cmd) = &spec.cmd {
+        inner.insert("Cmd".into(), json!(cmd));
     }
     let config = json!({
         "created": spec.created,

@@ -159,9 +159,10 @@ impl Engine {
     pub async fn observe(&self) -> Result<HostState, String> {
         let images = self
             .docker
+            // `digests=true` is left out: Podman 4.3 answers it with an empty
+            // body, and both engines list RepoDigests without it.
             .list_images(Some(ListImagesOptions {
                 all: false,
-                digests: true,
                 ..Default::default()
             }))
             .await

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod podman;
 pub mod proxy;
 
 use std::io::{Read as _, Write as _};

@@ -1,0 +1,340 @@
+//! Hosts (issue 5's "How we will know") against a real `podman system
+//! service` and a real `docker-registry`: prune removes only the old unused
+//! image, `present` pulls and re-pulls after the tag moves, `max_age` stops
+//! only the old container, a second apply does nothing; retention keeps what
+//! a host's container runs; an unreachable host is unobserved.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::podman::Podman;
+use common::{json_plan, open, regimen, run, TestRegistry};
+use regimen::model::Timestamp;
+use regimen::testkit::{push_image, ImageSpec};
+
+fn ago(days: i64) -> String {
+    Timestamp(Timestamp::now().0 - days * 86_400).to_rfc3339()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A runnable image (static busybox; `sleep`) created `days` ago, made
+/// distinct by a label.
+fn runnable(name: &str, days: i64) -> ImageSpec {
+    let busybox = std::fs::read("/bin/busybox")
+        .expect("/bin/busybox is missing: run `bash scripts/test.sh` (installs busybox-static)");
+    ImageSpec::new(&ago(days))
+        .with_command("bin/busybox", busybox, &["/bin/busybox", "sleep", "3600"])
+        .with_label("test.name", name)
+}
+
+fn push(reg: &TestRegistry, repo: &str, tag: &str, spec: &ImageSpec) -> String {
+    let r = open(&reg.host);
+    block_on(push_image(
+        r.as_ref(),
+        &repo.parse().unwrap(),
+        Some(&tag.parse().unwrap()),
+        spec,
+    ))
+    .unwrap()
+    .to_string()
+}
+
+fn targets(plan: &serde_json::Value, action: &str) -> Vec<String> {
+    let mut v: Vec<String> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == action)
+        .map(|c| c["target"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn write_policy(dir: &std::path::Path, reg: &TestRegistry, endpoint: &str, extra: &str) {
+    std::fs::write(
+        dir.join("policy.yaml"),
+        format!(
+            r#"registries:
+  prod: {{url: "http://{host}"}}
+hosts:
+  build-01:
+    endpoint: "{endpoint}"
+    images:
+      present: [prod/team/api:stable]
+      prune: {{older_than: 30d, keep: ["prod/base/*"]}}
+    containers:
+      max_age: 20s
+retention:
+  - name: inuse-cleanup
+    repos: [prod/team/inuse]
+    delete: {{older_than: 30d}}
+    min_keep: 0
+{extra}"#,
+            host = reg.host
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn host_reconciliation_prune_present_max_age_and_protection() {
+    let reg = TestRegistry::start();
+    let podman = Podman::start(&[&reg.host]);
+    let h = &reg.host;
+
+    // The registry: images of several ages.
+    push(&reg, "team/old", "1", &runnable("old", 60));
+    push(&reg, "team/inuse", "1", &runnable("inuse", 60));
+    push(&reg, "team/inuse", "2", &runnable("inuse-unused", 60));
+    push(&reg, "team/fresh", "1", &runnable("fresh", 1));
+    push(&reg, "base/keep", "1", &runnable("base", 60));
+    push(&reg, "team/runner", "1", &runnable("runner", 1));
+    let api_v1 = push(&reg, "team/api", "stable", &runnable("api-v1", 1));
+
+    // The host: a long-running container first (max_age counts from its start).
+    for repo in [
+        "team/old:1",
+        "team/inuse:1",
+        "team/fresh:1",
+        "base/keep:1",
+        "team/runner:1",
+    ] {
+        podman.run(&["pull", "-q", &format!("{h}/{repo}")]);
+    }
+    let old_started = Instant::now();
+    podman.run(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "old-runner",
+        &format!("{h}/team/runner:1"),
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), &reg, &podman.endpoint(), "");
+
+    // Containers started after max_age has passed for the first one.
+    let wait = Duration::from_secs(23).saturating_sub(old_started.elapsed());
+    std::thread::sleep(wait);
+    podman.run(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "inuse",
+        &format!("{h}/team/inuse:1"),
+    ]);
+    podman.run(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "young-runner",
+        &format!("{h}/team/runner:1"),
+    ]);
+
+    let (code, plan, out) = json_plan(
+        regimen()
+            .args(["plan", "--format", "json", "-C"])
+            .arg(dir.path()),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        targets(&plan, "pull"),
+        vec!["host:build-01/prod/team/api:stable"],
+        "{out}"
+    );
+    assert_eq!(
+        targets(&plan, "remove_image"),
+        vec!["host:build-01/prod/team/old:1"],
+        "{out}"
+    );
+    assert_eq!(
+        targets(&plan, "stop_container"),
+        vec!["host:build-01/container/old-runner"],
+        "{out}"
+    );
+    let pull = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "pull")
+        .unwrap();
+    assert_eq!(pull["digest"], api_v1.as_str());
+    assert_eq!(pull["expect"], "absent");
+    // Retention: the image a container runs stays; its unused sibling goes.
+    assert_eq!(targets(&plan, "delete"), vec!["prod/team/inuse:2"], "{out}");
+    let kept = plan["kept"].as_array().unwrap();
+    assert!(
+        kept.iter().any(|k| k["subject"] == "prod/team/inuse:1"
+            && k["reason"]
+                .as_str()
+                .unwrap()
+                .contains("run by container inuse on host build-01")),
+        "{out}"
+    );
+    assert!(
+        kept.iter()
+            .any(|k| k["subject"] == "host:build-01/prod/team/inuse:1"
+                && k["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("used by container inuse")),
+        "{out}"
+    );
+
+    // Text plan names the host changes the way a reviewer reads them.
+    let (_, text) = run(regimen().args(["plan", "-C"]).arg(dir.path()));
+    assert!(
+        text.contains("host:build-01/container/old-runner"),
+        "{text}"
+    );
+    assert!(text.contains("1 to delete, 3 host changes"), "{text}");
+
+    let (code, out) = run(regimen()
+        .args(["apply", "--auto-approve", "-C"])
+        .arg(dir.path()));
+    assert_eq!(code, 0, "{out}");
+
+    let images = podman.image_names();
+    let has = |n: &str| images.iter().any(|i| i == &format!("{h}/{n}"));
+    assert!(!has("team/old:1"), "pruned: {images:?}");
+    for kept in [
+        "team/inuse:1",
+        "team/fresh:1",
+        "base/keep:1",
+        "team/api:stable",
+        "team/runner:1",
+    ] {
+        assert!(has(kept), "{kept} must stay: {images:?}");
+    }
+    let api_digest = podman.run(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Digest}}",
+        &format!("{h}/team/api:stable"),
+    ]);
+    assert_eq!(api_digest.trim(), api_v1);
+    assert_eq!(podman.running(), vec!["inuse", "young-runner"]);
+    assert_eq!(reg.tags("team/inuse").unwrap(), vec!["1"]);
+
+    // Apply twice: nothing the second time.
+    let (code, out) = run(regimen()
+        .args(["plan", "--detailed-exitcode", "-C"])
+        .arg(dir.path()));
+    assert_eq!(code, 0, "second plan must be empty:\n{out}");
+
+    // The tag moves in the registry: the host re-pulls it.
+    let api_v2 = push(&reg, "team/api", "stable", &runnable("api-v2", 1));
+    let (_, plan, out) = json_plan(
+        regimen()
+            .args(["plan", "--format", "json", "-C"])
+            .arg(dir.path()),
+    );
+    assert_eq!(
+        targets(&plan, "pull"),
+        vec!["host:build-01/prod/team/api:stable"],
+        "{out}"
+    );
+    let pull = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "pull")
+        .unwrap();
+    assert_eq!(pull["digest"], api_v2.as_str());
+    assert!(
+        pull["reason"].as_str().unwrap().contains("the tag moved"),
+        "{out}"
+    );
+    assert_ne!(pull["expect"], "absent");
+    let (code, out) = run(regimen()
+        .args(["apply", "--auto-approve", "-C"])
+        .arg(dir.path()));
+    assert_eq!(code, 0, "{out}");
+    let api_digest = podman.run(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Digest}}",
+        &format!("{h}/team/api:stable"),
+    ]);
+    assert_eq!(api_digest.trim(), api_v2);
+
+    // An unreachable host: unobserved, no changes there, and retention
+    // deletes nothing (what it runs is unknown); the reachable host proceeds.
+    podman.run(&["rmi", &format!("{h}/team/api:stable")]);
+    push(&reg, "team/inuse", "3", &runnable("inuse-unused-3", 60));
+    let missing = dir.path().join("nowhere.sock");
+    write_policy(
+        dir.path(),
+        &reg,
+        &podman.endpoint(),
+        "  - name: more\n    repos: [prod/team/old]\n    delete: {older_than: 1d}\n    min_keep: 0\n",
+    );
+    let extra_host = format!(
+        "\n  offline:\n    endpoint: \"unix://{}\"\n    containers: {{max_age: 1s}}\n",
+        missing.display()
+    );
+    let text = std::fs::read_to_string(dir.path().join("policy.yaml")).unwrap();
+    let text = text.replace(
+        "retention:\n",
+        &format!("{}retention:\n", extra_host.trim_start_matches('\n')),
+    );
+    std::fs::write(dir.path().join("policy.yaml"), text).unwrap();
+    let (code, plan, out) = json_plan(
+        regimen()
+            .args(["plan", "--format", "json", "-C"])
+            .arg(dir.path()),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(plan["complete"], false);
+    assert!(
+        plan["unobserved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["subject"] == "host:offline"),
+        "{out}"
+    );
+    assert!(targets(&plan, "delete").is_empty(), "{out}");
+    assert_eq!(
+        targets(&plan, "pull"),
+        vec!["host:build-01/prod/team/api:stable"],
+        "{out}"
+    );
+    assert!(
+        plan["blocked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["rule"] == "inuse-cleanup"
+                && b["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("host offline could not be read")),
+        "{out}"
+    );
+    assert!(
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !c["target"].as_str().unwrap().starts_with("host:offline")),
+        "{out}"
+    );
+}
