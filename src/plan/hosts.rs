@@ -267,3 +267,234 @@ fn short_id(id: &str) -> String {
     let hex = id.trim_start_matches("sha256:");
     hex.get(..12).unwrap_or(hex).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::model::{Digest, Timestamp};
+    use crate::observe::{Fact, HostContainer, HostImage, HostState, Observed, RepoState};
+    use crate::plan::{plan, Action, Plan};
+
+    const NOW: i64 = 1_800_000_000;
+    const DAY: i64 = 86_400;
+
+    fn policy(extra: &str) -> crate::config::Policy {
+        let text = format!(
+            "registries:\n  prod: {{url: \"http://reg.example:5000\"}}\n  local: {{url: \"oci:store\"}}\n\
+             hosts:\n  h1:\n    endpoint: unix:///run/docker.sock\n{extra}"
+        );
+        crate::config::load_texts(std::path::Path::new("/p"), &[(Arc::from("p.yaml"), text)])
+            .unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn d(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
+    fn image(id: char, tags: &[&str], digests: &[&str], days: i64) -> HostImage {
+        HostImage {
+            id: format!("sha256:{}", id.to_string().repeat(64)),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            repo_digests: digests.iter().map(|s| s.to_string()).collect(),
+            created: Some(Timestamp(NOW - days * DAY)),
+            size: 1000,
+        }
+    }
+
+    fn container(name: &str, img: &HostImage, running: bool, started_days: i64) -> HostContainer {
+        HostContainer {
+            id: format!("{name}-id"),
+            name: name.into(),
+            image: img.tags.first().cloned().unwrap_or_default(),
+            image_id: img.id.clone(),
+            running,
+            started: Some(Timestamp(NOW - started_days * DAY)),
+        }
+    }
+
+    fn observed(state: HostState, api_tag: Option<Digest>) -> Observed {
+        let mut o = Observed::default();
+        o.hosts.insert("h1".into(), Fact::Known(state));
+        let mut repo = RepoState::default();
+        if let Some(dg) = api_tag {
+            repo.tags.insert("stable".parse().unwrap(), dg);
+        }
+        o.repos
+            .insert("prod/team/api".parse().unwrap(), Fact::Known(repo));
+        o
+    }
+
+    fn changes(p: &Plan, a: Action) -> Vec<String> {
+        p.changes
+            .iter()
+            .filter(|c| c.action == a)
+            .map(|c| c.target.clone())
+            .collect()
+    }
+
+    #[test]
+    fn prune_spares_used_kept_present_and_young_images() {
+        let p = policy(
+            "    images:\n      present: [prod/team/api:stable]\n      prune: {older_than: 30d, keep: [\"prod/base/*\"]}\n",
+        );
+        let old = image('1', &["reg.example:5000/team/old:1"], &[], 60);
+        let used = image('2', &["reg.example:5000/team/used:1"], &[], 60);
+        let base = image('3', &["reg.example:5000/base/os:12"], &[], 60);
+        let present = image(
+            '4',
+            &["reg.example:5000/team/api:stable"],
+            &[&format!("reg.example:5000/team/api@{}", d('a'))],
+            60,
+        );
+        let young = image('5', &["reg.example:5000/team/new:1"], &[], 2);
+        let dangling = image('6', &[], &[], 90);
+        let hub = image('7', &["alpine:3.19"], &[], 90);
+        let stopped = container("c-used", &used, false, 50);
+        let state = HostState {
+            images: vec![old, used, base, present, young, dangling, hub],
+            containers: vec![stopped],
+        };
+        let plan = plan(&p, &observed(state, Some(d('a'))), Timestamp(NOW));
+        assert_eq!(
+            changes(&plan, Action::RemoveImage),
+            vec![
+                "host:h1/666666666666",
+                "host:h1/alpine:3.19",
+                "host:h1/prod/team/old:1"
+            ]
+        );
+        assert!(changes(&plan, Action::Pull).is_empty(), "{plan:?}");
+        let why = |s: &str| {
+            plan.kept
+                .iter()
+                .find(|k| k.subject == s)
+                .map(|k| k.reason.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(why("host:h1/prod/team/used:1"), "used by container c-used");
+        assert_eq!(
+            why("host:h1/prod/base/os:12"),
+            "keep matches prod/base/os:12"
+        );
+        assert!(why("host:h1/prod/team/api:stable").starts_with("listed in present"));
+        let old = plan
+            .changes
+            .iter()
+            .find(|c| c.target == "host:h1/prod/team/old:1")
+            .unwrap();
+        assert_eq!(old.reason, "unused, created 60d ago (older_than 30d)");
+        assert_eq!(old.expect, format!("sha256:{}", "1".repeat(64)));
+    }
+
+    #[test]
+    fn present_pulls_missing_and_moved_tags_by_digest() {
+        let p = policy("    images:\n      present: [prod/team/api:stable]\n");
+        // Missing.
+        let plan1 = plan(
+            &p,
+            &observed(HostState::default(), Some(d('b'))),
+            Timestamp(NOW),
+        );
+        let pull = &plan1.changes[0];
+        assert_eq!(pull.action, Action::Pull);
+        assert_eq!(pull.target, "host:h1/prod/team/api:stable");
+        assert_eq!(pull.digest.as_deref(), Some(d('b').as_str()));
+        assert_eq!(pull.expect, "absent");
+        // Moved: the host has the tag at another digest.
+        let old = image(
+            '4',
+            &["reg.example:5000/team/api:stable"],
+            &[&format!("reg.example:5000/team/api@{}", d('a'))],
+            5,
+        );
+        let state = HostState {
+            images: vec![old.clone()],
+            containers: vec![],
+        };
+        let plan2 = plan(&p, &observed(state, Some(d('b'))), Timestamp(NOW));
+        assert_eq!(plan2.changes[0].expect, old.id);
+        assert!(plan2.changes[0].reason.contains("the tag moved"));
+        // Missing in the registry: blocked, not pulled.
+        let plan3 = plan(&p, &observed(HostState::default(), None), Timestamp(NOW));
+        assert!(plan3.changes.is_empty());
+        assert!(plan3.blocked[0]
+            .reason
+            .contains("does not exist in the registry"));
+    }
+
+    #[test]
+    fn present_from_an_oci_layout_is_blocked() {
+        let p = policy("    images:\n      present: [local/x:1]\n");
+        let mut o = observed(HostState::default(), None);
+        o.repos.insert(
+            "local/x".parse().unwrap(),
+            Fact::Known(RepoState::default()),
+        );
+        let plan = plan(&p, &o, Timestamp(NOW));
+        assert!(plan.changes.is_empty());
+        assert!(plan.blocked[0].reason.contains("OCI layout"), "{plan:?}");
+    }
+
+    #[test]
+    fn max_age_stops_only_old_running_containers() {
+        let p = policy("    containers: {max_age: 7d}\n");
+        let img = image('1', &["reg.example:5000/team/api:1.2"], &[], 1);
+        let state = HostState {
+            containers: vec![
+                container("old", &img, true, 9),
+                container("young", &img, true, 1),
+                container("old-stopped", &img, false, 30),
+            ],
+            images: vec![img],
+        };
+        let plan = plan(&p, &observed(state, None), Timestamp(NOW));
+        assert_eq!(
+            changes(&plan, Action::StopContainer),
+            vec!["host:h1/container/old"]
+        );
+        assert_eq!(
+            plan.changes[0].reason,
+            "running 9d on prod/team/api:1.2 (max_age 7d)"
+        );
+    }
+
+    #[test]
+    fn enforce_stops_containers_from_other_registries() {
+        let p = policy("policies: {registries: [prod], on_violation: enforce}\n");
+        let ours = image('1', &["reg.example:5000/team/api:1"], &[], 1);
+        let theirs = image('2', &["quay.io/org/tool:1"], &[], 1);
+        let state = HostState {
+            containers: vec![
+                container("ours", &ours, true, 1),
+                container("theirs", &theirs, true, 1),
+            ],
+            images: vec![ours, theirs],
+        };
+        let plan = plan(&p, &observed(state, None), Timestamp(NOW));
+        assert_eq!(
+            changes(&plan, Action::StopContainer),
+            vec!["host:h1/container/theirs"]
+        );
+        assert_eq!(plan.violations.len(), 1, "{:?}", plan.violations);
+        assert_eq!(plan.violations[0].subject, "host:h1/container/theirs");
+    }
+
+    #[test]
+    fn an_unobserved_host_gets_no_changes() {
+        let p = policy("    containers: {max_age: 1s}\n");
+        let mut o = Observed::default();
+        o.hosts.insert(
+            "h1".into(),
+            Fact::Unknown {
+                reason: "connection refused".into(),
+            },
+        );
+        let plan = plan(&p, &o, Timestamp(NOW));
+        assert!(plan.changes.is_empty());
+        assert!(!plan.complete);
+        assert_eq!(plan.unobserved[0].subject, "host:h1");
+    }
+}
