@@ -311,7 +311,10 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
         for (tag, d) in &state.tags {
             by_digest.entry(d).or_default().push(tag.to_string());
         }
-        for (digest, tags) in by_digest {
+        // Ordered by tag text, not digest, so output is stable across pushes.
+        let mut groups: Vec<(&Digest, Vec<String>)> = by_digest.into_iter().collect();
+        groups.sort_by(|a, b| a.1.cmp(&b.1));
+        for (digest, tags) in groups {
             let mut row = Row {
                 location: repo.to_string(),
                 kind: LocationKind::Registry,

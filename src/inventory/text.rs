@@ -91,13 +91,12 @@ pub fn render(inv: &Inventory) -> String {
     }
     for r in inv.images.iter() {
         for v in r.verdicts.iter().flatten() {
-            let tag = r.tags.first().map(|t| format!(":{t}")).unwrap_or_default();
-            out.push_str(&format!(
-                "! {} {}{tag}: {}\n",
-                v.word(),
-                r.location,
-                v.message
-            ));
+            let subject = match (r.kind, r.tags.first()) {
+                (super::LocationKind::Registry, Some(t)) => format!("{}:{t}", r.location),
+                (super::LocationKind::Host, Some(t)) => format!("{}/{t}", r.location),
+                (_, None) => format!("{}@{}", r.location, short(&r.digest)),
+            };
+            out.push_str(&format!("! {} {subject}: {}\n", v.word(), v.message));
         }
     }
     let places: Vec<String> = inv
