@@ -31,7 +31,9 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:16px;margin:0 0 10px}
 .card{background:#fff;border:1px solid #dde1e8;border-radius:8px;padding:14px 16px}
 .big{font-size:28px;font-weight:600}
 table{border-collapse:collapse;width:100%;background:#fff}
-th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #e6e9ef;vertical-align:top}
+#images{font-size:12.5px}
+th,td{text-align:left;padding:5px 7px;border-bottom:1px solid #e6e9ef;vertical-align:top}
+td{overflow-wrap:anywhere} td.nw,.pill{white-space:nowrap}
 th{background:#eef1f5;font-weight:600;position:sticky;top:0}
 td.mono,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .bar{display:flex;align-items:center;gap:8px;margin:3px 0}
@@ -167,10 +169,10 @@ pub fn render(inv: &Inventory) -> String {
             s => format!("sev-{s}"),
         };
         h.push_str(&format!(
-            "<tr class=\"{}\"><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"mono\" title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td><span class=\"pill {}\">{}</span></td><td class=\"{}\">{}</td><td>{}</td></tr>\n",
+            "<tr class=\"{}\"><td class=\"mono nw\">{}</td><td class=\"mono nw\">{}</td><td class=\"mono nw\" title=\"{}\">{}</td><td class=\"nw\">{}</td><td class=\"nw\">{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td><span class=\"pill {}\">{}</span></td><td class=\"{}\">{}</td><td>{}</td></tr>\n",
             if violating(r) { "violating" } else { "" },
             esc(&r.location),
-            esc(&r.tags.join(" ")),
+            r.tags.iter().map(|t| esc(t)).collect::<Vec<_>>().join("<br>"),
             esc(&r.digest),
             esc(r.digest.get(..19).unwrap_or(&r.digest)),
             unk(r.age_seconds.map(Duration::human).unwrap_or_else(|| "unknown".into())),
@@ -187,7 +189,15 @@ pub fn render(inv: &Inventory) -> String {
             sev_class,
             esc(&sev),
             if violating(r) { "bad" } else if r.verdicts.is_some() { "ok" } else { "" },
-            unk(verdict_words(&r.verdicts)),
+            match &r.verdicts {
+                // One broken policy per line.
+                Some(v) if !v.is_empty() => v
+                    .iter()
+                    .map(|v| esc(&v.word()).replace('(', "<wbr>("))
+                    .collect::<Vec<_>>()
+                    .join("<br>"),
+                _ => unk(verdict_words(&r.verdicts)),
+            },
             esc(&r.containers.as_deref().map(container_words).unwrap_or_else(|| "-".into())),
         ));
     }
