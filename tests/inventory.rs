@@ -429,6 +429,16 @@ fn host_images_with_their_containers() {
     assert_eq!(policies(old), ["max_age(host_image)"]);
     assert_eq!(old["scan"]["worst_severity"], "critical");
 
+    let text = inventory(dir.path(), "text");
+    eprintln!("{text}");
+    assert!(text.contains("api (running "), "{text}");
+    assert!(
+        text.contains("! max_age(host_image) host:build-01/prod/team/api:1.0: created 400d ago"),
+        "{text}"
+    );
+    assert!(text.contains("? unobserved host:gone: "), "{text}");
+    assert!(text.contains("incomplete"), "{text}");
+
     let csv = inventory(dir.path(), "csv");
     let host_lines: Vec<&str> = csv
         .split("\r\n")
