@@ -654,3 +654,116 @@ pub fn render_json(inv: &Inventory) -> String {
         Err(e) => format!("{{\"error\": \"{e}\"}}\n"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{ReferrerInfo, RepoState};
+
+    const NOW: Timestamp = Timestamp(1_800_000_000);
+
+    fn desired() -> Desired {
+        let text = "registries:\n  prod: {url: \"http://127.0.0.1:1\"}\n\
+                    retention:\n  - name: r\n    repos: [prod/a, prod/b]\n    delete: {older_than: 3650d}\n\
+                    policies:\n  max_age: 30d\n";
+        crate::config::load_texts(
+            std::path::Path::new("/"),
+            &[(std::sync::Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap()
+    }
+
+    fn digest(n: u8) -> Digest {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn unknown_facts_stay_unknown() {
+        let d = desired();
+        let a: RepoAddr = "prod/a".parse().unwrap();
+        let b: RepoAddr = "prod/b".parse().unwrap();
+        let mut o = Observed::default();
+        let mut state = RepoState::default();
+        state.tags.insert("1".parse().unwrap(), digest(1));
+        state.tags.insert("2".parse().unwrap(), digest(2));
+        o.repos.insert(a.clone(), Fact::Known(state));
+        o.repos.insert(
+            b.clone(),
+            Fact::Unknown {
+                reason: "503".into(),
+            },
+        );
+        o.images.insert(
+            (a.clone(), digest(1)),
+            Fact::Unknown {
+                reason: "timeout".into(),
+            },
+        );
+        o.images.insert(
+            (a.clone(), digest(2)),
+            Fact::Known(ImageInfo {
+                created: Some(Timestamp(NOW.0 - 40 * 86_400)),
+                referrers: vec![ReferrerInfo {
+                    digest: digest(9),
+                    artifact_type: "application/sarif+json".into(),
+                }],
+                ..Default::default()
+            }),
+        );
+        o.reports.insert(
+            (a.clone(), digest(9)),
+            Fact::Unknown {
+                reason: "report 9 is gone".into(),
+            },
+        );
+        let inv = build(&d, &o, NOW);
+        assert!(!inv.complete);
+        let subjects: Vec<&str> = inv.unobserved.iter().map(|u| u.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            [format!("prod/a@{}", digest(1)).as_str(), "prod/b"]
+        );
+
+        let unread = &inv.images[0];
+        assert_eq!(unread.tags, ["1"]);
+        assert_eq!(unread.verdicts, None, "not judged is not clean");
+        assert_eq!(unread.referrers, None);
+        assert_eq!(unread.scan.status, ScanStatus::Unknown);
+        assert_eq!(unread.unknown.as_deref(), Some("timeout"));
+        assert_eq!(verdict_words(&unread.verdicts), "unknown");
+
+        let read = &inv.images[1];
+        assert_eq!(read.scan.status, ScanStatus::Unknown, "unreadable report");
+        assert_eq!(read.scan.word(), "unknown");
+        assert_eq!(read.owner, None);
+        assert_eq!(read.verdicts.as_ref().map(Vec::len), Some(1));
+        assert_eq!(inv.summary.violating, 1);
+        let hist: Vec<(&str, usize)> = inv
+            .summary
+            .age_histogram
+            .iter()
+            .map(|b| (b.bucket, b.count))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(hist, [("30-90d", 1), ("unknown", 1)]);
+
+        let csv = render_csv(&inv);
+        assert!(
+            csv.contains(
+                ",unknown,unknown,unknown,unknown,unknown,unknown,unknown,unknown,unknown,unknown,"
+            ),
+            "{csv}"
+        );
+        let html = render_html(&inv);
+        assert!(html.contains("Incomplete") && html.contains("prod/b"));
+    }
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(2_912), "2.9 kB");
+        assert_eq!(human_size(2_004_768), "2.0 MB");
+    }
+}
