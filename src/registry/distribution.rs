@@ -175,9 +175,6 @@ pub struct Distribution {
     page_size: usize,
     backoff: Duration,
     tag_index_locks: std::sync::Mutex<HashMap<(Repo, Digest), SubjectLock>>,
-    /// The `sha256-<hex>` referrer tags of every repo whose whole tag list
-    /// this backend has read (see [`Distribution::referrer_tag_listed`]).
-    listed_referrer_tags: std::sync::Mutex<HashMap<Repo, std::collections::HashSet<Tag>>>,
 }
 
 impl fmt::Debug for Distribution {
@@ -321,7 +318,6 @@ impl Distribution {
             page_size: PAGE_SIZE,
             backoff: Duration::from_millis(200),
             tag_index_locks: std::sync::Mutex::new(HashMap::new()),
-            listed_referrer_tags: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -833,8 +829,9 @@ impl Distribution {
     }
 
     /// Whether the referrers tag schema may have `tag` in `repo`: `false`
-    /// only when this backend has read the repo's whole tag list and the tag
-    /// was not in it (nor written by us since).
+    /// only when this process read the repo's whole tag list less than
+    /// [`LISTING_TRUSTED`] ago and the tag was not in it (nor written by
+    /// this process since).
     ///
     /// Why a listed tag set is enough to skip the GET: under the referrers tag
     /// schema a subject's referrers exist only as the index tagged
@@ -842,18 +839,17 @@ impl Distribution {
     /// (unlike the OCI referrers API, which needs no tag and is never
     /// short-cut here). The list is as old as this run's observe pass: a
     /// referrer pushed in between is missed exactly as one pushed just after
-    /// the copy would be, and the next run's tag list picks it up. Writes go
+    /// the copy would be (the same race, a few seconds wider), and entries
+    /// expire so a long-lived daemon never leans on an old list. Writes go
     /// through `add_to_tag_index`, which always reads the index first.
     fn referrer_tag_listed(&self, repo: &Repo, tag: &Tag) -> bool {
         if !tag.is_referrer_tag() {
             // Only `sha256-<hex>` tags are recorded.
             return true;
         }
-        self.listed_referrer_tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(repo)
-            .is_none_or(|tags| tags.contains(tag))
+        listed_referrer_tags()
+            .get(&(self.base.to_string(), repo.clone()))
+            .is_none_or(|l| l.at.elapsed() > LISTING_TRUSTED || l.tags.contains(tag))
     }
 
     /// PUT of manifest bytes, without referrers bookkeeping. Returns whether
@@ -881,13 +877,10 @@ impl Distribution {
         }
         if let Ok(tag) = reference.parse::<Tag>() {
             if tag.is_referrer_tag() {
-                if let Some(tags) = self
-                    .listed_referrer_tags
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(repo)
+                if let Some(l) =
+                    listed_referrer_tags().get_mut(&(self.base.to_string(), repo.clone()))
                 {
-                    tags.insert(tag);
+                    l.tags.insert(tag);
                 }
             }
         }
@@ -1010,6 +1003,24 @@ impl Distribution {
             tracing::debug!("{}", f.err);
         }
     }
+}
+
+/// How long a tag list is trusted to say a repo has no referrers tag.
+const LISTING_TRUSTED: Duration = Duration::from_secs(300);
+
+/// The `sha256-<hex>` referrer tags of a repo as last listed.
+struct Listed {
+    at: Instant,
+    tags: std::collections::HashSet<Tag>,
+}
+
+/// Referrer tags per (registry base URL, repo) of every whole tag list read
+/// in this process: planning and applying open their own backends, and the
+/// apply half of `regimen apply` must see what the plan half listed.
+fn listed_referrer_tags() -> std::sync::MutexGuard<'static, HashMap<(String, Repo), Listed>> {
+    static LISTED: std::sync::LazyLock<std::sync::Mutex<HashMap<(String, Repo), Listed>>> =
+        std::sync::LazyLock::new(Default::default);
+    LISTED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads a stream whole, stopping once it is longer than `size`.
@@ -1145,10 +1156,13 @@ impl Registry for Distribution {
             .filter(|t| t.is_referrer_tag())
             .cloned()
             .collect();
-        self.listed_referrer_tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(repo.clone(), referrer_tags);
+        listed_referrer_tags().insert(
+            (self.base.to_string(), repo.clone()),
+            Listed {
+                at: Instant::now(),
+                tags: referrer_tags,
+            },
+        );
         Ok(tags)
     }
 
@@ -2093,6 +2107,74 @@ mod fake_server_tests {
             ],
             BODY,
         )
+    }
+
+    #[tokio::test]
+    async fn listed_tags_without_the_referrers_tag_skip_its_get() {
+        let subject = Digest::sha256_of(b"subject");
+        let other = Digest::sha256_of(b"other");
+        let other_tag = other.referrers_tag();
+        let gets = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = gets.clone();
+        let tags_body = format!(r#"{{"name":"team/api","tags":["v1","{other_tag}"]}}"#);
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            seen.lock().unwrap().push(r.target.clone());
+            if r.target.contains("/tags/list") {
+                resp(200, &[], tags_body.clone())
+            } else {
+                // No referrers API (Distribution 2.8), no such tag.
+                resp(404, &[], "404 page not found")
+            }
+        }));
+        let d = dist(&addr, None);
+        // Unlisted repo: the fallback tag is read.
+        assert!(d.referrers(&repo(), &subject).await.unwrap().is_empty());
+        let manifest_gets = |g: &[String]| g.iter().filter(|t| t.contains("/manifests/")).count();
+        assert_eq!(manifest_gets(&gets.lock().unwrap()), 1);
+        d.list_tags(&repo()).await.unwrap();
+        // Listed without `sha256-<subject>`: no GET; listed tag: GET.
+        assert!(d.referrers(&repo(), &subject).await.unwrap().is_empty());
+        assert_eq!(manifest_gets(&gets.lock().unwrap()), 1);
+        assert!(d.referrers(&repo(), &other).await.unwrap().is_empty());
+        assert_eq!(manifest_gets(&gets.lock().unwrap()), 2);
+    }
+
+    #[tokio::test]
+    async fn start_blob_session_is_used_by_the_upload() {
+        let data = b"layer bytes".to_vec();
+        let digest = Digest::sha256_of(&data);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            log.lock()
+                .unwrap()
+                .push(format!("{} {}", r.method, r.target));
+            match r.method.as_str() {
+                "POST" if r.target.contains("mount=") => resp(
+                    202,
+                    &[("location", "/v2/team/api/blobs/uploads/s1?_state=x")],
+                    "",
+                ),
+                "PUT" if r.target.starts_with("/v2/team/api/blobs/uploads/s1?") => {
+                    resp(201, &[], "")
+                }
+                _ => resp(500, &[], ""),
+            }
+        }));
+        let d = dist(&addr, None);
+        let BlobStart::Upload(session) = d.start_blob(&repo(), &digest, &repo()).await.unwrap()
+        else {
+            panic!("expected an upload");
+        };
+        let s: BlobStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(data.clone()))]));
+        d.put_blob_in(&repo(), &digest, data.len() as u64, s, session)
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[0].starts_with("POST /v2/team/api/blobs/uploads/?mount=sha256%3A"));
+        assert!(seen[0].ends_with("&from=team%2Fapi"));
+        assert!(seen[1].contains(&format!("digest={}", digest.as_str().replace(':', "%3A"))));
     }
 
     #[tokio::test]
