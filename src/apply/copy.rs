@@ -132,11 +132,15 @@ impl Copier {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, RegistryError>> + Send + 's>>
     {
         Box::pin(async move {
-            if dst
-                .reg
-                .head_manifest(dst.repo, m.digest.as_str())
-                .await?
-                .is_some()
+            // Already there by digest: nothing to copy. A repo this run found
+            // missing cannot hold it (or holds it from this run's own copies,
+            // whose blobs are in `present`: the PUT below is then idempotent).
+            if !dst.reg.known_absent(dst.repo)
+                && dst
+                    .reg
+                    .head_manifest(dst.repo, m.digest.as_str())
+                    .await?
+                    .is_some()
             {
                 return Ok(false);
             }

@@ -1012,6 +1012,8 @@ const LISTING_TRUSTED: Duration = Duration::from_secs(300);
 struct Listed {
     at: Instant,
     tags: std::collections::HashSet<Tag>,
+    /// The tag list answered 404: no such repository.
+    absent: bool,
 }
 
 /// Referrer tags per (registry base URL, repo) of every whole tag list read
@@ -1140,14 +1142,15 @@ impl Registry for Distribution {
     }
 
     async fn list_tags(&self, repo: &Repo) -> Result<Vec<Tag>> {
-        let names = self
+        let listed = self
             .paged(
                 &format!("/v2/{repo}/tags/list"),
                 "tags",
                 vec![scope_pull(repo)],
             )
-            .await?
-            .unwrap_or_default();
+            .await?;
+        let absent = listed.is_none();
+        let names = listed.unwrap_or_default();
         let mut tags: Vec<Tag> = names.into_iter().filter_map(|n| n.parse().ok()).collect();
         tags.sort();
         tags.dedup();
@@ -1161,6 +1164,7 @@ impl Registry for Distribution {
             Listed {
                 at: Instant::now(),
                 tags: referrer_tags,
+                absent,
             },
         );
         Ok(tags)
@@ -1343,6 +1347,12 @@ impl Registry for Distribution {
             }
             _ => Err(self.status_error(&req.method, &req.url, resp).await),
         }
+    }
+
+    fn known_absent(&self, repo: &Repo) -> bool {
+        listed_referrer_tags()
+            .get(&(self.base.to_string(), repo.clone()))
+            .is_some_and(|l| l.absent && l.at.elapsed() <= LISTING_TRUSTED)
     }
 
     async fn cancel_upload(&self, repo: &Repo, session: UploadSession) {
@@ -2137,6 +2147,28 @@ mod fake_server_tests {
         assert_eq!(manifest_gets(&gets.lock().unwrap()), 1);
         assert!(d.referrers(&repo(), &other).await.unwrap().is_empty());
         assert_eq!(manifest_gets(&gets.lock().unwrap()), 2);
+    }
+
+    #[tokio::test]
+    async fn a_missing_repo_is_known_absent_after_listing() {
+        let addr = serve(Arc::new(|r: &FakeReq| {
+            if r.target.starts_with("/v2/team/api/") {
+                resp(200, &[], r#"{"name":"team/api","tags":["v1"]}"#)
+            } else {
+                resp(
+                    404,
+                    &[],
+                    r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#,
+                )
+            }
+        }));
+        let d = dist(&addr, None);
+        let gone: Repo = "team/gone".parse().unwrap();
+        assert!(!d.known_absent(&gone), "not listed yet");
+        assert!(d.list_tags(&gone).await.unwrap().is_empty());
+        assert!(d.known_absent(&gone));
+        d.list_tags(&repo()).await.unwrap();
+        assert!(!d.known_absent(&repo()));
     }
 
     #[tokio::test]

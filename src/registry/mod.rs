@@ -210,6 +210,15 @@ pub trait Registry: Send + Sync {
         self.put_blob(repo, digest, size, data).await
     }
 
+    /// Whether this process found `repo` missing moments ago (its tag list
+    /// answered 404), so looking up a manifest there is pointless. Only
+    /// ever a hint to save a request: `false` is always a safe answer, and
+    /// callers must stay correct when the repo has appeared since (manifest
+    /// and blob writes are idempotent).
+    fn known_absent(&self, _repo: &Repo) -> bool {
+        false
+    }
+
     /// Gives back an unused upload session (best effort).
     async fn cancel_upload(&self, _repo: &Repo, _session: UploadSession) {}
 
