@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian machine with the Rust toolchain:
 # installs the system tools the tests drive (skopeo reads what regimen wrote;
 # docker-registry serves real registries on loopback, htpasswd makes their
-# credentials), then lint and tests. Same command locally and in CI.
+# credentials, podman serves hosts, headless chromium renders the HTML
+# inventory), then lint and tests. Same command locally and in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod gitops;
 pub mod host;
+pub mod inventory;
 pub mod model;
 pub mod observe;
 pub mod plan;

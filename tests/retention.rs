@@ -288,3 +288,29 @@ async fn a_platform_of_a_tagged_index_is_only_untagged() {
         "the platform image stays"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_rules_on_one_repo_honour_the_largest_min_keep_and_delete_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = seed(tmp.path()).await;
+    // A second rule sweeps every web tag older than a day but keeps two.
+    policy(
+        tmp.path(),
+        "  - name: web-sweep\n    repos: [dev/team/web]\n    delete: {older_than: 1d}\n    min_keep: 2\n",
+    );
+    let d = tmp.path().to_str().unwrap();
+    let (code, plan) = run(&["plan", "--format", "json", "-C", d]);
+    assert_eq!(code, 0, "{plan}");
+    let json: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let web: Vec<&str> = json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["target"].as_str())
+        .filter(|t| t.starts_with("dev/team/web"))
+        .collect();
+    assert_eq!(web, ["dev/team/web:pr-1"], "{plan}");
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tags(&reg, "team/web").await, ["pr-2", "pr-3"]);
+}

@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{Cli, Command, LogFormat, PlanFormat, ValidateFormat};
+use super::{Cli, Command, InventoryFormat, LogFormat, PlanFormat, ValidateFormat};
 use crate::apply::{Outcome, Reporter};
 use crate::config;
 use crate::model::Timestamp;
@@ -79,10 +79,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             verbose,
         ),
         Command::Run(args) => crate::gitops::run(args),
-        Command::Inventory { .. } => {
-            eprintln!("error: this command is not available in this version of regimen");
-            1
-        }
+        Command::Inventory { dir, format, out } => inventory_cmd(&dir.dir, format, out.as_deref()),
     }
 }
 
@@ -137,6 +134,52 @@ fn validate(dir: &Path, format: ValidateFormat) -> i32 {
             0
         }
         None => 1,
+    }
+}
+
+/// Observes everything managed and prints the inventory. Exit 1 only on
+/// errors: violations are reported, not judged here.
+fn inventory_cmd(dir: &Path, format: InventoryFormat, out: Option<&Path>) -> i32 {
+    let Some(policy) = load(dir) else { return 1 };
+    let registries = crate::registry::open_all(&policy);
+    let now = Timestamp::now();
+    let observed = match block_on(crate::inventory::observe(&policy, &registries, now)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let inv = crate::inventory::build(&policy, &observed, now);
+    for u in &inv.unobserved {
+        tracing::warn!("unobserved {}: {}", u.subject, u.reason);
+    }
+    let text = match format {
+        InventoryFormat::Text => crate::inventory::render_text(&inv),
+        InventoryFormat::Json => crate::inventory::render_json(&inv),
+        InventoryFormat::Csv => crate::inventory::render_csv(&inv),
+        InventoryFormat::Html => crate::inventory::render_html(&inv),
+    };
+    match out {
+        Some(path) => match std::fs::write(path, text) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: writing {}: {e}", path.display());
+                1
+            }
+        },
+        None => {
+            let mut o = std::io::stdout().lock();
+            match o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+                Ok(()) => 0,
+                // A closed pipe (`| head`) is not the inventory's failure.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }
     }
 }
 

@@ -40,6 +40,14 @@ pub enum PlanFormat {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum InventoryFormat {
+    Text,
+    Json,
+    Csv,
+    Html,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum ValidateFormat {
     Text,
     Github,
@@ -109,6 +117,11 @@ pub enum Command {
     Inventory {
         #[command(flatten)]
         dir: DirArg,
+        #[arg(long, value_enum, default_value_t = InventoryFormat::Text)]
+        format: InventoryFormat,
+        /// Write the report to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 

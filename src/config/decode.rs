@@ -928,12 +928,14 @@ fn policies(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Policies> {
             }
         }
     });
+    let owner_label = f.opt("owner_label", cx, string);
     f.finish(cx);
     Some(Policies {
         registries,
         base_images,
         max_age,
         on_violation: on_violation.unwrap_or_default(),
+        owner_label,
         loc: Some(n.loc.clone()),
     })
 }

@@ -478,6 +478,10 @@ pub struct Policies {
     /// `warn` (default), `fail` (exit 1) or `enforce`.
     #[serde(default)]
     pub on_violation: OnViolation,
+    /// The label or annotation naming an image's owner in `inventory`
+    /// (default `org.opencontainers.image.authors`).
+    #[serde(default)]
+    pub owner_label: Option<String>,
     #[schemars(skip)]
     pub loc: Option<Loc>,
 }

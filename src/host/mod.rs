@@ -226,6 +226,7 @@ impl Engine {
                         .collect(),
                     created: (i.created > 0).then_some(Timestamp(i.created)),
                     size: i.size.max(0) as u64,
+                    labels: i.labels.into_iter().collect(),
                 })
                 .collect(),
             containers,
@@ -242,6 +243,7 @@ impl Engine {
                 repo_digests: i.repo_digests.unwrap_or_default(),
                 created: None,
                 size: i.size.unwrap_or(0).max(0) as u64,
+                labels: Default::default(),
             })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(err(&self.name, &format!("inspecting image {name}"), e)),

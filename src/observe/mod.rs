@@ -12,6 +12,7 @@ use crate::model::{Digest, RepoAddr, Tag, Timestamp};
 
 pub use hosts::observe_hosts;
 pub use read::{observe, read_repo, Registries};
+pub(crate) use read::{read_details, read_reports};
 
 /// A fact that was either read or could not be.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,6 +67,9 @@ pub struct HostImage {
     pub repo_digests: Vec<String>,
     pub created: Option<Timestamp>,
     pub size: u64,
+    /// Image labels (owner and source for `inventory`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One container, running or not.
@@ -123,6 +127,10 @@ pub struct ImageInfo {
     /// its first child's) annotation, else the config label of that name.
     #[serde(default)]
     pub base_name: Option<String>,
+    /// Config labels overlaid with manifest annotations (the manifest's, else
+    /// an index's first child's): owner and source for `inventory`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The annotation (or config label) naming an image's base image.

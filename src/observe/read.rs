@@ -97,7 +97,7 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     observed
 }
 
-async fn read_reports(
+pub(crate) async fn read_reports(
     registries: &Registries,
     observed: &mut Observed,
     want: Vec<(RepoAddr, Digest)>,
@@ -185,7 +185,7 @@ async fn read_report(
     Ok(out)
 }
 
-async fn read_details(
+pub(crate) async fn read_details(
     registries: &Registries,
     observed: &mut Observed,
     mut want: Vec<(RepoAddr, Digest)>,
@@ -278,6 +278,21 @@ fn digest_matches(bytes: &[u8], d: &Digest) -> bool {
     }
 }
 
+/// Config labels overlaid with the manifest's annotations.
+fn labels_of(config: &[u8], annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v.get("config")?.get("Labels")?.as_object().cloned())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
 /// The base-image annotation, else the config label of the same name.
 fn base_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<String> {
     if let Some(b) = annotations.get(super::BASE_NAME) {
@@ -328,6 +343,7 @@ pub async fn image_info(
             let cfg = read_small_blob(reg, repo, &config.digest).await?;
             info.created = created_of(&cfg, &annotations);
             info.base_name = base_of(&cfg, &annotations);
+            info.labels = labels_of(&cfg, &annotations);
         }
         Parsed::Index {
             manifests,
@@ -339,6 +355,7 @@ pub async fn image_info(
                 .get("org.opencontainers.image.created")
                 .and_then(|s| Timestamp::parse_rfc3339(s));
             info.base_name = annotations.get(super::BASE_NAME).cloned();
+            let index_annotations = annotations;
             for child in &manifests {
                 if let Some(p) = &child.platform {
                     info.platforms.push(p.to_string());
@@ -362,8 +379,15 @@ pub async fn image_info(
                         if info.base_name.is_none() {
                             info.base_name = base_of(&cfg, &annotations);
                         }
+                        if info.labels.is_empty() {
+                            info.labels = labels_of(&cfg, &annotations);
+                            info.labels.extend(index_annotations.clone());
+                        }
                     }
                 }
+            }
+            if info.labels.is_empty() {
+                info.labels = index_annotations;
             }
         }
     }

@@ -301,6 +301,7 @@ mod tests {
             repo_digests: digests.iter().map(|s| s.to_string()).collect(),
             created: Some(Timestamp(NOW - days * DAY)),
             size: 1000,
+            labels: Default::default(),
         }
     }
 

@@ -35,7 +35,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     // Retention runs after the other rules, so it knows what they need.
     let protect = retention::protected(desired, &cx);
     let mut deletions = Vec::new();
-    let mut report = retention::Report::default();
+    let mut report = retention::Report::for_rules(&desired.retention, cx.observed);
     for r in &desired.retention {
         retention::plan(r, &protect, &mut cx, &mut deletions, &mut report);
     }

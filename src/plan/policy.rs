@@ -225,6 +225,8 @@ pub struct HostViolation {
     pub violation: Violation,
     pub host: String,
     pub container: Option<crate::observe::HostContainer>,
+    /// The engine image ID it concerns, where it concerns one (`inventory`).
+    pub image_id: Option<String>,
 }
 
 /// `registries` for what running containers run, `max_age` for host images
@@ -276,6 +278,7 @@ pub fn host_violations(
                     },
                     host: name.clone(),
                     container: Some(c.clone()),
+                    image_id: Some(c.image_id.clone()),
                 });
             }
         }
@@ -309,6 +312,7 @@ pub fn host_violations(
                     },
                     host: name.clone(),
                     container: None,
+                    image_id: Some(img.id.clone()),
                 });
                 for c in state.users(img).filter(|c| c.running) {
                     out.push(HostViolation {
@@ -320,6 +324,7 @@ pub fn host_violations(
                         },
                         host: name.clone(),
                         container: Some(c.clone()),
+                        image_id: Some(img.id.clone()),
                     });
                 }
             }

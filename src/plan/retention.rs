@@ -150,6 +150,26 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
 pub struct Report {
     pub repos: Vec<RetentionRepo>,
     pub kept: Vec<Kept>,
+    /// Per repo, across rules: tags earlier rules delete, and the largest
+    /// `min_keep` of every rule over the repo, so several rules on one repo
+    /// never leave it with fewer tags than any of them allows (nor delete a
+    /// tag twice).
+    pub going: BTreeMap<RepoAddr, (BTreeSet<Tag>, u32)>,
+}
+
+impl Report {
+    /// Seeds each repo's `min_keep` with the largest among all the rules
+    /// that cover it, whatever their order in the file.
+    pub fn for_rules(rules: &[Retention], observed: &Observed) -> Report {
+        let mut report = Report::default();
+        for rule in rules {
+            for repo in rule_repos(rule, observed).0 {
+                let e = report.going.entry(repo).or_default();
+                e.1 = e.1.max(rule.min_keep);
+            }
+        }
+        report
+    }
 }
 
 pub fn plan(
@@ -184,8 +204,10 @@ pub fn plan(
     }
     let mut changes = Vec::new();
     let first_repo = report.repos.len();
+    let mut going: Vec<(RepoAddr, Vec<Tag>)> = Vec::new();
     for repo in repos {
-        plan_repo(rule, protect, &repo, cx, &mut changes, report);
+        let tags = plan_repo(rule, protect, &repo, cx, &mut changes, report);
+        going.push((repo, tags));
     }
     if let Some(max) = rule.max_deletes {
         let n = changes
@@ -206,6 +228,10 @@ pub fn plan(
             return;
         }
     }
+    // Only deletions that will happen count against later rules.
+    for (repo, tags) in going {
+        report.going.entry(repo).or_default().0.extend(tags);
+    }
     out.extend(changes);
 }
 
@@ -216,9 +242,9 @@ fn plan_repo(
     cx: &mut PlanCx<'_>,
     out: &mut Vec<Change>,
     report: &mut Report,
-) {
+) -> Vec<Tag> {
     let RepoView::Known(state) = cx.repo(repo) else {
-        return;
+        return Vec::new();
     };
     // Unknown is not absent: an image whose details could not be read might
     // be the newest or the youngest, so nothing in this repo is deleted.
@@ -232,7 +258,7 @@ fn plan_repo(
             repo.to_string(),
             "details of some images could not be read: no deletions in this repo",
         );
-        return;
+        return Vec::new();
     }
     let now = cx.now;
     // Every tag with its creation time; an unread time is unknown, never "old".
@@ -254,9 +280,13 @@ fn plan_repo(
             .then_with(|| compare_tags((&b.0, b.2), (&a.0, a.2)))
     });
 
+    let (earlier, all_min_keep) = report.going.get(repo).cloned().unwrap_or_default();
     let mut keep: BTreeSet<Tag> = BTreeSet::new();
     let mut delete: Vec<Going> = Vec::new();
     for (rank, (tag, digest, created)) in tags.iter().enumerate() {
+        if earlier.contains(tag) {
+            continue; // an earlier rule already deletes it
+        }
         let why_kept: Option<String> = if rule.keep.tags.iter().any(|g| g.is_match(tag.as_str())) {
             Some("keep.tags".into())
         } else if rule.keep.newest.is_some_and(|n| rank < n as usize) {
@@ -300,8 +330,9 @@ fn plan_repo(
             keep.insert(tag.clone());
         }
     }
-    // min_keep: give back the newest candidates until enough tags remain.
-    let min_keep = rule.min_keep as usize;
+    // min_keep: give back the newest candidates until enough tags remain,
+    // by the largest min_keep of any rule over this repo.
+    let min_keep = rule.min_keep.max(all_min_keep) as usize;
     while keep.len() < min_keep && !delete.is_empty() {
         let (t, _, _) = delete.remove(0);
         report.kept.push(Kept {
@@ -338,6 +369,7 @@ fn plan_repo(
             });
         }
     }
+    delete.into_iter().map(|d| d.0).collect()
 }
 
 /// Turns tags to remove into changes: a digest whose tags all go is deleted
