@@ -59,9 +59,11 @@ mkdir -p "$WORK/policy"
   for r in $(seq -w 0 19); do echo "    bench/repo$r: []"; done
 } >"$WORK/sync.yaml"
 
+cold_src0=$(requests src); cold_dst0=$(requests dst)
 t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/policy" >/dev/null; t1=$(now)
 reg_cold=$(python3 -c "print($t1-$t0)")
 before_src=$(requests src); before_dst=$(requests dst)
+cold_requests="$((before_src - cold_src0)) + $((before_dst - cold_dst0))"
 t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/policy" >/dev/null; t1=$(now)
 reg_noop=$(python3 -c "print($t1-$t0)")
 noop_requests=$(( $(requests src) - before_src + $(requests dst) - before_dst ))
@@ -76,6 +78,7 @@ printf '\n%-28s %10s %10s %8s\n' "200 tags, 20 repos" regimen "skopeo" ratio
 printf '%-28s %9.2fs %9.2fs %8s\n' "cold mirror" "$reg_cold" "$sky_cold" "$(ratio "$sky_cold" "$reg_cold")"
 printf '%-28s %9.2fs %9.2fs %8s\n' "no-op re-run" "$reg_noop" "$sky_noop" "$(ratio "$sky_noop" "$reg_noop")"
 printf '%-28s %10s (floor %s, %s of floor)\n' "no-op requests" "$noop_requests" "$floor" "$(ratio "$noop_requests" "$floor")"
+printf '%-28s %10s (source + target)\n' "cold mirror requests" "$cold_requests"
 
 echo; echo "seeding one repo with 5,000 tags..."
 $SEED "http://127.0.0.1:$PORT_src" many

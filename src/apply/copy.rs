@@ -11,7 +11,9 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::model::{Digest, RegistryName, Repo, Tag};
 use crate::registry::manifest::{filter_index, Parsed};
-use crate::registry::{Descriptor, ErrorKind, Manifest, Registry, RegistryError};
+use crate::registry::{
+    BlobStart, Descriptor, ErrorKind, Manifest, Registry, RegistryError, UploadSession,
+};
 
 /// Blobs and children in flight at once within one image.
 const PARALLEL: usize = 8;
@@ -130,11 +132,15 @@ impl Copier {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, RegistryError>> + Send + 's>>
     {
         Box::pin(async move {
-            if dst
-                .reg
-                .head_manifest(dst.repo, m.digest.as_str())
-                .await?
-                .is_some()
+            // Already there by digest: nothing to copy. A repo this run found
+            // missing cannot hold it (or holds it from this run's own copies,
+            // whose blobs are in `present`: the PUT below is then idempotent).
+            if !dst.reg.known_absent(dst.repo)
+                && dst
+                    .reg
+                    .head_manifest(dst.repo, m.digest.as_str())
+                    .await?
+                    .is_some()
             {
                 return Ok(false);
             }
@@ -178,32 +184,48 @@ impl Copier {
         if self.present.lock().await.contains(&key) {
             return Ok(());
         }
-        if dst.reg.head_blob(dst.repo, &b.digest).await?.is_none() {
-            let cell = self
-                .landed
-                .lock()
-                .await
-                .entry((dst.reg.name().clone(), b.digest.clone()))
-                .or_default()
-                .clone();
-            let landed_in = cell
-                .get_or_try_init(|| async {
-                    // Same registry, other repo: mount instead of moving bytes.
-                    let mounted = src.reg.same_registry(dst.reg.as_ref())
-                        && src.repo != dst.repo
-                        && dst.reg.mount_blob(dst.repo, src.repo, &b.digest).await?;
-                    if !mounted {
-                        self.stream_blob(src, dst, &b).await?;
-                    }
-                    Ok::<Repo, RegistryError>(dst.repo.clone())
-                })
-                .await?;
-            if landed_in != dst.repo && !dst.reg.mount_blob(dst.repo, landed_in, &b.digest).await? {
-                self.stream_blob(src, dst, &b).await?;
-            }
+        let cell = self
+            .landed
+            .lock()
+            .await
+            .entry((dst.reg.name().clone(), b.digest.clone()))
+            .or_default()
+            .clone();
+        // The first copy of this blob to this registry in the run: is it
+        // there (or can it be mounted from the source repo, same registry)?
+        // Else move the bytes. One request decides (`start_blob`).
+        let landed_in = cell
+            .get_or_try_init(|| async {
+                let from = if src.reg.same_registry(dst.reg.as_ref()) {
+                    src.repo
+                } else {
+                    dst.repo
+                };
+                self.land_blob(src, dst, &b, from).await?;
+                Ok::<Repo, RegistryError>(dst.repo.clone())
+            })
+            .await?;
+        // Landed in another repo of this registry this run: mount from there.
+        if landed_in != dst.repo {
+            self.land_blob(src, dst, &b, landed_in).await?;
         }
         self.present.lock().await.insert(key);
         Ok(())
+    }
+
+    /// Makes `b` present at `dst`: already there, mounted from `from`, or
+    /// streamed from the source.
+    async fn land_blob(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        b: &Descriptor,
+        from: &Repo,
+    ) -> Result<(), RegistryError> {
+        match dst.reg.start_blob(dst.repo, &b.digest, from).await? {
+            BlobStart::Present => Ok(()),
+            BlobStart::Upload(session) => self.stream_blob(src, dst, b, session).await,
+        }
     }
 }
 
@@ -216,18 +238,31 @@ impl Copier {
         src: &Side<'_>,
         dst: &Side<'_>,
         b: &Descriptor,
+        mut session: Option<UploadSession>,
     ) -> Result<(), RegistryError> {
         const ATTEMPTS: u32 = 3;
         let mut attempt = 1;
         loop {
-            let data = src.reg.get_blob(src.repo, &b.digest).await?;
+            let data = match src.reg.get_blob(src.repo, &b.digest).await {
+                Ok(d) => d,
+                Err(e) => {
+                    if let Some(s) = session.take() {
+                        dst.reg.cancel_upload(dst.repo, s).await;
+                    }
+                    return Err(e);
+                }
+            };
             let counter = self.bytes.clone();
             let counted: crate::registry::BlobStream = Box::pin(data.inspect(move |chunk| {
                 if let Ok(c) = chunk {
                     counter.fetch_add(c.len() as u64, Ordering::Relaxed);
                 }
             }));
-            match dst.reg.put_blob(dst.repo, &b.digest, b.size, counted).await {
+            match dst
+                .reg
+                .put_blob_in(dst.repo, &b.digest, b.size, counted, session.take())
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if attempt < ATTEMPTS

@@ -38,7 +38,8 @@ use tokio::sync::{Mutex as AsyncMutex, OnceCell, Semaphore};
 use super::auth::{self, Challenge, Credentials, Secret, TokenResponse};
 use super::manifest::MediaType;
 use super::{
-    BlobStream, Descriptor, ErrorKind, Manifest, ManifestHead, Registry, RegistryError, Result,
+    BlobStart, BlobStream, Descriptor, ErrorKind, Manifest, ManifestHead, Registry, RegistryError,
+    Result, UploadSession,
 };
 use crate::model::{Digest, RegistryName, Repo, Tag};
 
@@ -827,6 +828,30 @@ impl Distribution {
         Ok(Some(m))
     }
 
+    /// Whether the referrers tag schema may have `tag` in `repo`: `false`
+    /// only when this process read the repo's whole tag list less than
+    /// [`LISTING_TRUSTED`] ago and the tag was not in it (nor written by
+    /// this process since).
+    ///
+    /// Why a listed tag set is enough to skip the GET: under the referrers tag
+    /// schema a subject's referrers exist only as the index tagged
+    /// `sha256-<hex>`, so a tag list without that tag means no referrers
+    /// (unlike the OCI referrers API, which needs no tag and is never
+    /// short-cut here). The list is as old as this run's observe pass: a
+    /// referrer pushed in between is missed exactly as one pushed just after
+    /// the copy would be (the same race, a few seconds wider), and entries
+    /// expire so a long-lived daemon never leans on an old list. Writes go
+    /// through `add_to_tag_index`, which always reads the index first.
+    fn referrer_tag_listed(&self, repo: &Repo, tag: &Tag) -> bool {
+        if !tag.is_referrer_tag() {
+            // Only `sha256-<hex>` tags are recorded.
+            return true;
+        }
+        listed_referrer_tags()
+            .get(&(self.base.to_string(), repo.clone()))
+            .is_none_or(|l| l.at.elapsed() > LISTING_TRUSTED || l.tags.contains(tag))
+    }
+
     /// PUT of manifest bytes, without referrers bookkeeping. Returns whether
     /// the registry said it processed a subject (`OCI-Subject`).
     async fn put_manifest_raw(&self, repo: &Repo, reference: &str, m: &Manifest) -> Result<bool> {
@@ -848,6 +873,15 @@ impl Distribution {
                     &req.url,
                     format!("stored as {d}, expected {}", m.digest),
                 ));
+            }
+        }
+        if let Ok(tag) = reference.parse::<Tag>() {
+            if tag.is_referrer_tag() {
+                if let Some(l) =
+                    listed_referrer_tags().get_mut(&(self.base.to_string(), repo.clone()))
+                {
+                    l.tags.insert(tag);
+                }
             }
         }
         Ok(resp.headers().contains_key("oci-subject"))
@@ -893,23 +927,30 @@ impl Distribution {
         Ok(())
     }
 
-    /// One upload session: POST, then PUT of `body` to the session.
+    /// One upload session: POST (unless `session` is one already opened),
+    /// then PUT of `body` to the session.
     async fn upload(
         &self,
         repo: &Repo,
         digest: &Digest,
         body: Body,
+        session: Option<Url>,
     ) -> std::result::Result<(), Failure> {
-        let path = format!("/v2/{repo}/blobs/uploads/");
-        let mut post = Req::new(Method::POST, self.url(&path), vec![scope_push(repo)])
-            .header(CONTENT_LENGTH, "0");
-        let resp = self.send(&mut post).await?;
-        if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
-            let transient = resp.status().is_server_error();
-            let err = self.status_error(&post.method, &post.url, resp).await;
-            return Err(Failure { err, transient });
-        }
-        let loc = self.location(&post, &resp)?;
+        let loc = match session {
+            Some(loc) => loc,
+            None => {
+                let path = format!("/v2/{repo}/blobs/uploads/");
+                let mut post = Req::new(Method::POST, self.url(&path), vec![scope_push(repo)])
+                    .header(CONTENT_LENGTH, "0");
+                let resp = self.send(&mut post).await?;
+                if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
+                    let transient = resp.status().is_server_error();
+                    let err = self.status_error(&post.method, &post.url, resp).await;
+                    return Err(Failure { err, transient });
+                }
+                self.location(&post, &resp)?
+            }
+        };
         let mut put_url = loc.clone();
         put_url
             .query_pairs_mut()
@@ -931,7 +972,7 @@ impl Distribution {
             }
             Err(f) => f,
         };
-        self.cancel_upload(repo, loc).await;
+        self.cancel_session(repo, loc).await;
         Err(failure)
     }
 
@@ -955,13 +996,45 @@ impl Distribution {
     }
 
     /// Best-effort DELETE of an upload session.
-    async fn cancel_upload(&self, repo: &Repo, loc: Url) {
+    async fn cancel_session(&self, repo: &Repo, loc: Url) {
         let mut req = Req::new(Method::DELETE, loc, vec![scope_push(repo)]);
         req.attempts = 1;
         if let Err(f) = self.send(&mut req).await {
             tracing::debug!("{}", f.err);
         }
     }
+}
+
+/// How long a tag list is trusted to say a repo has no referrers tag.
+const LISTING_TRUSTED: Duration = Duration::from_secs(300);
+
+/// The `sha256-<hex>` referrer tags of a repo as last listed.
+struct Listed {
+    at: Instant,
+    tags: std::collections::HashSet<Tag>,
+    /// The tag list answered 404: no such repository.
+    absent: bool,
+}
+
+/// Referrer tags per (registry base URL, repo) of every whole tag list read
+/// in this process: planning and applying open their own backends, and the
+/// apply half of `regimen apply` must see what the plan half listed.
+fn listed_referrer_tags() -> std::sync::MutexGuard<'static, HashMap<(String, Repo), Listed>> {
+    static LISTED: std::sync::LazyLock<std::sync::Mutex<HashMap<(String, Repo), Listed>>> =
+        std::sync::LazyLock::new(Default::default);
+    LISTED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads a stream whole, stopping once it is longer than `size`.
+async fn read_small(data: &mut BlobStream, size: u64) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size as usize);
+    while let Some(chunk) = data.next().await {
+        buf.extend_from_slice(&chunk?);
+        if buf.len() as u64 > size {
+            break;
+        }
+    }
+    Ok(buf.freeze())
 }
 
 fn empty_index() -> Value {
@@ -1069,17 +1142,31 @@ impl Registry for Distribution {
     }
 
     async fn list_tags(&self, repo: &Repo) -> Result<Vec<Tag>> {
-        let names = self
+        let listed = self
             .paged(
                 &format!("/v2/{repo}/tags/list"),
                 "tags",
                 vec![scope_pull(repo)],
             )
-            .await?
-            .unwrap_or_default();
+            .await?;
+        let absent = listed.is_none();
+        let names = listed.unwrap_or_default();
         let mut tags: Vec<Tag> = names.into_iter().filter_map(|n| n.parse().ok()).collect();
         tags.sort();
         tags.dedup();
+        let referrer_tags = tags
+            .iter()
+            .filter(|t| t.is_referrer_tag())
+            .cloned()
+            .collect();
+        listed_referrer_tags().insert(
+            (self.base.to_string(), repo.clone()),
+            Listed {
+                at: Instant::now(),
+                tags: referrer_tags,
+                absent,
+            },
+        );
         Ok(tags)
     }
 
@@ -1215,49 +1302,125 @@ impl Registry for Distribution {
         repo: &Repo,
         digest: &Digest,
         size: u64,
-        mut data: BlobStream,
+        data: BlobStream,
     ) -> Result<()> {
+        self.put_blob_in(repo, digest, size, data, None).await
+    }
+
+    async fn start_blob(&self, repo: &Repo, digest: &Digest, from: &Repo) -> Result<BlobStart> {
+        // A mount POST checks and starts at once: `201` when the blob is (now)
+        // in `repo`, else `202` with a fresh upload session (Distribution
+        // falls back to a session whatever stopped the mount, including a
+        // blob absent from `from`; the OCI spec says the same). `from ==
+        // repo` is a mount onto itself: "is it here already?".
+        let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from.as_str());
+        let scopes = if from == repo {
+            vec![scope_push(repo)]
+        } else {
+            vec![scope_push(repo), scope_pull(from)]
+        };
+        let mut req = Req::new(Method::POST, url, scopes).header(CONTENT_LENGTH, "0");
+        let resp = self.send(&mut req).await?;
+        match resp.status() {
+            StatusCode::CREATED => {
+                // A registry that says which blob it has must name ours.
+                if let Some(d) = header_str(resp.headers(), "docker-content-digest")
+                    .and_then(|s| s.parse::<Digest>().ok())
+                {
+                    if &d != digest {
+                        return Err(self.fail(
+                            ErrorKind::DigestMismatch,
+                            &req.method,
+                            &req.url,
+                            format!("mounted {d}, expected {digest}"),
+                        ));
+                    }
+                }
+                Ok(BlobStart::Present)
+            }
+            StatusCode::ACCEPTED => {
+                let loc = self.location(&req, &resp).map_err(|f| f.err)?;
+                Ok(BlobStart::Upload(Some(UploadSession(loc.to_string()))))
+            }
+            _ => Err(self.status_error(&req.method, &req.url, resp).await),
+        }
+    }
+
+    fn known_absent(&self, repo: &Repo) -> bool {
+        listed_referrer_tags()
+            .get(&(self.base.to_string(), repo.clone()))
+            .is_some_and(|l| l.absent && l.at.elapsed() <= LISTING_TRUSTED)
+    }
+
+    async fn cancel_upload(&self, repo: &Repo, session: UploadSession) {
+        if let Ok(loc) = Url::parse(&session.0) {
+            self.cancel_session(repo, loc).await;
+        }
+    }
+
+    async fn put_blob_in(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        size: u64,
+        mut data: BlobStream,
+        session: Option<UploadSession>,
+    ) -> Result<()> {
+        let mut session = match session.map(|s| Url::parse(&s.0)) {
+            Some(Ok(u)) => Some(u),
+            Some(Err(e)) => {
+                return Err(RegistryError::other(format!(
+                    "registry {}: uploading {digest} to {repo}: bad upload session: {e}",
+                    self.name
+                )))
+            }
+            None => None,
+        };
         if size <= SMALL_BLOB {
             // Small: buffer, check, and keep the bytes for a session restart.
-            let mut buf = BytesMut::with_capacity(size as usize);
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(|e| {
-                    RegistryError::other(format!(
-                        "registry {}: uploading {digest} to {repo}: reading the source: {e}",
-                        self.name
-                    ))
-                })?;
-                buf.extend_from_slice(&chunk);
-                if buf.len() as u64 > size {
-                    break;
+            let bytes = match read_small(&mut data, size).await {
+                Ok(b) if b.len() as u64 == size && digest_matches(digest, &b) => b,
+                got => {
+                    if let Some(loc) = session.take() {
+                        self.cancel_session(repo, loc).await;
+                    }
+                    return Err(match got {
+                        Err(e) => RegistryError::other(format!(
+                            "registry {}: uploading {digest} to {repo}: reading the source: {e}",
+                            self.name
+                        )),
+                        Ok(b) => RegistryError::new(
+                            ErrorKind::DigestMismatch,
+                            format!(
+                                "registry {}: uploading {digest} to {repo}: the source gave {} bytes hashing to {}",
+                                self.name,
+                                b.len(),
+                                Digest::sha256_of(&b)
+                            ),
+                        ),
+                    });
                 }
-            }
-            let bytes = buf.freeze();
-            if bytes.len() as u64 != size || !digest_matches(digest, &bytes) {
-                return Err(RegistryError::new(
-                    ErrorKind::DigestMismatch,
-                    format!(
-                        "registry {}: uploading {digest} to {repo}: the source gave {} bytes hashing to {}",
-                        self.name,
-                        bytes.len(),
-                        Digest::sha256_of(&bytes)
-                    ),
-                ));
-            }
-            let mut session = 0;
+            };
+            let mut attempt = 0;
             loop {
-                session += 1;
-                match self.upload(repo, digest, Body::Bytes(bytes.clone())).await {
+                attempt += 1;
+                match self
+                    .upload(repo, digest, Body::Bytes(bytes.clone()), session.take())
+                    .await
+                {
                     Ok(()) => return Ok(()),
-                    Err(f) if f.transient && session < UPLOAD_SESSIONS => {
+                    Err(f) if f.transient && attempt < UPLOAD_SESSIONS => {
                         tracing::debug!("{}; restarting the upload session", f.err);
-                        tokio::time::sleep(self.backoff * 2u32.pow(session - 1)).await;
+                        tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
                     }
                     Err(f) => return Err(f.err),
                 }
             }
         }
-        self.upload(repo, digest, Body::Stream(Some(data), size))
+        self.upload(repo, digest, Body::Stream(Some(data), size), session)
             .await
             .map_err(|f| {
                 if f.transient {
@@ -1283,7 +1446,7 @@ impl Registry for Distribution {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
                 if let Ok(loc) = self.location(&req, &resp) {
-                    self.cancel_upload(repo, loc).await;
+                    self.cancel_session(repo, loc).await;
                 }
                 Ok(false)
             }
@@ -1366,10 +1529,11 @@ impl Registry for Distribution {
                 _ => return Err(self.status_error(&req.method, &req.url, resp).await),
             }
         }
-        match self
-            .get_manifest_inner(repo, digest.referrers_tag().as_str())
-            .await?
-        {
+        let tag = digest.referrers_tag();
+        if !self.referrer_tag_listed(repo, &tag) {
+            return Ok(Vec::new());
+        }
+        match self.get_manifest_inner(repo, tag.as_str()).await? {
             Some(m) if m.is_index() => {
                 let body: Value = serde_json::from_slice(&m.bytes).unwrap_or(Value::Null);
                 Ok(descriptors(&body))
@@ -1953,6 +2117,96 @@ mod fake_server_tests {
             ],
             BODY,
         )
+    }
+
+    #[tokio::test]
+    async fn listed_tags_without_the_referrers_tag_skip_its_get() {
+        let subject = Digest::sha256_of(b"subject");
+        let other = Digest::sha256_of(b"other");
+        let other_tag = other.referrers_tag();
+        let gets = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = gets.clone();
+        let tags_body = format!(r#"{{"name":"team/api","tags":["v1","{other_tag}"]}}"#);
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            seen.lock().unwrap().push(r.target.clone());
+            if r.target.contains("/tags/list") {
+                resp(200, &[], tags_body.clone())
+            } else {
+                // No referrers API (Distribution 2.8), no such tag.
+                resp(404, &[], "404 page not found")
+            }
+        }));
+        let d = dist(&addr, None);
+        // Unlisted repo: the fallback tag is read.
+        assert!(d.referrers(&repo(), &subject).await.unwrap().is_empty());
+        let manifest_gets = |g: &[String]| g.iter().filter(|t| t.contains("/manifests/")).count();
+        assert_eq!(manifest_gets(&gets.lock().unwrap()), 1);
+        d.list_tags(&repo()).await.unwrap();
+        // Listed without `sha256-<subject>`: no GET; listed tag: GET.
+        assert!(d.referrers(&repo(), &subject).await.unwrap().is_empty());
+        assert_eq!(manifest_gets(&gets.lock().unwrap()), 1);
+        assert!(d.referrers(&repo(), &other).await.unwrap().is_empty());
+        assert_eq!(manifest_gets(&gets.lock().unwrap()), 2);
+    }
+
+    #[tokio::test]
+    async fn a_missing_repo_is_known_absent_after_listing() {
+        let addr = serve(Arc::new(|r: &FakeReq| {
+            if r.target.starts_with("/v2/team/api/") {
+                resp(200, &[], r#"{"name":"team/api","tags":["v1"]}"#)
+            } else {
+                resp(
+                    404,
+                    &[],
+                    r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#,
+                )
+            }
+        }));
+        let d = dist(&addr, None);
+        let gone: Repo = "team/gone".parse().unwrap();
+        assert!(!d.known_absent(&gone), "not listed yet");
+        assert!(d.list_tags(&gone).await.unwrap().is_empty());
+        assert!(d.known_absent(&gone));
+        d.list_tags(&repo()).await.unwrap();
+        assert!(!d.known_absent(&repo()));
+    }
+
+    #[tokio::test]
+    async fn start_blob_session_is_used_by_the_upload() {
+        let data = b"layer bytes".to_vec();
+        let digest = Digest::sha256_of(&data);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            log.lock()
+                .unwrap()
+                .push(format!("{} {}", r.method, r.target));
+            match r.method.as_str() {
+                "POST" if r.target.contains("mount=") => resp(
+                    202,
+                    &[("location", "/v2/team/api/blobs/uploads/s1?_state=x")],
+                    "",
+                ),
+                "PUT" if r.target.starts_with("/v2/team/api/blobs/uploads/s1?") => {
+                    resp(201, &[], "")
+                }
+                _ => resp(500, &[], ""),
+            }
+        }));
+        let d = dist(&addr, None);
+        let BlobStart::Upload(session) = d.start_blob(&repo(), &digest, &repo()).await.unwrap()
+        else {
+            panic!("expected an upload");
+        };
+        let s: BlobStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(data.clone()))]));
+        d.put_blob_in(&repo(), &digest, data.len() as u64, s, session)
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[0].starts_with("POST /v2/team/api/blobs/uploads/?mount=sha256%3A"));
+        assert!(seen[0].ends_with("&from=team%2Fapi"));
+        assert!(seen[1].contains(&format!("digest={}", digest.as_str().replace(':', "%3A"))));
     }
 
     #[tokio::test]

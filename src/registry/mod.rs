@@ -105,6 +105,21 @@ impl RegistryError {
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
+/// An upload session opened by [`Registry::start_blob`], to be used by one
+/// [`Registry::put_blob_in`] of the same blob (or given back with
+/// [`Registry::cancel_upload`]). Opaque outside the backend.
+#[derive(Debug)]
+pub struct UploadSession(pub(crate) String);
+
+/// What [`Registry::start_blob`] found.
+#[derive(Debug)]
+pub enum BlobStart {
+    /// The blob is in the repo now (it was, or it was just mounted).
+    Present,
+    /// The bytes must be sent; with a session where the backend opened one.
+    Upload(Option<UploadSession>),
+}
+
 /// What a manifest HEAD tells: enough to compare without downloading.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestHead {
@@ -162,6 +177,50 @@ pub trait Registry: Send + Sync {
     /// Makes a blob of `from` (same registry) available in `repo` without
     /// transferring it. `Ok(false)` when the registry declined; the caller copies.
     async fn mount_blob(&self, repo: &Repo, from: &Repo, digest: &Digest) -> Result<bool>;
+
+    /// Makes a blob present in `repo` without moving its bytes where it can:
+    /// it is there already, or it is mounted from `from` (same registry;
+    /// `from == repo` only checks). Otherwise the bytes must be uploaded,
+    /// and the backend may hand over an upload session it opened on the way
+    /// (the distribution API answers a mount POST that cannot mount with a
+    /// fresh session, so checking and starting cost one request).
+    async fn start_blob(&self, repo: &Repo, digest: &Digest, from: &Repo) -> Result<BlobStart> {
+        if self.head_blob(repo, digest).await?.is_some() {
+            return Ok(BlobStart::Present);
+        }
+        if from != repo && self.mount_blob(repo, from, digest).await? {
+            return Ok(BlobStart::Present);
+        }
+        Ok(BlobStart::Upload(None))
+    }
+
+    /// [`Registry::put_blob`] into a session from [`Registry::start_blob`]
+    /// (used for the first attempt; restarts open fresh ones).
+    async fn put_blob_in(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        size: u64,
+        data: BlobStream,
+        session: Option<UploadSession>,
+    ) -> Result<()> {
+        if let Some(s) = session {
+            self.cancel_upload(repo, s).await;
+        }
+        self.put_blob(repo, digest, size, data).await
+    }
+
+    /// Whether this process found `repo` missing moments ago (its tag list
+    /// answered 404), so looking up a manifest there is pointless. Only
+    /// ever a hint to save a request: `false` is always a safe answer, and
+    /// callers must stay correct when the repo has appeared since (manifest
+    /// and blob writes are idempotent).
+    fn known_absent(&self, _repo: &Repo) -> bool {
+        false
+    }
+
+    /// Gives back an unused upload session (best effort).
+    async fn cancel_upload(&self, _repo: &Repo, _session: UploadSession) {}
 
     /// Deletes a manifest by digest (and so every tag on it).
     async fn delete_manifest(&self, repo: &Repo, digest: &Digest) -> Result<()>;
