@@ -106,7 +106,8 @@ git -C "$WORK/git/work" -c user.name=smoke -c user.email=smoke@example.com commi
 git -C "$WORK/git/work" add -A
 git -C "$WORK/git/work" -c user.name=smoke -c user.email=smoke@example.com commit -q -m policy
 git -C "$WORK/git/work" push -q "$WORK/git/repo.git" main
-chmod -R a+rwX "$WORK/git/repo.git"
+# Git refuses repositories owned by another user: hand it to the image's.
+chown -R "$(podman image inspect "$IMAGE" --format '{{.Config.User}}')" "$WORK/git/repo.git"
 in_image "$WORK/git/repo.git" /repo.git --log-format text run --git file:///repo.git --branch main --plan-only --once | tee "$WORK/run-git.log"
 grep -q "Plan: 1 to copy" "$WORK/run-git.log"
 echo "container smoke test: OK"

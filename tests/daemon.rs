@@ -428,3 +428,53 @@ fn watch_reconciles_when_a_policy_file_changes() {
     );
     assert!(d.log().contains("\"trigger\":\"watch\""), "{}", d.log());
 }
+
+#[test]
+fn schedule_repairs_drift_without_a_new_commit() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let src: regimen::model::Repo = "src/app".parse().unwrap();
+    block_on(async {
+        let spec = ImageSpec::new("2026-01-01T00:00:00Z").with_layer("v", "s 1.0");
+        push_image(r.as_ref(), &src, Some(&"1.0".parse().unwrap()), &spec)
+            .await
+            .unwrap();
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("regimen.yaml"), policy(&reg.host, &["\"1.0\""])).unwrap();
+    // An hour-long interval and no watch: only the schedule (every minute)
+    // can explain a second reconcile.
+    let d = Daemon::start(
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "--interval",
+            "1h",
+            "--schedule",
+            "* * * * *",
+        ],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("1.0 mirrored", Duration::from_secs(30), |_| {
+        tags(&reg, "dst/app") == ["1.0"]
+    });
+    // Someone deletes the mirrored tag behind regimen's back.
+    block_on(async {
+        regimen::apply::remove_tag(
+            r.as_ref(),
+            &"dst/app".parse().unwrap(),
+            &"1.0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    });
+    assert!(tags(&reg, "dst/app").is_empty());
+    d.wait_until(
+        "the next scheduled reconcile to put 1.0 back",
+        Duration::from_secs(75),
+        |_| tags(&reg, "dst/app") == ["1.0"],
+    );
+    assert!(d.log().contains("\"trigger\":\"schedule\""), "{}", d.log());
+}

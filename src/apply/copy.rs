@@ -165,7 +165,7 @@ impl Copier {
                 }
             }
             if let Some((t, expect)) = tag {
-                check_tag(dst, t, expect).await?;
+                check_tag(dst, t, expect, &m.digest).await?;
             }
             dst.reg
                 .put_manifest(dst.repo, tag.map(|(t, _)| t), &m)
@@ -278,18 +278,20 @@ impl Copier {
 }
 
 /// Compare-and-swap right before a tag write: the tag must still be where
-/// the plan found it (`None`: absent); else a `Conflict` error.
+/// the plan found it (`None`: absent), or already on `writing` (the write
+/// is then a no-op); else a `Conflict` error.
 pub async fn check_tag(
     dst: &Side<'_>,
     tag: &Tag,
     expect: Option<&Digest>,
+    writing: &Digest,
 ) -> Result<(), RegistryError> {
     let now = dst
         .reg
         .head_manifest(dst.repo, tag.as_str())
         .await?
         .map(|h| h.digest);
-    if now.as_ref() != expect {
+    if now.as_ref() != expect && now.as_ref() != Some(writing) {
         let found = now
             .map(|d| d.to_string())
             .unwrap_or_else(|| "absent".into());

@@ -144,12 +144,19 @@ async fn apply_one(
     let src_reg = registry(registries, &source)?;
     let err = |e: RegistryError| e.to_string();
 
-    // Compare-and-swap: re-read the target right before writing it.
-    let current = dst_reg
-        .head_manifest(&target.repo.repo, tag.as_str())
-        .await
-        .map_err(err)?
-        .map(|h| h.digest);
+    // Compare-and-swap: re-read the target before copying (so a stale or
+    // already-done change moves no bytes). A repo this run found missing
+    // moments ago skips this early look: the copy engine's check right
+    // before the tag write still guards the change.
+    let current = if c.expect == "absent" && dst_reg.known_absent(&target.repo.repo) {
+        None
+    } else {
+        dst_reg
+            .head_manifest(&target.repo.repo, tag.as_str())
+            .await
+            .map_err(err)?
+            .map(|h| h.digest)
+    };
     if current.as_ref() == Some(&digest) {
         return Ok(Outcome::AlreadyDone);
     }
@@ -209,7 +216,7 @@ async fn apply_one(
     }
     // The manifest and everything under it are in place: now the tag, if it
     // is still where the plan found it (a copy can take minutes).
-    if let Err(e) = copy::check_tag(&dst, &tag, current.as_ref()).await {
+    if let Err(e) = copy::check_tag(&dst, &tag, current.as_ref(), &digest).await {
         return match e.kind {
             crate::registry::ErrorKind::Conflict => Ok(Outcome::Stale(e.message)),
             _ => Err(err(e)),

@@ -307,15 +307,20 @@ fn spawn_interval(queue: Arc<Queue>, every: Duration) {
 
 fn spawn_schedule(queue: Arc<Queue>, cron: croner::Cron) {
     tokio::spawn(async move {
+        // The next time strictly after the last one fired, so a wake-up a
+        // hair early (wall clock vs timer) never fires one time twice.
+        let mut after = chrono::Utc::now();
         loop {
-            let now = chrono::Utc::now();
-            let Ok(next) = cron.find_next_occurrence(&now, false) else {
+            let Ok(next) = cron.find_next_occurrence(&after, false) else {
                 tracing::warn!("--schedule: no next time found; the schedule stops");
                 return;
             };
-            let wait = (next - now).to_std().unwrap_or(Duration::from_secs(1));
+            let wait = (next - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
             tokio::time::sleep(wait).await;
             queue.push(true, "schedule");
+            after = next.max(chrono::Utc::now());
         }
     });
 }

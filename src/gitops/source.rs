@@ -226,10 +226,13 @@ fn write_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &Path) -> Result<()
 fn callbacks() -> RemoteCallbacks<'static> {
     let mut cbs = RemoteCallbacks::new();
     let mut tries = 0;
+    let mut gave_password = false;
     cbs.credentials(move |_url, user_from_url, allowed| {
-        // libgit2 asks again after a refusal: give up instead of looping.
+        // libgit2 asks again after a refusal: the same secret will not do
+        // better, so give up at once (ssh may legitimately ask for a
+        // username first, then the key).
         tries += 1;
-        if tries > 3 {
+        if tries > 3 || (gave_password && allowed.contains(CredentialType::USER_PASS_PLAINTEXT)) {
             return Err(git2::Error::from_str(
                 "authentication failed (credentials from REGIMEN_GIT_* refused)",
             ));
@@ -250,10 +253,12 @@ fn callbacks() -> RemoteCallbacks<'static> {
                 let user = env("REGIMEN_GIT_USERNAME")
                     .or_else(|| user_from_url.map(str::to_string))
                     .unwrap_or_else(|| "x-access-token".into());
+                gave_password = true;
                 return Cred::userpass_plaintext(&user, &token);
             }
             if let (Some(u), Some(p)) = (env("REGIMEN_GIT_USERNAME"), env("REGIMEN_GIT_PASSWORD"))
             {
+                gave_password = true;
                 return Cred::userpass_plaintext(&u, &p);
             }
         }
