@@ -16,9 +16,9 @@
 //!   directory, verified (size and digest), then renamed into place: a reader
 //!   never sees a partial or wrong blob. `index.json` is replaced the same way
 //!   (`index.json.tmp-<pid>-<n>` then rename), and updates to one repository are
-//!   serialised by a per-repository async mutex. That mutex only covers this
-//!   process: two processes writing the same layout at once can lose an
-//!   `index.json` update (there is no file lock).
+//!   serialised by a per-repository async mutex plus an advisory file lock
+//!   (`.regimen.lock` in the layout), so two regimen processes writing one
+//!   layout at once never lose an `index.json` update.
 //! - Unknown fields of `index.json` and of its entries are preserved.
 //! - There is no blob garbage collection: deleting a manifest or tag removes
 //!   `index.json` entries; a deleted manifest's own blob is removed when nothing
@@ -54,6 +54,15 @@ use crate::model::{Digest, RegistryName, Repo, Tag};
 /// The annotation that names a tag in `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_FILE: &str = "oci-layout";
+/// Advisory lock file of a layout (hidden; other tools ignore it).
+const LOCK_FILE: &str = ".regimen.lock";
+
+/// Held while a repo's `index.json` is read, changed and replaced.
+struct RepoGuard {
+    _held: tokio::sync::OwnedMutexGuard<()>,
+    /// The locked file; closing it releases the lock.
+    _file: Option<std::fs::File>,
+}
 const INDEX_FILE: &str = "index.json";
 const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// Blobs larger than this are never sniffed as manifests (registries reject
@@ -336,6 +345,45 @@ impl OciLayout {
         map.entry(repo.clone()).or_default().clone()
     }
 
+    /// Serialises `index.json` updates of `repo`: within this process by an
+    /// async mutex, across processes (a daemon and a CI job on one layout)
+    /// by an advisory lock on `.regimen.lock` in the layout. With `create`,
+    /// the layout folder is made first; without, a missing folder has
+    /// nothing to protect.
+    async fn lock_repo(&self, repo: &Repo, create: bool) -> Result<RepoGuard> {
+        let lock = self.repo_lock(repo);
+        let held = lock.lock_owned().await;
+        let dir = self.repo_dir(repo);
+        if create {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| self.io_err(repo, "creating the image layout", &dir, e))?;
+        } else if !exists(&dir).await {
+            return Ok(RepoGuard {
+                _held: held,
+                _file: None,
+            });
+        }
+        let path = dir.join(LOCK_FILE);
+        let file = tokio::task::spawn_blocking(move || {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            f.lock()?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(|e| self.io_err(repo, "locking the image layout", &dir.join(LOCK_FILE), e))?;
+        Ok(RepoGuard {
+            _held: held,
+            _file: Some(file),
+        })
+    }
+
     /// Creates the layout of `repo` if needed. The caller holds the repo lock.
     async fn ensure_layout_locked(&self, repo: &Repo) -> Result<()> {
         let dir = self.repo_dir(repo);
@@ -367,8 +415,7 @@ impl OciLayout {
         if exists(&dir.join(LAYOUT_FILE)).await && exists(&dir.join(INDEX_FILE)).await {
             return Ok(());
         }
-        let lock = self.repo_lock(repo);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_repo(repo, true).await?;
         self.ensure_layout_locked(repo).await
     }
 
@@ -908,8 +955,7 @@ impl Registry for OciLayout {
         let entry =
             serde_json::to_value(&desc).map_err(|e| self.fail(repo, ErrorKind::Other, &op, e))?;
 
-        let lock = self.repo_lock(repo);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_repo(repo, true).await?;
         self.ensure_layout_locked(repo).await?;
         let mut index = self
             .read_index(repo)
@@ -1075,8 +1121,7 @@ impl Registry for OciLayout {
     /// (no blob garbage collection).
     async fn delete_manifest(&self, repo: &Repo, digest: &Digest) -> Result<()> {
         let op = format!("deleting manifest {digest}");
-        let lock = self.repo_lock(repo);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_repo(repo, false).await?;
         let Some(mut index) = self.read_index(repo).await? else {
             return Err(self.fail(repo, ErrorKind::NotFound, &op, "manifest not found"));
         };
@@ -1132,8 +1177,7 @@ impl Registry for OciLayout {
     /// (another tag, an index or a digest reference may still use it).
     async fn delete_tag(&self, repo: &Repo, tag: &Tag) -> Result<()> {
         let op = format!("deleting tag {tag}");
-        let lock = self.repo_lock(repo);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_repo(repo, false).await?;
         let Some(mut index) = self.read_index(repo).await? else {
             return Err(self.fail(repo, ErrorKind::NotFound, &op, "tag not found"));
         };
