@@ -43,7 +43,7 @@ fn info(i: u8) -> ImageInfo {
     ImageInfo {
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         created: Some(Timestamp(NOW.0 - (i as i64) * 40_000)),
-        referrers: if i % 2 == 0 {
+        referrers: if i.is_multiple_of(2) {
             vec![ReferrerInfo {
                 digest: digest(100 + i),
                 artifact_type: "application/vnd.cyclonedx+json".into(),
