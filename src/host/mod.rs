@@ -105,9 +105,87 @@ fn err(host: &str, what: &str, e: bollard::errors::Error) -> String {
             status_code,
             message,
         } => format!("{status_code}: {}", message.trim()),
-        other => other.to_string(),
+        other => with_causes(&other),
     };
     format!("host {host}: {what}: {detail}")
+}
+
+/// An error and its causes, `outer: inner: …`: bollard's connection errors
+/// say only `client error (Connect)` at the top, and the reason (refused,
+/// a TLS alert, an untrusted certificate) is in the chain.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !m.is_empty() && !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// What a failed TLS handshake means in policy terms: rustls says
+/// `invalid peer certificate` when `tls.ca` did not sign the engine's
+/// certificate, and the engine answers a client certificate it does not
+/// accept with a certificate alert.
+fn tls_hint(reason: &str, tls: &crate::config::HostTls) -> String {
+    if reason.contains("invalid peer certificate") {
+        format!(
+            " (the engine's certificate is not signed by tls.ca {})",
+            tls.ca.display()
+        )
+    } else if reason.contains("fatal alert")
+        && ["Certificate", "UnknownCA", "AccessDenied"]
+            .iter()
+            .any(|a| reason.contains(a))
+    {
+        format!(
+            " (the engine refused the client certificate tls.cert {}: is it signed by a CA the engine trusts?)",
+            tls.cert.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// Checks the `tls:` files before connecting: bollard reads the client
+/// certificate and key only during the handshake and, when it cannot, sends
+/// none, which the engine reports as a refused handshake, not a missing file.
+fn check_tls_files(host: &str, tls: &crate::config::HostTls) -> Result<(), String> {
+    let files = [
+        (
+            "ca",
+            &tls.ca,
+            "a PEM certificate",
+            "-----BEGIN CERTIFICATE-----",
+        ),
+        (
+            "cert",
+            &tls.cert,
+            "a PEM certificate",
+            "-----BEGIN CERTIFICATE-----",
+        ),
+        ("key", &tls.key, "a PEM private key", "PRIVATE KEY-----"),
+    ];
+    for (field, path, kind, marker) in files {
+        let bytes = std::fs::read(path).map_err(|e| {
+            format!(
+                "host {host}: cannot read tls.{field} file {}: {e}",
+                path.display()
+            )
+        })?;
+        // Only the PEM markers are looked at; nothing of the file is shown.
+        if !String::from_utf8_lossy(&bytes).contains(marker) {
+            return Err(format!(
+                "host {host}: tls.{field} file {} is not {kind}",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `404` from the engine: the object is not there.
@@ -129,6 +207,7 @@ impl Engine {
         let docker = if let Some(path) = h.endpoint.strip_prefix("unix://") {
             Docker::connect_with_unix(path, TIMEOUT_SECS, version)
         } else if let Some(tls) = &h.tls {
+            check_tls_files(name, tls)?;
             Docker::connect_with_ssl(
                 &h.endpoint,
                 &tls.key,
@@ -140,11 +219,20 @@ impl Engine {
         } else {
             Docker::connect_with_http(&h.endpoint, TIMEOUT_SECS, version)
         }
-        .map_err(|e| format!("host {name}: cannot connect to {}: {e}", h.endpoint))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| err(name, &format!("cannot reach {}", h.endpoint), e))?;
+        .map_err(|e| {
+            format!(
+                "host {name}: cannot connect to {}: {}",
+                h.endpoint,
+                with_causes(&e)
+            )
+        })?;
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            let reason = err(name, &format!("cannot reach {}", h.endpoint), e);
+            match &h.tls {
+                Some(tls) => format!("{reason}{}", tls_hint(&reason, tls)),
+                None => reason,
+            }
+        })?;
         Ok(Engine {
             name: name.to_string(),
             docker,
