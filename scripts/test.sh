@@ -3,7 +3,8 @@
 # installs the system tools the tests drive (skopeo reads what regimen wrote;
 # docker-registry serves real registries on loopback, htpasswd makes their
 # credentials, podman serves hosts, headless chromium renders the HTML
-# inventory), then lint and tests. Same command locally and in CI.
+# inventory, sshd serves a Git remote over ssh), then lint and tests. Same
+# command locally and in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
