@@ -4,7 +4,8 @@
 # docker-registry serves real registries on loopback, htpasswd makes their
 # credentials, podman serves hosts, headless chromium renders the HTML
 # inventory; openssl makes test certificates and python3 runs a TLS
-# forwarder in front of a host), then lint and tests. Same command locally and in CI.
+# forwarder in front of a host; sshd and git serve Git remotes), then lint
+# and tests. Same command locally and in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,8 @@ command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v git >/dev/null 2>&1 || need+=(git)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

@@ -4,9 +4,16 @@
 //! a checkout may have half-updated), so `oci:` paths in the policy resolve
 //! against that commit's files.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use git2::{Cred, CredentialType, FetchOptions, RemoteCallbacks, Repository};
+use base64::Engine as _;
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, FetchOptions, RemoteCallbacks, Repository,
+};
+use hmac::{Hmac, Mac};
+use sha2::Digest as _;
 
 /// One readable version of the policy.
 #[derive(Debug, Clone)]
@@ -118,11 +125,19 @@ impl GitSource {
             let mut remote = repo
                 .remote_anonymous(&self.url)
                 .map_err(|e| format!("git remote {shown}: {}", e.message()))?;
+            let (cbs, host_key_error) = callbacks(ssh_port(&self.url));
             let mut fo = FetchOptions::new();
-            fo.remote_callbacks(callbacks());
+            fo.remote_callbacks(cbs);
             remote
                 .fetch(&[&refspec], Some(&mut fo), None)
-                .map_err(|e| format!("git fetch {shown} {}: {}", self.branch, e.message()))?;
+                .map_err(|e| {
+                    // libgit2 replaces a refused host key's message with a generic one.
+                    let why = host_key_error
+                        .borrow_mut()
+                        .take()
+                        .unwrap_or_else(|| e.message().to_string());
+                    format!("git fetch {shown} {}: {why}", self.branch)
+                })?;
         }
         let commit = repo
             .find_reference(&local_ref)
@@ -222,16 +237,25 @@ fn write_tree(repo: &Repository, tree: &git2::Tree<'_>, dir: &Path) -> Result<()
 /// `ps`): `REGIMEN_GIT_TOKEN` (with `REGIMEN_GIT_USERNAME`, default
 /// `x-access-token`) or `REGIMEN_GIT_USERNAME` + `REGIMEN_GIT_PASSWORD` for
 /// https; `REGIMEN_GIT_SSH_KEY` (a private key file, optional
-/// `REGIMEN_GIT_SSH_PASSPHRASE`) for ssh.
-fn callbacks() -> RemoteCallbacks<'static> {
+/// `REGIMEN_GIT_SSH_PASSPHRASE`) for ssh. An ssh host key must be listed in
+/// a known_hosts file (see [`check_ssh_host_key`]); `ssh_port` is the
+/// remote's port, which libgit2 does not pass to the check. The returned
+/// cell holds why a host key was refused.
+fn callbacks(ssh_port: u16) -> (RemoteCallbacks<'static>, Rc<RefCell<Option<String>>>) {
     let mut cbs = RemoteCallbacks::new();
     let mut tries = 0;
     let mut gave_password = false;
+    let mut gave_key = false;
     cbs.credentials(move |_url, user_from_url, allowed| {
         // libgit2 asks again after a refusal: the same secret will not do
         // better, so give up at once (ssh may legitimately ask for a
         // username first, then the key).
         tries += 1;
+        if gave_key && allowed.contains(CredentialType::SSH_KEY) {
+            return Err(git2::Error::from_str(
+                "authentication failed (the ssh server refused the key in REGIMEN_GIT_SSH_KEY)",
+            ));
+        }
         if tries > 3 || (gave_password && allowed.contains(CredentialType::USER_PASS_PLAINTEXT)) {
             return Err(git2::Error::from_str(
                 "authentication failed (credentials from REGIMEN_GIT_* refused)",
@@ -240,6 +264,7 @@ fn callbacks() -> RemoteCallbacks<'static> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if allowed.contains(CredentialType::SSH_KEY) {
             if let Some(key) = env("REGIMEN_GIT_SSH_KEY") {
+                gave_key = true;
                 return Cred::ssh_key(
                     user_from_url.unwrap_or("git"),
                     None,
@@ -265,11 +290,263 @@ fn callbacks() -> RemoteCallbacks<'static> {
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(user_from_url.unwrap_or("git"));
         }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            return Err(git2::Error::from_str(
+                "the ssh remote wants a key: set REGIMEN_GIT_SSH_KEY to a private key file",
+            ));
+        }
         Err(git2::Error::from_str(
             "the remote wants credentials: set REGIMEN_GIT_TOKEN (https) or REGIMEN_GIT_SSH_KEY (ssh)",
         ))
     });
-    cbs
+    let refused = Rc::new(RefCell::new(None));
+    let slot = refused.clone();
+    cbs.certificate_check(move |cert, host| {
+        // TLS certificates keep libgit2's own check against the system CAs.
+        let Some(hostkey) = cert.as_hostkey() else {
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        let key_type = hostkey.hostkey_type().map_or("unknown", |t| t.name());
+        let checked = match hostkey.hostkey() {
+            Some(key) => check_ssh_host_key(host, ssh_port, key_type, key),
+            None => Err(format!("the ssh host key of {host} could not be read")),
+        };
+        checked
+            .map(|()| CertificateCheckStatus::CertificateOk)
+            .map_err(|why| {
+                let e = git2::Error::from_str(&why);
+                *slot.borrow_mut() = Some(why);
+                e
+            })
+    });
+    (cbs, refused)
+}
+
+/// Accepts the ssh host key only if a known_hosts file lists it for the
+/// host: `REGIMEN_GIT_SSH_KNOWN_HOSTS`, else `~/.ssh/known_hosts`. There is
+/// deliberately no way to accept an unknown key: a daemon that applies
+/// whatever policy it fetched must not trust whoever answers.
+fn check_ssh_host_key(host: &str, port: u16, key_type: &str, key: &[u8]) -> Result<(), String> {
+    let shown = known_hosts_name(host, port);
+    let fp = ssh_fingerprint(key);
+    let file = match std::env::var_os("REGIMEN_GIT_SSH_KNOWN_HOSTS").filter(|v| !v.is_empty()) {
+        Some(f) => PathBuf::from(f),
+        None => match std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts")) {
+            Some(f) if f.is_file() => f,
+            _ => {
+                return Err(format!(
+                    "cannot verify the ssh host key of {shown} ({key_type} {fp}): no known_hosts \
+                     file; check that fingerprint with the server's owner, then set \
+                     REGIMEN_GIT_SSH_KNOWN_HOSTS to a known_hosts file with the key \
+                     (`{shown} {key_type} <base64 key>`)"
+                ))
+            }
+        },
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "cannot read the known_hosts file {} (set REGIMEN_GIT_SSH_KNOWN_HOSTS to a readable \
+             one): {e}",
+            file.display()
+        )
+    })?;
+    let file = file.display();
+    match known_hosts_check(&text, host, port, key) {
+        KnownHost::Match => Ok(()),
+        KnownHost::Unknown => Err(format!(
+            "ssh host {shown} is not in the known_hosts file {file}: its host key is {key_type} \
+             {fp}; check that fingerprint with the server's owner, then add the key to the file \
+             REGIMEN_GIT_SSH_KNOWN_HOSTS names (`{shown} {key_type} <base64 key>`)"
+        )),
+        KnownHost::Changed => Err(format!(
+            "the ssh host key of {shown} ({key_type} {fp}) does not match the known_hosts file \
+             {file}: refusing to connect (the key changed, or someone is in between)"
+        )),
+        // libgit2 only steers the key type choice by ~/.ssh/known_hosts,
+        // so the server may offer a type the file does not list.
+        KnownHost::OtherTypes(types) => Err(format!(
+            "the known_hosts file {file} lists {shown} only with {} keys, but the server \
+             offered {key_type} {fp}; check that fingerprint with the server's owner, then add \
+             the host's {key_type} key to the file (e.g. from `ssh-keyscan -t {key_type}`)",
+            types.join(", ")
+        )),
+        KnownHost::Revoked => Err(format!(
+            "the ssh host key of {shown} ({key_type} {fp}) is marked @revoked in {file}"
+        )),
+    }
+}
+
+/// What a known_hosts file says about a host's key.
+#[derive(Debug, PartialEq, Eq)]
+enum KnownHost {
+    Match,
+    /// The host has an entry of this key's type with another key.
+    Changed,
+    /// The host is listed only with keys of other types (these).
+    OtherTypes(Vec<String>),
+    /// No entry names the host.
+    Unknown,
+    Revoked,
+}
+
+/// Looks `host`'s key (the raw SSH wire blob) up in OpenSSH known_hosts
+/// text: `[@revoked] patterns keytype base64 [comment]`, patterns being
+/// comma-separated names with `*`/`?` wildcards and `!` negation, `[host]:port`
+/// for a port other than 22, or one hashed `|1|salt|hmac` name.
+/// `@cert-authority` lines are skipped: libgit2 hands over plain keys only.
+fn known_hosts_check(text: &str, host: &str, port: u16, key: &[u8]) -> KnownHost {
+    let name = known_hosts_name(host, port);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key_type = blob_key_type(key);
+    let (mut matched, mut same_type) = (false, false);
+    let mut listed: Vec<String> = vec![];
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(mut first) = fields.next() else {
+            continue;
+        };
+        if first.starts_with('#') {
+            continue;
+        }
+        let mut revoked = false;
+        if let Some(marker) = first.strip_prefix('@') {
+            if marker != "revoked" {
+                continue;
+            }
+            revoked = true;
+            let Some(next) = fields.next() else { continue };
+            first = next;
+        }
+        let (Some(line_type), Some(encoded)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(line_key) = b64.decode(encoded) else {
+            continue;
+        };
+        let same_key = line_key == key;
+        if revoked {
+            // A revoked key is refused whatever host it is listed under.
+            if same_key {
+                return KnownHost::Revoked;
+            }
+            continue;
+        }
+        if host_patterns_match(first, &name) {
+            matched |= same_key;
+            same_type |= line_type == key_type;
+            if !listed.iter().any(|t| t == line_type) {
+                listed.push(line_type.to_string());
+            }
+        }
+    }
+    if matched {
+        KnownHost::Match
+    } else if same_type {
+        KnownHost::Changed
+    } else if !listed.is_empty() {
+        KnownHost::OtherTypes(listed)
+    } else {
+        KnownHost::Unknown
+    }
+}
+
+/// The key type a raw SSH public key blob names first (`ssh-ed25519`, …).
+fn blob_key_type(key: &[u8]) -> &str {
+    let Some(len) = key.get(..4) else { return "" };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    key.get(4..4 + len)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .unwrap_or("")
+}
+
+/// The host as known_hosts writes it: `host`, or `[host]:port` off port 22.
+fn known_hosts_name(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    if port == 22 {
+        host
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+fn host_patterns_match(patterns: &str, name: &str) -> bool {
+    if let Some(hashed) = patterns.strip_prefix("|1|") {
+        return hashed_host_matches(hashed, name);
+    }
+    let mut hit = false;
+    for p in patterns.split(',') {
+        match p.strip_prefix('!') {
+            // A negated match excludes the host even if another pattern names it.
+            Some(neg) if glob_match(&neg.to_ascii_lowercase(), name) => return false,
+            Some(_) => {}
+            None => hit |= glob_match(&p.to_ascii_lowercase(), name),
+        }
+    }
+    hit
+}
+
+/// `salt|hash` (base64 both): HMAC-SHA1 keyed with the salt over the name.
+fn hashed_host_matches(hashed: &str, name: &str) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some((salt, hash)) = hashed.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// `*` any run of characters, `?` one character (OpenSSH's `match_pattern`).
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            // Let the last `*` swallow one more character and retry.
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// `SHA256:<base64, unpadded>`, as `ssh-keygen -l` and `ssh` print it.
+fn ssh_fingerprint(key: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(key);
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
+}
+
+/// The port of an `ssh://` URL (22 when absent, and for the scp-like
+/// `user@host:path` form, which cannot name one).
+fn ssh_port(url: &str) -> u16 {
+    let Some((_, rest)) = url.split_once("://") else {
+        return 22;
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match hostport.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => hostport.rsplit_once(':').map(|(_, p)| p),
+    };
+    port.and_then(|p| p.parse().ok()).unwrap_or(22)
 }
 
 fn default_cache_root() -> PathBuf {
@@ -379,5 +656,135 @@ mod tests {
         h.write(b"prod/team/api");
         // Fixed forever: shard assignment depends on it.
         assert_eq!(h.finish(), FNV_PROD_TEAM_API);
+    }
+
+    const ED25519: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIMxGovZBRwocwrGsHh2dlx2qfhehKAlPXog0WbVIXLEk";
+    const ECDSA: &str = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBMQT9owYXLM7U1dJejAPJ8ofFhjGps9Uafm67tVMjRX2H0iMFuAc1tnsljPBGrA9obMKSzp5u8Z9NBt/Sc/1C6Q=";
+
+    fn blob(b64: &str) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+    }
+
+    #[test]
+    fn fingerprint_is_what_ssh_keygen_prints() {
+        // `ssh-keygen -lf` of that key.
+        assert_eq!(
+            ssh_fingerprint(&blob(ED25519)),
+            "SHA256:wJVtMQ7kFhGcyztKAcZ+JdA7dZLNF88ZiJc9C+mJL4o"
+        );
+        assert_eq!(blob_key_type(&blob(ED25519)), "ssh-ed25519");
+        assert_eq!(blob_key_type(&blob(ECDSA)), "ecdsa-sha2-nistp256");
+        assert_eq!(blob_key_type(b"\xff"), "");
+    }
+
+    #[test]
+    fn known_hosts_plain_and_with_port() {
+        let key = blob(ED25519);
+        let text = format!(
+            "# comment\n\ngit.example.com,10.0.0.1 ssh-ed25519 {ED25519} me@laptop\n\
+             [git.example.com]:2222 ssh-ed25519 {ED25519}\n"
+        );
+        let check = |h: &str, p: u16| known_hosts_check(&text, h, p, &key);
+        assert_eq!(check("git.example.com", 22), KnownHost::Match);
+        assert_eq!(check("GIT.example.com", 22), KnownHost::Match);
+        assert_eq!(check("10.0.0.1", 22), KnownHost::Match);
+        assert_eq!(check("git.example.com", 2222), KnownHost::Match);
+        // Another port is another host, as for ssh.
+        assert_eq!(check("10.0.0.1", 2222), KnownHost::Unknown);
+        assert_eq!(check("other.example.com", 22), KnownHost::Unknown);
+        assert_eq!(known_hosts_name("::1", 2222), "[::1]:2222");
+    }
+
+    #[test]
+    fn known_hosts_wrong_key_other_types_revoked() {
+        let key = blob(ED25519);
+        let other = blob(ECDSA);
+        let text = format!("git.example.com ecdsa-sha2-nistp256 {ECDSA}\n");
+        assert_eq!(
+            known_hosts_check(&text, "git.example.com", 22, &key),
+            KnownHost::OtherTypes(vec!["ecdsa-sha2-nistp256".into()])
+        );
+        // Same type, another key: changed.
+        let wrong = {
+            let mut k = key.clone();
+            let last = k.len() - 1;
+            k[last] ^= 1;
+            k
+        };
+        let text = format!("git.example.com ssh-ed25519 {ED25519}\n");
+        assert_eq!(
+            known_hosts_check(&text, "git.example.com", 22, &wrong),
+            KnownHost::Changed
+        );
+        // Any listed key of the host will do.
+        let text = format!(
+            "git.example.com ecdsa-sha2-nistp256 {ECDSA}\ngit.example.com ssh-ed25519 {ED25519}\n"
+        );
+        assert_eq!(
+            known_hosts_check(&text, "git.example.com", 22, &key),
+            KnownHost::Match
+        );
+        assert_eq!(
+            known_hosts_check(&text, "git.example.com", 22, &other),
+            KnownHost::Match
+        );
+        // Revoked wins over a match, whatever host it is listed for.
+        let text =
+            format!("git.example.com ssh-ed25519 {ED25519}\n@revoked * ssh-ed25519 {ED25519}\n");
+        assert_eq!(
+            known_hosts_check(&text, "git.example.com", 22, &key),
+            KnownHost::Revoked
+        );
+        // CA lines and garbage are not keys of the host.
+        let text = format!(
+            "@cert-authority git.example.com ssh-ed25519 {ED25519}\n\
+             git.example.com ssh-ed25519 !!notbase64\ngit.example.com\n"
+        );
+        assert_eq!(
+            known_hosts_check(&text, "git.example.com", 22, &key),
+            KnownHost::Unknown
+        );
+    }
+
+    #[test]
+    fn known_hosts_patterns() {
+        let key = blob(ED25519);
+        let text = format!("*.example.com,!evil.example.com ssh-ed25519 {ED25519}\n");
+        let check = |h: &str| known_hosts_check(&text, h, 22, &key);
+        assert_eq!(check("git.example.com"), KnownHost::Match);
+        assert_eq!(check("evil.example.com"), KnownHost::Unknown);
+        assert_eq!(check("example.com"), KnownHost::Unknown);
+        assert!(glob_match("git?.ex*.com", "git1.example.com"));
+        assert!(glob_match("*a*b", "xxaxxab"));
+        assert!(!glob_match("git?.example.com", "git.example.com"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn known_hosts_hashed_names() {
+        // `ssh-keygen -H` of "git.example.com KEY" and "[git.example.com]:2222 KEY".
+        let key = blob(ED25519);
+        let text = format!(
+            "|1|5rA8yZNn1LxR3yrXulKmsmZkv6Y=|fwMtGC0m1iA/AmxWDYBuSqSWex8= ssh-ed25519 {ED25519}\n\
+             |1|b3J6QVlpvpxhU6GkDZMQbe2bAPA=|EullmgJYwxLjgmVXcxfB1OkLU88= ssh-ed25519 {ED25519}\n"
+        );
+        let check = |h: &str, p: u16| known_hosts_check(&text, h, p, &key);
+        assert_eq!(check("git.example.com", 22), KnownHost::Match);
+        assert_eq!(check("git.example.com", 2222), KnownHost::Match);
+        assert_eq!(check("git.example.com", 2223), KnownHost::Unknown);
+        assert_eq!(check("gitx.example.com", 22), KnownHost::Unknown);
+        assert!(!host_patterns_match("|1|bad", "git.example.com"));
+    }
+
+    #[test]
+    fn ssh_ports() {
+        assert_eq!(ssh_port("ssh://git@host:2222/org/repo.git"), 2222);
+        assert_eq!(ssh_port("ssh://host/org/repo.git"), 22);
+        assert_eq!(ssh_port("ssh://git@[::1]:2200/repo"), 2200);
+        assert_eq!(ssh_port("ssh://git@[::1]/repo"), 22);
+        assert_eq!(ssh_port("git@host:org/repo.git"), 22);
+        assert_eq!(ssh_port("https://host:8443/repo"), 8443);
     }
 }
