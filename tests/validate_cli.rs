@@ -75,3 +75,30 @@ fn values_that_would_break_later_are_rejected_at_their_place() {
         "{stderr}"
     );
 }
+
+#[test]
+fn tls_only_where_it_applies() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.yaml"),
+        "hosts:\n  a:\n    endpoint: unix:///run/docker.sock\n    tls: {ca: ca.pem, cert: c.pem, key: k.pem}\n\
+         \x20 b:\n    endpoint: https://10.0.0.2:2376\n\
+         \x20 c:\n    endpoint: tcp://10.0.0.3:2376\n    tls: {ca: ca.pem, cert: c.pem, key: k.pem}\n",
+    )
+    .unwrap();
+    let out = regimen()
+        .args(["validate", "-C", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("p.yaml:3:") && stderr.contains("a unix:// socket has no TLS"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("p.yaml:6:") && stderr.contains("needs `tls: {ca, cert, key}`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 errors in the policy"), "{stderr}");
+}

@@ -876,6 +876,21 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
         Some(c)
     });
     f.finish(cx);
+    // TLS belongs to TCP endpoints; saying it where it cannot apply (or
+    // leaving it out of https://) is a mistake worth catching here.
+    if let Some(e) = &endpoint {
+        if tls.is_some() && e.starts_with("unix://") {
+            cx.err(
+                &n.loc,
+                "`tls` applies to tcp:// endpoints; a unix:// socket has no TLS (remove `tls`)",
+            );
+        } else if tls.is_none() && e.starts_with("https://") {
+            cx.err(
+                &n.loc,
+                format!("`{e}` needs `tls: {{ca, cert, key}}` (or use tcp:// for plain TCP)"),
+            );
+        }
+    }
     Some(Host {
         endpoint: endpoint?,
         tls,

@@ -208,14 +208,9 @@ impl Engine {
             Docker::connect_with_unix(path, TIMEOUT_SECS, version)
         } else if let Some(tls) = &h.tls {
             check_tls_files(name, tls)?;
-            Docker::connect_with_ssl(
-                &h.endpoint,
-                &tls.key,
-                &tls.cert,
-                &tls.ca,
-                TIMEOUT_SECS,
-                version,
-            )
+            // bollard wants tcp:// (Docker's DOCKER_HOST form) for both.
+            let addr = h.endpoint.replacen("https://", "tcp://", 1);
+            Docker::connect_with_ssl(&addr, &tls.key, &tls.cert, &tls.ca, TIMEOUT_SECS, version)
         } else {
             Docker::connect_with_http(&h.endpoint, TIMEOUT_SECS, version)
         }
