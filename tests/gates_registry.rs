@@ -5,21 +5,13 @@
 
 mod common;
 
-use common::{json_plan, open, regimen, run, TestRegistry};
+use common::{block_on, json_plan, open, regimen, run, TestRegistry};
 use regimen::model::{Digest, Timestamp};
 use regimen::testkit::{push_image, push_scan_report, ImageSpec};
 
 const SARIF: &str = "application/sarif+json";
 const TRIVY: &str = "application/vnd.aquasec.trivy.report+json";
 const GRYPE: &str = "application/vnd.anchore.grype+json";
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 fn days_ago(days: i64) -> Timestamp {
     static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();

@@ -11,28 +11,12 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{empty_docker_config, regimen};
+use common::{empty_docker_config, git, regimen};
 
 const USER: &str = "robot";
 const TOKEN: &str = "s3cret-token";
 /// base64("robot:s3cret-token")
 const GOOD_AUTH: &str = "Basic cm9ib3Q6czNjcmV0LXRva2Vu";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .expect("git is required");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Serves `root` over Git's smart HTTP protocol, answering 401 to any
 /// request without the right Basic credentials. Returns the port and a

@@ -14,25 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{empty_docker_config, free_port, regimen};
+use common::{empty_docker_config, free_port, git, regimen};
 
 const SSHD_BIN: &str = "/usr/sbin/sshd";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .expect("git is required");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A new ed25519 key pair at `path` (and `path.pub`), optionally encrypted.
 fn keygen(path: &Path, passphrase: &str) {

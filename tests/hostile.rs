@@ -8,16 +8,8 @@ mod common;
 
 use common::proxy::FaultProxy;
 use common::TestRegistry;
-use common::{open, regimen, run};
+use common::{block_on, open, regimen, run};
 use regimen::testkit::{build_image, layer_size_image, push_image, Flavor, ImageSpec};
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// Pushes `spec` to `host`/`repo`:`tag` directly (not through the proxy).
 fn seed(host: &str, repo: &str, tag: &str, spec: &ImageSpec) -> String {

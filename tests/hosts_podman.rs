@@ -9,20 +9,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::podman::Podman;
-use common::{json_plan, open, regimen, run, TestRegistry};
+use common::{block_on, json_plan, open, regimen, run, TestRegistry};
 use regimen::model::Timestamp;
 use regimen::testkit::{push_image, ImageSpec};
 
 fn ago(days: i64) -> String {
     Timestamp(Timestamp::now().0 - days * 86_400).to_rfc3339()
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 /// A runnable image (static busybox; `sleep`) created `days` ago, made

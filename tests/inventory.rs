@@ -9,21 +9,13 @@ use std::path::Path;
 use std::process::Command;
 
 use common::podman::Podman;
-use common::{open, regimen, TestRegistry};
+use common::{block_on, open, regimen, TestRegistry};
 use regimen::model::{Digest, Timestamp};
 use regimen::testkit::{push_image, push_referrer, push_scan_report, ImageSpec};
 
 const SARIF: &str = "application/sarif+json";
 const TRIVY: &str = "application/vnd.aquasec.trivy.report+json";
 const CYCLONEDX: &str = "application/vnd.cyclonedx+json";
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 fn days_ago(days: i64) -> Timestamp {
     static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();

@@ -7,7 +7,7 @@
 mod common;
 
 use common::proxy::FaultProxy;
-use common::{json_plan, open, regimen, run};
+use common::{block_on, json_plan, open, regimen, run};
 use common::{skopeo, TestRegistry};
 use regimen::model::Timestamp;
 use regimen::testkit::{push_image, push_index, push_referrer, ImageSpec};
@@ -18,14 +18,6 @@ fn ago(days: i64) -> String {
     static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let now = *NOW.get_or_init(|| Timestamp::now().0);
     Timestamp(now - days * 86_400).to_rfc3339()
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 fn img(repo: &str, n: &str, days: i64) -> ImageSpec {

@@ -539,3 +539,31 @@ pub fn open(host: &str) -> std::sync::Arc<dyn regimen::registry::Registry> {
         .1
         .unwrap_or_else(|e| panic!("open {host}: {e}"))
 }
+
+/// Runs an async test step on a fresh multi-threaded runtime (for the
+/// synchronous tests that drive child processes).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// `git -C dir ARGS` with a test identity; panics with git's stderr on
+/// failure; returns stdout, trimmed.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .expect("git is required: run scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
