@@ -436,9 +436,19 @@ fn schedule_repairs_drift_without_a_new_commit() {
         ],
         tmp.path().join("daemon.log"),
     );
-    d.wait_until("1.0 mirrored", Duration::from_secs(30), |_| {
-        tags(&reg, "dst/app") == ["1.0"]
-    });
+    // Resolvable, not just listed: Distribution lists a tag a moment before
+    // its link is written.
+    let resolves = |reg: &TestRegistry| {
+        reg.request(
+            "HEAD",
+            "/v2/dst/app/manifests/1.0",
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            &[],
+        )
+        .status
+            == 200
+    };
+    d.wait_until("1.0 mirrored", Duration::from_secs(30), |_| resolves(&reg));
     // Someone deletes the mirrored tag behind regimen's back.
     block_on(async {
         regimen::apply::remove_tag(
@@ -453,7 +463,7 @@ fn schedule_repairs_drift_without_a_new_commit() {
     d.wait_until(
         "the next scheduled reconcile to put 1.0 back",
         Duration::from_secs(75),
-        |_| tags(&reg, "dst/app") == ["1.0"],
+        |_| resolves(&reg),
     );
     assert!(d.log().contains("\"trigger\":\"schedule\""), "{}", d.log());
 }

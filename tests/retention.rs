@@ -314,3 +314,40 @@ async fn two_rules_on_one_repo_honour_the_largest_min_keep_and_delete_once() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(tags(&reg, "team/web").await, ["pr-2", "pr-3"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_whose_tags_two_rules_take_is_deleted_not_left_untagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let x: Repo = "team/x".parse().unwrap();
+    let old = ImageSpec::new(&ago(100)).with_layer("v", "old");
+    let d = push_image(&reg, &x, Some(&t("pr-1")), &old).await.unwrap();
+    push_image(&reg, &x, Some(&t("sha-1")), &old).await.unwrap();
+    push_referrer(&reg, &x, &d, "application/vnd.cyclonedx+json", b"{}")
+        .await
+        .unwrap();
+    push_image(&reg, &x, Some(&t("new")), &ImageSpec::new(&ago(1)))
+        .await
+        .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nretention:\n\
+         \x20 - {name: prs, repos: [dev/team/x], delete: {older_than: 30d, tags: {regex: \"^pr-\"}}}\n\
+         \x20 - {name: shas, repos: [dev/team/x], delete: {older_than: 30d, tags: {regex: \"^sha-\"}}}\n",
+    )
+    .unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let (code, plan) = run(&["plan", "-C", dir]);
+    assert_eq!(code, 0, "{plan}");
+    assert!(plan.contains("- delete dev/team/x:sha-1"), "{plan}");
+    let (code, out) = run(&["apply", "--auto-approve", "-C", dir]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tags(&reg, "team/x").await, ["new"]);
+    assert!(
+        reg.head_manifest(&x, d.as_str()).await.unwrap().is_none(),
+        "the image went, not just its tags"
+    );
+    assert!(reg.referrers(&x, &d).await.unwrap().is_empty());
+    let (code, again) = run(&["plan", "--detailed-exitcode", "-C", dir]);
+    assert_eq!(code, 0, "{again}");
+}

@@ -222,7 +222,7 @@ impl Copier {
         b: &Descriptor,
         from: &Repo,
     ) -> Result<(), RegistryError> {
-        match dst.reg.start_blob(dst.repo, &b.digest, from).await? {
+        match dst.reg.start_blob(b, dst.repo, from).await? {
             BlobStart::Present => Ok(()),
             BlobStart::Upload(session) => self.stream_blob(src, dst, b, session).await,
         }

@@ -24,6 +24,16 @@ pub const HEADER: [&str; 16] = [
 ];
 
 fn field(s: &str) -> String {
+    // Image labels are written by whoever pushed the image: a cell that a
+    // spreadsheet would run as a formula is defused with a leading `'`
+    // (OWASP's advice for CSV injection). A lone `-` stays as it is.
+    let defused;
+    let s = if s.len() > 1 && s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        defused = format!("'{s}");
+        defused.as_str()
+    } else {
+        s
+    };
     if s.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -92,5 +102,16 @@ mod tests {
         assert_eq!(field("a,b"), "\"a,b\"");
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn formulas_from_image_labels_are_defused() {
+        assert_eq!(
+            field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(field("-"), "-");
+        assert_eq!(field("team-a"), "team-a");
     }
 }

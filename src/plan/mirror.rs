@@ -97,6 +97,7 @@ pub fn prune(
     let mut changes = super::retention::digest_level(
         &m.to,
         &to.tags,
+        &Default::default(),
         &super::retention::index_children(&m.to, &to.tags, cx.observed),
         &going,
         &m.rule_name(),

@@ -155,6 +155,8 @@ pub struct Report {
     /// never leave it with fewer tags than any of them allows (nor delete a
     /// tag twice).
     pub going: BTreeMap<RepoAddr, (BTreeSet<Tag>, u32)>,
+    /// Orphan referrer tags a rule already cleans up.
+    pub orphans_taken: BTreeSet<String>,
 }
 
 impl Report {
@@ -205,15 +207,16 @@ pub fn plan(
     let mut changes = Vec::new();
     let first_repo = report.repos.len();
     let mut going: Vec<(RepoAddr, Vec<Tag>)> = Vec::new();
+    let mut orphans = 0;
     for repo in repos {
-        let tags = plan_repo(rule, protect, &repo, cx, &mut changes, report);
+        let (tags, orphaned) = plan_repo(rule, protect, &repo, cx, &mut changes, report);
+        orphans += orphaned;
         going.push((repo, tags));
     }
     if let Some(max) = rule.max_deletes {
-        let n = changes
-            .iter()
-            .map(|c: &Change| 1 + c.also_tags.len())
-            .sum::<usize>();
+        // This rule's own tags (not those of earlier rules that a delete
+        // here names too) and its orphan referrer deletions.
+        let n = going.iter().map(|(_, t)| t.len()).sum::<usize>() + orphans;
         if n > max as usize {
             for c in &changes {
                 cx.block(
@@ -242,9 +245,9 @@ fn plan_repo(
     cx: &mut PlanCx<'_>,
     out: &mut Vec<Change>,
     report: &mut Report,
-) -> Vec<Tag> {
+) -> (Vec<Tag>, usize) {
     let RepoView::Known(state) = cx.repo(repo) else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
     // Unknown is not absent: an image whose details could not be read might
     // be the newest or the youngest, so nothing in this repo is deleted.
@@ -258,7 +261,7 @@ fn plan_repo(
             repo.to_string(),
             "details of some images could not be read: no deletions in this repo",
         );
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let now = cx.now;
     // Every tag with its creation time; an unread time is unknown, never "old".
@@ -352,15 +355,24 @@ fn plan_repo(
     out.extend(digest_level(
         repo,
         &state.tags,
+        &earlier,
         &children,
         &delete,
         &rule.name,
         now,
     ));
+    let mut orphans = 0;
     if rule.delete.untagged_referrers == Some(true) {
         for o in cx.observed.orphans.get(repo).into_iter().flatten() {
+            let target = ImageRef::tagged(repo.clone(), o.tag.clone()).to_string();
+            // Another rule over this repo may have taken it already.
+            if report.orphans_taken.insert(target.clone()) {
+                orphans += 1;
+            } else {
+                continue;
+            }
             out.push(Change {
-                target: ImageRef::tagged(repo.clone(), o.tag.clone()).to_string(),
+                target,
                 digest: Some(o.digest.to_string()),
                 expect: o.digest.to_string(),
                 rule: rule.name.clone(),
@@ -369,7 +381,7 @@ fn plan_repo(
             });
         }
     }
-    delete.into_iter().map(|d| d.0).collect()
+    (delete.into_iter().map(|d| d.0).collect(), orphans)
 }
 
 /// Turns tags to remove into changes: a digest whose tags all go is deleted
@@ -377,9 +389,15 @@ fn plan_repo(
 /// A tag to remove: its digest and creation time when known.
 pub type Going = (Tag, Digest, Option<Timestamp>);
 
+///
+/// `gone`: tags earlier rules already remove from this repo. They no longer
+/// hold an image in place, so the rule that takes an image's last remaining
+/// tag deletes the image, naming them in `also_tags` (the delete's
+/// compare-and-swap accepts a planned tag that is already gone).
 pub fn digest_level(
     repo: &RepoAddr,
     all: &BTreeMap<Tag, Digest>,
+    gone: &BTreeSet<Tag>,
     children: &BTreeSet<Digest>,
     delete: &[Going],
     rule: &str,
@@ -391,7 +409,10 @@ pub fn digest_level(
         by_digest.entry(&d.1).or_default().push(d);
     }
     for (digest, going) in by_digest {
-        let tag_count = all.values().filter(|d| *d == digest).count();
+        let tag_count = all
+            .iter()
+            .filter(|(t, d)| *d == digest && !gone.contains(*t))
+            .count();
         let age_text = match going[0].2 {
             Some(c) => format!("{} old", age(now, c)),
             None => "age unknown".to_string(),
@@ -401,13 +422,21 @@ pub fn digest_level(
         if tag_count == going.len() && !children.contains(digest) {
             let mut names: Vec<&Tag> = going.iter().map(|g| &g.0).collect();
             names.sort();
+            let earlier = all
+                .iter()
+                .filter(|(t, d)| *d == digest && gone.contains(*t))
+                .map(|(t, _)| t.to_string());
             out.push(Change {
                 target: ImageRef::tagged(repo.clone(), names[0].clone()).to_string(),
                 digest: Some(digest.to_string()),
                 expect: digest.to_string(),
                 rule: rule.to_string(),
                 reason: age_text,
-                also_tags: names[1..].iter().map(|t| t.to_string()).collect(),
+                also_tags: names[1..]
+                    .iter()
+                    .map(|t| t.to_string())
+                    .chain(earlier)
+                    .collect(),
                 ..Change::new(Action::Delete)
             });
         } else {

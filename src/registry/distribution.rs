@@ -828,30 +828,6 @@ impl Distribution {
         Ok(Some(m))
     }
 
-    /// Whether the referrers tag schema may have `tag` in `repo`: `false`
-    /// only when this process read the repo's whole tag list less than
-    /// [`LISTING_TRUSTED`] ago and the tag was not in it (nor written by
-    /// this process since).
-    ///
-    /// Why a listed tag set is enough to skip the GET: under the referrers tag
-    /// schema a subject's referrers exist only as the index tagged
-    /// `sha256-<hex>`, so a tag list without that tag means no referrers
-    /// (unlike the OCI referrers API, which needs no tag and is never
-    /// short-cut here). The list is as old as this run's observe pass: a
-    /// referrer pushed in between is missed exactly as one pushed just after
-    /// the copy would be (the same race, a few seconds wider), and entries
-    /// expire so a long-lived daemon never leans on an old list. Writes go
-    /// through `add_to_tag_index`, which always reads the index first.
-    fn referrer_tag_listed(&self, repo: &Repo, tag: &Tag) -> bool {
-        if !tag.is_referrer_tag() {
-            // Only `sha256-<hex>` tags are recorded.
-            return true;
-        }
-        listed_referrer_tags()
-            .get(&(self.base.to_string(), repo.clone()))
-            .is_none_or(|l| l.at.elapsed() > LISTING_TRUSTED || l.tags.contains(tag))
-    }
-
     /// PUT of manifest bytes, without referrers bookkeeping. Returns whether
     /// the registry said it processed a subject (`OCI-Subject`).
     async fn put_manifest_raw(&self, repo: &Repo, reference: &str, m: &Manifest) -> Result<bool> {
@@ -873,15 +849,6 @@ impl Distribution {
                     &req.url,
                     format!("stored as {d}, expected {}", m.digest),
                 ));
-            }
-        }
-        if let Ok(tag) = reference.parse::<Tag>() {
-            if tag.is_referrer_tag() {
-                if let Some(l) =
-                    listed_referrer_tags().get_mut(&(self.base.to_string(), repo.clone()))
-                {
-                    l.tags.insert(tag);
-                }
             }
         }
         Ok(resp.headers().contains_key("oci-subject"))
@@ -1005,24 +972,20 @@ impl Distribution {
     }
 }
 
-/// How long a tag list is trusted to say a repo has no referrers tag.
-const LISTING_TRUSTED: Duration = Duration::from_secs(300);
+/// How long a tag list's 404 is trusted to say a repo does not exist.
+const ABSENT_TRUSTED: Duration = Duration::from_secs(300);
 
-/// The `sha256-<hex>` referrer tags of a repo as last listed.
-struct Listed {
-    at: Instant,
-    tags: std::collections::HashSet<Tag>,
-    /// The tag list answered 404: no such repository.
-    absent: bool,
-}
+/// Repos whose tag list answered 404, per (registry name, base URL, repo),
+/// with when: planning and applying open their own backends, and the apply
+/// half of `regimen apply` may skip looking up manifests in a repo the plan
+/// half just found missing. Only ever a hint that saves requests (writes are
+/// idempotent, and the tag write's compare-and-swap still looks).
+type AbsentRepos = HashMap<(String, String, Repo), Instant>;
 
-/// Referrer tags per (registry base URL, repo) of every whole tag list read
-/// in this process: planning and applying open their own backends, and the
-/// apply half of `regimen apply` must see what the plan half listed.
-fn listed_referrer_tags() -> std::sync::MutexGuard<'static, HashMap<(String, Repo), Listed>> {
-    static LISTED: std::sync::LazyLock<std::sync::Mutex<HashMap<(String, Repo), Listed>>> =
+fn absent_repos() -> std::sync::MutexGuard<'static, AbsentRepos> {
+    static ABSENT: std::sync::LazyLock<std::sync::Mutex<AbsentRepos>> =
         std::sync::LazyLock::new(Default::default);
-    LISTED.lock().unwrap_or_else(|e| e.into_inner())
+    ABSENT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads a stream whole, stopping once it is longer than `size`.
@@ -1149,24 +1112,16 @@ impl Registry for Distribution {
                 vec![scope_pull(repo)],
             )
             .await?;
-        let absent = listed.is_none();
+        let key = (self.name.to_string(), self.base.to_string(), repo.clone());
+        if listed.is_none() {
+            absent_repos().insert(key, Instant::now());
+        } else {
+            absent_repos().remove(&key);
+        }
         let names = listed.unwrap_or_default();
         let mut tags: Vec<Tag> = names.into_iter().filter_map(|n| n.parse().ok()).collect();
         tags.sort();
         tags.dedup();
-        let referrer_tags = tags
-            .iter()
-            .filter(|t| t.is_referrer_tag())
-            .cloned()
-            .collect();
-        listed_referrer_tags().insert(
-            (self.base.to_string(), repo.clone()),
-            Listed {
-                at: Instant::now(),
-                tags: referrer_tags,
-                absent,
-            },
-        );
         Ok(tags)
     }
 
@@ -1307,7 +1262,14 @@ impl Registry for Distribution {
         self.put_blob_in(repo, digest, size, data, None).await
     }
 
-    async fn start_blob(&self, repo: &Repo, digest: &Digest, from: &Repo) -> Result<BlobStart> {
+    async fn start_blob(&self, blob: &Descriptor, repo: &Repo, from: &Repo) -> Result<BlobStart> {
+        // A big blob is looked for first: a registry that cannot mount
+        // answers the POST below with a session even when it has the blob,
+        // and re-sending a big layer costs far more than a HEAD.
+        if blob.size > SMALL_BLOB {
+            return super::start_blob_by_head(self, blob, repo, from).await;
+        }
+        let digest = &blob.digest;
         // A mount POST checks and starts at once: `201` when the blob is (now)
         // in `repo`, else `202` with a fresh upload session (Distribution
         // falls back to a session whatever stopped the mount, including a
@@ -1326,33 +1288,37 @@ impl Registry for Distribution {
         let resp = self.send(&mut req).await?;
         match resp.status() {
             StatusCode::CREATED => {
-                // A registry that says which blob it has must name ours.
-                if let Some(d) = header_str(resp.headers(), "docker-content-digest")
+                match header_str(resp.headers(), "docker-content-digest")
                     .and_then(|s| s.parse::<Digest>().ok())
                 {
-                    if &d != digest {
-                        return Err(self.fail(
-                            ErrorKind::DigestMismatch,
-                            &req.method,
-                            &req.url,
-                            format!("mounted {d}, expected {digest}"),
-                        ));
-                    }
+                    Some(d) if &d == digest => Ok(BlobStart::Present),
+                    Some(d) => Err(self.fail(
+                        ErrorKind::DigestMismatch,
+                        &req.method,
+                        &req.url,
+                        format!("mounted {d}, expected {digest}"),
+                    )),
+                    // A 201 that does not say which blob: believe only a HEAD.
+                    None => super::start_blob_by_head(self, blob, repo, repo).await,
                 }
-                Ok(BlobStart::Present)
             }
             StatusCode::ACCEPTED => {
                 let loc = self.location(&req, &resp).map_err(|f| f.err)?;
                 Ok(BlobStart::Upload(Some(UploadSession(loc.to_string()))))
             }
-            _ => Err(self.status_error(&req.method, &req.url, resp).await),
+            // Some registries refuse a mount outright (or the token lacks
+            // pull on `from`): the plain way still works.
+            status => {
+                tracing::debug!(%status, "mount POST refused; looking for the blob with HEAD");
+                super::start_blob_by_head(self, blob, repo, from).await
+            }
         }
     }
 
     fn known_absent(&self, repo: &Repo) -> bool {
-        listed_referrer_tags()
-            .get(&(self.base.to_string(), repo.clone()))
-            .is_some_and(|l| l.absent && l.at.elapsed() <= LISTING_TRUSTED)
+        absent_repos()
+            .get(&(self.name.to_string(), self.base.to_string(), repo.clone()))
+            .is_some_and(|at| at.elapsed() <= ABSENT_TRUSTED)
     }
 
     async fn cancel_upload(&self, repo: &Repo, session: UploadSession) {
@@ -1529,10 +1495,10 @@ impl Registry for Distribution {
                 _ => return Err(self.status_error(&req.method, &req.url, resp).await),
             }
         }
+        // Always asked, never inferred from a tag list: a pull-through cache
+        // lists only what it holds, and a signature pushed after the list
+        // was read must still follow the copy.
         let tag = digest.referrers_tag();
-        if !self.referrer_tag_listed(repo, &tag) {
-            return Ok(Vec::new());
-        }
         match self.get_manifest_inner(repo, tag.as_str()).await? {
             Some(m) if m.is_index() => {
                 let body: Value = serde_json::from_slice(&m.bytes).unwrap_or(Value::Null);
@@ -2120,33 +2086,33 @@ mod fake_server_tests {
     }
 
     #[tokio::test]
-    async fn listed_tags_without_the_referrers_tag_skip_its_get() {
+    async fn the_referrers_tag_is_asked_even_when_the_tag_list_lacks_it() {
+        // A pull-through cache lists only what it holds; a signature may be
+        // pushed after the list was read: neither may hide referrers.
         let subject = Digest::sha256_of(b"subject");
-        let other = Digest::sha256_of(b"other");
-        let other_tag = other.referrers_tag();
         let gets = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let seen = gets.clone();
-        let tags_body = format!(r#"{{"name":"team/api","tags":["v1","{other_tag}"]}}"#);
         let addr = serve(Arc::new(move |r: &FakeReq| {
             seen.lock().unwrap().push(r.target.clone());
             if r.target.contains("/tags/list") {
-                resp(200, &[], tags_body.clone())
+                resp(200, &[], r#"{"name":"team/api","tags":["v1"]}"#)
             } else {
                 // No referrers API (Distribution 2.8), no such tag.
                 resp(404, &[], "404 page not found")
             }
         }));
         let d = dist(&addr, None);
-        // Unlisted repo: the fallback tag is read.
-        assert!(d.referrers(&repo(), &subject).await.unwrap().is_empty());
-        let manifest_gets = |g: &[String]| g.iter().filter(|t| t.contains("/manifests/")).count();
-        assert_eq!(manifest_gets(&gets.lock().unwrap()), 1);
         d.list_tags(&repo()).await.unwrap();
-        // Listed without `sha256-<subject>`: no GET; listed tag: GET.
         assert!(d.referrers(&repo(), &subject).await.unwrap().is_empty());
-        assert_eq!(manifest_gets(&gets.lock().unwrap()), 1);
-        assert!(d.referrers(&repo(), &other).await.unwrap().is_empty());
-        assert_eq!(manifest_gets(&gets.lock().unwrap()), 2);
+        let tag = subject.referrers_tag();
+        assert!(
+            gets.lock()
+                .unwrap()
+                .iter()
+                .any(|t| t.ends_with(&format!("/manifests/{tag}"))),
+            "{:?}",
+            gets.lock().unwrap()
+        );
     }
 
     #[tokio::test]
@@ -2169,6 +2135,73 @@ mod fake_server_tests {
         assert!(d.known_absent(&gone));
         d.list_tags(&repo()).await.unwrap();
         assert!(!d.known_absent(&repo()));
+    }
+
+    fn blob_of(data: &[u8], size: u64) -> Descriptor {
+        Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: Digest::sha256_of(data),
+            size,
+            artifact_type: None,
+            annotations: Default::default(),
+            platform: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_or_vague_mount_falls_back_to_head() {
+        let present = blob_of(b"present", 7);
+        let absent = blob_of(b"absent", 6);
+        let p = present.digest.to_string();
+        let heads = Arc::new(AtomicUsize::new(0));
+        let h = heads.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| match r.method.as_str() {
+            // team/api refuses mounts; team/vague says 201 without a digest.
+            "POST" if r.target.starts_with("/v2/team/api/") => resp(405, &[], ""),
+            "POST" => resp(201, &[], ""),
+            "HEAD" => {
+                h.fetch_add(1, Ordering::SeqCst);
+                if r.target.ends_with(&p) {
+                    resp(200, &[("content-length", "7")], "")
+                } else {
+                    resp(404, &[], "")
+                }
+            }
+            _ => resp(500, &[], ""),
+        }));
+        let d = dist(&addr, None);
+        let vague: Repo = "team/vague".parse().unwrap();
+        for r in [repo(), vague] {
+            assert!(matches!(
+                d.start_blob(&present, &r, &r).await.unwrap(),
+                BlobStart::Present
+            ));
+            assert!(matches!(
+                d.start_blob(&absent, &r, &r).await.unwrap(),
+                BlobStart::Upload(None)
+            ));
+        }
+        assert_eq!(heads.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_big_blob_is_looked_for_before_any_mount() {
+        let big = blob_of(b"big", SMALL_BLOB + 1);
+        let posts = Arc::new(AtomicUsize::new(0));
+        let n = posts.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| match r.method.as_str() {
+            "HEAD" => resp(200, &[("content-length", "3")], ""),
+            _ => {
+                n.fetch_add(1, Ordering::SeqCst);
+                resp(202, &[("location", "/v2/team/api/blobs/uploads/s1")], "")
+            }
+        }));
+        let d = dist(&addr, None);
+        assert!(matches!(
+            d.start_blob(&big, &repo(), &repo()).await.unwrap(),
+            BlobStart::Present
+        ));
+        assert_eq!(posts.load(Ordering::SeqCst), 0, "no session opened");
     }
 
     #[tokio::test]
@@ -2194,7 +2227,15 @@ mod fake_server_tests {
             }
         }));
         let d = dist(&addr, None);
-        let BlobStart::Upload(session) = d.start_blob(&repo(), &digest, &repo()).await.unwrap()
+        let blob = Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: digest.clone(),
+            size: data.len() as u64,
+            artifact_type: None,
+            annotations: Default::default(),
+            platform: None,
+        };
+        let BlobStart::Upload(session) = d.start_blob(&blob, &repo(), &repo()).await.unwrap()
         else {
             panic!("expected an upload");
         };

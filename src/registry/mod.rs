@@ -184,14 +184,8 @@ pub trait Registry: Send + Sync {
     /// and the backend may hand over an upload session it opened on the way
     /// (the distribution API answers a mount POST that cannot mount with a
     /// fresh session, so checking and starting cost one request).
-    async fn start_blob(&self, repo: &Repo, digest: &Digest, from: &Repo) -> Result<BlobStart> {
-        if self.head_blob(repo, digest).await?.is_some() {
-            return Ok(BlobStart::Present);
-        }
-        if from != repo && self.mount_blob(repo, from, digest).await? {
-            return Ok(BlobStart::Present);
-        }
-        Ok(BlobStart::Upload(None))
+    async fn start_blob(&self, blob: &Descriptor, repo: &Repo, from: &Repo) -> Result<BlobStart> {
+        start_blob_by_head(self, blob, repo, from).await
     }
 
     /// [`Registry::put_blob`] into a session from [`Registry::start_blob`]
@@ -348,4 +342,21 @@ pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()
         Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// [`Registry::start_blob`] the plain way: HEAD, then a cross-repo mount
+/// when `from` is another repo, else an upload without a session.
+pub async fn start_blob_by_head<R: Registry + ?Sized>(
+    reg: &R,
+    blob: &Descriptor,
+    repo: &Repo,
+    from: &Repo,
+) -> Result<BlobStart> {
+    if reg.head_blob(repo, &blob.digest).await?.is_some() {
+        return Ok(BlobStart::Present);
+    }
+    if from != repo && reg.mount_blob(repo, from, &blob.digest).await? {
+        return Ok(BlobStart::Present);
+    }
+    Ok(BlobStart::Upload(None))
 }

@@ -366,13 +366,33 @@ impl OciLayout {
         }
         let path = dir.join(LOCK_FILE);
         let file = tokio::task::spawn_blocking(move || {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            f.lock()?;
-            Ok::<_, std::io::Error>(f)
+            // Read-only is enough to lock, so a layout shared by two users
+            // (group-writable folder) works whoever made the file first; a
+            // new file is world-writable for the same reason.
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let mut o = std::fs::OpenOptions::new();
+                    o.create(true).truncate(false).write(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
+                    o.open(&path)?
+                }
+                Err(e) => return Err(e),
+            };
+            match f.lock() {
+                Ok(()) => Ok(Some(f)),
+                // Some network and FUSE filesystems have no locks: carry on
+                // with the in-process lock only, as before.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::Unsupported
+                        || e.raw_os_error() == Some(37 /* ENOLCK */) =>
+                {
+                    tracing::debug!("{}: no file locks here: {e}", path.display());
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
@@ -380,7 +400,7 @@ impl OciLayout {
         .map_err(|e| self.io_err(repo, "locking the image layout", &dir.join(LOCK_FILE), e))?;
         Ok(RepoGuard {
             _held: held,
-            _file: Some(file),
+            _file: file,
         })
     }
 
