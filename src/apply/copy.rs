@@ -165,7 +165,11 @@ impl Copier {
                 }
             }
             if let Some((t, expect)) = tag {
-                check_tag(dst, t, expect, &m.digest).await?;
+                if check_tag(dst, t, expect, &m.digest).await? {
+                    // Someone put exactly this there meanwhile: no write
+                    // (immutable-tag registries refuse even the same one).
+                    return Ok(true);
+                }
             }
             dst.reg
                 .put_manifest(dst.repo, tag.map(|(t, _)| t), &m)
@@ -278,14 +282,14 @@ impl Copier {
 }
 
 /// Compare-and-swap right before a tag write: the tag must still be where
-/// the plan found it (`None`: absent), or already on `writing` (the write
-/// is then a no-op); else a `Conflict` error.
+/// the plan found it (`None`: absent), or already on `writing` (then
+/// `Ok(true)`: there is nothing to write); else a `Conflict` error.
 pub async fn check_tag(
     dst: &Side<'_>,
     tag: &Tag,
     expect: Option<&Digest>,
     writing: &Digest,
-) -> Result<(), RegistryError> {
+) -> Result<bool, RegistryError> {
     let now = dst
         .reg
         .head_manifest(dst.repo, tag.as_str())
@@ -300,7 +304,7 @@ pub async fn check_tag(
             format!("{}:{tag} changed while copying: now {found}", dst.at()),
         ));
     }
-    Ok(())
+    Ok(now.as_ref() == Some(writing))
 }
 
 /// Reads a manifest by digest and checks the bytes hash to it.

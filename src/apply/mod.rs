@@ -216,11 +216,13 @@ async fn apply_one(
     }
     // The manifest and everything under it are in place: now the tag, if it
     // is still where the plan found it (a copy can take minutes).
-    if let Err(e) = copy::check_tag(&dst, &tag, current.as_ref(), &digest).await {
-        return match e.kind {
-            crate::registry::ErrorKind::Conflict => Ok(Outcome::Stale(e.message)),
-            _ => Err(err(e)),
-        };
+    match copy::check_tag(&dst, &tag, current.as_ref(), &digest).await {
+        Ok(true) => return Ok(Outcome::AlreadyDone),
+        Ok(false) => {}
+        Err(e) if e.kind == crate::registry::ErrorKind::Conflict => {
+            return Ok(Outcome::Stale(e.message))
+        }
+        Err(e) => return Err(err(e)),
     }
     dst_reg
         .put_manifest(&target.repo.repo, Some(&tag), &manifest)
