@@ -155,7 +155,7 @@ pub struct Report {
     /// never leave it with fewer tags than any of them allows (nor delete a
     /// tag twice).
     pub going: BTreeMap<RepoAddr, (BTreeSet<Tag>, u32)>,
-    /// Orphan referrer tags a rule already cleans up.
+    /// Orphan referrer tags an earlier (not blocked) rule cleans up.
     pub orphans_taken: BTreeSet<String>,
 }
 
@@ -207,16 +207,16 @@ pub fn plan(
     let mut changes = Vec::new();
     let first_repo = report.repos.len();
     let mut going: Vec<(RepoAddr, Vec<Tag>)> = Vec::new();
-    let mut orphans = 0;
+    let mut orphans: Vec<String> = Vec::new();
     for repo in repos {
         let (tags, orphaned) = plan_repo(rule, protect, &repo, cx, &mut changes, report);
-        orphans += orphaned;
+        orphans.extend(orphaned);
         going.push((repo, tags));
     }
     if let Some(max) = rule.max_deletes {
         // This rule's own tags (not those of earlier rules that a delete
         // here names too) and its orphan referrer deletions.
-        let n = going.iter().map(|(_, t)| t.len()).sum::<usize>() + orphans;
+        let n = going.iter().map(|(_, t)| t.len()).sum::<usize>() + orphans.len();
         if n > max as usize {
             for c in &changes {
                 cx.block(
@@ -235,6 +235,7 @@ pub fn plan(
     for (repo, tags) in going {
         report.going.entry(repo).or_default().0.extend(tags);
     }
+    report.orphans_taken.extend(orphans);
     out.extend(changes);
 }
 
@@ -245,9 +246,9 @@ fn plan_repo(
     cx: &mut PlanCx<'_>,
     out: &mut Vec<Change>,
     report: &mut Report,
-) -> (Vec<Tag>, usize) {
+) -> (Vec<Tag>, Vec<String>) {
     let RepoView::Known(state) = cx.repo(repo) else {
-        return (Vec::new(), 0);
+        return (Vec::new(), Vec::new());
     };
     // Unknown is not absent: an image whose details could not be read might
     // be the newest or the youngest, so nothing in this repo is deleted.
@@ -261,7 +262,7 @@ fn plan_repo(
             repo.to_string(),
             "details of some images could not be read: no deletions in this repo",
         );
-        return (Vec::new(), 0);
+        return (Vec::new(), Vec::new());
     }
     let now = cx.now;
     // Every tag with its creation time; an unread time is unknown, never "old".
@@ -361,16 +362,15 @@ fn plan_repo(
         &rule.name,
         now,
     ));
-    let mut orphans = 0;
+    let mut orphans = Vec::new();
     if rule.delete.untagged_referrers == Some(true) {
         for o in cx.observed.orphans.get(repo).into_iter().flatten() {
             let target = ImageRef::tagged(repo.clone(), o.tag.clone()).to_string();
-            // Another rule over this repo may have taken it already.
-            if report.orphans_taken.insert(target.clone()) {
-                orphans += 1;
-            } else {
+            // An earlier rule over this repo may have taken it already.
+            if report.orphans_taken.contains(&target) {
                 continue;
             }
+            orphans.push(target.clone());
             out.push(Change {
                 target,
                 digest: Some(o.digest.to_string()),
