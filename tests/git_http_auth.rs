@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{empty_docker_config, git, regimen};
+use common::{empty_docker_config, policy_remote, regimen};
 
 const USER: &str = "robot";
 const TOKEN: &str = "s3cret-token";
@@ -139,29 +139,6 @@ fn handle(
     s.write_all(payload)
 }
 
-/// A bare repo `policy.git` under a temp root with one policy commit.
-fn remote() -> (tempfile::TempDir, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(work.join("policy")).unwrap();
-    git(
-        tmp.path(),
-        &["init", "-q", "--bare", "-b", "main", "policy.git"],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        work.join("policy/regimen.yaml"),
-        "registries:\n  dev: {url: oci:dev}\n",
-    )
-    .unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "policy"]);
-    let sha = git(&work, &["rev-parse", "HEAD"]);
-    let bare = tmp.path().join("policy.git");
-    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
-    (tmp, sha)
-}
-
 fn run_once(port: u16, cache: &Path, env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = regimen();
     cmd.args([
@@ -197,7 +174,7 @@ fn run_once(port: u16, cache: &Path, env: &[(&str, &str)]) -> (i32, String) {
 
 #[test]
 fn git_remote_with_token_auth() {
-    let (tmp, sha) = remote();
+    let (tmp, sha) = policy_remote();
     let (port, refused) = serve_git(tmp.path().to_path_buf());
 
     // No credentials: one clear error saying what to set.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{empty_docker_config, free_port, git, regimen};
+use common::{empty_docker_config, free_port, policy_remote, regimen};
 
 const SSHD_BIN: &str = "/usr/sbin/sshd";
 
@@ -172,29 +172,6 @@ impl Drop for TestSshd {
     }
 }
 
-/// A bare repo `policy.git` under a temp root with one policy commit.
-fn remote() -> (tempfile::TempDir, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(work.join("policy")).unwrap();
-    git(
-        tmp.path(),
-        &["init", "-q", "--bare", "-b", "main", "policy.git"],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        work.join("policy/regimen.yaml"),
-        "registries:\n  dev: {url: oci:dev}\n",
-    )
-    .unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "policy"]);
-    let sha = git(&work, &["rev-parse", "HEAD"]);
-    let bare = tmp.path().join("policy.git");
-    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
-    (tmp, sha)
-}
-
 /// The user sshd logs in: the one running the tests (root in CI).
 fn user() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
@@ -246,7 +223,7 @@ fn run_once(url: &str, cache: &Path, env: &[(&str, &Path)]) -> (i32, String, Dur
 
 #[test]
 fn git_remote_over_ssh_with_key_and_known_hosts() {
-    let (tmp, sha) = remote();
+    let (tmp, sha) = policy_remote();
     let t = tmp.path();
     let key = t.join("client_key");
     keygen(&key, "");
@@ -374,7 +351,7 @@ fn git_remote_over_ssh_with_key_and_known_hosts() {
 
 #[test]
 fn git_remote_over_ssh_with_an_encrypted_key() {
-    let (tmp, sha) = remote();
+    let (tmp, sha) = policy_remote();
     let t = tmp.path();
     let key = t.join("client_key");
     keygen(&key, "key-passphrase");

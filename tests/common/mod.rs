@@ -567,3 +567,28 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A bare repo `policy.git` under a temp root with one commit of
+/// `policy/regimen.yaml` (an empty OCI-layout registry); returns the root
+/// and the commit's sha.
+pub fn policy_remote() -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(work.join("policy")).unwrap();
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "policy.git"],
+    );
+    git(&work, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        work.join("policy/regimen.yaml"),
+        "registries:\n  dev: {url: oci:dev}\n",
+    )
+    .unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "policy"]);
+    let sha = git(&work, &["rev-parse", "HEAD"]);
+    let bare = tmp.path().join("policy.git");
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    (tmp, sha)
+}
