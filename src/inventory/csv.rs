@@ -2,7 +2,7 @@
 //! ends, fields quoted when they hold a comma, quote or line break). Lists
 //! are joined with spaces; unknown facts are the word `unknown`.
 
-use super::{container_words, opt_word, verdict_words, Inventory, LocationKind};
+use super::{container_words, opt_word, platform_words, provenance_words, Inventory, LocationKind};
 
 pub const HEADER: [&str; 16] = [
     "location",
@@ -46,6 +46,7 @@ pub fn render(inv: &Inventory) -> String {
     out.push_str(&HEADER.join(","));
     out.push_str("\r\n");
     for r in &inv.images {
+        let [base, owner, source, referrers, scan, verdicts] = provenance_words(r);
         let cells = [
             r.location.clone(),
             match r.kind {
@@ -57,20 +58,13 @@ pub fn render(inv: &Inventory) -> String {
             opt_word(&r.created),
             opt_word(&r.age_seconds.map(|a| a.max(0) / 86_400)),
             opt_word(&r.size),
-            match &r.platforms {
-                Some(p) if p.is_empty() => "single".into(),
-                Some(p) => p.join(" "),
-                None => "unknown".into(),
-            },
-            opt_word(&r.base_image),
-            opt_word(&r.owner),
-            opt_word(&r.source),
-            r.referrers
-                .as_ref()
-                .map(|c| c.words())
-                .unwrap_or_else(|| "unknown".into()),
-            r.scan.word(),
-            verdict_words(&r.verdicts),
+            platform_words(r, " "),
+            base,
+            owner,
+            source,
+            referrers,
+            scan,
+            verdicts,
             r.verdicts
                 .as_ref()
                 .map(|v| {

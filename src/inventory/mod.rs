@@ -246,6 +246,31 @@ pub fn container_words(c: &[ContainerUse]) -> String {
         .join(", ")
 }
 
+/// Platforms as words joined by `sep`: `single` for a plain image.
+pub fn platform_words(r: &Row, sep: &str) -> String {
+    match &r.platforms {
+        Some(p) if p.is_empty() => "single".into(),
+        Some(p) => p.join(sep),
+        None => "unknown".into(),
+    }
+}
+
+/// The columns every tabular format shares, in order: base image, owner,
+/// source, referrer kinds, worst scan severity, verdicts.
+pub fn provenance_words(r: &Row) -> [String; 6] {
+    [
+        opt_word(&r.base_image),
+        opt_word(&r.owner),
+        opt_word(&r.source),
+        r.referrers
+            .as_ref()
+            .map(|c| c.words())
+            .unwrap_or_else(|| "unknown".into()),
+        r.scan.word(),
+        verdict_words(&r.verdicts),
+    ]
+}
+
 pub fn opt_word<T: ToString>(v: &Option<T>) -> String {
     v.as_ref()
         .map(|v| v.to_string())

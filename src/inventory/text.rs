@@ -1,8 +1,8 @@
 //! The text table: one line per image per location, then what could not be
 //! read, then a summary line.
 
-use super::{container_words, human_size, opt_word, verdict_words, Inventory, Row};
-use crate::model::Duration;
+use super::{container_words, human_size, platform_words, provenance_words, Inventory, Row};
+use crate::model::{Digest, Duration};
 
 const COLUMNS: [&str; 13] = [
     "LOCATION",
@@ -20,15 +20,15 @@ const COLUMNS: [&str; 13] = [
     "CONTAINERS",
 ];
 
-/// `sha256:` and the first 12 hex digits, as the plan shows digests.
+/// A digest as the plan shows it (`sha256:` and 12 hex digits).
 fn short(d: &str) -> String {
-    match d.split_once(':') {
-        Some((alg, hex)) => format!("{alg}:{}", hex.get(..12).unwrap_or(hex)),
-        None => d.get(..12).unwrap_or(d).to_string(),
-    }
+    d.parse::<Digest>()
+        .map(|d| d.short())
+        .unwrap_or_else(|_| d.to_string())
 }
 
 fn cells(r: &Row) -> [String; 13] {
+    let [base, owner, source, referrers, scan, verdicts] = provenance_words(r);
     [
         r.location.clone(),
         if r.tags.is_empty() {
@@ -41,20 +41,13 @@ fn cells(r: &Row) -> [String; 13] {
             .map(Duration::human)
             .unwrap_or_else(|| "unknown".into()),
         r.size.map(human_size).unwrap_or_else(|| "unknown".into()),
-        match &r.platforms {
-            Some(p) if p.is_empty() => "single".into(),
-            Some(p) => p.join(","),
-            None => "unknown".into(),
-        },
-        opt_word(&r.base_image),
-        opt_word(&r.owner),
-        opt_word(&r.source),
-        r.referrers
-            .as_ref()
-            .map(|c| c.words())
-            .unwrap_or_else(|| "unknown".into()),
-        r.scan.word(),
-        verdict_words(&r.verdicts),
+        platform_words(r, ","),
+        base,
+        owner,
+        source,
+        referrers,
+        scan,
+        verdicts,
         r.containers
             .as_deref()
             .map(container_words)
