@@ -12,7 +12,7 @@ use bollard::query_parameters::{
     RemoveImageOptions, StopContainerOptions, TagImageOptions,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::config::{Host, Policy};
 use crate::model::Timestamp;
@@ -258,40 +258,14 @@ impl Engine {
             }))
             .await
             .map_err(|e| err(&self.name, "listing containers", e))?;
-        let mut containers = Vec::new();
-        for c in summaries {
-            let Some(id) = c.id.clone() else { continue };
-            // The list has no start time; inspect has.
-            let state = match self
-                .docker
-                .inspect_container(&id, None::<InspectContainerOptions>)
-                .await
-            {
-                Ok(i) => i.state,
-                // Removed between list and inspect: it no longer exists.
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(err(&self.name, &format!("inspecting container {id}"), e)),
-            };
-            let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
-            let started = state
-                .as_ref()
-                .and_then(|s| s.started_at.as_deref())
-                .and_then(Timestamp::parse_rfc3339)
-                .filter(|t| t.0 > 0);
-            containers.push(HostContainer {
-                name: c
-                    .names
-                    .as_ref()
-                    .and_then(|n| n.first())
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .unwrap_or_else(|| id.clone()),
-                id,
-                image: c.image.unwrap_or_default(),
-                image_id: c.image_id.unwrap_or_default(),
-                running,
-                started,
-            });
-        }
+        // The list has no start time; inspect has. A few at a time: a build
+        // host can have hundreds of stopped containers.
+        let inspected: Vec<Option<HostContainer>> = futures_util::stream::iter(summaries)
+            .map(|c| self.inspect(c))
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let containers = inspected.into_iter().flatten().collect();
         Ok(HostState {
             images: images
                 .into_iter()
@@ -314,6 +288,45 @@ impl Engine {
                 .collect(),
             containers,
         })
+    }
+
+    /// One listed container with its state; `None` when it was removed
+    /// between list and inspect (it no longer exists).
+    async fn inspect(
+        &self,
+        c: bollard::models::ContainerSummary,
+    ) -> Result<Option<HostContainer>, String> {
+        let Some(id) = c.id.clone() else {
+            return Ok(None);
+        };
+        let state = match self
+            .docker
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => i.state,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(err(&self.name, &format!("inspecting container {id}"), e)),
+        };
+        let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let started = state
+            .as_ref()
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(Timestamp::parse_rfc3339)
+            .filter(|t| t.0 > 0);
+        Ok(Some(HostContainer {
+            name: c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| id.clone()),
+            id,
+            image: c.image.unwrap_or_default(),
+            image_id: c.image_id.unwrap_or_default(),
+            running,
+            started,
+        }))
     }
 
     /// The image an engine name (or ID) resolves to, if any: its ID, names
