@@ -91,7 +91,12 @@ impl Copier {
         };
         let top_tag = tag.filter(|_| refs.is_empty() && only_platforms.is_none());
         let tagged = self.copy_tree(src, dst, m.clone(), top_tag).await?;
+        let copied: std::collections::BTreeSet<Digest> =
+            refs.iter().map(|r| r.digest.clone()).collect();
         self.copy_referrer_list(src, dst, refs).await?;
+        if !copied.is_empty() {
+            settle_referrers_tag(src, dst, digest, &copied).await?;
+        }
         Ok((m, tagged))
     }
 
@@ -165,7 +170,7 @@ impl Copier {
                 }
             }
             if let Some((t, expect)) = tag {
-                if check_tag(dst, t, expect, &m.digest).await? {
+                if check_tag(dst, t, expect, &m).await? {
                     // Someone put exactly this there meanwhile: no write
                     // (immutable-tag registries refuse even the same one).
                     return Ok(true);
@@ -288,14 +293,18 @@ pub async fn check_tag(
     dst: &Side<'_>,
     tag: &Tag,
     expect: Option<&Digest>,
-    writing: &Digest,
+    writing: &Manifest,
 ) -> Result<bool, RegistryError> {
     let now = dst
         .reg
         .head_manifest(dst.repo, tag.as_str())
         .await?
         .map(|h| h.digest);
-    if now.as_ref() != expect && now.as_ref() != Some(writing) {
+    let writing_digest = &writing.digest;
+    if now.as_ref() == Some(writing_digest) {
+        return Ok(true);
+    }
+    if now.as_ref() != expect && !referrers_kept(dst, tag, now.as_ref(), writing).await? {
         let found = now
             .map(|d| d.to_string())
             .unwrap_or_else(|| "absent".into());
@@ -304,7 +313,62 @@ pub async fn check_tag(
             format!("{}:{tag} changed while copying: now {found}", dst.at()),
         ));
     }
-    Ok(now.as_ref() == Some(writing))
+    Ok(false)
+}
+
+/// For a referrer tag found changed: whether what it lists now is all in
+/// `writing`, so writing loses nothing. Pushing a referrer to a registry
+/// without the referrers API updates its `sha256-<hex>` index as it lands
+/// (this run's own copies do), so the index seen can be a subset of the
+/// source's that is about to replace it.
+pub async fn referrers_kept(
+    dst: &Side<'_>,
+    tag: &Tag,
+    now: Option<&Digest>,
+    writing: &Manifest,
+) -> Result<bool, RegistryError> {
+    let Some(now) = now.filter(|_| tag.is_referrer_tag()) else {
+        return Ok(false);
+    };
+    let Some(current) = dst.reg.get_manifest(dst.repo, now.as_str()).await? else {
+        return Ok(false);
+    };
+    Ok(current.entries()?.is_subset(&writing.entries()?))
+}
+
+/// After a subject's referrers landed: where the source keeps them under the
+/// `sha256-<hex>` tag schema, the target's tag gets the source's index bytes
+/// when it lists nothing more (or is absent: a registry with the referrers
+/// API makes no such tag), so the next run finds the two tags equal, one
+/// HEAD each, rather than two indexes to compare or a tag to add.
+async fn settle_referrers_tag(
+    src: &Side<'_>,
+    dst: &Side<'_>,
+    subject: &Digest,
+    copied: &std::collections::BTreeSet<Digest>,
+) -> Result<(), RegistryError> {
+    let tag = subject.referrers_tag();
+    let Some(want) = src.reg.get_manifest(src.repo, tag.as_str()).await? else {
+        return Ok(());
+    };
+    let want_entries = match want.entries() {
+        Ok(e) if want.is_index() && e.is_subset(copied) => e,
+        _ => return Ok(()), // not the index just copied from (changed since)
+    };
+    let have = dst.reg.get_manifest(dst.repo, tag.as_str()).await?;
+    if let Some(have) = &have {
+        if have.digest == want.digest || !have.entries()?.is_subset(&want_entries) {
+            return Ok(());
+        }
+    }
+    // Last look right before the write: a referrer someone attached at the
+    // target meanwhile is not overwritten.
+    let now = dst.reg.head_manifest(dst.repo, tag.as_str()).await?;
+    if now.map(|h| h.digest) != have.map(|m| m.digest) {
+        return Ok(());
+    }
+    dst.reg.put_manifest(dst.repo, Some(&tag), &want).await?;
+    Ok(())
 }
 
 /// Reads a manifest by digest and checks the bytes hash to it.

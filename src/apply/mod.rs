@@ -66,10 +66,16 @@ pub async fn apply(
     reporter: &dyn Reporter,
 ) -> Report {
     let copier = Copier::default();
-    let mut phases: std::collections::BTreeMap<u8, Vec<&Change>> =
+    // Within an action, referrer tags come after the images they refer to:
+    // the images' own referrer pushes land first, and the tag then settles
+    // on the source's bytes.
+    let mut phases: std::collections::BTreeMap<(u8, bool), Vec<&Change>> =
         std::collections::BTreeMap::new();
     for c in &plan.changes {
-        phases.entry(order(c.action)).or_default().push(c);
+        phases
+            .entry((order(c.action), is_referrer_target(c)))
+            .or_default()
+            .push(c);
     }
     let mut report = Report::default();
     for (_, phase) in phases {
@@ -101,6 +107,14 @@ pub async fn apply(
     }
     report.bytes = copier.bytes_copied();
     report
+}
+
+fn is_referrer_target(c: &Change) -> bool {
+    c.target
+        .parse::<ImageRef>()
+        .ok()
+        .and_then(|r| r.tag().map(|t| t.is_referrer_tag()))
+        .unwrap_or(false)
 }
 
 fn registry<'r>(registries: &'r Registries, r: &ImageRef) -> Result<&'r Arc<dyn Registry>, String> {
@@ -165,6 +179,26 @@ async fn apply_one(
         (Some(cur), exp) => cur.as_str() == exp,
         (None, _) => false,
     };
+    let src = Side {
+        reg: src_reg,
+        repo: &source.repo.repo,
+    };
+    let dst = Side {
+        reg: dst_reg,
+        repo: &target.repo.repo,
+    };
+    // A referrer tag that this run's own referrer pushes (or anyone's) have
+    // changed is still written when nothing it lists would be lost.
+    let expected_now = expected_now
+        || (tag.is_referrer_tag()
+            && copy::referrers_kept(
+                &dst,
+                &tag,
+                current.as_ref(),
+                &copy::fetch_manifest(&src, &digest).await.map_err(err)?,
+            )
+            .await
+            .map_err(err)?);
     if !expected_now {
         let found = current
             .map(|d| d.to_string())
@@ -174,14 +208,6 @@ async fn apply_one(
             c.target, c.expect
         )));
     }
-    let src = Side {
-        reg: src_reg,
-        repo: &source.repo.repo,
-    };
-    let dst = Side {
-        reg: dst_reg,
-        repo: &target.repo.repo,
-    };
     // A filtered copy reads the source's full index (named in `source`).
     let fetch = match &source.reference {
         Some(Reference::Digest(d)) => d.clone(),
@@ -216,7 +242,7 @@ async fn apply_one(
     }
     // The manifest and everything under it are in place: now the tag, if it
     // is still where the plan found it (a copy can take minutes).
-    match copy::check_tag(&dst, &tag, current.as_ref(), &digest).await {
+    match copy::check_tag(&dst, &tag, current.as_ref(), &manifest).await {
         Ok(true) => return Ok(Outcome::AlreadyDone),
         Ok(false) => {}
         Err(e) if e.kind == crate::registry::ErrorKind::Conflict => {

@@ -47,6 +47,13 @@ pub struct Observed {
     /// layers say, or why they could not be read or parsed. Read for
     /// candidates of promotions with `require.vulnerabilities`.
     pub reports: BTreeMap<(RepoAddr, Digest), Fact<Vec<crate::scan::Report>>>,
+    /// Digests of referrer tags (`sha256-<hex>`, `sha256-<hex>.sig`, …) whose
+    /// subject a rule copies with its referrers, by (repo, tag), both sides.
+    pub referrer_tags: BTreeMap<(RepoAddr, Tag), Fact<Digest>>,
+    /// What a referrer tag's manifest lists (an index's manifests, a cosign
+    /// signature's layers), by (repo, digest); read only where the two sides
+    /// of a rule hold different digests under one referrer tag.
+    pub referrer_entries: BTreeMap<(RepoAddr, Digest), Fact<std::collections::BTreeSet<Digest>>>,
 }
 
 /// What a Docker/Podman engine holds.
@@ -156,5 +163,15 @@ impl Observed {
     }
     pub fn image(&self, r: &RepoAddr, d: &Digest) -> Option<&Fact<ImageInfo>> {
         self.images.get(&(r.clone(), d.clone()))
+    }
+    pub fn referrer_tag(&self, r: &RepoAddr, t: &Tag) -> Option<&Fact<Digest>> {
+        self.referrer_tags.get(&(r.clone(), t.clone()))
+    }
+    pub fn referrer_entries(
+        &self,
+        r: &RepoAddr,
+        d: &Digest,
+    ) -> Option<&Fact<std::collections::BTreeSet<Digest>>> {
+        self.referrer_entries.get(&(r.clone(), d.clone()))
     }
 }

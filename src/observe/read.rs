@@ -94,7 +94,95 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     // Scan reports of the candidates that vulnerability gates judge.
     let reports = crate::plan::reports_needed(desired, &observed, now);
     read_reports(registries, &mut observed, reports).await;
+
+    // Referrer tags of what the rules keep in sync (one HEAD each, like any
+    // tag), then, only where the sides differ, what each lists.
+    let tags = crate::plan::referrer_tags_needed(desired, &observed, now);
+    read_referrer_tags(registries, &mut observed, tags).await;
+    let entries = crate::plan::referrer_entries_needed(desired, &observed, now);
+    read_referrer_entries(registries, &mut observed, entries).await;
     observed
+}
+
+fn unknown_registry<T>(
+    registries: &Registries,
+    repo: &RepoAddr,
+) -> Result<Arc<dyn Registry>, Fact<T>> {
+    match registries.get(&repo.registry) {
+        Some(Ok(reg)) => Ok(reg.clone()),
+        Some(Err(reason)) => Err(Fact::Unknown {
+            reason: reason.clone(),
+        }),
+        None => Err(Fact::Unknown {
+            reason: format!("registry `{}` is not defined", repo.registry),
+        }),
+    }
+}
+
+async fn read_referrer_tags(
+    registries: &Registries,
+    observed: &mut Observed,
+    want: Vec<(RepoAddr, crate::model::Tag)>,
+) {
+    let got = stream::iter(want)
+        .map(|(repo, tag)| async move {
+            let fact = match unknown_registry(registries, &repo) {
+                Ok(reg) => match reg.head_manifest(&repo.repo, tag.as_str()).await {
+                    Ok(Some(h)) => Fact::Known(h.digest),
+                    // Listed a moment ago, gone now: nothing to compare.
+                    Ok(None) => Fact::Unknown {
+                        reason: format!("{repo}:{tag} vanished while being read"),
+                    },
+                    Err(e) => Fact::Unknown {
+                        reason: e.to_string(),
+                    },
+                },
+                Err(f) => f,
+            };
+            ((repo, tag), fact)
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await;
+    observed.referrer_tags.extend(got);
+}
+
+async fn read_referrer_entries(
+    registries: &Registries,
+    observed: &mut Observed,
+    want: Vec<(RepoAddr, Digest)>,
+) {
+    let got = stream::iter(want)
+        .map(|(repo, digest)| async move {
+            let fact = match unknown_registry(registries, &repo) {
+                Ok(reg) => match reg.get_manifest(&repo.repo, digest.as_str()).await {
+                    Ok(Some(m)) if m.digest == digest => match m.entries() {
+                        Ok(e) => Fact::Known(e),
+                        Err(e) => Fact::Unknown {
+                            reason: e.to_string(),
+                        },
+                    },
+                    Ok(Some(m)) => Fact::Unknown {
+                        reason: format!(
+                            "{repo}@{digest}: the registry served content with digest {}",
+                            m.digest
+                        ),
+                    },
+                    Ok(None) => Fact::Unknown {
+                        reason: format!("{repo}@{digest} vanished while being read"),
+                    },
+                    Err(e) => Fact::Unknown {
+                        reason: e.to_string(),
+                    },
+                },
+                Err(f) => f,
+            };
+            ((repo, digest), fact)
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await;
+    observed.referrer_entries.extend(got);
 }
 
 pub(crate) async fn read_reports(

@@ -124,6 +124,10 @@ pub struct PlanCx<'o> {
     pub needed: BTreeSet<(RepoAddr, Digest)>,
     /// In `details_needed` mode: scan-report referrers (repo, referrer digest) gates judge.
     pub needed_reports: BTreeSet<(RepoAddr, Digest)>,
+    /// In `details_needed` mode: referrer tags whose digests `referrers` compares.
+    pub needed_referrer_tags: BTreeSet<(RepoAddr, Tag)>,
+    /// In `details_needed` mode: referrer manifests whose entries it compares.
+    pub needed_referrer_entries: BTreeSet<(RepoAddr, Digest)>,
 }
 
 /// Why a repo's tags cannot be used.
@@ -142,6 +146,8 @@ impl<'o> PlanCx<'o> {
             collect_needed: false,
             needed: BTreeSet::new(),
             needed_reports: BTreeSet::new(),
+            needed_referrer_tags: BTreeSet::new(),
+            needed_referrer_entries: BTreeSet::new(),
         }
     }
 
@@ -287,7 +293,16 @@ impl<'o> PlanCx<'o> {
                 r.dedup();
                 r
             };
-            let (action, expect) = match state.tags.get(&tag) {
+            // Referrer tags are listed apart, their digests read separately.
+            let current = if tag.is_referrer_tag() && state.referrer_tags.contains(&tag) {
+                match self.observed.referrer_tag(&repo, &tag) {
+                    Some(Fact::Known(d)) => Some(d),
+                    _ => continue, // listed but not read: never written blind
+                }
+            } else {
+                state.tags.get(&tag)
+            };
+            let (action, expect) = match current {
                 Some(cur) if *cur == first.digest => continue,
                 Some(cur) => {
                     if !intents.iter().all(|i| i.may_move) {

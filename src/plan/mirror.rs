@@ -51,6 +51,10 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
         // referrer counts would cost several requests per image on a cold
         // mirror); promotions and filtered mirrors read what they check.
         let filtered_from = (source_digest != digest).then_some(source_digest);
+        if m.referrers && filtered_from.is_none() {
+            let label = format!("{}:{tag}", m.from);
+            super::referrers::follow(cx, &rule, (&m.from, &m.to), (&tag, &digest), &label);
+        }
         cx.intents.push(Intent {
             target: m.to.clone(),
             tag: tag.clone(),

@@ -8,6 +8,7 @@ mod intent;
 mod mirror;
 pub mod policy;
 mod promote;
+mod referrers;
 mod retag;
 mod retention;
 pub mod types;
@@ -134,6 +135,32 @@ pub fn reports_needed(
 ) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
     collect(desired, observed, now)
         .needed_reports
+        .into_iter()
+        .collect()
+}
+
+/// Referrer tags (repo, tag) whose digests the plan compares, once image
+/// details and reports are known (see `referrers`).
+pub fn referrer_tags_needed(
+    desired: &Desired,
+    observed: &Observed,
+    now: Timestamp,
+) -> Vec<(crate::model::RepoAddr, crate::model::Tag)> {
+    collect(desired, observed, now)
+        .needed_referrer_tags
+        .into_iter()
+        .collect()
+}
+
+/// Referrer manifests (repo, digest) whose entries the plan compares, where
+/// the two sides hold different digests under one referrer tag.
+pub fn referrer_entries_needed(
+    desired: &Desired,
+    observed: &Observed,
+    now: Timestamp,
+) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
+    collect(desired, observed, now)
+        .needed_referrer_entries
         .into_iter()
         .collect()
 }

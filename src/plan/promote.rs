@@ -26,11 +26,12 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         let Some(digest) = src.tags.get(&tag) else {
             continue;
         };
-        // Already promoted: nothing to check.
+        let subject = format!("{}:{tag}", p.from);
+        // Already promoted: nothing to check; referrers attached since follow.
         if target_state.and_then(|t| t.tags.get(&tag)) == Some(digest) {
+            super::referrers::follow(cx, &p.name, (&p.from, &p.to), (&tag, digest), &subject);
             continue;
         }
-        let subject = format!("{}:{tag}", p.from);
         let failed = unmet(p, digest, cx, checker);
         if !failed.is_empty() {
             if !cx.collect_needed {

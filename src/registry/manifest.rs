@@ -117,6 +117,15 @@ impl Manifest {
         MediaType::is_index(&self.media_type)
     }
 
+    /// What a referrer tag's manifest lists: an index's manifests (the OCI
+    /// fallback tag), or an image's layers (cosign's `.sig`, one per signature).
+    pub fn entries(&self) -> Result<std::collections::BTreeSet<Digest>, RegistryError> {
+        Ok(match self.parse()? {
+            Parsed::Index { manifests, .. } => manifests.into_iter().map(|d| d.digest).collect(),
+            Parsed::Image { layers, .. } => layers.into_iter().map(|d| d.digest).collect(),
+        })
+    }
+
     pub fn parse(&self) -> Result<Parsed, RegistryError> {
         let raw: Raw = serde_json::from_slice(&self.bytes).map_err(|e| {
             RegistryError::other(format!("manifest {} cannot be read: {e}", self.digest))

@@ -1,0 +1,117 @@
+//! Referrer tags follow their subject: signatures, SBOMs and attestations
+//! stored under the `sha256-<hex>` tag schema (the OCI 1.1 fallback index,
+//! and cosign's `.sig`/`.att`/`.sbom`) are kept at the target like tags,
+//! byte for byte. So one attached to a source image *after* it was copied
+//! reaches the target on the next run, and a no-op run stays at one HEAD
+//! per tag per side.
+//!
+//! A target tag that differs is moved only when nothing it lists would be
+//! lost (the target's entries are a subset of the source's); a target that
+//! holds entries of its own is left alone and reported.
+
+use super::intent::{Intent, PlanCx, RepoView};
+use crate::model::{Digest, RepoAddr, Tag};
+use crate::observe::Fact;
+
+/// Intents for the source's referrer tags whose subject is `subject`, which
+/// the rule keeps at `to` under `tag` (`label` names it in reasons). Only
+/// for a tag already in place: a copy made now brings the referrers itself.
+pub fn follow(
+    cx: &mut PlanCx<'_>,
+    rule: &str,
+    (from, to): (&RepoAddr, &RepoAddr),
+    (tag, subject): (&Tag, &Digest),
+    label: &str,
+) {
+    let (RepoView::Known(src), RepoView::Known(dst)) = (cx.repo(from), cx.repo(to)) else {
+        return;
+    };
+    if dst.tags.get(tag) != Some(subject) {
+        return;
+    }
+    let tags: Vec<&Tag> = src
+        .referrer_tags
+        .iter()
+        .filter(|t| t.referrer_subject().as_ref() == Some(subject))
+        .collect();
+    for tag in tags {
+        let on_target = dst.referrer_tags.contains(tag);
+        if cx.collect_needed {
+            cx.needed_referrer_tags.insert((from.clone(), tag.clone()));
+            if on_target {
+                cx.needed_referrer_tags.insert((to.clone(), tag.clone()));
+            }
+        }
+        let Some(Fact::Known(want)) = cx.observed.referrer_tag(from, tag) else {
+            continue; // not read: nothing is planned on a guess
+        };
+        if on_target {
+            let Some(Fact::Known(have)) = cx.observed.referrer_tag(to, tag) else {
+                continue;
+            };
+            if have == want {
+                continue;
+            }
+            if cx.collect_needed {
+                cx.needed_referrer_entries
+                    .insert((from.clone(), want.clone()));
+                cx.needed_referrer_entries
+                    .insert((to.clone(), have.clone()));
+            }
+            match subsumed(cx, to, have, from, want) {
+                Some(true) => {}
+                // The target has everything the source lists, and more.
+                Some(false) if subsumed(cx, from, want, to, have) == Some(true) => continue,
+                Some(false) => {
+                    cx.block(
+                        rule,
+                        format!("{to}:{tag}"),
+                        format!(
+                            "the target's {} lists referrers that {from}:{tag} lacks; regimen \
+                             does not merge them (remove or re-attach them by hand)",
+                            kind(tag)
+                        ),
+                    );
+                    continue;
+                }
+                None => continue,
+            }
+        }
+        cx.intents.push(Intent {
+            target: to.clone(),
+            tag: tag.clone(),
+            digest: want.clone(),
+            source: from.clone(),
+            rule: rule.to_string(),
+            reason: format!("{} of {label}", kind(tag)),
+            may_move: true,
+            with_referrers: false,
+            only_platforms: None,
+            is_retag: false,
+            source_digest: None,
+        });
+    }
+}
+
+/// Whether every entry of `a` (in `a_repo`) is also in `b`; `None` when
+/// either was not read.
+fn subsumed(
+    cx: &PlanCx<'_>,
+    a_repo: &RepoAddr,
+    a: &Digest,
+    b_repo: &RepoAddr,
+    b: &Digest,
+) -> Option<bool> {
+    let a = cx.observed.referrer_entries(a_repo, a)?.known()?;
+    let b = cx.observed.referrer_entries(b_repo, b)?.known()?;
+    Some(a.is_subset(b))
+}
+
+fn kind(tag: &Tag) -> &'static str {
+    match tag.as_str().rsplit_once('.') {
+        Some((_, "sig")) => "signature",
+        Some((_, "att")) => "attestations",
+        Some((_, "sbom")) => "SBOM",
+        _ => "referrers",
+    }
+}

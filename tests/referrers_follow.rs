@@ -1,0 +1,273 @@
+//! Referrers attached after a copy follow it (issue 3: "signatures, SBOMs and
+//! attestations follow copies and promotions"), between two real
+//! `docker-registry` instances, which have no referrers API and so keep
+//! referrers under the `sha256-<hex>` tag schema.
+
+mod common;
+
+use common::{block_on, json_plan, open, regimen, run, TestRegistry};
+use regimen::model::{Digest, Repo, Tag};
+use regimen::testkit::{push_image, push_referrer, ImageSpec};
+use serde_json::Value;
+
+const SBOM: &str = "application/vnd.cyclonedx+json";
+const CREATED: &str = "2026-01-02T03:04:05Z";
+
+fn policy(src: &TestRegistry, dst: &TestRegistry) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            "registries:\n  src: {{url: \"http://{}\"}}\n  dst: {{url: \"http://{}\"}}\n\
+             mirrors:\n  - {{name: app, from: src/team/app, to: dst/team/app}}\n",
+            src.host, dst.host
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn plan(dir: &tempfile::TempDir) -> (i32, Value) {
+    let (code, v, out) = json_plan(
+        regimen()
+            .args(["plan", "--format", "json", "--detailed-exitcode", "-C"])
+            .arg(dir.path()),
+    );
+    assert!(code == 0 || code == 2, "plan failed ({code}):\n{out}");
+    (code, v)
+}
+
+fn apply(dir: &tempfile::TempDir) {
+    let (code, out) = run(regimen()
+        .args(["apply", "--auto-approve", "-C"])
+        .arg(dir.path()));
+    assert_eq!(code, 0, "apply:\n{out}");
+}
+
+/// `(action, target, expect)` of every change.
+fn changes(v: &Value) -> Vec<(String, String, String)> {
+    v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap().to_string(),
+                c["target"].as_str().unwrap().to_string(),
+                c["expect"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn repo() -> Repo {
+    "team/app".parse().unwrap()
+}
+
+fn ref_tag(subject: &Digest, suffix: &str) -> Tag {
+    format!("{}{suffix}", subject.as_str().replace(':', "-"))
+        .parse()
+        .unwrap()
+}
+
+/// Referrer digests the fallback index of `subject` lists, sorted.
+fn listed(reg: &TestRegistry, subject: &Digest) -> Vec<String> {
+    let raw = reg.raw_manifest("team/app", ref_tag(subject, "").as_str());
+    let v: Value = serde_json::from_str(&raw).unwrap();
+    let mut out: Vec<String> = v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn referrers_attached_after_the_copy_follow_it_and_runs_converge() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let (s, d) = (open(&src.host), open(&dst.host));
+    let dir = policy(&src, &dst);
+    let subject = block_on(push_image(
+        s.as_ref(),
+        &repo(),
+        Some(&"1.0".parse().unwrap()),
+        &ImageSpec::new(CREATED).with_layer("app", "v1"),
+    ))
+    .unwrap();
+
+    // Copied unsigned.
+    apply(&dir);
+    assert_eq!(dst.digest("team/app", "1.0"), subject.to_string());
+    assert_eq!(plan(&dir).0, 0);
+
+    // Signed later, OCI-style (an SBOM referrer: the fallback index) and
+    // cosign-style (a `.sig` tag).
+    let sbom = block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &subject,
+        SBOM,
+        b"{\"bom\":1}",
+    ))
+    .unwrap();
+    let sig_tag = ref_tag(&subject, ".sig");
+    block_on(push_image(
+        s.as_ref(),
+        &repo(),
+        Some(&sig_tag),
+        &ImageSpec::new(CREATED).with_layer("sig", "signature 1"),
+    ))
+    .unwrap();
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 2, "{v:#}");
+    let fallback = format!("dst/team/app:{}", ref_tag(&subject, ""));
+    let sig = format!("dst/team/app:{sig_tag}");
+    assert_eq!(
+        changes(&v),
+        [
+            ("copy".into(), fallback.clone(), "absent".into()),
+            ("copy".into(), sig.clone(), "absent".into()),
+        ],
+        "{v:#}"
+    );
+    assert!(
+        v["changes"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("referrers of src/team/app:1.0"),
+        "{v:#}"
+    );
+    apply(&dir);
+    assert_eq!(listed(&dst, &subject), [sbom.to_string()]);
+    assert_eq!(
+        dst.raw_manifest("team/app", sbom.as_str()),
+        src.raw_manifest("team/app", sbom.as_str()),
+        "the SBOM byte for byte"
+    );
+    for tag in [ref_tag(&subject, ""), sig_tag.clone()] {
+        assert_eq!(
+            dst.digest("team/app", tag.as_str()),
+            src.digest("team/app", tag.as_str()),
+            "{tag} as at the source"
+        );
+    }
+    assert_eq!(plan(&dir).0, 0, "a second run changes nothing");
+
+    // A second SBOM: the target's index is a subset of the source's, so it moves.
+    let sbom2 = block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &subject,
+        SBOM,
+        b"{\"bom\":2}",
+    ))
+    .unwrap();
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 2);
+    let old = dst.digest("team/app", ref_tag(&subject, "").as_str());
+    assert_eq!(
+        changes(&v),
+        [("retag".into(), fallback.clone(), old)],
+        "{v:#}"
+    );
+    apply(&dir);
+    let mut want = vec![sbom.to_string(), sbom2.to_string()];
+    want.sort();
+    assert_eq!(listed(&dst, &subject), want);
+    assert_eq!(plan(&dir).0, 0);
+
+    // The target attaches a referrer of its own: kept, and no change planned.
+    let own = block_on(push_referrer(
+        d.as_ref(),
+        &repo(),
+        &subject,
+        SBOM,
+        b"{\"prod\":1}",
+    ))
+    .unwrap();
+    assert_eq!(plan(&dir).0, 0, "the target's extra referrer is left alone");
+    // The source then gains one too: the two cannot be reconciled without
+    // merging, which regimen does not do; it says so and writes nothing.
+    block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &subject,
+        SBOM,
+        b"{\"bom\":3}",
+    ))
+    .unwrap();
+    let (_, v) = plan(&dir);
+    assert!(changes(&v).is_empty(), "{v:#}");
+    let blocked = v["blocked"].as_array().unwrap();
+    assert_eq!(blocked.len(), 1, "{v:#}");
+    assert_eq!(blocked[0]["subject"], fallback.as_str());
+    assert!(
+        blocked[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not merge"),
+        "{v:#}"
+    );
+    assert!(listed(&dst, &subject).contains(&own.to_string()));
+}
+
+#[test]
+fn a_first_copy_with_referrers_converges_in_one_run() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let s = open(&src.host);
+    let dir = policy(&src, &dst);
+    let mut sboms = vec![];
+    let mut subjects = vec![];
+    for n in 0..3 {
+        let subject = block_on(push_image(
+            s.as_ref(),
+            &repo(),
+            Some(&format!("1.{n}").parse().unwrap()),
+            &ImageSpec::new(CREATED).with_layer("app", format!("v{n}")),
+        ))
+        .unwrap();
+        for k in 0..2 {
+            let payload = format!("{{\"bom\":\"{n}-{k}\"}}");
+            sboms.push(
+                block_on(push_referrer(
+                    s.as_ref(),
+                    &repo(),
+                    &subject,
+                    SBOM,
+                    payload.as_bytes(),
+                ))
+                .unwrap(),
+            );
+        }
+        // Rewritten as another tool would write it (same entries, other bytes).
+        let tag = ref_tag(&subject, "");
+        let raw: Value = serde_json::from_str(&src.raw_manifest("team/app", tag.as_str())).unwrap();
+        src.push_manifest(
+            "team/app",
+            tag.as_str(),
+            "application/vnd.oci.image.index.v1+json",
+            &serde_json::to_vec_pretty(&raw).unwrap(),
+        );
+        subjects.push(subject);
+    }
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 2);
+    assert_eq!(
+        v["summary"]["copy"], 3,
+        "the images bring their referrers: {v:#}"
+    );
+    apply(&dir);
+    for subject in &subjects {
+        let tag = ref_tag(subject, "");
+        assert_eq!(
+            dst.digest("team/app", tag.as_str()),
+            src.digest("team/app", tag.as_str()),
+            "{tag}: the source's index, byte for byte"
+        );
+        assert_eq!(listed(&dst, subject).len(), 2);
+    }
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 0, "{v:#}");
+}
