@@ -207,7 +207,7 @@ fn referrers_attached_after_the_copy_follow_it_and_runs_converge() {
         blocked[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("does not merge"),
+            .contains("regimen does not merge them"),
         "{v:#}"
     );
     assert!(listed(&dst, &subject).contains(&own.to_string()));

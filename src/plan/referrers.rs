@@ -67,8 +67,9 @@ pub fn follow(
                         rule,
                         format!("{to}:{tag}"),
                         format!(
-                            "the target's {} lists referrers that {from}:{tag} lacks; regimen \
-                             does not merge them (remove or re-attach them by hand)",
+                            "the target's {} and those of {from}:{tag} each have entries the \
+                             other lacks; regimen does not merge them (remove the target's own, \
+                             or attach them at the source too)",
                             kind(tag)
                         ),
                     );
@@ -85,7 +86,8 @@ pub fn follow(
             rule: rule.to_string(),
             reason: format!("{} of {label}", kind(tag)),
             may_move: true,
-            with_referrers: false,
+            // Its own referrers, if any, come along as with any copy.
+            with_referrers: true,
             only_platforms: None,
             is_retag: false,
             source_digest: None,
