@@ -104,19 +104,40 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     observed
 }
 
-fn unknown_registry<T>(
+/// Reads one fact per `(repo, key)`, a few at a time, through the repo's
+/// registry; a registry that could not be opened makes each fact unknown.
+async fn read_each<K, T, F, Fut>(
     registries: &Registries,
-    repo: &RepoAddr,
-) -> Result<Arc<dyn Registry>, Fact<T>> {
-    match registries.get(&repo.registry) {
-        Some(Ok(reg)) => Ok(reg.clone()),
-        Some(Err(reason)) => Err(Fact::Unknown {
-            reason: reason.clone(),
-        }),
-        None => Err(Fact::Unknown {
-            reason: format!("registry `{}` is not defined", repo.registry),
-        }),
-    }
+    want: Vec<(RepoAddr, K)>,
+    read: F,
+) -> Vec<((RepoAddr, K), Fact<T>)>
+where
+    F: Fn(Arc<dyn Registry>, RepoAddr, K) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+    K: Clone,
+{
+    stream::iter(want)
+        .map(|(repo, key)| {
+            let read = &read;
+            async move {
+                let fact = match registries.get(&repo.registry) {
+                    Some(Ok(reg)) => match read(reg.clone(), repo.clone(), key.clone()).await {
+                        Ok(t) => Fact::Known(t),
+                        Err(reason) => Fact::Unknown { reason },
+                    },
+                    Some(Err(reason)) => Fact::Unknown {
+                        reason: reason.clone(),
+                    },
+                    None => Fact::Unknown {
+                        reason: format!("registry `{}` is not defined", repo.registry),
+                    },
+                };
+                ((repo, key), fact)
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await
 }
 
 async fn read_referrer_tags(
@@ -124,26 +145,15 @@ async fn read_referrer_tags(
     observed: &mut Observed,
     want: Vec<(RepoAddr, crate::model::Tag)>,
 ) {
-    let got = stream::iter(want)
-        .map(|(repo, tag)| async move {
-            let fact = match unknown_registry(registries, &repo) {
-                Ok(reg) => match reg.head_manifest(&repo.repo, tag.as_str()).await {
-                    Ok(Some(h)) => Fact::Known(h.digest),
-                    // Listed a moment ago, gone now: nothing to compare.
-                    Ok(None) => Fact::Unknown {
-                        reason: format!("{repo}:{tag} vanished while being read"),
-                    },
-                    Err(e) => Fact::Unknown {
-                        reason: e.to_string(),
-                    },
-                },
-                Err(f) => f,
-            };
-            ((repo, tag), fact)
-        })
-        .buffer_unordered(PARALLEL)
-        .collect::<Vec<_>>()
-        .await;
+    let got = read_each(registries, want, |reg, repo, tag| async move {
+        match reg.head_manifest(&repo.repo, tag.as_str()).await {
+            Ok(Some(h)) => Ok(h.digest),
+            // Listed a moment ago, gone now: nothing to compare.
+            Ok(None) => Err(format!("{repo}:{tag} vanished while being read")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
     observed.referrer_tags.extend(got);
 }
 
@@ -152,36 +162,18 @@ async fn read_referrer_entries(
     observed: &mut Observed,
     want: Vec<(RepoAddr, Digest)>,
 ) {
-    let got = stream::iter(want)
-        .map(|(repo, digest)| async move {
-            let fact = match unknown_registry(registries, &repo) {
-                Ok(reg) => match reg.get_manifest(&repo.repo, digest.as_str()).await {
-                    Ok(Some(m)) if m.digest == digest => match m.entries() {
-                        Ok(e) => Fact::Known(e),
-                        Err(e) => Fact::Unknown {
-                            reason: e.to_string(),
-                        },
-                    },
-                    Ok(Some(m)) => Fact::Unknown {
-                        reason: format!(
-                            "{repo}@{digest}: the registry served content with digest {}",
-                            m.digest
-                        ),
-                    },
-                    Ok(None) => Fact::Unknown {
-                        reason: format!("{repo}@{digest} vanished while being read"),
-                    },
-                    Err(e) => Fact::Unknown {
-                        reason: e.to_string(),
-                    },
-                },
-                Err(f) => f,
-            };
-            ((repo, digest), fact)
-        })
-        .buffer_unordered(PARALLEL)
-        .collect::<Vec<_>>()
-        .await;
+    let got = read_each(registries, want, |reg, repo, digest| async move {
+        match reg.get_manifest(&repo.repo, digest.as_str()).await {
+            Ok(Some(m)) if m.digest == digest => m.entries().map_err(|e| e.to_string()),
+            Ok(Some(m)) => Err(format!(
+                "{repo}@{digest}: the registry served content with digest {}",
+                m.digest
+            )),
+            Ok(None) => Err(format!("{repo}@{digest} vanished while being read")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
     observed.referrer_entries.extend(got);
 }
 
@@ -190,25 +182,10 @@ pub(crate) async fn read_reports(
     observed: &mut Observed,
     want: Vec<(RepoAddr, Digest)>,
 ) {
-    let got = stream::iter(want)
-        .map(|(repo, digest)| async move {
-            let fact = match registries.get(&repo.registry) {
-                Some(Ok(reg)) => match read_report(reg.as_ref(), &repo, &digest).await {
-                    Ok(r) => Fact::Known(r),
-                    Err(reason) => Fact::Unknown { reason },
-                },
-                Some(Err(reason)) => Fact::Unknown {
-                    reason: reason.clone(),
-                },
-                None => Fact::Unknown {
-                    reason: format!("registry `{}` is not defined", repo.registry),
-                },
-            };
-            ((repo, digest), fact)
-        })
-        .buffer_unordered(PARALLEL)
-        .collect::<Vec<_>>()
-        .await;
+    let got = read_each(registries, want, |reg, repo, digest| async move {
+        read_report(reg.as_ref(), &repo, &digest).await
+    })
+    .await;
     observed.reports.extend(got);
 }
 
