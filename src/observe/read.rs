@@ -53,7 +53,7 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
         needs.repos.extend(repos);
     }
 
-    let repo_reads = stream::iter(needs.repos.iter().cloned())
+    let repo_reads = stream::iter(across_registries(needs.repos.iter().cloned(), |r| r))
         .map(|repo| async move {
             let fact = match registries.get(&repo.registry) {
                 Some(Ok(reg)) => match read_repo(reg.as_ref(), &repo).await {
@@ -104,6 +104,32 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     observed
 }
 
+/// Orders reads round-robin over the registries they go to. Sorted input
+/// would otherwise fill the `PARALLEL` window with one registry's reads while
+/// the next registry idles (a mirror's source and target then take turns
+/// instead of working at once).
+fn across_registries<T>(
+    items: impl IntoIterator<Item = T>,
+    repo_of: impl Fn(&T) -> &RepoAddr,
+) -> Vec<T> {
+    let mut queues: BTreeMap<RegistryName, std::collections::VecDeque<T>> = BTreeMap::new();
+    for item in items {
+        let registry = repo_of(&item).registry.clone();
+        queues.entry(registry).or_default().push_back(item);
+    }
+    let mut out = Vec::new();
+    while !queues.is_empty() {
+        queues.retain(|_, q| match q.pop_front() {
+            Some(item) => {
+                out.push(item);
+                true
+            }
+            None => false,
+        });
+    }
+    out
+}
+
 /// Reads one fact per `(repo, key)`, a few at a time, through the repo's
 /// registry; a registry that could not be opened makes each fact unknown.
 async fn read_each<K, T, F, Fut>(
@@ -116,7 +142,7 @@ where
     Fut: std::future::Future<Output = Result<T, String>>,
     K: Clone,
 {
-    stream::iter(want)
+    stream::iter(across_registries(want, |(repo, _)| repo))
         .map(|(repo, key)| {
             let read = &read;
             async move {
@@ -258,7 +284,7 @@ pub(crate) async fn read_details(
     want.sort();
     want.dedup();
     want.retain(|k| !observed.images.contains_key(k));
-    let got = stream::iter(want)
+    let got = stream::iter(across_registries(want, |(repo, _)| repo))
         .map(|(repo, digest)| async move {
             let fact = match registries.get(&repo.registry) {
                 Some(Ok(reg)) => match image_info(reg.as_ref(), &repo, &digest).await {
@@ -510,5 +536,23 @@ async fn read_orphans(desired: &Desired, registries: &Registries, observed: &mut
         if !found.is_empty() {
             observed.orphans.insert(repo, found);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_alternate_between_registries() {
+        let repos: Vec<RepoAddr> = ["dst/a", "dst/b", "dst/c", "src/a", "src/b", "zz/a"]
+            .iter()
+            .map(|s| s.parse().expect("repo address"))
+            .collect();
+        let order: Vec<String> = across_registries(repos, |r| r)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(order, ["dst/a", "src/a", "zz/a", "dst/b", "src/b", "dst/c"]);
     }
 }
