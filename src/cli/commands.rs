@@ -229,11 +229,15 @@ impl Scope {
 fn make_plan(policy: &config::Policy, scope: &Scope) -> Result<Plan, String> {
     target_globs(&scope.target)?;
     crate::gitops::parse_shard(scope.shard.as_deref())?;
+    // libgit2's first use loads OpenSSL and the system CA bundle (tens of
+    // milliseconds): do it while the registries are read, not after.
+    let root = policy.root.clone();
+    let revision = std::thread::spawn(move || git_revision(&root));
     let registries = crate::registry::open_all(policy);
     let now = Timestamp::now();
     let observed = block_on(crate::observe::observe(policy, &registries, now))?;
     let mut plan = crate::plan::plan(policy, &observed, now);
-    plan.revision = git_revision(&policy.root);
+    plan.revision = revision.join().unwrap_or(None);
     scope.cut(&mut plan)?;
     Ok(plan)
 }
