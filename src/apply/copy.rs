@@ -12,7 +12,8 @@ use tokio::sync::{Mutex, OnceCell};
 use crate::model::{Digest, RegistryName, Repo, Tag};
 use crate::registry::manifest::{filter_index, Parsed};
 use crate::registry::{
-    BlobStart, Descriptor, ErrorKind, Manifest, Registry, RegistryError, UploadSession,
+    BlobStart, Descriptor, ErrorKind, FallbackIndex, Manifest, Registry, RegistryError,
+    UploadSession,
 };
 
 /// Blobs and children in flight at once within one image.
@@ -84,10 +85,11 @@ impl Copier {
         };
         // Referrers are listed first: only an image without any may be put
         // under its tag directly (they must land before the tag does).
-        let refs = if referrers {
-            src.reg.referrers(src.repo, digest).await?
+        let (refs, fallback) = if referrers {
+            let l = src.reg.referrers_listed(src.repo, digest).await?;
+            (l.descriptors, l.fallback)
         } else {
-            Vec::new()
+            (Vec::new(), FallbackIndex::Read(None))
         };
         let top_tag = tag.filter(|_| refs.is_empty() && only_platforms.is_none());
         let tagged = self.copy_tree(src, dst, m.clone(), top_tag).await?;
@@ -95,7 +97,7 @@ impl Copier {
             refs.iter().map(|r| r.digest.clone()).collect();
         self.copy_referrer_list(src, dst, refs).await?;
         if !copied.is_empty() {
-            settle_referrers_tag(src, dst, digest, &copied).await?;
+            settle_referrers_tag(src, dst, digest, &copied, fallback).await?;
         }
         Ok((m, tagged))
     }
@@ -346,26 +348,27 @@ async fn settle_referrers_tag(
     dst: &Side<'_>,
     subject: &Digest,
     copied: &std::collections::BTreeSet<Digest>,
+    fallback: FallbackIndex,
 ) -> Result<(), RegistryError> {
     let tag = subject.referrers_tag();
-    let Some(want) = src.reg.get_manifest(src.repo, tag.as_str()).await? else {
+    // The index the list was just read from, if that is where it came from.
+    let want = match fallback {
+        FallbackIndex::Read(m) => m,
+        FallbackIndex::NotRead => src.reg.get_manifest(src.repo, tag.as_str()).await?,
+    };
+    let Some(want) = want else {
         return Ok(());
     };
     let want_entries = match want.entries() {
         Ok(e) if want.is_index() && e.is_subset(copied) => e,
         _ => return Ok(()), // not the index just copied from (changed since)
     };
-    let have = dst.reg.get_manifest(dst.repo, tag.as_str()).await?;
-    if let Some(have) = &have {
+    // Read right before the write: a referrer someone attached at the target
+    // meanwhile is not overwritten.
+    if let Some(have) = dst.reg.get_manifest(dst.repo, tag.as_str()).await? {
         if have.digest == want.digest || !have.entries()?.is_subset(&want_entries) {
             return Ok(());
         }
-    }
-    // Last look right before the write: a referrer someone attached at the
-    // target meanwhile is not overwritten.
-    let now = dst.reg.head_manifest(dst.repo, tag.as_str()).await?;
-    if now.map(|h| h.digest) != have.map(|m| m.digest) {
-        return Ok(());
     }
     dst.reg.put_manifest(dst.repo, Some(&tag), &want).await?;
     Ok(())

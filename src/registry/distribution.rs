@@ -38,8 +38,8 @@ use tokio::sync::{Mutex as AsyncMutex, OnceCell, Semaphore};
 use super::auth::{self, Challenge, Credentials, Secret, TokenResponse};
 use super::manifest::MediaType;
 use super::{
-    BlobStart, BlobStream, Descriptor, ErrorKind, Manifest, ManifestHead, Registry, RegistryError,
-    Result, UploadSession,
+    BlobStart, BlobStream, Descriptor, ErrorKind, FallbackIndex, Manifest, ManifestHead,
+    ReferrerList, Registry, RegistryError, Result, UploadSession,
 };
 use crate::model::{Digest, RegistryName, Repo, Tag};
 
@@ -1455,6 +1455,14 @@ impl Registry for Distribution {
     }
 
     async fn referrers(&self, repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
+        Ok(self.referrers_listed(repo, digest).await?.descriptors)
+    }
+
+    async fn referrers_listed(&self, repo: &Repo, digest: &Digest) -> Result<ReferrerList> {
+        let from_api = |descriptors| ReferrerList {
+            descriptors,
+            fallback: FallbackIndex::NotRead,
+        };
         if self.referrers_api.load(Ordering::Relaxed) != REFERRERS_NO {
             let path = format!("/v2/{repo}/referrers/{digest}");
             let mut req = Req::new(Method::GET, self.url(&path), vec![scope_pull(repo)])
@@ -1473,7 +1481,7 @@ impl Registry for Distribution {
                         format!("unreadable index: {e}"),
                     )
                 })?;
-                return Ok(descriptors(&body));
+                return Ok(from_api(descriptors(&body)));
             }
             match status.as_u16() {
                 404 | 400 | 405 | 501 | 200..=299 => {
@@ -1487,7 +1495,7 @@ impl Registry for Distribution {
                         || (status == StatusCode::NOT_FOUND && code == "NAME_UNKNOWN")
                     {
                         // The API exists; the repository does not.
-                        return Ok(Vec::new());
+                        return Ok(from_api(Vec::new()));
                     }
                     // An unknown route (Distribution 2.8: plain `404 page not found`).
                     self.referrers_api.store(REFERRERS_NO, Ordering::Relaxed);
@@ -1499,13 +1507,19 @@ impl Registry for Distribution {
         // lists only what it holds, and a signature pushed after the list
         // was read must still follow the copy.
         let tag = digest.referrers_tag();
-        match self.get_manifest_inner(repo, tag.as_str()).await? {
+        Ok(match self.get_manifest_inner(repo, tag.as_str()).await? {
             Some(m) if m.is_index() => {
                 let body: Value = serde_json::from_slice(&m.bytes).unwrap_or(Value::Null);
-                Ok(descriptors(&body))
+                ReferrerList {
+                    descriptors: descriptors(&body),
+                    fallback: FallbackIndex::Read(Some(m)),
+                }
             }
-            _ => Ok(Vec::new()),
-        }
+            _ => ReferrerList {
+                descriptors: Vec::new(),
+                fallback: FallbackIndex::Read(None),
+            },
+        })
     }
 }
 
@@ -1743,6 +1757,18 @@ mod tests {
         // A fresh client finds them too (probe, then fallback).
         assert_eq!(dist(&r.addr).referrers(&app, &img).await.unwrap().len(), 2);
         assert!(d.referrers(&app, &docker).await.unwrap().is_empty());
+        // The list hands back the fallback index it came from, byte for byte
+        // what the tag serves, so a copier need not read it again.
+        let listed = d.referrers_listed(&app, &img).await.unwrap();
+        let FallbackIndex::Read(Some(index)) = listed.fallback else {
+            panic!("fallback index not handed back: {:?}", listed.fallback)
+        };
+        let tagged = d.head_manifest(&app, img.referrers_tag().as_str()).await;
+        assert_eq!(index.digest, tagged.unwrap().unwrap().digest);
+        assert!(matches!(
+            d.referrers_listed(&app, &docker).await.unwrap().fallback,
+            FallbackIndex::Read(None)
+        ));
 
         assert!(d.list_tags(&repo("no/such")).await.unwrap().is_empty());
         let repos = d.list_repos().await.unwrap();

@@ -227,10 +227,37 @@ pub trait Registry: Send + Sync {
     /// `sha256-<hex>` tag schema where the registry has no referrers API).
     async fn referrers(&self, repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>>;
 
+    /// [`Registry::referrers`], plus where the list came from: the
+    /// `sha256-<hex>` fallback index it was read from (its exact bytes, so a
+    /// copier can store the same index at the target without reading it
+    /// again), or the referrers API (`fallback` unknown).
+    async fn referrers_listed(&self, repo: &Repo, digest: &Digest) -> Result<ReferrerList> {
+        Ok(ReferrerList {
+            descriptors: self.referrers(repo, digest).await?,
+            fallback: FallbackIndex::NotRead,
+        })
+    }
+
     /// Whether this backend is the same registry as `other` (blobs may be mounted across repos).
     fn same_registry(&self, other: &dyn Registry) -> bool {
         self.name() == other.name()
     }
+}
+
+/// Referrers of one subject, as [`Registry::referrers_listed`] found them.
+#[derive(Debug, Clone)]
+pub struct ReferrerList {
+    pub descriptors: Vec<Descriptor>,
+    pub fallback: FallbackIndex,
+}
+
+/// The `sha256-<hex>` tag's index behind a [`ReferrerList`].
+#[derive(Debug, Clone)]
+pub enum FallbackIndex {
+    /// The list came from elsewhere (the referrers API, a layout's index).
+    NotRead,
+    /// The tag was read: absent (or not an index), or these bytes.
+    Read(Option<Manifest>),
 }
 
 /// Opens the backend for a policy registry. `root` is the policy directory
