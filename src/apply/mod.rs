@@ -191,6 +191,7 @@ async fn apply_one(
     // changed is still written when nothing it lists would be lost.
     let expected_now = expected_now
         || (tag.is_referrer_tag()
+            && current.is_some()
             && copy::referrers_kept(
                 &dst,
                 &tag,
