@@ -56,16 +56,52 @@ pub fn parse_version(tag: &str) -> Option<Version> {
 
 /// The total order of tags: `Greater` means "newer / higher".
 pub fn compare_tags(a: (&Tag, Option<Timestamp>), b: (&Tag, Option<Timestamp>)) -> Ordering {
-    let va = parse_version(a.0.as_str());
-    let vb = parse_version(b.0.as_str());
-    match (&va, &vb) {
-        (Some(x), Some(y)) => x.cmp_precedence(y),
-        (Some(_), None) => Ordering::Greater,
-        (None, Some(_)) => Ordering::Less,
-        (None, None) => a.1.cmp(&b.1),
-    }
-    .then_with(|| a.0.as_str().cmp(b.0.as_str()))
+    SortKey::of(a.0, a.1).cmp(&SortKey::of(b.0, b.1))
 }
+
+/// A tag with its version read once, ordered as [`compare_tags`] says (sorts
+/// of thousands of tags would otherwise parse each tag at every comparison).
+struct SortKey<'a> {
+    version: Option<Version>,
+    created: Option<Timestamp>,
+    tag: &'a Tag,
+}
+
+impl<'a> SortKey<'a> {
+    fn of(tag: &'a Tag, created: Option<Timestamp>) -> SortKey<'a> {
+        SortKey {
+            version: parse_version(tag.as_str()),
+            created,
+            tag,
+        }
+    }
+}
+
+impl Ord for SortKey<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (&self.version, &other.version) {
+            (Some(x), Some(y)) => x.cmp_precedence(y),
+            (Some(_), None) => Ordering::Greater,
+            (None, Some(_)) => Ordering::Less,
+            (None, None) => self.created.cmp(&other.created),
+        }
+        .then_with(|| self.tag.as_str().cmp(other.tag.as_str()))
+    }
+}
+
+impl PartialOrd for SortKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for SortKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for SortKey<'_> {}
 
 /// A compiled `tags:` selector.
 #[derive(Clone, Debug, Default)]
@@ -126,14 +162,17 @@ impl TagSelector {
         &self,
         tags: impl IntoIterator<Item = (&'a Tag, Option<Timestamp>)>,
     ) -> Vec<Tag> {
-        let mut hits: Vec<(&Tag, Option<Timestamp>)> =
-            tags.into_iter().filter(|(t, _)| self.matches(t)).collect();
-        hits.sort_by(|a, b| compare_tags(*b, *a));
-        hits.dedup_by(|a, b| a.0 == b.0);
+        let mut hits: Vec<SortKey<'a>> = tags
+            .into_iter()
+            .filter(|(t, _)| self.matches(t))
+            .map(|(t, c)| SortKey::of(t, c))
+            .collect();
+        hits.sort_by(|a, b| b.cmp(a));
+        hits.dedup_by(|a, b| a.tag == b.tag);
         if let Some(n) = self.latest {
             hits.truncate(n);
         }
-        hits.into_iter().map(|(t, _)| t.clone()).collect()
+        hits.into_iter().map(|k| k.tag.clone()).collect()
     }
 }
 
