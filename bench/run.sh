@@ -46,7 +46,7 @@ floor_of() { python3 -c "print(f'{($1)/$(nproc):.2f}')"; }
 now() { date +%s.%N; }
 ratio() { python3 -c "print(f'{$1/$2:.1f}x')"; }
 
-start src; start dst; start sky
+start src; start dst; start sky; start bare
 echo "seeding 20 repos x 10 tags (64 KiB layers)..."
 $SEED "http://127.0.0.1:$PORT_src" set
 
@@ -60,6 +60,11 @@ mkdir -p "$WORK/policy"
     echo "  - {from: src/bench/repo$r, to: dst/bench/repo$r}"
   done
 } >"$WORK/policy/mirror.yaml"
+# The same mirror without looking for referrers: the work `skopeo sync` does (it copies no
+# signatures or SBOMs), into a registry of its own so that it is cold too.
+mkdir -p "$WORK/bare"
+sed -e "s#127.0.0.1:$PORT_dst#127.0.0.1:$PORT_bare#" -e '/from:/ s#}$#, referrers: false}#' \
+  "$WORK/policy/mirror.yaml" >"$WORK/bare/mirror.yaml"
 {
   echo "127.0.0.1:$PORT_src:"
   echo "  tls-verify: false"
@@ -79,6 +84,12 @@ noop_floor=$(floor_of "$(cpu src)-$c0s+$(cpu dst)-$c0d")
 noop_requests=$(( $(requests src) - before_src + $(requests dst) - before_dst ))
 floor=$(( 2 * (20 + 200) ))
 
+c0s=$(cpu src); c0d=$(cpu bare); bare_src0=$(requests src); bare_dst0=$(requests bare)
+t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/bare" >/dev/null; t1=$(now)
+bare_requests="$(( $(requests src) - bare_src0 )) + $(( $(requests bare) - bare_dst0 ))"
+reg_bare=$(python3 -c "print($t1-$t0)")
+bare_floor=$(floor_of "$(cpu src)-$c0s+$(cpu bare)-$c0d")
+
 t0=$(now); skopeo sync --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:$PORT_sky/" >/dev/null 2>&1; t1=$(now)
 sky_cold=$(python3 -c "print($t1-$t0)")
 t0=$(now); skopeo sync --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:$PORT_sky/" >/dev/null 2>&1; t1=$(now)
@@ -86,9 +97,11 @@ sky_noop=$(python3 -c "print($t1-$t0)")
 
 printf '\n%-28s %10s %10s %8s %14s\n' "200 tags, 20 repos" regimen "skopeo" ratio "server floor"
 printf '%-28s %9.2fs %9.2fs %8s %13ss\n' "cold mirror" "$reg_cold" "$sky_cold" "$(ratio "$sky_cold" "$reg_cold")" "$cold_floor"
+printf '%-28s %9.2fs %9.2fs %8s %13ss\n' "cold, referrers: false" "$reg_bare" "$sky_cold" "$(ratio "$sky_cold" "$reg_bare")" "$bare_floor"
 printf '%-28s %9.2fs %9.2fs %8s %13ss\n' "no-op re-run" "$reg_noop" "$sky_noop" "$(ratio "$sky_noop" "$reg_noop")" "$noop_floor"
 printf '%-28s %10s (floor %s, %s of floor)\n' "no-op requests" "$noop_requests" "$floor" "$(ratio "$noop_requests" "$floor")"
 printf '%-28s %10s (source + target)\n' "cold mirror requests" "$cold_requests"
+printf '%-28s %10s (source + target)\n' "same, referrers: false" "$bare_requests"
 
 echo; echo "seeding one repo with 5,000 tags..."
 $SEED "http://127.0.0.1:$PORT_src" many
