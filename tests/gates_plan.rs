@@ -337,9 +337,9 @@ fn reports_needed_lists_only_gated_report_referrers() {
         ],
     );
     let pol = policy(&promotion("{vulnerabilities: {max_severity: high}}"));
-    let need = regimen::plan::reports_needed(&pol, &w.0, NOW);
+    let need = regimen::plan::wanted(&pol, &w.0, NOW).reports;
     assert_eq!(need, [(addr("staging/team/api"), d("1.0.0-report-0"))]);
-    let none = regimen::plan::reports_needed(&policy(&promotion("{min_age: 1d}")), &w.0, NOW);
+    let none = regimen::plan::wanted(&policy(&promotion("{min_age: 1d}")), &w.0, NOW).reports;
     assert!(none.is_empty());
 }
 

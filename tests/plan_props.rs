@@ -240,14 +240,14 @@ fn an_in_sync_world_needs_no_image_details() {
     let observed = world(&tags, &dst, &BTreeMap::new());
     assert!(plan(&desired, &observed, NOW).changes.is_empty());
     assert_eq!(
-        regimen::plan::details_needed(&desired, &observed, NOW),
+        regimen::plan::wanted(&desired, &observed, NOW).details,
         vec![]
     );
     // A plain mirror copy reads no details even when a tag is missing ...
     dst.remove("2.0.0");
     let observed = world(&tags, &dst, &BTreeMap::new());
     assert_eq!(
-        regimen::plan::details_needed(&desired, &observed, NOW),
+        regimen::plan::wanted(&desired, &observed, NOW).details,
         vec![]
     );
     // ... while a gated promotion reads exactly the candidate it checks.
@@ -256,7 +256,7 @@ fn an_in_sync_world_needs_no_image_details() {
          promotions:\n  - name: p\n    from: a/src\n    to: b/dst\n    require: {min_age: 1h}\n",
     );
     assert_eq!(
-        regimen::plan::details_needed(&gated, &observed, NOW),
+        regimen::plan::wanted(&gated, &observed, NOW).details,
         vec![(addr("a/src"), digest(2))]
     );
 }

@@ -88,18 +88,18 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     read_details(registries, &mut observed, want).await;
 
     // Then the details the plan will look at, now that tags are known.
-    let more = crate::plan::details_needed(desired, &observed, now);
+    let more = crate::plan::wanted(desired, &observed, now).details;
     read_details(registries, &mut observed, more).await;
 
     // Scan reports of the candidates that vulnerability gates judge.
-    let reports = crate::plan::reports_needed(desired, &observed, now);
+    let reports = crate::plan::wanted(desired, &observed, now).reports;
     read_reports(registries, &mut observed, reports).await;
 
     // Referrer tags of what the rules keep in sync (one HEAD each, like any
     // tag), then, only where the sides differ, what each lists.
-    let tags = crate::plan::referrer_tags_needed(desired, &observed, now);
+    let tags = crate::plan::wanted(desired, &observed, now).referrer_tags;
     read_referrer_tags(registries, &mut observed, tags).await;
-    let entries = crate::plan::referrer_entries_needed(desired, &observed, now);
+    let entries = crate::plan::wanted(desired, &observed, now).referrer_entries;
     read_referrer_entries(registries, &mut observed, entries).await;
     observed
 }

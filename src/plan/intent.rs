@@ -119,14 +119,14 @@ pub struct PlanCx<'o> {
     pub now: Timestamp,
     pub intents: Vec<Intent>,
     pub blocked: Vec<Blocked>,
-    /// In `details_needed` mode: the image details the rules asked for.
+    /// For `plan::wanted`: the image details the rules asked for.
     pub collect_needed: bool,
     pub needed: BTreeSet<(RepoAddr, Digest)>,
-    /// In `details_needed` mode: scan-report referrers (repo, referrer digest) gates judge.
+    /// For `plan::wanted`: scan-report referrers (repo, referrer digest) gates judge.
     pub needed_reports: BTreeSet<(RepoAddr, Digest)>,
-    /// In `details_needed` mode: referrer tags whose digests `referrers` compares.
+    /// For `plan::wanted`: referrer tags whose digests `referrers` compares.
     pub needed_referrer_tags: BTreeSet<(RepoAddr, Tag)>,
-    /// In `details_needed` mode: referrer manifests whose entries it compares.
+    /// For `plan::wanted`: referrer manifests whose entries it compares.
     pub needed_referrer_entries: BTreeSet<(RepoAddr, Digest)>,
 }
 

@@ -116,53 +116,32 @@ pub fn needs(desired: &Desired) -> Needs {
     intent::needs(desired)
 }
 
-/// Which image details the plan will look at, given what tags were observed:
-/// the sources of would-be changes and candidates ordered by creation time.
-pub fn details_needed(
-    desired: &Desired,
-    observed: &Observed,
-    now: Timestamp,
-) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
-    collect(desired, observed, now).needed.into_iter().collect()
+/// What the plan would still read, given what is observed so far (the rules
+/// run in "what do you need" mode). Observe asks again after each read: which
+/// reports matter depends on the details, which referrer tags on both.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Image details: the sources of would-be changes and candidates ordered
+    /// by creation time.
+    pub details: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
+    /// Scan-report referrers (repo, referrer digest) that
+    /// `require.vulnerabilities` gates judge.
+    pub reports: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
+    /// Referrer tags whose digests the plan compares (see `referrers`).
+    pub referrer_tags: Vec<(crate::model::RepoAddr, crate::model::Tag)>,
+    /// Referrer manifests whose entries it compares, where the two sides
+    /// hold different digests under one referrer tag.
+    pub referrer_entries: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
 }
 
-/// Which scan-report referrers `require.vulnerabilities` gates will judge,
-/// as (repo, referrer digest), once candidates' details are known.
-pub fn reports_needed(
-    desired: &Desired,
-    observed: &Observed,
-    now: Timestamp,
-) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
-    collect(desired, observed, now)
-        .needed_reports
-        .into_iter()
-        .collect()
-}
-
-/// Referrer tags (repo, tag) whose digests the plan compares, once image
-/// details and reports are known (see `referrers`).
-pub fn referrer_tags_needed(
-    desired: &Desired,
-    observed: &Observed,
-    now: Timestamp,
-) -> Vec<(crate::model::RepoAddr, crate::model::Tag)> {
-    collect(desired, observed, now)
-        .needed_referrer_tags
-        .into_iter()
-        .collect()
-}
-
-/// Referrer manifests (repo, digest) whose entries the plan compares, where
-/// the two sides hold different digests under one referrer tag.
-pub fn referrer_entries_needed(
-    desired: &Desired,
-    observed: &Observed,
-    now: Timestamp,
-) -> Vec<(crate::model::RepoAddr, crate::model::Digest)> {
-    collect(desired, observed, now)
-        .needed_referrer_entries
-        .into_iter()
-        .collect()
+pub fn wanted(desired: &Desired, observed: &Observed, now: Timestamp) -> Wanted {
+    let cx = collect(desired, observed, now);
+    Wanted {
+        details: cx.needed.into_iter().collect(),
+        reports: cx.needed_reports.into_iter().collect(),
+        referrer_tags: cx.needed_referrer_tags.into_iter().collect(),
+        referrer_entries: cx.needed_referrer_entries.into_iter().collect(),
+    }
 }
 
 /// Runs the rules that read image details in "what do you need" mode.
