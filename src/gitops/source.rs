@@ -5,6 +5,7 @@
 //! against that commit's files.
 
 use std::cell::RefCell;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -323,34 +324,45 @@ fn callbacks(ssh_port: u16) -> (RemoteCallbacks<'static>, Rc<RefCell<Option<Stri
 }
 
 /// Accepts the ssh host key only if a known_hosts file lists it for the
-/// host: `REGIMEN_GIT_SSH_KNOWN_HOSTS`, else `~/.ssh/known_hosts`. There is
+/// host: `REGIMEN_GIT_SSH_KNOWN_HOSTS`, else `~/.ssh/known_hosts` and the
+/// system's `/etc/ssh/ssh_known_hosts` (as OpenSSH reads them). There is
 /// deliberately no way to accept an unknown key: a daemon that applies
 /// whatever policy it fetched must not trust whoever answers.
 fn check_ssh_host_key(host: &str, port: u16, key_type: &str, key: &[u8]) -> Result<(), String> {
     let shown = known_hosts_name(host, port);
     let fp = ssh_fingerprint(key);
-    let file = match std::env::var_os("REGIMEN_GIT_SSH_KNOWN_HOSTS").filter(|v| !v.is_empty()) {
-        Some(f) => PathBuf::from(f),
-        None => match std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts")) {
-            Some(f) if f.is_file() => f,
-            _ => {
-                return Err(format!(
-                    "cannot verify the ssh host key of {shown} ({key_type} {fp}): no known_hosts \
-                     file; check that fingerprint with the server's owner, then set \
-                     REGIMEN_GIT_SSH_KNOWN_HOSTS to a known_hosts file with the key \
-                     (`{shown} {key_type} <base64 key>`)"
-                ))
-            }
-        },
-    };
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        format!(
-            "cannot read the known_hosts file {} (set REGIMEN_GIT_SSH_KNOWN_HOSTS to a readable \
-             one): {e}",
-            file.display()
-        )
-    })?;
-    let file = file.display();
+    let files = known_hosts_files(
+        std::env::var_os("REGIMEN_GIT_SSH_KNOWN_HOSTS").filter(|v| !v.is_empty()),
+        std::env::var_os("HOME").map(PathBuf::from),
+        Path::new(SYSTEM_KNOWN_HOSTS),
+    );
+    if files.is_empty() {
+        return Err(format!(
+            "cannot verify the ssh host key of {shown} ({key_type} {fp}): no known_hosts \
+             file; check that fingerprint with the server's owner, then set \
+             REGIMEN_GIT_SSH_KNOWN_HOSTS to a known_hosts file with the key \
+             (`{shown} {key_type} <base64 key>`)"
+        ));
+    }
+    // One text: a key listed in either file is known, one revoked in
+    // either is refused.
+    let mut text = String::new();
+    for f in &files {
+        let t = std::fs::read_to_string(f).map_err(|e| {
+            format!(
+                "cannot read the known_hosts file {} (set REGIMEN_GIT_SSH_KNOWN_HOSTS to a \
+                 readable one): {e}",
+                f.display()
+            )
+        })?;
+        text.push_str(&t);
+        text.push('\n');
+    }
+    let file = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
     match known_hosts_check(&text, host, port, key) {
         KnownHost::Match => Ok(()),
         KnownHost::Unknown => Err(format!(
@@ -374,6 +386,27 @@ fn check_ssh_host_key(host: &str, port: u16, key_type: &str, key: &[u8]) -> Resu
             "the ssh host key of {shown} ({key_type} {fp}) is marked @revoked in {file}"
         )),
     }
+}
+
+/// The system-wide known_hosts file OpenSSH reads after the user's.
+const SYSTEM_KNOWN_HOSTS: &str = "/etc/ssh/ssh_known_hosts";
+
+/// Which known_hosts files to read: the one `REGIMEN_GIT_SSH_KNOWN_HOSTS`
+/// names (even if missing: reading it then says so), else those of
+/// `~/.ssh/known_hosts` and the system file that exist.
+fn known_hosts_files(
+    named: Option<OsString>,
+    home: Option<PathBuf>,
+    system: &Path,
+) -> Vec<PathBuf> {
+    if let Some(f) = named {
+        return vec![PathBuf::from(f)];
+    }
+    home.map(|h| h.join(".ssh/known_hosts"))
+        .into_iter()
+        .chain([system.to_path_buf()])
+        .filter(|f| f.is_file())
+        .collect()
 }
 
 /// What a known_hosts file says about a host's key.
@@ -746,6 +779,27 @@ mod tests {
             known_hosts_check(&text, "git.example.com", 22, &key),
             KnownHost::Unknown
         );
+    }
+
+    #[test]
+    fn known_hosts_files_user_then_system_unless_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let system = dir.path().join("ssh_known_hosts");
+        let files = |named: Option<&str>| {
+            known_hosts_files(named.map(OsString::from), Some(home.clone()), &system)
+        };
+        assert!(files(None).is_empty(), "neither exists");
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(files(None), vec![system.clone()]);
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::write(home.join(".ssh/known_hosts"), "").unwrap();
+        assert_eq!(
+            files(None),
+            vec![home.join(".ssh/known_hosts"), system.clone()]
+        );
+        // A named file is the only one, even when missing (reading it says so).
+        assert_eq!(files(Some("/nope")), vec![PathBuf::from("/nope")]);
     }
 
     #[test]
