@@ -18,23 +18,9 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
         .into_iter()
         .filter(|r| !observed.repos.contains_key(r))
         .collect();
-    for repo in repos {
-        let fact = match registries.get(&repo.registry) {
-            Some(Ok(reg)) => match crate::observe::read_repo(reg.as_ref(), &repo).await {
-                Ok(s) => Fact::Known(s),
-                Err(e) => Fact::Unknown {
-                    reason: e.to_string(),
-                },
-            },
-            Some(Err(reason)) => Fact::Unknown {
-                reason: reason.clone(),
-            },
-            None => Fact::Unknown {
-                reason: format!("registry `{}` is not defined", repo.registry),
-            },
-        };
-        observed.repos.insert(repo, fact);
-    }
+    observed
+        .repos
+        .extend(crate::observe::read_repos(registries, repos).await);
 
     // Details of every managed tag, and of host images pulled from policy registries.
     let mut want: Vec<(RepoAddr, Digest)> = Vec::new();

@@ -53,27 +53,7 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
         needs.repos.extend(repos);
     }
 
-    let repo_reads = stream::iter(across_registries(needs.repos.iter().cloned(), |r| r))
-        .map(|repo| async move {
-            let fact = match registries.get(&repo.registry) {
-                Some(Ok(reg)) => match read_repo(reg.as_ref(), &repo).await {
-                    Ok(s) => Fact::Known(s),
-                    Err(e) => Fact::Unknown {
-                        reason: e.to_string(),
-                    },
-                },
-                Some(Err(reason)) => Fact::Unknown {
-                    reason: reason.clone(),
-                },
-                None => Fact::Unknown {
-                    reason: format!("registry `{}` is not defined", repo.registry),
-                },
-            };
-            (repo, fact)
-        })
-        .buffer_unordered(PARALLEL)
-        .collect::<Vec<_>>()
-        .await;
+    let repo_reads = read_repos(registries, needs.repos.iter().cloned()).await;
     observed.repos.extend(repo_reads);
     read_orphans(desired, registries, &mut observed).await;
 
@@ -306,6 +286,23 @@ pub(crate) async fn read_details(
             observed.images.insert(k, f);
         }
     }
+}
+
+/// [`read_repo`] of each repo, a few at a time across the registries.
+pub async fn read_repos(
+    registries: &Registries,
+    repos: impl IntoIterator<Item = RepoAddr>,
+) -> Vec<(RepoAddr, Fact<RepoState>)> {
+    let want = repos.into_iter().map(|r| (r, ())).collect();
+    read_each(registries, want, |reg, repo, ()| async move {
+        read_repo(reg.as_ref(), &repo)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .into_iter()
+    .map(|((repo, ()), fact)| (repo, fact))
+    .collect()
 }
 
 /// Tags and their digests: one tag list, then one manifest HEAD per tag.
