@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,31 @@ fn policy(host: &str, tags: &[&str]) -> String {
          mirrors:\n  - name: app\n    from: dev/src/app\n    to: dev/dst/app\n    tags: [{}]\n",
         tags.join(", ")
     )
+}
+
+/// Pushes `src/app:V` for each version, its one layer `"{label} V"`: the
+/// source the `src/app` mirror tests start from.
+fn push_src_app(reg: &TestRegistry, label: &str, versions: &[&str]) {
+    let r = open(&reg.host);
+    let src: regimen::model::Repo = "src/app".parse().unwrap();
+    block_on(async {
+        for v in versions {
+            let spec =
+                ImageSpec::new("2026-01-01T00:00:00Z").with_layer("v", format!("{label} {v}"));
+            push_image(r.as_ref(), &src, Some(&v.parse().unwrap()), &spec)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// `root/policy/regimen.yaml` holding `text`; returns `root/policy`, the
+/// directory the daemon is pointed at with `-C`.
+fn policy_dir(root: &Path, text: &str) -> PathBuf {
+    let dir = root.join("policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("regimen.yaml"), text).unwrap();
+    dir
 }
 
 /// The daemon as a child process; killed on drop if still running.
@@ -154,16 +179,7 @@ fn tags(reg: &TestRegistry, repo: &str) -> Vec<String> {
 #[test]
 fn daemon_follows_commits_survives_a_bad_one_and_stops_cleanly() {
     let reg = TestRegistry::start();
-    let r = open(&reg.host);
-    let src: regimen::model::Repo = "src/app".parse().unwrap();
-    block_on(async {
-        for v in ["1.0", "1.1", "1.2"] {
-            let spec = ImageSpec::new("2026-01-01T00:00:00Z").with_layer("v", format!("app {v}"));
-            push_image(r.as_ref(), &src, Some(&v.parse().unwrap()), &spec)
-                .await
-                .unwrap();
-        }
-    });
+    push_src_app(&reg, "app", &["1.0", "1.1", "1.2"]);
     let repo = PolicyRepo::new();
     repo.commit(&policy(&reg.host, &["\"1.0\""]), "mirror 1.0");
     let tmp = tempfile::tempdir().unwrap();
@@ -313,18 +329,15 @@ fn sigterm_during_apply_finishes_the_change_in_flight_and_leaves_a_consistent_re
         }
     });
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("policy");
-    std::fs::create_dir_all(&dir).unwrap();
     // A low request rate makes the apply take long enough to interrupt.
-    std::fs::write(
-        dir.join("regimen.yaml"),
-        format!(
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
             "registries:\n  dev: {{url: \"http://{}\", rate: 15}}\n\
              mirrors:\n  - name: big\n    from: dev/src/big\n    to: dev/dst/big\n",
             reg.host
         ),
-    )
-    .unwrap();
+    );
     let mut d = Daemon::start(
         &["-C", dir.to_str().unwrap(), "--interval", "1h"],
         tmp.path().join("daemon.log"),
@@ -373,20 +386,9 @@ fn sigterm_during_apply_finishes_the_change_in_flight_and_leaves_a_consistent_re
 #[test]
 fn watch_reconciles_when_a_policy_file_changes() {
     let reg = TestRegistry::start();
-    let r = open(&reg.host);
-    let src: regimen::model::Repo = "src/app".parse().unwrap();
-    block_on(async {
-        for v in ["1.0", "1.1"] {
-            let spec = ImageSpec::new("2026-01-01T00:00:00Z").with_layer("v", format!("w {v}"));
-            push_image(r.as_ref(), &src, Some(&v.parse().unwrap()), &spec)
-                .await
-                .unwrap();
-        }
-    });
+    push_src_app(&reg, "w", &["1.0", "1.1"]);
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("policy");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("regimen.yaml"), policy(&reg.host, &["\"1.0\""])).unwrap();
+    let dir = policy_dir(tmp.path(), &policy(&reg.host, &["\"1.0\""]));
     // An hour-long interval: only the file watch can explain a quick reconcile.
     let d = Daemon::start(
         &["-C", dir.to_str().unwrap(), "--watch", "--interval", "1h"],
@@ -411,18 +413,9 @@ fn watch_reconciles_when_a_policy_file_changes() {
 #[test]
 fn schedule_repairs_drift_without_a_new_commit() {
     let reg = TestRegistry::start();
-    let r = open(&reg.host);
-    let src: regimen::model::Repo = "src/app".parse().unwrap();
-    block_on(async {
-        let spec = ImageSpec::new("2026-01-01T00:00:00Z").with_layer("v", "s 1.0");
-        push_image(r.as_ref(), &src, Some(&"1.0".parse().unwrap()), &spec)
-            .await
-            .unwrap();
-    });
+    push_src_app(&reg, "s", &["1.0"]);
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("policy");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("regimen.yaml"), policy(&reg.host, &["\"1.0\""])).unwrap();
+    let dir = policy_dir(tmp.path(), &policy(&reg.host, &["\"1.0\""]));
     // An hour-long interval and no watch: only the schedule (every minute)
     // can explain a second reconcile.
     let d = Daemon::start(
@@ -450,6 +443,7 @@ fn schedule_repairs_drift_without_a_new_commit() {
     };
     d.wait_until("1.0 mirrored", Duration::from_secs(30), |_| resolves(&reg));
     // Someone deletes the mirrored tag behind regimen's back.
+    let r = open(&reg.host);
     block_on(async {
         regimen::apply::remove_tag(
             r.as_ref(),

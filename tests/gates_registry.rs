@@ -93,6 +93,26 @@ fn copies(plan: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// `regimen plan --format json` on the policy in `dir`, the plan every test reads.
+fn plan_json(dir: &std::path::Path) -> (i32, serde_json::Value, String) {
+    json_plan(
+        regimen()
+            .arg("plan")
+            .arg("-C")
+            .arg(dir)
+            .args(["--format", "json"]),
+    )
+}
+
+/// `regimen apply --auto-approve` on the policy in `dir`, as both tests apply it.
+fn apply(dir: &std::path::Path) -> (i32, String) {
+    run(regimen()
+        .arg("apply")
+        .arg("-C")
+        .arg(dir)
+        .arg("--auto-approve"))
+}
+
 #[test]
 fn scan_reports_gate_promotions() {
     let reg = TestRegistry::start();
@@ -187,13 +207,7 @@ promotions:
             url = reg.url()
         ),
     );
-    let (code, plan, out) = json_plan(
-        regimen()
-            .arg("plan")
-            .arg("-C")
-            .arg(dir.path())
-            .args(["--format", "json"]),
-    );
+    let (code, plan, out) = plan_json(dir.path());
     assert_eq!(code, 0, "{out}");
     assert_eq!(plan["complete"], true, "{out}");
     let b = blocked(&plan);
@@ -246,11 +260,7 @@ promotions:
 
     // Apply promotes the clean ones with their reports; a second plan only
     // has the same blocked items left.
-    let (code, out) = run(regimen()
-        .arg("apply")
-        .arg("-C")
-        .arg(dir.path())
-        .arg("--auto-approve"));
+    let (code, out) = apply(dir.path());
     assert_eq!(code, 0, "{out}");
     let (code, again, out) = json_plan(regimen().arg("plan").arg("-C").arg(dir.path()).args([
         "--format",
@@ -304,13 +314,7 @@ policies:
         )
     };
     write_policy(dir.path(), &policy("fail"));
-    let (code, plan, out) = json_plan(
-        regimen()
-            .arg("plan")
-            .arg("-C")
-            .arg(dir.path())
-            .args(["--format", "json"]),
-    );
+    let (code, plan, out) = plan_json(dir.path());
     assert_eq!(code, 1, "on_violation: fail exits 1\n{out}");
     let v: Vec<(String, String, String)> = plan["violations"]
         .as_array()
@@ -364,23 +368,13 @@ policies:
     insta::assert_snapshot!("violations_markdown", md);
 
     // apply under fail: the changes are made, then exit 1.
-    let (code, out) = run(regimen()
-        .arg("apply")
-        .arg("-C")
-        .arg(dir.path())
-        .arg("--auto-approve"));
+    let (code, out) = apply(dir.path());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("Apply complete: 1 done"), "{out}");
 
     // warn: same violations, exit 0.
     write_policy(dir.path(), &policy("warn"));
-    let (code, plan, out) = json_plan(
-        regimen()
-            .arg("plan")
-            .arg("-C")
-            .arg(dir.path())
-            .args(["--format", "json"]),
-    );
+    let (code, plan, out) = plan_json(dir.path());
     assert_eq!(code, 0, "{out}");
     assert_eq!(plan["summary"]["violations"], 3, "{out}");
 }

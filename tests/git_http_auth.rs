@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{empty_docker_config, policy_remote, regimen};
+use common::{git_plan_once, policy_remote, run};
 
 const USER: &str = "robot";
 const TOKEN: &str = "s3cret-token";
@@ -139,37 +139,11 @@ fn handle(
     s.write_all(payload)
 }
 
+/// One `run --once` against the http remote on `port`; exit code and output.
 fn run_once(port: u16, cache: &Path, env: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = regimen();
-    cmd.args([
-        "--log-format",
-        "text",
-        "run",
-        "--git",
-        &format!("http://127.0.0.1:{port}/policy.git"),
-        "--branch",
-        "main",
-        "--path",
-        "policy",
-        "--plan-only",
-        "--once",
-        "--cache-dir",
-    ])
-    .arg(cache)
-    .env("DOCKER_CONFIG", empty_docker_config())
-    .env_remove("REGIMEN_GIT_TOKEN")
-    .env_remove("REGIMEN_GIT_USERNAME")
-    .env_remove("REGIMEN_GIT_PASSWORD")
-    .env_remove("REGIMEN_GIT_SSH_KEY")
-    .timeout(std::time::Duration::from_secs(60));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let mut cmd = git_plan_once(&format!("http://127.0.0.1:{port}/policy.git"), cache);
+    cmd.envs(env.iter().copied());
+    run(&mut cmd)
 }
 
 #[test]

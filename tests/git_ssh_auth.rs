@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{empty_docker_config, free_port, policy_remote, regimen};
+use common::{free_port, git_plan_once, policy_remote, run};
 
 const SSHD_BIN: &str = "/usr/sbin/sshd";
 
@@ -183,52 +183,31 @@ fn user() -> String {
 fn run_once(url: &str, cache: &Path, env: &[(&str, &Path)]) -> (i32, String, Duration) {
     let home = cache.with_extension("home");
     std::fs::create_dir_all(&home).unwrap();
-    let mut cmd = regimen();
-    cmd.args([
-        "--log-format",
-        "text",
-        "run",
-        "--git",
-        url,
-        "--branch",
-        "main",
-        "--path",
-        "policy",
-        "--plan-only",
-        "--once",
-        "--cache-dir",
-    ])
-    .arg(cache)
-    .env("DOCKER_CONFIG", empty_docker_config())
-    .env("HOME", &home)
-    .env_remove("REGIMEN_GIT_TOKEN")
-    .env_remove("REGIMEN_GIT_USERNAME")
-    .env_remove("REGIMEN_GIT_PASSWORD")
-    .env_remove("REGIMEN_GIT_SSH_KEY")
-    .env_remove("REGIMEN_GIT_SSH_PASSPHRASE")
-    .env_remove("REGIMEN_GIT_SSH_KNOWN_HOSTS")
-    .env_remove("SSH_AUTH_SOCK")
-    .timeout(Duration::from_secs(60));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = git_plan_once(url, cache);
+    cmd.env("HOME", &home);
+    cmd.envs(env.iter().copied());
     let started = Instant::now();
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-        started.elapsed(),
-    )
+    let (code, out) = run(&mut cmd);
+    (code, out, started.elapsed())
 }
 
-#[test]
-fn git_remote_over_ssh_with_key_and_known_hosts() {
+/// What both tests start from: the policy remote, a client key (encrypted
+/// with `passphrase` unless empty) that sshd accepts, the `ssh://` URL of the
+/// remote, and a known_hosts file listing the server.
+struct SshRemote {
+    sshd: TestSshd,
+    tmp: tempfile::TempDir,
+    sha: String,
+    key: PathBuf,
+    url: String,
+    known_hosts: PathBuf,
+}
+
+fn ssh_remote(passphrase: &str) -> SshRemote {
     let (tmp, sha) = policy_remote();
     let t = tmp.path();
     let key = t.join("client_key");
-    keygen(&key, "");
-    let other_key = t.join("other_key");
-    keygen(&other_key, "");
+    keygen(&key, passphrase);
     let sshd = TestSshd::start(&key.with_extension("pub"));
     let url = format!(
         "ssh://{}@127.0.0.1:{}{}",
@@ -236,9 +215,32 @@ fn git_remote_over_ssh_with_key_and_known_hosts() {
         sshd.port,
         t.join("policy.git").display()
     );
-    let host_fp = fingerprint(&sshd.host_pub);
     let known_hosts = t.join("known_hosts");
     std::fs::write(&known_hosts, sshd.known_hosts_line()).unwrap();
+    SshRemote {
+        sshd,
+        tmp,
+        sha,
+        key,
+        url,
+        known_hosts,
+    }
+}
+
+#[test]
+fn git_remote_over_ssh_with_key_and_known_hosts() {
+    let SshRemote {
+        tmp,
+        sha,
+        key,
+        url,
+        known_hosts,
+        sshd,
+    } = ssh_remote("");
+    let t = tmp.path();
+    let other_key = t.join("other_key");
+    keygen(&other_key, "");
+    let host_fp = fingerprint(&sshd.host_pub);
     let kh = ("REGIMEN_GIT_SSH_KNOWN_HOSTS", known_hosts.as_path());
     let good = ("REGIMEN_GIT_SSH_KEY", key.as_path());
 
@@ -284,21 +286,22 @@ fn git_remote_over_ssh_with_key_and_known_hosts() {
         "fingerprint {host_fp} shown:\n{out}"
     );
 
+    // For the two known_hosts files below that do not vouch for this server:
+    // the right key, and REGIMEN_GIT_SSH_KNOWN_HOSTS naming a file of `line`.
+    let with_known_hosts = |name: &str, line: String| {
+        let file = t.join(format!("known_hosts_{name}"));
+        std::fs::write(&file, line).unwrap();
+        let (code, out, _) = run_once(
+            &url,
+            &t.join(format!("cache-{name}")),
+            &[good, ("REGIMEN_GIT_SSH_KNOWN_HOSTS", &file)],
+        );
+        (code, out)
+    };
+    let other_pub = pub_key_line(&other_key.with_extension("pub"));
+
     // A known_hosts file that does not list this host: refused likewise.
-    let elsewhere = t.join("known_hosts_elsewhere");
-    std::fs::write(
-        &elsewhere,
-        format!(
-            "git.example.com {}\n",
-            pub_key_line(&other_key.with_extension("pub"))
-        ),
-    )
-    .unwrap();
-    let (code, out, _) = run_once(
-        &url,
-        &t.join("cache-unknown"),
-        &[good, ("REGIMEN_GIT_SSH_KNOWN_HOSTS", &elsewhere)],
-    );
+    let (code, out) = with_known_hosts("unknown", format!("git.example.com {other_pub}\n"));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not in the known_hosts file"), "{out}");
     assert!(
@@ -308,20 +311,9 @@ fn git_remote_over_ssh_with_key_and_known_hosts() {
     assert!(out.contains("REGIMEN_GIT_SSH_KNOWN_HOSTS"), "{out}");
 
     // The host listed with another key (a changed key, or a man in the middle).
-    let changed = t.join("known_hosts_changed");
-    std::fs::write(
-        &changed,
-        format!(
-            "[127.0.0.1]:{} {}\n",
-            sshd.port,
-            pub_key_line(&other_key.with_extension("pub"))
-        ),
-    )
-    .unwrap();
-    let (code, out, _) = run_once(
-        &url,
-        &t.join("cache-changed"),
-        &[good, ("REGIMEN_GIT_SSH_KNOWN_HOSTS", &changed)],
+    let (code, out) = with_known_hosts(
+        "changed",
+        format!("[127.0.0.1]:{} {other_pub}\n", sshd.port),
     );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("does not match"), "{out}");
@@ -351,30 +343,18 @@ fn git_remote_over_ssh_with_key_and_known_hosts() {
 
 #[test]
 fn git_remote_over_ssh_with_an_encrypted_key() {
-    let (tmp, sha) = policy_remote();
-    let t = tmp.path();
-    let key = t.join("client_key");
-    keygen(&key, "key-passphrase");
-    let sshd = TestSshd::start(&key.with_extension("pub"));
-    let url = format!(
-        "ssh://{}@127.0.0.1:{}{}",
-        user(),
-        sshd.port,
-        t.join("policy.git").display()
-    );
-    let known_hosts = t.join("known_hosts");
-    std::fs::write(&known_hosts, sshd.known_hosts_line()).unwrap();
+    let remote = ssh_remote("key-passphrase");
     let (code, out, _) = run_once(
-        &url,
-        &t.join("cache"),
+        &remote.url,
+        &remote.tmp.path().join("cache"),
         &[
-            ("REGIMEN_GIT_SSH_KEY", &key),
+            ("REGIMEN_GIT_SSH_KEY", &remote.key),
             ("REGIMEN_GIT_SSH_PASSPHRASE", Path::new("key-passphrase")),
-            ("REGIMEN_GIT_SSH_KNOWN_HOSTS", &known_hosts),
+            ("REGIMEN_GIT_SSH_KNOWN_HOSTS", &remote.known_hosts),
         ],
     );
-    assert_eq!(code, 0, "{out}\nsshd:\n{}", sshd.log());
-    assert!(out.contains(&sha[..12]), "{out}");
+    assert_eq!(code, 0, "{out}\nsshd:\n{}", remote.sshd.log());
+    assert!(out.contains(&remote.sha[..12]), "{out}");
     assert!(
         !out.contains("key-passphrase"),
         "the passphrase is never printed:\n{out}"

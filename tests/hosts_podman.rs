@@ -51,6 +51,26 @@ fn targets(plan: &serde_json::Value, action: &str) -> Vec<String> {
     v
 }
 
+/// The first change with `action` (each plan here has one pull to inspect).
+fn first_change<'a>(plan: &'a serde_json::Value, action: &str) -> &'a serde_json::Value {
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == action)
+        .unwrap()
+}
+
+/// `regimen plan --format json` on the policy in `dir`, as every step here reads it.
+fn plan_json(dir: &std::path::Path) -> (i32, serde_json::Value, String) {
+    json_plan(regimen().args(["plan", "--format", "json", "-C"]).arg(dir))
+}
+
+/// `regimen apply --auto-approve` on the policy in `dir`.
+fn apply(dir: &std::path::Path) -> (i32, String) {
+    run(regimen().args(["apply", "--auto-approve", "-C"]).arg(dir))
+}
+
 fn write_policy(dir: &std::path::Path, reg: &TestRegistry, endpoint: &str, extra: &str) {
     std::fs::write(
         dir.join("policy.yaml"),
@@ -103,15 +123,7 @@ fn host_reconciliation_prune_present_max_age_and_protection() {
         podman.run(&["pull", "-q", &format!("{h}/{repo}")]);
     }
     let old_started = Instant::now();
-    podman.run(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        "old-runner",
-        &format!("{h}/team/runner:1"),
-    ]);
+    podman.start_container("old-runner", &format!("{h}/team/runner:1"));
 
     let dir = tempfile::tempdir().unwrap();
     write_policy(dir.path(), &reg, &podman.endpoint(), "");
@@ -119,30 +131,10 @@ fn host_reconciliation_prune_present_max_age_and_protection() {
     // Containers started after max_age has passed for the first one.
     let wait = Duration::from_secs(23).saturating_sub(old_started.elapsed());
     std::thread::sleep(wait);
-    podman.run(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        "inuse",
-        &format!("{h}/team/inuse:1"),
-    ]);
-    podman.run(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        "young-runner",
-        &format!("{h}/team/runner:1"),
-    ]);
+    podman.start_container("inuse", &format!("{h}/team/inuse:1"));
+    podman.start_container("young-runner", &format!("{h}/team/runner:1"));
 
-    let (code, plan, out) = json_plan(
-        regimen()
-            .args(["plan", "--format", "json", "-C"])
-            .arg(dir.path()),
-    );
+    let (code, plan, out) = plan_json(dir.path());
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         targets(&plan, "pull"),
@@ -159,12 +151,7 @@ fn host_reconciliation_prune_present_max_age_and_protection() {
         vec!["host:build-01/container/old-runner"],
         "{out}"
     );
-    let pull = plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["action"] == "pull")
-        .unwrap();
+    let pull = first_change(&plan, "pull");
     assert_eq!(pull["digest"], api_v1.as_str());
     assert_eq!(pull["expect"], "absent");
     // Retention: the image a container runs stays; its unused sibling goes.
@@ -196,9 +183,7 @@ fn host_reconciliation_prune_present_max_age_and_protection() {
     );
     assert!(text.contains("1 to delete, 3 host changes"), "{text}");
 
-    let (code, out) = run(regimen()
-        .args(["apply", "--auto-approve", "-C"])
-        .arg(dir.path()));
+    let (code, out) = apply(dir.path());
     assert_eq!(code, 0, "{out}");
 
     let images = podman.image_names();
@@ -213,14 +198,8 @@ fn host_reconciliation_prune_present_max_age_and_protection() {
     ] {
         assert!(has(kept), "{kept} must stay: {images:?}");
     }
-    let api_digest = podman.run(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{.Digest}}",
-        &format!("{h}/team/api:stable"),
-    ]);
-    assert_eq!(api_digest.trim(), api_v1);
+    let api_digest = podman.image_digest(&format!("{h}/team/api:stable"));
+    assert_eq!(api_digest, api_v1);
     assert_eq!(podman.running(), vec!["inuse", "young-runner"]);
     assert_eq!(reg.tags("team/inuse").unwrap(), vec!["1"]);
 
@@ -232,40 +211,23 @@ fn host_reconciliation_prune_present_max_age_and_protection() {
 
     // The tag moves in the registry: the host re-pulls it.
     let api_v2 = push(&reg, "team/api", "stable", &runnable("api-v2", 1));
-    let (_, plan, out) = json_plan(
-        regimen()
-            .args(["plan", "--format", "json", "-C"])
-            .arg(dir.path()),
-    );
+    let (_, plan, out) = plan_json(dir.path());
     assert_eq!(
         targets(&plan, "pull"),
         vec!["host:build-01/prod/team/api:stable"],
         "{out}"
     );
-    let pull = plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["action"] == "pull")
-        .unwrap();
+    let pull = first_change(&plan, "pull");
     assert_eq!(pull["digest"], api_v2.as_str());
     assert!(
         pull["reason"].as_str().unwrap().contains("the tag moved"),
         "{out}"
     );
     assert_ne!(pull["expect"], "absent");
-    let (code, out) = run(regimen()
-        .args(["apply", "--auto-approve", "-C"])
-        .arg(dir.path()));
+    let (code, out) = apply(dir.path());
     assert_eq!(code, 0, "{out}");
-    let api_digest = podman.run(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{.Digest}}",
-        &format!("{h}/team/api:stable"),
-    ]);
-    assert_eq!(api_digest.trim(), api_v2);
+    let api_digest = podman.image_digest(&format!("{h}/team/api:stable"));
+    assert_eq!(api_digest, api_v2);
 
     // An unreachable host: unobserved, no changes there, and retention
     // deletes nothing (what it runs is unknown); the reachable host proceeds.
@@ -288,11 +250,7 @@ fn host_reconciliation_prune_present_max_age_and_protection() {
         &format!("{}retention:\n", extra_host.trim_start_matches('\n')),
     );
     std::fs::write(dir.path().join("policy.yaml"), text).unwrap();
-    let (code, plan, out) = json_plan(
-        regimen()
-            .args(["plan", "--format", "json", "-C"])
-            .arg(dir.path()),
-    );
+    let (code, plan, out) = plan_json(dir.path());
     assert_eq!(code, 0, "{out}");
     assert_eq!(plan["complete"], false);
     assert!(

@@ -97,36 +97,23 @@ fn seed(reg: &TestRegistry, runnable: Option<Vec<u8>>) {
         )
         .await
         .unwrap();
-        push_scan_report(
-            r.as_ref(),
-            &rp,
-            &d10,
-            TRIVY,
-            report("trivy-critical.json", 10).as_bytes(),
-            None,
-        )
-        .await
-        .unwrap();
-        push_scan_report(
-            r.as_ref(),
-            &rp,
-            &d11,
-            TRIVY,
-            report("trivy-critical.json", 5).as_bytes(),
-            None,
-        )
-        .await
-        .unwrap();
-        push_scan_report(
-            r.as_ref(),
-            &rp,
-            &d11,
-            SARIF,
-            report("trivy-low.sarif.json", 1).as_bytes(),
-            Some(days_ago(1)),
-        )
-        .await
-        .unwrap();
+        // (subject, artifact type, fixture, days since the scan, `created`)
+        for (subject, ty, fixture, days, created) in [
+            (&d10, TRIVY, "trivy-critical.json", 10, None),
+            (&d11, TRIVY, "trivy-critical.json", 5, None),
+            (&d11, SARIF, "trivy-low.sarif.json", 1, Some(days_ago(1))),
+        ] {
+            push_scan_report(
+                r.as_ref(),
+                &rp,
+                subject,
+                ty,
+                report(fixture, days).as_bytes(),
+                created,
+            )
+            .await
+            .unwrap();
+        }
     });
 }
 
@@ -369,15 +356,7 @@ fn host_images_with_their_containers() {
     let podman = Podman::start(&[&reg.host]);
     let h = &reg.host;
     podman.run(&["pull", "-q", &format!("{h}/team/api:1.0")]);
-    podman.run(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        "api",
-        &format!("{h}/team/api:stable"),
-    ]);
+    podman.start_container("api", &format!("{h}/team/api:stable"));
     let dir = tempfile::tempdir().unwrap();
     write_policy(
         dir.path(),

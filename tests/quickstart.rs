@@ -1,10 +1,13 @@
 //! End to end on the quickstart: plan, apply, converge, verify with skopeo,
 //! and a saved plan that went stale.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command as Std;
 
 use assert_cmd::Command;
+
+use common::{copy_dir, skopeo};
 
 fn regimen() -> Command {
     Command::cargo_bin("regimen").unwrap()
@@ -17,33 +20,6 @@ fn quickstart() -> (tempfile::TempDir, PathBuf) {
     copy_dir(Path::new("examples/quickstart"), &dir);
     let _ = std::fs::remove_dir_all(dir.join("out"));
     (tmp, dir)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
-/// skopeo must be present (scripts/test.sh installs it); a missing tool fails.
-fn skopeo(args: &[&str]) -> String {
-    let out = Std::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo is required: run scripts/test.sh, which installs it");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn digest_of(layout: &Path, tag: &str) -> String {

@@ -7,7 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{free_port, layout_tags, seed_from_layout, seed_referrers_from_layout, skopeo};
+use common::{
+    copy_dir, free_port, layout_tags, seed_from_layout, seed_referrers_from_layout, skopeo,
+};
 use common::{json_plan, regimen, run};
 use common::{sha256_digest, TestRegistry};
 
@@ -518,19 +520,6 @@ mirrors:
     let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("Apply complete"), "{out}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 /// `podman pull` into a private store; the pulled image's digest must be `want`.

@@ -6,6 +6,21 @@ fn regimen() -> Command {
     Command::cargo_bin("regimen").unwrap()
 }
 
+/// `regimen validate -C dir` on a policy that must be refused (exit 1); its
+/// stderr, where the tests look for each error at its place.
+fn validate_refused(dir: &str) -> String {
+    let out = regimen().args(["validate", "-C", dir]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// [`validate_refused`] on a policy of one file, `p.yaml`, holding `yaml`.
+fn rejected_policy(yaml: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("p.yaml"), yaml).unwrap();
+    validate_refused(tmp.path().to_str().unwrap())
+}
+
 #[test]
 fn full_spec_policy_is_valid() {
     regimen()
@@ -16,12 +31,7 @@ fn full_spec_policy_is_valid() {
 
 #[test]
 fn ten_mistakes_in_three_files_give_ten_located_errors() {
-    let out = regimen()
-        .args(["validate", "-C", "testdata/errors"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let stderr = validate_refused("testdata/errors");
     let located: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains(".y") && l.split(':').nth(2).is_some())
@@ -53,19 +63,10 @@ fn schema_command_prints_the_committed_schema() {
 
 #[test]
 fn values_that_would_break_later_are_rejected_at_their_place() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("p.yaml"),
+    let stderr = rejected_policy(
         "registries:\n  dev: {url: \"http://127.0.0.1:5000\", rate: 0.00000000001}\n\
          retention:\n  - {name: r, repos: [dev/Team/API], delete: {older_than: 1d}}\n",
-    )
-    .unwrap();
-    let out = regimen()
-        .args(["validate", "-C", tmp.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    );
     assert!(
         stderr.contains("p.yaml:2:") && stderr.contains("`rate`"),
         "{stderr}"
@@ -78,20 +79,11 @@ fn values_that_would_break_later_are_rejected_at_their_place() {
 
 #[test]
 fn tls_only_where_it_applies() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("p.yaml"),
+    let stderr = rejected_policy(
         "hosts:\n  a:\n    endpoint: unix:///run/docker.sock\n    tls: {ca: ca.pem, cert: c.pem, key: k.pem}\n\
          \x20 b:\n    endpoint: https://10.0.0.2:2376\n\
          \x20 c:\n    endpoint: tcp://10.0.0.3:2376\n    tls: {ca: ca.pem, cert: c.pem, key: k.pem}\n",
-    )
-    .unwrap();
-    let out = regimen()
-        .args(["validate", "-C", tmp.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    );
     assert!(
         stderr.contains("p.yaml:3:") && stderr.contains("a unix:// socket has no TLS"),
         "{stderr}"

@@ -393,6 +393,21 @@ fn read_blob(layout_dir: &Path, digest: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("blob {digest} in {}: {e}", layout_dir.display()))
 }
 
+/// Copies the tree `from` into `to` (tests work on private copies of the
+/// committed examples, never on the originals).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
 /// `sha256:<hex>` of the bytes.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     regimen::model::Digest::sha256_of(bytes).to_string()
@@ -566,6 +581,37 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `regimen run --git URL --plan-only --once` on the `policy` folder of
+/// branch `main`, with no ambient Git credentials: the run both Git auth
+/// tests (http and ssh) make, each adding the variables it tests.
+pub fn git_plan_once(url: &str, cache: &Path) -> assert_cmd::Command {
+    let mut cmd = regimen();
+    cmd.args([
+        "--log-format",
+        "text",
+        "run",
+        "--git",
+        url,
+        "--branch",
+        "main",
+        "--path",
+        "policy",
+        "--plan-only",
+        "--once",
+        "--cache-dir",
+    ])
+    .arg(cache)
+    .env_remove("REGIMEN_GIT_TOKEN")
+    .env_remove("REGIMEN_GIT_USERNAME")
+    .env_remove("REGIMEN_GIT_PASSWORD")
+    .env_remove("REGIMEN_GIT_SSH_KEY")
+    .env_remove("REGIMEN_GIT_SSH_PASSPHRASE")
+    .env_remove("REGIMEN_GIT_SSH_KNOWN_HOSTS")
+    .env_remove("SSH_AUTH_SOCK")
+    .timeout(Duration::from_secs(60));
+    cmd
 }
 
 /// A bare repo `policy.git` under a temp root with one commit of

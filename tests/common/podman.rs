@@ -104,6 +104,19 @@ impl Podman {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `podman run -d --network none --name NAME IMAGE`: a container the tests
+    /// start the same way each time; stdout (the container id).
+    pub fn start_container(&self, name: &str, image: &str) -> String {
+        self.run(&["run", "-d", "--network", "none", "--name", name, image])
+    }
+
+    /// The repo digest of `image` in the store, trimmed.
+    pub fn image_digest(&self, image: &str) -> String {
+        self.run(&["image", "inspect", "--format", "{{.Digest}}", image])
+            .trim()
+            .to_string()
+    }
+
     /// Image names (`host/repo:tag`) in the store.
     pub fn image_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
