@@ -7,7 +7,7 @@
 //! leaves the host unobserved with a reason naming the host and the problem.
 //! Plain `tcp://` without `tls` works too.
 //!
-//! Certificates are made with the `openssl` CLI; the forwarder is
+//! Certificates are made with the `openssl` CLI (`common::tls`); the forwarder is
 //! `tests/common/tcp_forward.py` (Python 3 standard library).
 
 mod common;
@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::podman::Podman;
+use common::tls::{make_ca, make_leaf};
 use common::{json_plan, open, regimen, run, TestRegistry};
 use regimen::model::Timestamp;
 use regimen::testkit::{push_image, ImageSpec};
@@ -38,91 +39,6 @@ fn push(reg: &TestRegistry, repo: &str, tag: &str, spec: &ImageSpec) {
             spec,
         ))
         .unwrap();
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is missing: run `bash scripts/test.sh`, which installs it");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A self-signed CA `NAME.pem` / `NAME-key.pem` (P-256: quick to make).
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}-key.pem"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-}
-
-/// A leaf certificate `NAME.pem` / `NAME-key.pem` signed by `ca`, with the
-/// given X.509v3 extensions.
-fn make_leaf(dir: &Path, name: &str, ca: &str, extensions: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}-key.pem"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("basicConstraints=CA:FALSE\n{extensions}\n"),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}-key.pem"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    );
 }
 
 /// `ca` signs the server (IP 127.0.0.1) and `client`; `other` is a second CA

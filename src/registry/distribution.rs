@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -252,6 +252,41 @@ struct ErrorEntry {
     message: String,
 }
 
+/// Where Podman/skopeo and Docker look for a registry's own CA files:
+/// `DIR/HOST[:PORT]/*.crt`.
+const CERTS_D: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
+
+/// The CA certificates in `DIR/HOST/*.crt` for each of `dirs` (PEM, one or
+/// more per file). A missing folder is fine; an unreadable file is an error.
+fn certs_d_cas(
+    dirs: &[&Path],
+    host: &str,
+) -> std::result::Result<Vec<reqwest::Certificate>, String> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let dir = dir.join(host);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        files.sort();
+        for f in files {
+            let pem = std::fs::read(&f)
+                .map_err(|e| format!("cannot read the CA file {}: {e}", f.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("the CA file {} is not PEM certificates: {e}", f.display()))?;
+            if certs.is_empty() {
+                return Err(format!("the CA file {} holds no certificate", f.display()));
+            }
+            out.extend(certs);
+        }
+    }
+    Ok(out)
+}
+
 impl Distribution {
     /// The backend for a policy registry. `root` is the policy directory
     /// (relative `password_file` paths are resolved against it).
@@ -285,11 +320,26 @@ impl Distribution {
             ),
             None => CredSource::DockerConfig(OnceCell::new()),
         };
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .user_agent(concat!("regimen/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(64);
+        if scheme == "https" {
+            // Trusted: the system's CAs (`SSL_CERT_FILE`/`SSL_CERT_DIR` when
+            // set), the public web roots, and the registry's own CA files
+            // where Podman and Docker keep them.
+            for ca in certs_d_cas(&CERTS_D.map(Path::new), api_host)
+                .map_err(|e| format!("registry `{name}`: {e}"))?
+            {
+                client = client.add_root_certificate(ca);
+            }
+        } else {
+            // Plain HTTP: loading the system's CA bundle would only cost time
+            // (the public roots still cover a redirect to https storage).
+            client = client.tls_built_in_native_certs(false);
+        }
+        let client = client
             .build()
             .map_err(|e| format!("registry `{name}`: cannot build an HTTP client: {e}"))?;
         let concurrency = cfg
@@ -576,7 +626,9 @@ impl Distribution {
             let resp = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    let transient = !e.is_builder() && !e.is_redirect();
+                    let chain = error_chain(&e);
+                    let untrusted = is_certificate_error(&chain);
+                    let transient = !e.is_builder() && !e.is_redirect() && !untrusted;
                     super::observed_request(self.name.as_str(), "error", transient && can_retry);
                     if transient && can_retry {
                         tracing::debug!(
@@ -589,9 +641,21 @@ impl Distribution {
                         continue;
                     }
                     let detail = if attempt > 1 {
-                        format!("{} after {attempt} attempts", error_chain(&e))
+                        format!("{chain} after {attempt} attempts")
+                    } else if untrusted {
+                        format!(
+                            "{chain} (to trust a private CA, add it to the system's trust \
+                             store, set SSL_CERT_FILE to a bundle with it, or put it in \
+                             /etc/containers/certs.d/{}/ca.crt)",
+                            self.base.host_str().map_or(String::new(), |h| {
+                                match self.base.port() {
+                                    Some(p) => format!("{h}:{p}"),
+                                    None => h.to_string(),
+                                }
+                            })
+                        )
                     } else {
-                        error_chain(&e)
+                        chain
                     };
                     return Err(Failure {
                         err: self.fail(ErrorKind::Other, &req.method, &req.url, detail),
@@ -1010,6 +1074,13 @@ fn empty_index() -> Value {
 }
 
 /// An error with its causes (reqwest hides the interesting part in `source`).
+/// Whether a request failed because the server's certificate was refused
+/// (rustls: "invalid peer certificate: UnknownIssuer", "... Expired", a
+/// wrong name): no retry mends that, and the user has to act.
+fn is_certificate_error(chain: &str) -> bool {
+    chain.contains("invalid peer certificate")
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -1653,6 +1724,37 @@ mod tests {
         Distribution::new("dev".parse().unwrap(), &cfg(addr, None), Path::new("."))
             .unwrap()
             .with_backoff(Duration::from_millis(20))
+    }
+
+    #[test]
+    fn certs_d_cas_reads_each_hosts_crt_files() {
+        let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tls/ca.crt"))
+            .unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dirs = [a.path(), b.path()];
+        let host = "reg.example:5000";
+        assert!(certs_d_cas(&dirs, host).unwrap().is_empty(), "no folders");
+        for d in dirs {
+            std::fs::create_dir_all(d.join(host)).unwrap();
+        }
+        std::fs::write(a.path().join(host).join("ca.crt"), &pem).unwrap();
+        // Docker's client certificate files sit beside them and are not CAs.
+        std::fs::write(b.path().join(host).join("client.key"), "not a cert").unwrap();
+        std::fs::write(b.path().join(host).join("client.cert"), "not a cert").unwrap();
+        assert_eq!(certs_d_cas(&dirs, host).unwrap().len(), 1);
+        std::fs::write(
+            b.path().join(host).join("extra.crt"),
+            [&pem[..], &pem[..]].concat(),
+        )
+        .unwrap();
+        assert_eq!(certs_d_cas(&dirs, host).unwrap().len(), 3);
+        assert!(certs_d_cas(&dirs, "other:5000").unwrap().is_empty());
+        std::fs::write(b.path().join(host).join("bad.crt"), "garbage").unwrap();
+        let err = certs_d_cas(&dirs, host).err().unwrap();
+        assert!(
+            err.contains("bad.crt") && err.contains("no certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod podman;
 pub mod proxy;
+pub mod tls;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -30,6 +31,8 @@ pub struct TestRegistry {
     pub creds: Option<(String, String)>,
     child: Child,
     tempdir: tempfile::TempDir,
+    /// Serving HTTPS.
+    tls: bool,
 }
 
 impl TestRegistry {
@@ -43,7 +46,17 @@ impl TestRegistry {
         Self::launch(Some((user.to_string(), pass.to_string())))
     }
 
+    /// An anonymous registry serving HTTPS (and so HTTP/2) with this leaf
+    /// certificate and key (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> TestRegistry {
+        Self::launch_with(None, Some((cert, key)))
+    }
+
     fn launch(creds: Option<(String, String)>) -> TestRegistry {
+        Self::launch_with(creds, None)
+    }
+
+    fn launch_with(creds: Option<(String, String)>, tls: Option<(&Path, &Path)>) -> TestRegistry {
         if !Path::new(REGISTRY_BIN).exists() {
             panic!(
                 "{REGISTRY_BIN} is missing: run `bash scripts/test.sh`, which installs the \
@@ -79,9 +92,16 @@ impl TestRegistry {
             "version: 0.1\n\
              log:\n  level: warn\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: {host}\n\
+             http:\n  addr: {host}\n{tls}\
              {auth}",
-            dir.join("data").display()
+            dir.join("data").display(),
+            tls = tls
+                .map(|(c, k)| format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    c.display(),
+                    k.display()
+                ))
+                .unwrap_or_default(),
         );
         let config_path = dir.join("config.yml");
         std::fs::write(&config_path, config).unwrap();
@@ -100,6 +120,7 @@ impl TestRegistry {
             creds,
             child,
             tempdir,
+            tls: tls.is_some(),
         };
         reg.wait_ready();
         reg
@@ -115,7 +136,9 @@ impl TestRegistry {
                 );
             }
             if let Ok(r) = try_http(&self.host, "GET", "/v2/", &[], &[]) {
-                if r.status == 200 || r.status == 401 {
+                // A TLS listener answers plain HTTP with a 400 ("client sent an
+                // HTTP request to an HTTPS server"): it is up.
+                if r.status == 200 || r.status == 401 || (self.tls && r.status == 400) {
                     return;
                 }
             }
@@ -130,9 +153,10 @@ impl TestRegistry {
         }
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` for [`TestRegistry::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host)
     }
 
     /// The registry's combined stdout/stderr so far (includes the access log).
