@@ -5,6 +5,7 @@
 #
 #   bash bench/run.sh            # everything
 #   SKIP_BIG=1 bash bench/run.sh # without the 1 GiB blob
+#   REPEAT=5 bash bench/run.sh   # medians of 5 runs (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for bin in docker-registry skopeo /usr/bin/time ab curl; do
@@ -15,7 +16,7 @@ REGIMEN=target/release/regimen
 SEED=target/release/examples/bench_seed
 WORK=$(mktemp -d)
 PIDS=()
-trap 'kill ${PIDS[@]} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill ${PIDS[@]} 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -46,79 +47,111 @@ floor_of() { python3 -c "print(f'{($1)/$(nproc):.2f}')"; }
 now() { date +%s.%N; }
 ratio() { python3 -c "print(f'{$1/$2:.1f}x')"; }
 
-start src; start dst; start sky; start bare
+# median of the numbers given, and their range: "median (min-max)"
+stats() { python3 -c "import sys,statistics as s; v=sorted(map(float,sys.argv[1:])); print(f'{s.median(v):.2f} {v[0]:.2f} {v[-1]:.2f}')" "$@"; }
+REPEAT=${REPEAT:-3}
+
+start src
 echo "seeding 20 repos x 10 tags (64 KiB layers)..."
 $SEED "http://127.0.0.1:$PORT_src" set
 
-mkdir -p "$WORK/policy"
-{
-  echo "registries:"
-  echo "  src: {url: \"http://127.0.0.1:$PORT_src\"}"
-  echo "  dst: {url: \"http://127.0.0.1:$PORT_dst\"}"
-  echo "mirrors:"
-  for r in $(seq -w 0 19); do
-    echo "  - {from: src/bench/repo$r, to: dst/bench/repo$r}"
-  done
-} >"$WORK/policy/mirror.yaml"
-# The same mirror without looking for referrers: the work `skopeo sync` does (it copies no
-# signatures or SBOMs), into a registry of its own so that it is cold too.
-mkdir -p "$WORK/bare"
-sed -e "s#127.0.0.1:$PORT_dst#127.0.0.1:$PORT_bare#" -e '/from:/ s#}$#, referrers: false}#' \
-  "$WORK/policy/mirror.yaml" >"$WORK/bare/mirror.yaml"
+# Each repetition mirrors into fresh registries, so that every cold run is cold. Registries are
+# named per repetition (dst1, sky1, ...); the policy files are written for each.
+policy_for() { # policy_for DIR TARGET_PORT [referrers: false]
+  mkdir -p "$1"
+  {
+    echo "registries:"
+    echo "  src: {url: \"http://127.0.0.1:$PORT_src\"}"
+    echo "  dst: {url: \"http://127.0.0.1:$2\"}"
+    echo "mirrors:"
+    for r in $(seq -w 0 19); do
+      echo "  - {from: src/bench/repo$r, to: dst/bench/repo$r${3:+, referrers: false}}"
+    done
+  } >"$1/mirror.yaml"
+}
 {
   echo "127.0.0.1:$PORT_src:"
   echo "  tls-verify: false"
   echo "  images:"
   for r in $(seq -w 0 19); do echo "    bench/repo$r: []"; done
 } >"$WORK/sync.yaml"
+stop() { local pid_var="PID_$1"; kill "${!pid_var}" 2>/dev/null || true; rm -rf "${WORK:?}/$1"; }
 
-cold_src0=$(requests src); cold_dst0=$(requests dst); c0s=$(cpu src); c0d=$(cpu dst)
-t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/policy" >/dev/null; t1=$(now)
-reg_cold=$(python3 -c "print($t1-$t0)")
-cold_floor=$(floor_of "$(cpu src)-$c0s+$(cpu dst)-$c0d")
-before_src=$(requests src); before_dst=$(requests dst); c0s=$(cpu src); c0d=$(cpu dst)
-cold_requests="$((before_src - cold_src0)) + $((before_dst - cold_dst0))"
-t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/policy" >/dev/null; t1=$(now)
-reg_noop=$(python3 -c "print($t1-$t0)")
-noop_floor=$(floor_of "$(cpu src)-$c0s+$(cpu dst)-$c0d")
-noop_requests=$(( $(requests src) - before_src + $(requests dst) - before_dst ))
+COLD=(); NOOP=(); BARE=(); SKY_COLD=(); SKY_NOOP=(); COLD_FLOOR=(); NOOP_FLOOR=(); BARE_FLOOR=()
+for rep in $(seq "$REPEAT"); do
+  dst=dst$rep; bare=bare$rep; sky=sky$rep
+  start "$dst"; start "$bare"; start "$sky"
+  dport="PORT_$dst"; bport="PORT_$bare"; sport="PORT_$sky"
+  policy_for "$WORK/policy$rep" "${!dport}"
+  # The same mirror without looking for referrers: the work `skopeo sync` does (it copies no
+  # signatures or SBOMs), into a registry of its own so that it is cold too.
+  policy_for "$WORK/bare$rep" "${!bport}" no-referrers
+
+  cold_src0=$(requests src); cold_dst0=$(requests "$dst"); c0s=$(cpu src); c0d=$(cpu "$dst")
+  t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/policy$rep" >/dev/null; t1=$(now)
+  COLD+=("$(python3 -c "print($t1-$t0)")")
+  COLD_FLOOR+=("$(floor_of "$(cpu src)-$c0s+$(cpu "$dst")-$c0d")")
+  before_src=$(requests src); before_dst=$(requests "$dst"); c0s=$(cpu src); c0d=$(cpu "$dst")
+  cold_requests="$((before_src - cold_src0)) + $((before_dst - cold_dst0))"
+  t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/policy$rep" >/dev/null; t1=$(now)
+  NOOP+=("$(python3 -c "print($t1-$t0)")")
+  NOOP_FLOOR+=("$(floor_of "$(cpu src)-$c0s+$(cpu "$dst")-$c0d")")
+  noop_requests=$(( $(requests src) - before_src + $(requests "$dst") - before_dst ))
+
+  c0s=$(cpu src); c0d=$(cpu "$bare"); bare_src0=$(requests src); bare_dst0=$(requests "$bare")
+  t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/bare$rep" >/dev/null; t1=$(now)
+  bare_requests="$(( $(requests src) - bare_src0 )) + $(( $(requests "$bare") - bare_dst0 ))"
+  BARE+=("$(python3 -c "print($t1-$t0)")")
+  BARE_FLOOR+=("$(floor_of "$(cpu src)-$c0s+$(cpu "$bare")-$c0d")")
+
+  t0=$(now); skopeo sync --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:${!sport}/" >/dev/null 2>&1; t1=$(now)
+  SKY_COLD+=("$(python3 -c "print($t1-$t0)")")
+  t0=$(now); skopeo sync --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:${!sport}/" >/dev/null 2>&1; t1=$(now)
+  SKY_NOOP+=("$(python3 -c "print($t1-$t0)")")
+  # the last repetition's target stays up: the 5,000-tag plan below mirrors into it
+  if [ "$rep" != "$REPEAT" ]; then stop "$dst"; fi
+  stop "$bare"; stop "$sky"
+  echo "run $rep of $REPEAT: regimen cold ${COLD[-1]:0:4}s, no-op ${NOOP[-1]:0:4}s; skopeo cold ${SKY_COLD[-1]:0:5}s, no-op ${SKY_NOOP[-1]:0:4}s"
+done
+dport="PORT_dst$REPEAT"; PORT_dst=${!dport}
 floor=$(( 2 * (20 + 200) ))
 
-c0s=$(cpu src); c0d=$(cpu bare); bare_src0=$(requests src); bare_dst0=$(requests bare)
-t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/bare" >/dev/null; t1=$(now)
-bare_requests="$(( $(requests src) - bare_src0 )) + $(( $(requests bare) - bare_dst0 ))"
-reg_bare=$(python3 -c "print($t1-$t0)")
-bare_floor=$(floor_of "$(cpu src)-$c0s+$(cpu bare)-$c0d")
-
-t0=$(now); skopeo sync --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:$PORT_sky/" >/dev/null 2>&1; t1=$(now)
-sky_cold=$(python3 -c "print($t1-$t0)")
-t0=$(now); skopeo sync --src yaml --dest docker --dest-tls-verify=false "$WORK/sync.yaml" "127.0.0.1:$PORT_sky/" >/dev/null 2>&1; t1=$(now)
-sky_noop=$(python3 -c "print($t1-$t0)")
-
-printf '\n%-28s %10s %10s %8s %14s\n' "200 tags, 20 repos" regimen "skopeo" ratio "server floor"
-printf '%-28s %9.2fs %9.2fs %8s %13ss\n' "cold mirror" "$reg_cold" "$sky_cold" "$(ratio "$sky_cold" "$reg_cold")" "$cold_floor"
-printf '%-28s %9.2fs %9.2fs %8s %13ss\n' "cold, referrers: false" "$reg_bare" "$sky_cold" "$(ratio "$sky_cold" "$reg_bare")" "$bare_floor"
-printf '%-28s %9.2fs %9.2fs %8s %13ss\n' "no-op re-run" "$reg_noop" "$sky_noop" "$(ratio "$sky_noop" "$reg_noop")" "$noop_floor"
-printf '%-28s %10s (floor %s, %s of floor)\n' "no-op requests" "$noop_requests" "$floor" "$(ratio "$noop_requests" "$floor")"
-printf '%-28s %10s (source + target)\n' "cold mirror requests" "$cold_requests"
-printf '%-28s %10s (source + target)\n' "same, referrers: false" "$bare_requests"
+# row LABEL REGIMEN_TIMES SKOPEO_TIMES FLOORS: medians, ratio of medians, and regimen's range
+row() {
+  read -r rm rlo rhi <<<"$(stats $2)"; read -r sm _ _ <<<"$(stats $3)"; read -r fm _ _ <<<"$(stats $4)"
+  printf '%-24s %7ss %-13s %7ss %7s %8ss\n' "$1" "$rm" "($rlo-$rhi)" "$sm" "$(ratio "$sm" "$rm")" "$fm"
+}
+printf '\n200 tags, 20 repos: medians of %s runs (regimen range in brackets)\n' "$REPEAT"
+printf '%-24s %8s %-13s %8s %7s %9s\n' "" regimen "" skopeo ratio "floor"
+row "cold mirror" "${COLD[*]}" "${SKY_COLD[*]}" "${COLD_FLOOR[*]}"
+row "cold, referrers: false" "${BARE[*]}" "${SKY_COLD[*]}" "${BARE_FLOOR[*]}"
+row "no-op re-run" "${NOOP[*]}" "${SKY_NOOP[*]}" "${NOOP_FLOOR[*]}"
+printf '%-24s %8s (floor %s, %s of floor)\n' "no-op requests" "$noop_requests" "$floor" "$(ratio "$noop_requests" "$floor")"
+printf '%-24s %8s (source + target)\n' "cold mirror requests" "$cold_requests"
+printf '%-24s %8s (source + target)\n' "same, referrers: false" "$bare_requests"
 
 echo; echo "seeding one repo with 5,000 tags..."
 $SEED "http://127.0.0.1:$PORT_src" many
 mkdir -p "$WORK/many"
 printf 'registries:\n  src: {url: "http://127.0.0.1:%s"}\n  dst: {url: "http://127.0.0.1:%s"}\nmirrors:\n  - {from: src/bench/many, to: dst/bench/many}\n' "$PORT_src" "$PORT_dst" >"$WORK/many/p.yaml"
-c0s=$(cpu src)
-/usr/bin/time -f '%e %M' -o "$WORK/many.time" $REGIMEN plan -q -C "$WORK/many" >/dev/null
-read -r secs kib <"$WORK/many.time"
-many_floor=$(floor_of "$(cpu src)-$c0s")
-printf '%-28s %9.2fs  peak %s MiB  (server floor %ss)\n' "plan of a 5,000-tag repo" "$secs" "$((kib / 1024))" "$many_floor"
 # The same number of manifest HEADs from ab, a minimal C client that does nothing else (one
 # manifest, 8 keep-alive connections, as regimen's default concurrency): how fast this registry
-# answers 5,000 HEADs at all.
+# answers 5,000 HEADs at all. Runs alternate with regimen's, so both see the same machine.
 tag=$(curl -fs "http://127.0.0.1:$PORT_src/v2/bench/many/tags/list?n=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tags"][0])')
-ab_secs=$(ab -q -n 5000 -c 8 -k -i -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-  "http://127.0.0.1:$PORT_src/v2/bench/many/manifests/$tag" | awk '/Time taken for tests/ {print $5}')
-printf '%-28s %9.2fs\n' "5,000 HEADs with ab" "$ab_secs"
+MANY=(); MANY_FLOOR=(); AB=(); peak=0
+for rep in $(seq "$REPEAT"); do
+  c0s=$(cpu src)
+  /usr/bin/time -f '%e %M' -o "$WORK/many.time" $REGIMEN plan -q -C "$WORK/many" >/dev/null
+  read -r secs kib <"$WORK/many.time"
+  MANY+=("$secs"); MANY_FLOOR+=("$(floor_of "$(cpu src)-$c0s")")
+  if [ "$kib" -gt "$peak" ]; then peak=$kib; fi
+  AB+=("$(ab -q -n 5000 -c 8 -k -i -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://127.0.0.1:$PORT_src/v2/bench/many/manifests/$tag" | awk '/Time taken for tests/ {print $5}')")
+done
+read -r mm mlo mhi <<<"$(stats "${MANY[@]}")"; read -r fm _ _ <<<"$(stats "${MANY_FLOOR[@]}")"
+read -r am alo ahi <<<"$(stats "${AB[@]}")"
+printf '%-28s %6ss (%s-%s)  peak %s MiB  (server floor %ss)\n' "plan of a 5,000-tag repo" "$mm" "$mlo" "$mhi" "$((peak / 1024))" "$fm"
+printf '%-28s %6ss (%s-%s)\n' "5,000 HEADs with ab" "$am" "$alo" "$ahi"
 
 if [ -z "${SKIP_BIG:-}" ]; then
   echo; echo "seeding one 1 GiB layer..."
