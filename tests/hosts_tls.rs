@@ -311,6 +311,18 @@ fn hosts_over_mutual_tls_and_plain_tcp() {
         "{reason}"
     );
     outputs += &out;
+    // Trusting the engine's CA system-wide changes nothing: only tls.ca counts,
+    // as with `docker --tlsverify --tlscacert`.
+    let (code, plan, out) = json_plan(
+        regimen()
+            .env("SSL_CERT_FILE", pki.path().join("ca.pem"))
+            .args(["plan", "--format", "json", "-C"])
+            .arg(dir.path()),
+    );
+    assert_eq!(code, 0, "{out}");
+    let reason = unobserved_reason(&plan, &out, "tls1");
+    assert!(reason.contains("invalid peer certificate"), "{reason}");
+    outputs += &out;
 
     // Missing or wrong files are named (relative paths resolved against the
     // policy directory) before any connection is tried.

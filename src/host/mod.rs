@@ -151,9 +151,88 @@ fn tls_hint(reason: &str, tls: &crate::config::HostTls) -> String {
     }
 }
 
-/// Checks the `tls:` files before connecting: bollard reads the client
-/// certificate and key only during the handshake and, when it cannot, sends
-/// none, which the engine reports as a refused handshake, not a missing file.
+/// An engine client over mutual TLS that trusts only `tls.ca`, as `docker
+/// --tlsverify --tlscacert` does. bollard's `connect_with_ssl` adds every
+/// system CA to it, so a publicly issued certificate for the engine's name
+/// would pass, and one unreadable system certificate fails every host.
+fn connect_tls(
+    name: &str,
+    endpoint: &str,
+    tls: &crate::config::HostTls,
+    version: &bollard::ClientVersion,
+) -> Result<Docker, bollard::errors::Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid =
+        |field: &str, path: &std::path::Path, kind: &str| bollard::errors::Error::IOError {
+            err: std::io::Error::other(format!(
+                "tls.{field} file {} is not {kind}",
+                path.display()
+            )),
+        };
+    let certs = |field: &str, path: &std::path::Path| {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .ok_or_else(|| invalid(field, path, "a PEM certificate"))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs("ca", &tls.ca)?);
+    if added == 0 {
+        return Err(invalid("ca", &tls.ca, "a CA certificate"));
+    }
+    let chain = certs("cert", &tls.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|_| invalid("key", &tls.key, "a PEM private key"))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| {
+        b.with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+    })
+    .map_err(|e| bollard::errors::Error::IOError {
+        err: std::io::Error::other(format!(
+            "host {name}: tls.cert {} and tls.key {}: {e}",
+            tls.cert.display(),
+            tls.key.display()
+        )),
+    })?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = Arc::new(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    );
+    let transport = move |req: bollard::BollardRequest| {
+        let client = Arc::clone(&client);
+        async move {
+            client
+                .request(req)
+                .await
+                .map_err(bollard::errors::Error::from)
+        }
+    };
+    // The engine is addressed as https://HOST:PORT whichever form the policy used.
+    let addr = endpoint
+        .strip_prefix("tcp://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    Docker::connect_with_custom_transport(
+        transport,
+        Some(format!("https://{addr}")),
+        TIMEOUT_SECS,
+        version,
+    )
+}
+
+/// Checks the `tls:` files before connecting, so that a missing or mixed-up
+/// file is reported as that (field and path), not as a failed handshake.
 fn check_tls_files(host: &str, tls: &crate::config::HostTls) -> Result<(), String> {
     let files = [
         (
@@ -208,9 +287,7 @@ impl Engine {
             Docker::connect_with_unix(path, TIMEOUT_SECS, version)
         } else if let Some(tls) = &h.tls {
             check_tls_files(name, tls)?;
-            // bollard wants tcp:// (Docker's DOCKER_HOST form) for both.
-            let addr = h.endpoint.replacen("https://", "tcp://", 1);
-            Docker::connect_with_ssl(&addr, &tls.key, &tls.cert, &tls.ca, TIMEOUT_SECS, version)
+            connect_tls(name, &h.endpoint, tls, version)
         } else {
             Docker::connect_with_http(&h.endpoint, TIMEOUT_SECS, version)
         }
