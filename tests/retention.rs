@@ -211,6 +211,26 @@ async fn mirror_targets_are_protected_and_prune_removes_only_its_own_tags() {
         tags(&reg, "mirror/api").await,
         ["local-only", "pr-2", "pr-3", "pr-4"]
     );
+
+    // A mistyped (or vanished) source repo is not "every tag gone upstream":
+    // nothing is pruned, and the plan says why.
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nmirrors:\n  - {from: dev/team/apii, to: dev/mirror/api, tags: {regex: \"^pr-\"}, prune: true}\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("! blocked dev/team/apii")
+            && out.contains("the source repo does not exist: nothing is mirrored or pruned"),
+        "{out}"
+    );
+    assert!(!out.contains("- delete"), "{out}");
+    assert_eq!(
+        tags(&reg, "mirror/api").await,
+        ["local-only", "pr-2", "pr-3", "pr-4"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

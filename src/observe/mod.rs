@@ -106,10 +106,13 @@ pub fn same_id(a: &str, b: &str) -> bool {
 }
 
 /// A repository's tags and where they point. An absent repository is known
-/// and empty.
+/// and empty, and `missing`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RepoState {
     pub tags: BTreeMap<Tag, Digest>,
+    /// The registry said the repository does not exist (not merely empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
     /// Tags of the referrers tag schema (`sha256-<hex>`, `sha256-<hex>.sig`):
     /// listed, not read, since they are artifacts rather than images.
     #[serde(default)]

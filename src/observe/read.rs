@@ -307,9 +307,10 @@ pub async fn read_repos(
 
 /// Tags and their digests: one tag list, then one manifest HEAD per tag.
 pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState, RegistryError> {
-    let (referrer_tags, tags): (Vec<_>, Vec<_>) = reg
-        .list_tags(&repo.repo)
-        .await?
+    let listed = reg.list_tags_if_exists(&repo.repo).await?;
+    let missing = listed.is_none();
+    let (referrer_tags, tags): (Vec<_>, Vec<_>) = listed
+        .unwrap_or_default()
         .into_iter()
         .partition(|t| t.is_referrer_tag());
     let heads = stream::iter(tags)
@@ -323,6 +324,7 @@ pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState,
     Ok(RepoState {
         tags: heads.into_iter().flatten().collect(),
         referrer_tags: referrer_tags.into_iter().collect(),
+        missing,
     })
 }
 

@@ -11,6 +11,15 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
     let RepoView::Known(src) = cx.repo(&m.from) else {
         return; // reported as unobserved
     };
+    if src.missing {
+        // Said once here; `prune` stays its hand for the same reason.
+        cx.block(
+            &rule,
+            m.from.to_string(),
+            "the source repo does not exist: nothing is mirrored or pruned (is `from` right?)",
+        );
+        return;
+    }
     let candidates = cx.tags_with_created(&m.from, src);
     for tag in m.tags.select(candidates) {
         let Some(digest) = src.tags.get(&tag) else {
@@ -82,6 +91,9 @@ pub fn prune(
     let (RepoView::Known(from), RepoView::Known(to)) = (cx.repo(&m.from), cx.repo(&m.to)) else {
         return; // unknown on either side: nothing is pruned
     };
+    if from.missing {
+        return; // a missing source is not "every tag gone upstream" (blocked in `plan`)
+    }
     let going: Vec<super::retention::Going> = to
         .tags
         .iter()

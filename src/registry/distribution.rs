@@ -1180,7 +1180,7 @@ impl Registry for Distribution {
         Ok(names.into_iter().filter_map(|n| n.parse().ok()).collect())
     }
 
-    async fn list_tags(&self, repo: &Repo) -> Result<Vec<Tag>> {
+    async fn list_tags_if_exists(&self, repo: &Repo) -> Result<Option<Vec<Tag>>> {
         let listed = self
             .paged(
                 &format!("/v2/{repo}/tags/list"),
@@ -1194,11 +1194,13 @@ impl Registry for Distribution {
         } else {
             absent_repos().remove(&key);
         }
-        let names = listed.unwrap_or_default();
+        let Some(names) = listed else {
+            return Ok(None);
+        };
         let mut tags: Vec<Tag> = names.into_iter().filter_map(|n| n.parse().ok()).collect();
         tags.sort();
         tags.dedup();
-        Ok(tags)
+        Ok(Some(tags))
     }
 
     async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<ManifestHead>> {

@@ -140,7 +140,14 @@ pub trait Registry: Send + Sync {
     async fn list_repos(&self) -> Result<Vec<Repo>>;
 
     /// Tags of a repository; a missing repository has no tags (`Ok(vec![])`).
-    async fn list_tags(&self, repo: &Repo) -> Result<Vec<Tag>>;
+    async fn list_tags(&self, repo: &Repo) -> Result<Vec<Tag>> {
+        Ok(self.list_tags_if_exists(repo).await?.unwrap_or_default())
+    }
+
+    /// Tags of a repository, or `None` when the registry says the repository
+    /// does not exist (a mirror must not read a mistyped source as "every tag
+    /// gone upstream").
+    async fn list_tags_if_exists(&self, repo: &Repo) -> Result<Option<Vec<Tag>>>;
 
     /// Digest and media type of a manifest by tag or digest; `None` if absent.
     async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<ManifestHead>>;

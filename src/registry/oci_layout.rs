@@ -857,9 +857,9 @@ impl Registry for OciLayout {
         Ok(repos)
     }
 
-    async fn list_tags(&self, repo: &Repo) -> Result<Vec<Tag>> {
+    async fn list_tags_if_exists(&self, repo: &Repo) -> Result<Option<Vec<Tag>>> {
         let Some(index) = self.read_index(repo).await? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let mut tags: Vec<Tag> = index
             .entries()
@@ -875,7 +875,7 @@ impl Registry for OciLayout {
             .collect();
         tags.sort();
         tags.dedup();
-        Ok(tags)
+        Ok(Some(tags))
     }
 
     async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<ManifestHead>> {
