@@ -157,6 +157,40 @@ fn saved_plan_refuses_a_target_changed_meanwhile() {
 }
 
 #[test]
+fn saved_plan_refuses_a_policy_where_a_registry_moved() {
+    let (_tmp, dir) = quickstart();
+    let d = dir.to_str().unwrap();
+    let planfile = dir.join("plan.json");
+    let (code, out) =
+        stdout(regimen().args(["plan", "-C", d, "--out", planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    // The policy now says `local` is another folder: the plan was not made for it.
+    let policy = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
+    std::fs::write(
+        dir.join("policy.yaml"),
+        policy.replace("url: oci:out", "url: oci:elsewhere"),
+    )
+    .unwrap();
+    let (code, out) = stdout(regimen().args(["apply", "-C", d, planfile.to_str().unwrap()]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("was planned with registry `local` at oci:out; the policy in")
+            && out.contains("has it at oci:elsewhere")
+            && out.contains("Nothing was applied"),
+        "{out}"
+    );
+    assert!(!dir.join("elsewhere").exists() && !dir.join("out").exists());
+    // As planned again, and in another checkout (as a CI apply job has):
+    // `oci:` paths are compared as the policy writes them.
+    std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+    let other = dir.with_file_name("checkout2");
+    copy_dir(&dir, &other);
+    let (code, out) = stdout(regimen().arg("apply").arg("-C").arg(&other).arg(&planfile));
+    assert_eq!(code, 0, "{out}");
+    assert!(other.join("out/prod/api").exists(), "{out}");
+}
+
+#[test]
 fn target_glob_limits_the_run() {
     let (_tmp, dir) = quickstart();
     let d = dir.to_str().unwrap();

@@ -431,6 +431,20 @@ fn apply_cmd(
                 );
                 return 1;
             }
+            // The names in a saved plan must still mean the same registries
+            // and hosts, or it would copy and delete somewhere else.
+            let moved = plan.endpoints.moved(&crate::plan::endpoints(&policy));
+            for (what, then, now) in &moved {
+                eprintln!(
+                    "error: {} was planned with {what} at {then}; the policy in {} has it at {now}",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            if !moved.is_empty() {
+                eprintln!("Nothing was applied: make a new plan against this policy.");
+                return 1;
+            }
             if let Err(e) = scope.cut(&mut plan) {
                 eprintln!("error: {e}");
                 return 1;

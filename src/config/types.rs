@@ -54,6 +54,16 @@ pub enum Endpoint {
     OciLayout(PathBuf),
 }
 
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Http(h) => write!(f, "http://{h}"),
+            Endpoint::Https(h) => write!(f, "https://{h}"),
+            Endpoint::OciLayout(p) => write!(f, "oci:{}", p.display()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {

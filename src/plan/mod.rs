@@ -20,6 +20,34 @@ use crate::config::Desired;
 use crate::model::Timestamp;
 use crate::observe::{Fact, Observed};
 
+/// The endpoints a plan is made against (see `Plan::endpoints`). An `oci:`
+/// path inside the policy directory is recorded relative to it, so that a
+/// plan saved in one checkout applies in another (CI jobs).
+pub fn endpoints(desired: &Desired) -> types::Endpoints {
+    use crate::config::Endpoint;
+    types::Endpoints {
+        registries: desired
+            .registries
+            .iter()
+            .map(|(n, r)| {
+                let at = match &r.url {
+                    Endpoint::OciLayout(p) => match p.strip_prefix(&desired.root) {
+                        Ok(rel) => format!("oci:{}", rel.display()),
+                        Err(_) => r.url.to_string(),
+                    },
+                    url => url.to_string(),
+                };
+                (n.to_string(), at)
+            })
+            .collect(),
+        hosts: desired
+            .hosts
+            .iter()
+            .map(|(n, h)| (n.clone(), h.endpoint.clone()))
+            .collect(),
+    }
+}
+
 /// Computes the plan. `now` is given, never read, so plans are reproducible.
 pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     let checker = policy::Checker::new(desired);
@@ -61,6 +89,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     plan.changes.extend(host_changes);
     plan.retention = report.repos;
     plan.kept = report.kept;
+    plan.endpoints = endpoints(desired);
     plan.violations = policy::violations(desired, observed, now);
     for (repo, fact) in &observed.repos {
         if let Fact::Unknown { reason } = fact {

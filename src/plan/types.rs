@@ -1,6 +1,8 @@
 //! The plan as data (SPEC "Plan output"). Renderers and the executor read it;
 //! saved plans are this, as JSON.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_VERSION: &str = "1";
@@ -158,6 +160,42 @@ pub struct Plan {
     /// (shown with `-v`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<Kept>,
+    /// Where each registry and host was when planned, so that a saved plan
+    /// is not applied to whatever those names mean in another policy.
+    #[serde(default, skip_serializing_if = "Endpoints::is_empty")]
+    pub endpoints: Endpoints,
+}
+
+/// Registry and host names → endpoints as the policy wrote them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registries: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, String>,
+}
+
+impl Endpoints {
+    pub fn is_empty(&self) -> bool {
+        self.registries.is_empty() && self.hosts.is_empty()
+    }
+
+    /// Every name both know whose endpoint differs: `(what, then, now)`.
+    pub fn moved(&self, now: &Endpoints) -> Vec<(String, String, String)> {
+        let pairs = [
+            ("registry", &self.registries, &now.registries),
+            ("host", &self.hosts, &now.hosts),
+        ];
+        let mut out = Vec::new();
+        for (kind, then, current) in pairs {
+            for (name, was) in then {
+                if let Some(is) = current.get(name).filter(|is| *is != was) {
+                    out.push((format!("{kind} `{name}`"), was.clone(), is.clone()));
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +226,7 @@ impl Default for Plan {
             summary: Summary::default(),
             retention: Vec::new(),
             kept: Vec::new(),
+            endpoints: Endpoints::default(),
         }
     }
 }
