@@ -21,6 +21,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v git >/dev/null 2>&1 || need+=(git)
+# building: libgit2's https and ssh link OpenSSL
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
