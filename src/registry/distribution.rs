@@ -808,7 +808,14 @@ impl Distribution {
                 if pages == 1 {
                     return Ok(None);
                 }
-                break;
+                // Half a list is not the list: read as complete, it would
+                // make every later tag look deleted (prune, retention).
+                return Err(self.fail(
+                    ErrorKind::Other,
+                    &req.method,
+                    &req.url,
+                    format!("page {pages} of the list is gone (404): the list is incomplete"),
+                ));
             }
             if !resp.status().is_success() {
                 return Err(self.status_error(&req.method, &req.url, resp).await);
@@ -2423,6 +2430,25 @@ mod fake_server_tests {
         assert_eq!(
             tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             ["a", "b", "c", "d", "e"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_page_gone_midway_is_an_error_not_a_shorter_list() {
+        let addr = serve(Arc::new(|r: &FakeReq| {
+            if r.target.contains("last=c") {
+                resp(404, &[], r#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#)
+            } else {
+                let next = r#"</v2/team/api/tags/list?n=3&last=c>; rel="next""#;
+                let body = r#"{"name":"team/api","tags":["a","b","c"]}"#;
+                resp(200, &[("link", next)], body.to_string())
+            }
+        }));
+        let d = dist(&addr, None).with_page_size(3);
+        let err = d.list_tags_if_exists(&repo()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("page 2 of the list is gone (404)"),
+            "{err}"
         );
     }
 
