@@ -793,13 +793,20 @@ impl Distribution {
             .append_pair("n", &self.page_size.to_string());
         let mut out: Vec<String> = Vec::new();
         let mut pages = 0usize;
-        // A server that ignores `last` repeats a page: stop at the first URL
-        // seen twice, or a page with nothing new.
+        // A server that ignores `n` sends everything on the first page and
+        // may still link a next one: a repeat then ends the list. One that
+        // honours `n` but ignores `last` repeats its first page forever: that
+        // list cannot be read whole, and a part read as the whole would make
+        // the rest look deleted.
+        let mut ignores_n = false;
         let mut seen_urls: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut seen_names: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
             if !seen_urls.insert(url.to_string()) {
-                break;
+                if ignores_n {
+                    break;
+                }
+                return Err(self.repeats(&url, pages));
             }
             pages += 1;
             let mut req = Req::new(Method::GET, url.clone(), scopes.clone());
@@ -831,6 +838,9 @@ impl Distribution {
             })?;
             let before = out.len();
             if let Some(arr) = body.get(key).and_then(|v| v.as_array()) {
+                if pages == 1 {
+                    ignores_n = arr.len() > self.page_size;
+                }
                 for name in arr.iter().filter_map(|v| v.as_str()) {
                     if seen_names.insert(name.to_string()) {
                         out.push(name.to_string());
@@ -838,7 +848,10 @@ impl Distribution {
                 }
             }
             match next {
-                Some(n) if out.len() > before && pages < 1_000_000 => {
+                Some(_) if out.len() == before && !ignores_n => {
+                    return Err(self.repeats(&req.url, pages));
+                }
+                Some(n) if out.len() > before => {
                     url = self.base.join(&n).map_err(|e| {
                         self.fail(
                             ErrorKind::Other,
@@ -852,6 +865,17 @@ impl Distribution {
             }
         }
         Ok(Some(out))
+    }
+
+    fn repeats(&self, url: &Url, page: usize) -> RegistryError {
+        self.fail(
+            ErrorKind::Other,
+            &Method::GET,
+            url,
+            format!(
+                "the registry sends page {page} of the list again instead of the next (it ignores `last`): the list cannot be read whole"
+            ),
+        )
     }
 
     async fn get_manifest_inner(&self, repo: &Repo, reference: &str) -> Result<Option<Manifest>> {
@@ -2450,6 +2474,27 @@ mod fake_server_tests {
             err.to_string().contains("page 2 of the list is gone (404)"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_repeating_its_first_page_is_an_error_one_ignoring_n_is_not() {
+        // Honours n=3, ignores `last`: page 1 again and again.
+        let addr = serve(Arc::new(|_r: &FakeReq| {
+            let next = r#"</v2/team/api/tags/list?n=3&last=c>; rel="next""#;
+            let body = r#"{"name":"team/api","tags":["a","b","c"]}"#;
+            resp(200, &[("link", next)], body.to_string())
+        }));
+        let d = dist(&addr, None).with_page_size(3);
+        let err = d.list_tags(&repo()).await.unwrap_err();
+        assert!(err.to_string().contains("ignores `last`"), "{err}");
+        // Ignores n: everything at once, then the same again: that is the list.
+        let addr = serve(Arc::new(|_r: &FakeReq| {
+            let next = r#"</v2/team/api/tags/list?n=3&last=e>; rel="next""#;
+            let body = r#"{"name":"team/api","tags":["a","b","c","d","e"]}"#;
+            resp(200, &[("link", next)], body.to_string())
+        }));
+        let d = dist(&addr, None).with_page_size(3);
+        assert_eq!(d.list_tags(&repo()).await.unwrap().len(), 5);
     }
 
     #[tokio::test]
