@@ -302,12 +302,47 @@ fn plan_cmd(
             return 1;
         }
         eprintln!(
-            "Saved the plan to {}. Apply it with: regimen apply {}",
+            "Saved the plan to {}. Apply it with: {}",
             path.display(),
-            path.display()
+            apply_hint(dir, path)
         );
     }
     exit_code(&policy, &plan, detailed)
+}
+
+/// The command that applies a saved plan, ready to paste into a shell:
+/// `regimen apply -C 'my policy' plan.json` (`-C` only when DIR is not `.`).
+fn apply_hint(dir: &Path, planfile: &Path) -> String {
+    let default_dir = dir.components().all(|c| c == std::path::Component::CurDir);
+    if default_dir {
+        format!("regimen apply {}", shell_word(planfile))
+    } else {
+        format!(
+            "regimen apply -C {} {}",
+            shell_word(dir),
+            shell_word(planfile)
+        )
+    }
+}
+
+/// A path as one POSIX shell word: as is when it only has characters no
+/// shell treats specially, else in single quotes (`'` as `'\''`). A
+/// relative path starting with `-` gets `./` so it is not read as a flag.
+fn shell_word(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let s = if s.starts_with('-') {
+        format!("./{s}")
+    } else {
+        s.into_owned()
+    };
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c));
+    if plain {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn exit_code(policy: &config::Policy, plan: &Plan, detailed: bool) -> i32 {
@@ -512,4 +547,36 @@ fn apply_cmd(
         return 1;
     }
     exit_code(&policy, &plan, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{apply_hint, shell_word};
+    use std::path::Path;
+
+    #[test]
+    fn apply_hint_names_the_policy_dir_unless_it_is_the_default() {
+        let hint = |d: &str, f: &str| apply_hint(Path::new(d), Path::new(f));
+        assert_eq!(hint(".", "plan.json"), "regimen apply plan.json");
+        assert_eq!(hint("./", "plan.json"), "regimen apply plan.json");
+        assert_eq!(
+            hint("policy", "plan.json"),
+            "regimen apply -C policy plan.json"
+        );
+        assert_eq!(
+            hint("/srv/my policy", "/tmp/out dir/plan.json"),
+            "regimen apply -C '/srv/my policy' '/tmp/out dir/plan.json'"
+        );
+    }
+
+    #[test]
+    fn shell_words_quote_what_a_shell_would_change() {
+        let w = |s: &str| shell_word(Path::new(s));
+        assert_eq!(w("a/b-1.2_x:y@z"), "a/b-1.2_x:y@z");
+        assert_eq!(w("it's"), "'it'\\''s'");
+        assert_eq!(w("$HOME/*.json"), "'$HOME/*.json'");
+        assert_eq!(w("~/p"), "'~/p'");
+        assert_eq!(w("-p.json"), "./-p.json");
+        assert_eq!(w(""), "''");
+    }
 }

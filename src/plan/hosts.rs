@@ -391,6 +391,31 @@ mod tests {
     }
 
     #[test]
+    fn removing_an_image_with_several_names_shows_them_all() {
+        let p = policy("    images:\n      prune: {older_than: 30d}\n");
+        let names = [
+            "reg.example:5000/team/old:1",
+            "reg.example:5000/team/old:latest",
+            "quay.io/x/old:1",
+        ];
+        let state = HostState {
+            images: vec![image('1', &names, &[], 60)],
+            containers: vec![],
+        };
+        let plan = plan(&p, &observed(state, None), Timestamp(NOW));
+        let c = &plan.changes[0];
+        assert_eq!(c.target, "host:h1/prod/team/old:1");
+        // The plan carries every name the engine lists, the target's first.
+        assert_eq!(c.also_tags, names);
+        let line = "- remove host:h1/prod/team/old:1   unused, created 60d ago (older_than 30d); \
+                    also removes names reg.example:5000/team/old:latest, quay.io/x/old:1\n";
+        let text = crate::render::text(&plan, false, false);
+        assert!(text.contains(&format!("  {line}")), "{text}");
+        let md = crate::render::markdown(&plan);
+        assert!(md.contains(&format!("\n{line}")), "{md}");
+    }
+
+    #[test]
     fn present_pulls_missing_and_moved_tags_by_digest() {
         let p = policy("    images:\n      present: [prod/team/api:stable]\n");
         // Missing.

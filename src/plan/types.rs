@@ -65,6 +65,8 @@ pub struct Change {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_platforms: Option<Vec<String>>,
     /// For a delete: the digest's other tags, which go with it (each re-checked at apply).
+    /// For a remove_image: every name of the image as the engine lists them, the first
+    /// being the one the target shows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_tags: Vec<String>,
 }

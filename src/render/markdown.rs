@@ -2,7 +2,10 @@
 //! block per rule with a `diff` listing, blocked items and violations as
 //! tables, and what could not be observed as a list.
 
-use super::{groups, is_quiet, pad, summary_line, widths, Line, GAP, INCOMPLETE, NO_CHANGES};
+use super::{
+    groups, is_quiet, no_changes_incomplete, pad, summary_line, widths, Line, GAP, INCOMPLETE,
+    NO_CHANGES,
+};
 use crate::plan::Plan;
 
 pub(super) fn render(plan: &Plan) -> String {
@@ -10,9 +13,10 @@ pub(super) fn render(plan: &Plan) -> String {
     let quiet = is_quiet(plan);
     if quiet && plan.unobserved.is_empty() && plan.complete {
         out.push_str(NO_CHANGES);
-        out.push('\n');
-        footer(plan, &mut out);
-        return out;
+        out.push_str("\n\n");
+        // The per-repo retention counts are always there, changes or not.
+        retention(plan, &mut out);
+        return finish(plan, out);
     }
 
     out.push_str(&format!("**{}**\n\n", summary_line(plan)));
@@ -20,7 +24,8 @@ pub(super) fn render(plan: &Plan) -> String {
         out.push_str(&format!("> **Warning:** {INCOMPLETE}\n\n"));
     }
     if quiet {
-        out.push_str(NO_CHANGES);
+        // Something could not be read: no claim that it matches.
+        out.push_str(&no_changes_incomplete(plan, "below"));
         out.push_str("\n\n");
     }
 
@@ -79,19 +84,7 @@ pub(super) fn render(plan: &Plan) -> String {
         out.push('\n');
     }
 
-    if plan.retention.iter().any(|r| r.deleting > 0) {
-        out.push_str("#### Retention\n\n| Rule | Repository | Deletes |\n|---|---|---|\n");
-        for r in plan.retention.iter().filter(|r| r.deleting > 0) {
-            out.push_str(&format!(
-                "| {} | {} | {} of {} tags |\n",
-                cell(&r.rule),
-                inline_code(&r.repo),
-                r.deleting,
-                r.tags
-            ));
-        }
-        out.push('\n');
-    }
+    retention(plan, &mut out);
 
     if !plan.unobserved.is_empty() {
         out.push_str("#### Could not observe\n\n");
@@ -105,12 +98,35 @@ pub(super) fn render(plan: &Plan) -> String {
         out.push('\n');
     }
 
+    finish(plan, out)
+}
+
+/// The footer, and one trailing newline, not a blank line.
+fn finish(plan: &Plan, mut out: String) -> String {
     footer(plan, &mut out);
-    // One trailing newline, not a blank line.
     while out.ends_with("\n\n") {
         out.pop();
     }
     out
+}
+
+/// Per retention rule and repo, how many of its tags go (every repo a rule
+/// covers, also those where nothing goes).
+fn retention(plan: &Plan, out: &mut String) {
+    if plan.retention.is_empty() {
+        return;
+    }
+    out.push_str("#### Retention\n\n| Rule | Repository | Deletes |\n|---|---|---|\n");
+    for r in &plan.retention {
+        out.push_str(&format!(
+            "| {} | {} | {} of {} tags |\n",
+            cell(&r.rule),
+            inline_code(&r.repo),
+            r.deleting,
+            r.tags
+        ));
+    }
+    out.push('\n');
 }
 
 fn footer(plan: &Plan, out: &mut String) {

@@ -10,15 +10,16 @@ mod text;
 
 use crate::plan::{Action, Blocked, Change, Plan};
 
-/// The sentence for a plan with nothing to do.
+/// The sentence for a complete plan with nothing to do.
 pub const NO_CHANGES: &str = "No changes. Registries and hosts match the policy.";
 
 /// The warning for a plan made while something could not be observed.
 pub const INCOMPLETE: &str =
     "The plan is incomplete: nothing is deleted or overwritten where regimen could not look.";
 
-/// Terraform-like text; ANSI colours only when `color`. `verbose` adds sizes
-/// and the reason for copies and retags.
+/// Terraform-like text; ANSI colours only when `color`. `verbose` adds sizes,
+/// the reason for copies and retags, and the retention counts and keep
+/// reasons (also when nothing changes).
 pub fn text(plan: &Plan, color: bool, verbose: bool) -> String {
     text::render(plan, color, verbose)
 }
@@ -58,6 +59,47 @@ pub fn summary_line(plan: &Plan) -> String {
 /// Nothing to do, nothing blocked, nothing violated (unobserved may remain).
 fn is_quiet(plan: &Plan) -> bool {
     plan.changes.is_empty() && plan.blocked.is_empty() && plan.violations.is_empty()
+}
+
+/// The no-changes sentence of an incomplete plan: it cannot claim that
+/// everything matches, only that what could be read does.
+/// `listed` says where the unobserved list is (`above`, `below`).
+fn no_changes_incomplete(plan: &Plan, listed: &str) -> String {
+    format!(
+        "No changes in what could be read; {} could not be observed (listed {listed}).",
+        unobserved_count(plan)
+    )
+}
+
+/// `1 repository and 2 hosts`: what could not be observed, by kind.
+fn unobserved_count(plan: &Plan) -> String {
+    let (mut repos, mut images, mut catalogs, mut hosts) = (0u32, 0u32, 0u32, 0u32);
+    for u in &plan.unobserved {
+        if u.subject.starts_with("host:") {
+            hosts += 1;
+        } else if u.subject.ends_with(" (catalog)") {
+            catalogs += 1;
+        } else if u.subject.contains('@') {
+            images += 1;
+        } else {
+            repos += 1;
+        }
+    }
+    let parts: Vec<String> = [
+        (repos, "repository", "repositories"),
+        (images, "image", "images"),
+        (catalogs, "registry catalog", "registry catalogs"),
+        (hosts, "host", "hosts"),
+    ]
+    .iter()
+    .filter(|(n, _, _)| *n > 0)
+    .map(|(n, one, many)| plural(*n, one, many))
+    .collect();
+    match parts.as_slice() {
+        [] => "something".to_string(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 /// How a line is marked (and coloured).
@@ -312,6 +354,32 @@ fn removed_digest(c: &Change) -> String {
     }
 }
 
+/// `also removes tags a, b`: what else a delete or an image removal takes
+/// with it, so the plan shows everything that goes (empty when nothing).
+fn also_removes(c: &Change) -> String {
+    let (others, one, many): (&[String], _, _) = match c.action {
+        Action::Delete => (&c.also_tags, "tag", "tags"),
+        // The image's names as the engine lists them; the first is the one
+        // the target shows (in the policy's address form where it maps).
+        Action::RemoveImage => (c.also_tags.get(1..).unwrap_or_default(), "name", "names"),
+        _ => (&[], "", ""),
+    };
+    match others {
+        [] => String::new(),
+        [only] => format!("also removes {one} {only}"),
+        _ => format!("also removes {many} {}", others.join(", ")),
+    }
+}
+
+/// `first; second`, leaving out what is empty.
+fn joined(first: &str, second: &str) -> String {
+    match (first.is_empty(), second.is_empty()) {
+        (_, true) => first.to_string(),
+        (true, false) => second.to_string(),
+        (false, false) => format!("{first}; {second}"),
+    }
+}
+
 fn verbose_reason(detail: String, c: &Change, verbose: bool) -> String {
     if verbose && !c.reason.is_empty() {
         format!("{detail}  # {}", c.reason)
@@ -358,18 +426,22 @@ fn change_line(c: &Change, verbose: bool) -> Line {
             short_ref(&c.target),
             with_notes(removed_digest(c), &reason()),
         ),
-        Action::Delete => (
-            Kind::Remove,
-            "delete",
-            short_ref(&c.target),
-            with_notes(removed_digest(c), &reason()),
-        ),
+        Action::Delete => {
+            let note = joined(&c.reason, &also_removes(c));
+            let notes: Vec<String> = Some(note).filter(|n| !n.is_empty()).into_iter().collect();
+            (
+                Kind::Remove,
+                "delete",
+                short_ref(&c.target),
+                with_notes(removed_digest(c), &notes),
+            )
+        }
         Action::Pull => (Kind::Add, "pull", short_ref(&c.target), c.reason.clone()),
         Action::RemoveImage => (
             Kind::Remove,
             "remove",
             short_ref(&c.target),
-            c.reason.clone(),
+            joined(&c.reason, &also_removes(c)),
         ),
         Action::StopContainer => (Kind::Warn, "stop", short_ref(&c.target), c.reason.clone()),
     };
@@ -393,7 +465,7 @@ fn blocked_line(b: &Blocked) -> Line {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Unobserved, Violation};
+    use crate::plan::{Kept, RetentionRepo, Unobserved, Violation};
 
     fn digest(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
@@ -460,11 +532,23 @@ mod tests {
         plan.changes.push(Change {
             digest: Some(gone.clone()),
             expect: gone.clone(),
+            also_tags: vec!["pr-118-rebuild".to_string(), "sha-77cc88d".to_string()],
             ..change(
                 Action::Delete,
                 "dev/team/api:pr-118",
                 "dev-retention",
                 "96d old",
+            )
+        });
+        plan.changes.push(Change {
+            digest: Some(digest('d')),
+            expect: digest('d'),
+            also_tags: vec!["pr-119-alias".to_string()],
+            ..change(
+                Action::Delete,
+                "dev/team/api:pr-119",
+                "dev-retention",
+                "95d old",
             )
         });
         plan.changes.push(Change {
@@ -489,6 +573,10 @@ mod tests {
         plan.changes.push(Change {
             digest: Some(old.clone()),
             expect: old.clone(),
+            also_tags: vec![
+                "registry.example.com/team/api:1.3.0".to_string(),
+                "registry.example.com/team/api:old-stable".to_string(),
+            ],
             ..change(
                 Action::RemoveImage,
                 "host:build-01/prod/team/api:1.3.0",
@@ -526,6 +614,65 @@ mod tests {
         plan.unobserved.push(Unobserved {
             subject: "dev/team/worker".to_string(),
             reason: "listing tags: 503 Service Unavailable".to_string(),
+        });
+        plan.retention = vec![
+            retention_repo("dev-retention", "dev/team/api", 14, 6),
+            retention_repo("dev-retention", "dev/team/web", 4, 0),
+        ];
+        plan.kept.push(kept(
+            "dev-retention",
+            "dev/team/api:pr-120",
+            "keep.newest: one of the 10 newest",
+        ));
+        plan.finish();
+        plan
+    }
+
+    fn retention_repo(rule: &str, repo: &str, tags: u32, deleting: u32) -> RetentionRepo {
+        RetentionRepo {
+            rule: rule.to_string(),
+            repo: repo.to_string(),
+            tags,
+            deleting,
+        }
+    }
+
+    fn kept(rule: &str, subject: &str, reason: &str) -> Kept {
+        Kept {
+            rule: rule.to_string(),
+            subject: subject.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A plan with nothing to do whose retention rule keeps everything.
+    fn all_kept() -> Plan {
+        let mut plan = Plan {
+            retention: vec![retention_repo("dev-cleanup", "dev/team/api", 10, 0)],
+            ..Plan::default()
+        };
+        for (tag, reason) in [
+            ("pr-1", "keep.newest: one of the 10 newest"),
+            ("pr-2", "keep.newest: one of the 10 newest"),
+            ("stable-old", "target of api-stable"),
+        ] {
+            plan.kept
+                .push(kept("dev-cleanup", &format!("dev/team/api:{tag}"), reason));
+        }
+        plan.finish();
+        plan
+    }
+
+    /// Nothing to do, but a repository and a host could not be read.
+    fn unobserved_only() -> Plan {
+        let mut plan = Plan::default();
+        plan.unobserved.push(Unobserved {
+            subject: "dev/team/worker".to_string(),
+            reason: "listing tags: 503 Service Unavailable".to_string(),
+        });
+        plan.unobserved.push(Unobserved {
+            subject: "host:build-01".to_string(),
+            reason: "cannot connect to unix:///var/run/docker.sock".to_string(),
         });
         plan.finish();
         plan
@@ -580,18 +727,120 @@ mod tests {
     }
 
     #[test]
-    fn only_unobserved_is_no_changes_but_incomplete() {
+    fn incomplete_without_changes_does_not_claim_a_match() {
+        let plan = unobserved_only();
+        assert!(!plan.complete);
+        let said =
+            "No changes in what could be read; 1 repository and 1 host could not be observed";
+        for verbose in [false, true] {
+            let out = text(&plan, false, verbose);
+            assert!(!out.contains("match the policy"), "{out}");
+            assert!(out.contains(&format!("{said} (listed above).\n")), "{out}");
+            assert!(out.contains(INCOMPLETE), "{out}");
+            assert!(out.contains("host:build-01"), "{out}");
+            assert!(out.ends_with("0 blocked, 0 violations.\n"), "{out}");
+        }
+        let md = markdown(&plan);
+        assert!(!md.contains("match the policy"), "{md}");
+        assert!(md.contains(&format!("{said} (listed below).\n")), "{md}");
+        insta::assert_snapshot!("text_incomplete_no_changes", text(&plan, false, false));
+        insta::assert_snapshot!("markdown_incomplete_no_changes", md);
+    }
+
+    #[test]
+    fn unobserved_are_counted_by_kind() {
         let mut plan = Plan::default();
-        plan.unobserved.push(Unobserved {
-            subject: "dev/x".to_string(),
-            reason: "timeout".to_string(),
-        });
+        for subject in [
+            "dev/a",
+            "dev/b",
+            format!("dev/a@{}", digest('a')).as_str(),
+            "dev (catalog)",
+            "host:h1",
+            "host:h2",
+        ] {
+            plan.unobserved.push(Unobserved {
+                subject: subject.to_string(),
+                reason: "timeout".to_string(),
+            });
+        }
         plan.finish();
+        assert_eq!(
+            no_changes_incomplete(&plan, "above"),
+            "No changes in what could be read; 2 repositories, 1 image, 1 registry catalog \
+             and 2 hosts could not be observed (listed above)."
+        );
+        plan.unobserved.retain(|u| u.subject == "dev/a");
+        assert_eq!(unobserved_count(&plan), "1 repository");
+    }
+
+    #[test]
+    fn complete_without_changes_keeps_its_wording() {
+        let mut plan = Plan::default();
+        plan.finish();
+        assert_eq!(text(&plan, false, true), format!("{NO_CHANGES}\n"));
+        assert_eq!(
+            markdown(&plan),
+            format!("### regimen plan\n\n{NO_CHANGES}\n")
+        );
+    }
+
+    #[test]
+    fn no_changes_still_show_retention_counts_and_keep_reasons() {
+        let plan = all_kept();
+        assert!(!plan.has_changes());
+        // Without -v: the sentence alone.
+        assert_eq!(text(&plan, false, false), format!("{NO_CHANGES}\n"));
+        let out = text(&plan, false, true);
+        assert!(
+            out.contains("  dev-cleanup: deletes 0 of 10 tags in dev/team/api\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  = keep   dev/team/api:pr-1         keep.newest: one of the 10 newest (dev-cleanup)\n"),
+            "{out}"
+        );
+        assert!(out.ends_with(&format!("\n{NO_CHANGES}\n")), "{out}");
+        insta::assert_snapshot!("text_no_changes_verbose_retention", out);
+        let md = markdown(&plan);
+        assert!(
+            md.contains("| dev-cleanup | `dev/team/api` | 0 of 10 tags |\n"),
+            "{md}"
+        );
+        insta::assert_snapshot!("markdown_no_changes_retention", md);
+    }
+
+    #[test]
+    fn deletes_and_removals_name_everything_that_goes() {
+        let plan = sample();
         let out = text(&plan, false, false);
-        assert!(out.contains(NO_CHANGES));
-        assert!(out.contains(INCOMPLETE));
-        assert!(out.contains("dev/x"));
-        assert!(out.ends_with("0 blocked, 0 violations.\n"));
+        for line in [
+            "  - delete dev/team/api:pr-118   sha256:77cc88dd99ee (96d old; also removes tags pr-118-rebuild, sha-77cc88d)\n",
+            "  - delete dev/team/api:pr-119   sha256:dddddddddddd (95d old; also removes tag pr-119-alias)\n",
+            "  - remove host:build-01/prod/team/api:1.3.0   unused for 14d; also removes name registry.example.com/team/api:old-stable\n",
+        ] {
+            assert!(out.contains(line), "{line}\nnot in\n{out}");
+        }
+        let md = markdown(&plan);
+        for line in [
+            "- delete dev/team/api:pr-118   sha256:77cc88dd99ee (96d old; also removes tags pr-118-rebuild, sha-77cc88d)\n",
+            "- delete dev/team/api:pr-119   sha256:dddddddddddd (95d old; also removes tag pr-119-alias)\n",
+            "- remove host:build-01/prod/team/api:1.3.0   unused for 14d; also removes name registry.example.com/team/api:old-stable\n",
+        ] {
+            assert!(md.contains(line), "{line}\nnot in\n{md}");
+        }
+        // A single-name image, or a dangling one, has nothing else to remove.
+        let mut one = Change {
+            also_tags: vec!["registry.example.com/team/api:1.3.0".to_string()],
+            ..change(
+                Action::RemoveImage,
+                "host:b/prod/team/api:1.3.0",
+                "host:b",
+                "unused",
+            )
+        };
+        assert_eq!(change_line(&one, false).detail, "unused");
+        one.also_tags.clear();
+        assert_eq!(change_line(&one, false).detail, "unused");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Terraform-like plan text.
 
 use super::{
-    groups, is_quiet, pad, rule_title, summary_line, widths, Kind, Line, GAP, INCOMPLETE,
-    NO_CHANGES,
+    groups, is_quiet, no_changes_incomplete, pad, rule_title, summary_line, widths, Kind, Line,
+    GAP, INCOMPLETE, NO_CHANGES,
 };
 use crate::plan::Plan;
 
@@ -40,7 +40,11 @@ impl Paint {
 
 pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
     let quiet = is_quiet(plan);
-    if quiet && plan.unobserved.is_empty() && plan.complete {
+    let retention = verbose && (!plan.retention.is_empty() || !plan.kept.is_empty());
+    // Complete and nothing to do: the sentence alone (after the retention
+    // counts with `-v`), like Terraform.
+    let all_match = quiet && plan.unobserved.is_empty() && plan.complete;
+    if all_match && !retention {
         return format!("{NO_CHANGES}\n");
     }
     let paint = Paint { on: color };
@@ -85,7 +89,7 @@ pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
         sections.push(s);
     }
 
-    if verbose && (!plan.retention.is_empty() || !plan.kept.is_empty()) {
+    if retention {
         let mut s = paint.style(BOLD, "# retention");
         s.push('\n');
         for r in &plan.retention {
@@ -139,8 +143,14 @@ pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
     if !out.is_empty() {
         out.push('\n');
     }
-    if quiet {
+    if all_match {
         out.push_str(&paint.style(GREEN, NO_CHANGES));
+        out.push('\n');
+        return out;
+    }
+    if quiet {
+        // Something could not be read: no claim that it matches.
+        out.push_str(&paint.style(YELLOW, &no_changes_incomplete(plan, "above")));
         out.push('\n');
     }
     if !plan.complete {
