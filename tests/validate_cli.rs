@@ -94,3 +94,30 @@ fn tls_only_where_it_applies() {
     );
     assert!(stderr.contains("2 errors in the policy"), "{stderr}");
 }
+
+/// The located error lines of a refused policy.
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("p.yaml:"))
+        .collect()
+}
+
+#[test]
+fn an_invalid_value_is_not_also_reported_missing() {
+    let stderr = rejected_policy(
+        "registries:\n  a: {url: \"http://127.0.0.1:5000\"}\n\
+         retention:\n  - {name: r, repos: [a/x], delete: {older_than: 10y}}\n\
+         retags:\n  - {tag: a/y:t, from: \"a/y@sha256:abc\"}\n",
+    );
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("p.yaml:4:") && lines[0].contains("`10y`"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("p.yaml:6:") && lines[1].contains("`sha256:abc`"),
+        "{stderr}"
+    );
+}

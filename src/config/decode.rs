@@ -66,6 +66,28 @@ fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Str
     }
 }
 
+/// A key read from a map: not there, there but not valid (already reported),
+/// or a valid value.
+#[derive(Debug)]
+pub enum Got<T> {
+    Absent,
+    Invalid,
+    Value(T),
+}
+
+impl<T> Got<T> {
+    pub fn value(self) -> Option<T> {
+        match self {
+            Got::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+    /// The key was written (with a value, valid or not).
+    pub fn given(&self) -> bool {
+        !matches!(self, Got::Absent)
+    }
+}
+
 /// Reads the keys of one YAML map, remembering which were asked for, so that
 /// `finish` can report the rest as unknown.
 pub struct Fields<'n> {
@@ -116,18 +138,42 @@ impl<'n> Fields<'n> {
 
     /// The value of `key`, if present (a YAML `null` counts as absent).
     pub fn get(&mut self, key: &'static str) -> Option<&'n Node> {
+        self.entry(key)
+            .map(|(_, v)| v)
+            .filter(|n| n.value != Value::Null)
+    }
+
+    /// `key` and its value as written, `null` included; marks the key as read.
+    fn entry(&mut self, key: &'static str) -> Option<(&'n Node, &'n Node)> {
         self.known.push(key);
         for e in self.entries.iter_mut() {
             if e.0.as_scalar_text().as_deref() == Some(key) {
                 e.2 = true;
-                return if e.1.value == Value::Null {
-                    None
-                } else {
-                    Some(e.1)
-                };
+                return Some((e.0, e.1));
             }
         }
         None
+    }
+
+    /// `key` read with `f`: absent, invalid (`f` reported a problem in it),
+    /// or a valid value. Checks that a key is *missing* must only fire on
+    /// `Absent`: an invalid value has its own error already.
+    pub fn take<T>(
+        &mut self,
+        key: &'static str,
+        cx: &mut Cx,
+        f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>,
+    ) -> Got<T> {
+        match self.get(key) {
+            None => Got::Absent,
+            Some(n) => {
+                let errors = cx.diags.len();
+                match f(n, cx) {
+                    Some(v) if cx.diags.len() == errors => Got::Value(v),
+                    _ => Got::Invalid,
+                }
+            }
+        }
     }
 
     pub fn opt<T>(
@@ -136,29 +182,35 @@ impl<'n> Fields<'n> {
         cx: &mut Cx,
         f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>,
     ) -> Option<T> {
-        self.get(key).and_then(|n| f(n, cx))
+        self.take(key, cx, f).value()
     }
 
     /// A required key: reports it missing at the map's position, unless a
     /// misspelling of it is present (then the unknown-key error says it all).
+    /// A key written with no value says so at the key.
     pub fn req<T>(
         &mut self,
         key: &'static str,
         cx: &mut Cx,
         f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>,
     ) -> Option<T> {
-        match self.get(key) {
-            Some(n) => f(n, cx),
-            None => {
-                if !self.near(key) {
-                    cx.err(
-                        self.loc,
-                        format!("{} is missing required key `{key}`", self.what),
-                    );
-                }
-                None
+        let Some((k, v)) = self.entry(key) else {
+            if !self.near(key) {
+                cx.err(
+                    self.loc,
+                    format!("{} is missing required key `{key}`", self.what),
+                );
             }
+            return None;
+        };
+        if v.value == Value::Null {
+            cx.err(
+                &k.loc,
+                format!("`{key}` has no value: give one (it is required)"),
+            );
+            return None;
         }
+        self.take(key, cx, f).value()
     }
 
     /// Is there an unused key that looks like a misspelling of `key`?
@@ -672,8 +724,8 @@ fn retag(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retag> {
     let mut f = Fields::new(n, "retag", cx)?;
     let name = f.opt("name", cx, string);
     let tag = f.req("tag", cx, |n, cx| tagged_ref(n, cx, uses));
-    let from = f.opt("from", cx, |n, cx| image_ref(n, cx, uses, true));
-    let newest = f.opt("newest", cx, |n, cx| {
+    let from = f.take("from", cx, |n, cx| image_ref(n, cx, uses, true));
+    let newest = f.take("newest", cx, |n, cx| {
         let mut g = Fields::new(n, "`newest`", cx)?;
         let repo = g.req("repo", cx, |n, cx| repo_addr(n, cx, uses));
         let tags = g.opt("tags", cx, selector);
@@ -687,14 +739,16 @@ fn retag(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retag> {
     let misspelt = f.near("from") || f.near("newest");
     f.finish(cx);
     let source = match (from, newest) {
-        (Some(r), None) => RetagSource::From(r),
-        (None, Some(s)) => s,
-        (Some(_), Some(_)) => {
+        (Got::Value(r), Got::Absent) => RetagSource::From(r),
+        (Got::Absent, Got::Value(s)) => s,
+        (a, b) if a.given() && b.given() => {
             cx.err(&loc, "a retag takes `from` or `newest`, not both");
             return None;
         }
-        (None, None) if misspelt => return None,
-        (None, None) => {
+        // The invalid one has its own error.
+        (Got::Invalid, _) | (_, Got::Invalid) => return None,
+        (_, _) if misspelt => return None,
+        (_, _) => {
             cx.err(
                 &loc,
                 "a retag needs `from` (an image) or `newest` (a repo and tag selector)",
@@ -761,7 +815,7 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
     let repos = f.req("repos", cx, |n, cx| {
         list(n, cx, |i, cx| repo_glob(i, cx, uses))
     });
-    let delete = f.opt("delete", cx, |n, cx| {
+    let delete = f.take("delete", cx, |n, cx| {
         let mut g = Fields::new(n, "`delete`", cx)?;
         let d = DeleteWhen {
             older_than: g.opt("older_than", cx, duration),
@@ -786,17 +840,22 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
     let min_keep = f.opt("min_keep", cx, uint);
     let max_deletes = f.opt("max_deletes", cx, uint);
     f.finish(cx);
-    let delete = delete.unwrap_or_default();
-    if delete.older_than.is_none()
-        && delete.tags.is_none()
-        && delete.untagged_referrers != Some(true)
-    {
-        cx.err(&n.loc, "retention rule needs a `delete` condition (`older_than` and/or `tags`): without one it would delete everything not kept");
+    // An invalid `delete` (or one with an invalid condition) has its own error:
+    // it is not also a missing one.
+    let delete = match delete {
+        Got::Invalid => None,
+        Got::Absent => Some(DeleteWhen::default()),
+        Got::Value(d) => Some(d),
+    };
+    if let Some(d) = &delete {
+        if d.older_than.is_none() && d.tags.is_none() && d.untagged_referrers != Some(true) {
+            cx.err(&n.loc, "retention rule needs a `delete` condition (`older_than` and/or `tags`): without one it would delete everything not kept");
+        }
     }
     Some(Retention {
         name: name?,
         repos: repos?,
-        delete,
+        delete: delete?,
         keep: keep.unwrap_or_default(),
         min_keep: min_keep.unwrap_or(1),
         max_deletes,
@@ -822,7 +881,7 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
             None
         }
     });
-    let tls = f.opt("tls", cx, |n, cx| {
+    let tls = f.take("tls", cx, |n, cx| {
         let mut g = Fields::new(n, "`tls`", cx)?;
         let ca = g.req("ca", cx, string);
         let cert = g.req("cert", cx, string);
@@ -878,13 +937,14 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
     f.finish(cx);
     // TLS belongs to TCP endpoints; saying it where it cannot apply (or
     // leaving it out of https://) is a mistake worth catching here.
+    // (An invalid `tls` has its own error: it is not also a missing one.)
     if let Some(e) = &endpoint {
-        if tls.is_some() && e.starts_with("unix://") {
+        if tls.given() && e.starts_with("unix://") {
             cx.err(
                 &n.loc,
                 "`tls` applies to tcp:// endpoints; a unix:// socket has no TLS (remove `tls`)",
             );
-        } else if tls.is_none() && e.starts_with("https://") {
+        } else if matches!(tls, Got::Absent) && e.starts_with("https://") {
             cx.err(
                 &n.loc,
                 format!("`{e}` needs `tls: {{ca, cert, key}}` (or use tcp:// for plain TCP)"),
@@ -893,7 +953,7 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
     }
     Some(Host {
         endpoint: endpoint?,
-        tls,
+        tls: tls.value(),
         images: images.unwrap_or_default(),
         containers: containers.unwrap_or_default(),
         loc: n.loc.clone(),
@@ -996,6 +1056,9 @@ pub struct FilePolicy {
     /// Every registry name written, even where its settings had errors, so
     /// one bad `url` does not also make every address using it "undefined".
     pub registry_names: Vec<String>,
+    /// `registries:` was written but is not a map of names: which names
+    /// exist is unknown, so no address is reported as using an undefined one.
+    pub registries_unreadable: bool,
 }
 
 pub const SECTIONS: [&str; 7] = [
@@ -1020,6 +1083,8 @@ pub fn file(n: &Node, cx: &mut Cx, root: &std::path::Path) -> FilePolicy {
     if let Some(n) = f.get("registries") {
         if let Value::Map(m) = &n.value {
             out.registry_names = m.iter().filter_map(|(k, _)| k.as_scalar_text()).collect();
+        } else {
+            out.registries_unreadable = true;
         }
         out.registries = named_map(n, "registries", cx, |v, cx| registry(v, cx, root));
     }

@@ -1,0 +1,69 @@
+//! The loader's messages, as a user reads them: one line per problem, at
+//! its place, saying what to do.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+
+/// The errors for one file `p.yaml` holding `yaml`, one per line.
+fn errors(yaml: &str) -> String {
+    match load_texts(Path::new("/p"), &[(Arc::from("p.yaml"), yaml.to_string())]) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(diags) => diags.iter().map(|d| format!("{d}\n")).collect::<String>(),
+    }
+}
+
+const REG: &str = "registries:\n  dev: {url: \"http://127.0.0.1:5000\"}\n";
+
+#[test]
+fn invalid_values_are_not_also_reported_missing() {
+    let cases = [
+        // an invalid duration is not a missing `delete` condition
+        "retention:\n  - {name: r, repos: [dev/x], delete: {older_than: 10y}}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: {tags: {regex: \"(\"}}}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: {untagged_referrers: 1}}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: 90d}\n",
+        // an invalid source is not a missing one
+        "retags:\n  - {tag: dev/y:t, from: \"dev/y@sha256:abc\"}\n",
+        "retags:\n  - {tag: dev/y:t, newest: {repo: dev/Y}}\n",
+        "retags:\n  - {tag: dev/y:t, newest: [dev/y]}\n",
+        // an invalid `tls` is not a missing one
+        "hosts:\n  h: {endpoint: \"https://h:2376\", tls: {ca: a.pem}}\n",
+        // unreadable `registries:` do not make every address undefined
+        "registries: [dev]\nmirrors: [{from: dev/a, to: dev/b}]\n",
+    ];
+    let mut all = String::new();
+    for case in cases {
+        let yaml = if case.starts_with("registries") {
+            case.to_string()
+        } else {
+            format!("{REG}{case}")
+        };
+        let e = errors(&yaml);
+        assert!(!e.contains("needs"), "{yaml}\n{e}");
+        assert!(!e.contains("not defined"), "{yaml}\n{e}");
+        all += &e;
+    }
+    insta::assert_snapshot!(all);
+}
+
+#[test]
+fn missing_values_are_still_reported_missing() {
+    let cases = [
+        "retention:\n  - {name: r, repos: [dev/x]}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: {}}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: {untagged_referrers: false}}\n",
+        "retags:\n  - {tag: dev/y:t}\n",
+        "retags:\n  - {tag: dev/y:t, from: ~}\n",
+        "hosts:\n  h: {endpoint: \"https://h:2376\"}\n",
+        "retention:\n  - {name: , repos: [dev/x], delete: {older_than: 1d}}\n",
+    ];
+    let mut all = String::new();
+    for case in cases {
+        let e = errors(&format!("{REG}{case}"));
+        assert_eq!(e.lines().count(), 1, "{case}\n{e}");
+        all += &e;
+    }
+    insta::assert_snapshot!(all);
+}
