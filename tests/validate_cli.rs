@@ -104,6 +104,29 @@ fn error_lines(stderr: &str) -> Vec<&str> {
 }
 
 #[test]
+fn durations_too_long_are_refused_not_wrapped_around() {
+    let stderr = rejected_policy(
+        "registries:\n  dev: {url: \"http://127.0.0.1:5000\"}\n\
+         retention:\n\
+         \x20 - {name: a, repos: [dev/x], delete: {older_than: \"106751991167301d\"}}\n\
+         \x20 - {name: b, repos: [dev/x], delete: {older_than: 9223372036854775808s}}\n\
+         \x20 - {name: c, repos: [dev/x], delete: {older_than: 18446744073709551615s}}\n\
+         policies: {max_age: 106751991167301d}\n",
+    );
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 4, "{stderr}");
+    for (line, at) in lines
+        .iter()
+        .zip(["p.yaml:4:52", "p.yaml:5:52", "p.yaml:6:52", "p.yaml:7:21"])
+    {
+        assert!(
+            line.starts_with(at) && line.contains("is too long"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn an_invalid_value_is_not_also_reported_missing() {
     let stderr = rejected_policy(
         "registries:\n  a: {url: \"http://127.0.0.1:5000\"}\n\

@@ -14,7 +14,54 @@ fn errors(yaml: &str) -> String {
     }
 }
 
+fn accepted(yaml: &str) -> Policy {
+    match load_texts(Path::new("/p"), &[(Arc::from("p.yaml"), yaml.to_string())]) {
+        Ok(p) => p,
+        Err(diags) => panic!("refused:\n{yaml}\n{diags:#?}"),
+    }
+}
+
 const REG: &str = "registries:\n  dev: {url: \"http://127.0.0.1:5000\"}\n";
+
+#[test]
+fn durations_out_of_range_are_errors_at_their_place() {
+    let yaml = format!(
+        "{REG}\
+         retention:\n\
+         \x20 - {{name: a, repos: [dev/x], delete: {{older_than: \"106751991167301d\"}}}}\n\
+         \x20 - {{name: b, repos: [dev/x], delete: {{older_than: 9223372036854775808s}}}}\n\
+         \x20 - {{name: c, repos: [dev/x], delete: {{older_than: 18446744073709551615s}}}}\n\
+         \x20 - {{name: d, repos: [dev/x], delete: {{older_than: 99999999999999999999999s}},\n\
+         \x20     keep: {{younger_than: 36501d}}}}\n\
+         promotions:\n\
+         \x20 - {{name: p, from: dev/a, to: dev/b, require: {{min_age: 5215w,\n\
+         \x20     vulnerabilities: {{max_severity: high, max_report_age: 307445734561825861m}}}}}}\n\
+         hosts:\n\
+         \x20 h:\n\
+         \x20   endpoint: unix:///var/run/docker.sock\n\
+         \x20   images: {{prune: {{older_than: 1000000000000h}}}}\n\
+         \x20   containers: {{max_age: 106751991167301d}}\n\
+         policies: {{max_age: 106751991167301d}}\n"
+    );
+    let e = errors(&yaml);
+    // Each one is refused, none wraps to something short, and nothing else is said.
+    assert_eq!(e.lines().count(), 10, "{e}");
+    assert!(e.lines().all(|l| l.contains("is too long")), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn the_longest_duration_is_accepted() {
+    let yaml = format!(
+        "{REG}retention:\n  - {{name: a, repos: [dev/x], delete: {{older_than: 36500d}}}}\n"
+    );
+    let p = accepted(&yaml);
+    assert_eq!(
+        p.retention[0].delete.older_than,
+        Some(crate::model::Duration::MAX)
+    );
+    assert_eq!(crate::model::Duration::MAX.secs(), 36_500 * 86_400);
+}
 
 #[test]
 fn invalid_values_are_not_also_reported_missing() {
