@@ -127,6 +127,35 @@ fn durations_too_long_are_refused_not_wrapped_around() {
 }
 
 #[test]
+fn credentials_in_a_registry_url_are_never_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.yaml"),
+        "registries:\n  dev: {url: \"http://alice:TOPSECRET42@host\"}\n",
+    )
+    .unwrap();
+    let out = regimen()
+        .args(["validate", "-C"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains("TOPSECRET42") && !all.contains("alice"),
+        "{all}"
+    );
+    assert!(
+        all.contains("p.yaml:2:14: ") && all.contains("`auth:`") && all.contains("password_env"),
+        "{all}"
+    );
+}
+
+#[test]
 fn an_invalid_value_is_not_also_reported_missing() {
     let stderr = rejected_policy(
         "registries:\n  a: {url: \"http://127.0.0.1:5000\"}\n\

@@ -497,6 +497,14 @@ pub fn selector(n: &Node, cx: &mut Cx) -> Option<TagSelector> {
     })
 }
 
+/// Does the URL carry `USER[:PASSWORD]@` before its host?
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+}
+
 fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
     let s = string(n, cx)?;
     let s = s.trim();
@@ -506,6 +514,16 @@ fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
             return None;
         }
         return Some(Endpoint::OciLayout(root.join(path)));
+    }
+    if has_userinfo(s) {
+        // Never repeat it: it may hold a password.
+        cx.err(
+            &n.loc,
+            "a registry `url` must not hold a user name or password (`USER:PASSWORD@`): \
+             remove it and give credentials under `auth:` \
+             (`username_env` or `username`, with `password_env` or `password_file`)",
+        );
+        return None;
     }
     let (scheme, rest) = match s.split_once("://") {
         Some(("http", r)) => ("http", r),
@@ -867,6 +885,15 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
     let mut f = Fields::new(n, "host", cx)?;
     let endpoint = f.req("endpoint", cx, |n, cx| {
         let s = string(n, cx)?;
+        if has_userinfo(&s) {
+            // Never repeat it: it may hold a password.
+            cx.err(
+                &n.loc,
+                "a Docker endpoint must not hold a user name or password (`USER:PASSWORD@`): \
+                 remove it (a tcp:// engine authenticates with `tls` client certificates)",
+            );
+            return None;
+        }
         if s.starts_with("unix://")
             || s.starts_with("tcp://")
             || s.starts_with("http://")

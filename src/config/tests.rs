@@ -64,6 +64,33 @@ fn the_longest_duration_is_accepted() {
 }
 
 #[test]
+fn credentials_in_a_url_are_refused_without_repeating_them() {
+    let yaml = "registries:\n\
+                \x20 a: {url: \"http://alice:TOPSECRET42@host\"}\n\
+                \x20 b: {url: \"https://alice:TOPSECRET42@host:5000/\"}\n\
+                \x20 c: {url: \"alice:TOPSECRET42@registry.example.com\"}\n\
+                \x20 d: {url: \"ftp://alice:TOPSECRET42@host\"}\n\
+                \x20 e: {url: \"https://alice@host\"}\n\
+                hosts:\n\
+                \x20 h1: {endpoint: \"tcp://bob:TOPSECRET42@h:2376\"}\n\
+                \x20 h2: {endpoint: \"https://bob:TOPSECRET42@h:2376\"}\n";
+    let e = errors(yaml);
+    assert_eq!(e.lines().count(), 7, "{e}");
+    for secret in ["TOPSECRET42", "alice", "bob"] {
+        assert!(!e.contains(secret), "`{secret}` printed:\n{e}");
+    }
+    assert!(e.contains("auth:"), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn an_at_sign_after_the_host_is_not_taken_for_credentials() {
+    let yaml = "registries:\n  o: {url: \"oci:layouts/a@b\"}\n\
+                hosts:\n  h: {endpoint: \"unix:///run/user@1000/docker.sock\"}\n";
+    accepted(yaml);
+}
+
+#[test]
 fn invalid_values_are_not_also_reported_missing() {
     let cases = [
         // an invalid duration is not a missing `delete` condition
