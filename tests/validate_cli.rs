@@ -156,6 +156,26 @@ fn credentials_in_a_registry_url_are_never_printed() {
 }
 
 #[test]
+fn a_key_given_twice_is_said_in_plain_words_with_both_places() {
+    let stderr = rejected_policy(
+        "registries:\n  dev: {url: \"http://127.0.0.1:5000\"}\n\
+         policies: {on_violation: warn}\n\
+         policies: {on_violation: fail}\n\
+         mirrors: [{from: dev/a, to: dev/b, prune: maybe}]\n",
+    );
+    assert!(!stderr.contains("DuplicateKeyPolicy"), "{stderr}");
+    let lines = error_lines(&stderr);
+    // The rest of the file is still checked.
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("p.yaml:4:1: key `policies` is given twice")
+            && lines[0].contains("keep one")
+            && lines[0].contains("p.yaml:3:1"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_invalid_value_is_not_also_reported_missing() {
     let stderr = rejected_policy(
         "registries:\n  a: {url: \"http://127.0.0.1:5000\"}\n\

@@ -103,18 +103,8 @@ impl<'n> Fields<'n> {
             Value::Map(m) => {
                 let mut entries: Vec<(&Node, &Node, bool)> = Vec::new();
                 for (k, v) in m {
-                    if let Some((first, _, _)) = entries
-                        .iter()
-                        .find(|(ek, _, _)| ek.as_scalar_text() == k.as_scalar_text())
-                    {
-                        cx.err(
-                            &k.loc,
-                            format!(
-                                "key `{}` given twice in {what} (first at {})",
-                                key_text(k),
-                                first.loc
-                            ),
-                        );
+                    if let Some(first) = first_key(entries.iter().map(|e| e.0), k) {
+                        cx.err(&k.loc, twice(k, what, first));
                         continue;
                     }
                     entries.push((k, v, false));
@@ -240,6 +230,23 @@ impl<'n> Fields<'n> {
             }
         }
     }
+}
+
+/// An earlier key written the same as `k` (keys that are not scalars never match).
+fn first_key<'a>(earlier: impl IntoIterator<Item = &'a Node>, k: &Node) -> Option<&'a Node> {
+    let text = k.as_scalar_text()?;
+    earlier
+        .into_iter()
+        .find(|e| e.as_scalar_text().as_deref() == Some(text.as_str()))
+}
+
+/// The message for a key given a second time (`k`) in one mapping.
+fn twice(k: &Node, what: &str, first: &Node) -> String {
+    format!(
+        "key `{}` is given twice in {what}; keep one (the first is at {})",
+        key_text(k),
+        first.loc
+    )
 }
 
 fn key_text(k: &Node) -> String {
@@ -1057,11 +1064,17 @@ fn named_map<T>(
         return Vec::new();
     };
     let mut out = Vec::new();
+    let mut seen: Vec<&Node> = Vec::new();
     for (k, v) in m {
         let Some(name) = k.as_scalar_text() else {
             cx.err(&k.loc, format!("names in `{what}` must be strings"));
             continue;
         };
+        if let Some(first) = first_key(seen.iter().copied(), k) {
+            cx.err(&k.loc, twice(k, &format!("`{what}`"), first));
+            continue;
+        }
+        seen.push(k);
         if let Some(t) = f(v, cx) {
             out.push((name, k.loc.clone(), t));
         }

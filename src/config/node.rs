@@ -166,7 +166,14 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, (Loc, String)> {
             },
         });
     }
-    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
+    // A key given twice, or `.inf`/`.nan`, reach the tree as they are: the
+    // decoder reports them in its own words (`decode::Fields`, `named_map`),
+    // at their place, along with every other problem in the file (the
+    // parser would stop at the first).
+    let mut options = serde_saphyr::Options::default();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(raw) => Ok(convert(file, raw)),
         Err(e) => {
             let (line, col) = e
@@ -209,6 +216,17 @@ mod tests {
         };
         assert_eq!((s[1].loc.line, s[1].loc.col), (2, 10));
         assert_eq!(s[1].value, Value::Str("x".into()));
+    }
+
+    #[test]
+    fn duplicate_keys_reach_the_tree() {
+        let f: Arc<str> = Arc::from("p.yaml");
+        let n = parse(&f, "a: 1\nb: 2\na: 3\n").unwrap();
+        let Value::Map(m) = &n.value else {
+            panic!("{n:?}")
+        };
+        assert_eq!(m.len(), 3);
+        assert_eq!((m[2].0.loc.line, m[2].0.loc.col), (3, 1));
     }
 
     #[test]

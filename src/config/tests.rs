@@ -91,6 +91,31 @@ fn an_at_sign_after_the_host_is_not_taken_for_credentials() {
 }
 
 #[test]
+fn a_key_given_twice_is_named_with_both_places() {
+    let yaml = "registries:\n\
+                \x20 dev: {url: \"http://127.0.0.1:5000\"}\n\
+                \x20 dev: {url: \"http://127.0.0.1:5001\"}\n\
+                mirrors:\n\
+                \x20 - from: dev/a\n\
+                \x20   to: dev/b\n\
+                \x20   to: dev/c\n\
+                retention:\n\
+                \x20 - {name: r, repos: [dev/x], delete: {older_than: 1d, older_than: 2d}}\n\
+                hosts:\n\
+                \x20 h: {endpoint: \"unix:///s\"}\n\
+                \x20 h: {endpoint: \"unix:///t\"}\n\
+                policies: {on_violation: warn}\n\
+                policies: {on_violation: fail}\n\
+                retags: [{tag: dev/a:x, from: dev/a:1.0, nmae: oops}]\n";
+    let e = errors(yaml);
+    assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+    // Every one of them, and the file's other mistakes too (the misspelt `nmae`).
+    assert_eq!(e.lines().count(), 6, "{e}");
+    assert!(e.contains("`nmae`"), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
 fn invalid_values_are_not_also_reported_missing() {
     let cases = [
         // an invalid duration is not a missing `delete` condition
