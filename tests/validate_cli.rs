@@ -193,3 +193,20 @@ fn an_invalid_value_is_not_also_reported_missing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_tag_read_as_a_number_is_quoted_as_written() {
+    let stderr = rejected_policy(
+        "registries:\n  a: {url: \"http://127.0.0.1:5000\"}\n\
+         mirrors: [{from: a/x, to: a/y, tags: [1.10]}]\n",
+    );
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("p.yaml:3:39: ")
+            && lines[0].contains("`1.10`")
+            && lines[0].contains("`\"1.10\"`")
+            && !lines[0].contains("`1.1`"),
+        "{stderr}"
+    );
+}

@@ -257,15 +257,29 @@ fn key_text(k: &Node) -> String {
 // ---- scalars --------------------------------------------------------------
 
 pub fn string(n: &Node, cx: &mut Cx) -> Option<String> {
-    match &n.value {
-        Value::Str(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Float(f) => {
-            // YAML reads `1.10` as the number 1.1: the text is lost, so ask for quotes.
+    match (&n.value, n.text.as_deref()) {
+        (Value::Str(s), _) => Some(s.clone()),
+        // `7` is the text "7"; but `1.10` (read as 1.1) or `0x1F` (31) would
+        // not mean what was written, so ask for quotes, quoting what was written.
+        (Value::Int(i), Some(t)) if t == i.to_string() => Some(t.to_string()),
+        (Value::Int(i), None) => Some(i.to_string()),
+        (Value::Int(i), Some(t)) => {
+            cx.err(&n.loc, quote_it(t, &format!("the number {i}")));
+            None
+        }
+        (Value::Float(f), Some(t)) => {
+            cx.err(&n.loc, quote_it(t, &format!("the number {f}")));
+            None
+        }
+        (Value::Float(f), None) => {
             cx.err(
                 &n.loc,
                 format!("`{f}` was read as a number: put it in quotes"),
             );
+            None
+        }
+        (Value::Bool(_), Some(t)) => {
+            cx.err(&n.loc, quote_it(t, "a boolean"));
             None
         }
         _ => {
@@ -273,6 +287,13 @@ pub fn string(n: &Node, cx: &mut Cx) -> Option<String> {
             None
         }
     }
+}
+
+/// YAML read `written` as something other than text.
+fn quote_it(written: &str, read_as: &str) -> String {
+    format!(
+        "YAML reads `{written}` as {read_as}: put it in quotes, `\"{written}\"`, to mean the text"
+    )
 }
 
 pub fn boolean(n: &Node, cx: &mut Cx) -> Option<bool> {

@@ -166,3 +166,31 @@ fn missing_values_are_still_reported_missing() {
     }
     insta::assert_snapshot!(all);
 }
+
+#[test]
+fn a_value_read_as_a_number_is_quoted_as_written() {
+    let yaml = format!(
+        "{REG}mirrors:\n\
+         \x20 - from: dev/a\n\
+         \x20   to: dev/b\n\
+         \x20   tags: [1.10, 2.0, 1e3, 0x1F, 010, +7, true, .inf]\n"
+    );
+    let e = errors(&yaml);
+    assert_eq!(e.lines().count(), 8, "{e}");
+    assert!(e.contains("`1.10`") && e.contains("`\"1.10\"`"), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn a_whole_number_written_plainly_is_its_text() {
+    let yaml = format!("{REG}mirrors:\n  - {{from: dev/a, to: dev/b, tags: [7, \"1.10\"]}}\n");
+    let p = accepted(&yaml);
+    let tags: Vec<String> = p.mirrors[0]
+        .tags
+        .exact
+        .iter()
+        .flatten()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(tags, ["7", "1.10"]);
+}
