@@ -210,3 +210,14 @@ fn a_tag_read_as_a_number_is_quoted_as_written() {
         "{stderr}"
     );
 }
+
+#[test]
+fn schema_defaults_are_the_real_ones() {
+    let out = regimen().arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let default = |def: &str, key: &str| schema["$defs"][def]["properties"][key]["default"].clone();
+    assert_eq!(default("Mirror", "referrers"), true);
+    assert_eq!(default("Retention", "min_keep"), 1);
+    assert_eq!(default("Registry", "concurrency"), 8);
+    assert_eq!(default("Policies", "on_violation"), "warn");
+}

@@ -676,7 +676,7 @@ fn mirror(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Mirror> {
         to,
         tags: tags.unwrap_or_default(),
         platforms: platforms.unwrap_or_default(),
-        referrers: referrers.unwrap_or(true),
+        referrers: referrers.unwrap_or(Mirror::DEFAULT_REFERRERS),
         prune: prune.unwrap_or(false),
         loc: n.loc.clone(),
     })
@@ -903,7 +903,7 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
         repos: repos?,
         delete: delete?,
         keep: keep.unwrap_or_default(),
-        min_keep: min_keep.unwrap_or(1),
+        min_keep: min_keep.unwrap_or(Retention::DEFAULT_MIN_KEEP),
         max_deletes,
         loc: n.loc.clone(),
     })

@@ -194,3 +194,108 @@ fn a_whole_number_written_plainly_is_its_text() {
         .collect();
     assert_eq!(tags, ["7", "1.10"]);
 }
+
+/// Every `default` in the JSON schema is the value the loader gives an
+/// omitted key; a key gaining a default must be added here.
+#[test]
+fn schema_defaults_are_the_loaders() {
+    let schema = json_schema();
+    let defs = schema["$defs"].as_object().expect("$defs");
+    let mut in_schema = std::collections::BTreeMap::new();
+    for (def, s) in defs {
+        for (key, prop) in s["properties"].as_object().into_iter().flatten() {
+            if let Some(d) = prop.get("default") {
+                in_schema.insert(format!("{def}.{key}"), d.clone());
+            }
+        }
+    }
+    let p = accepted(&format!(
+        "{REG}mirrors: [{{from: dev/a, to: dev/b}}]\n\
+         promotions: [{{name: p, from: dev/a, to: dev/c,\n\
+         \x20 require: {{vulnerabilities: {{max_severity: high}}}}}}]\n\
+         retention: [{{name: r, repos: [dev/x], delete: {{older_than: 1d}}}}]\n\
+         hosts: {{h: {{endpoint: \"unix:///s\", images: {{prune: {{}}}}}}}}\n\
+         policies: {{}}\n"
+    ));
+    let reg = &p.registries.values().next().expect("registry");
+    let m = &p.mirrors[0];
+    let pr = &p.promotions[0];
+    let gate = pr.require.vulnerabilities.as_ref().expect("gate");
+    let r = &p.retention[0];
+    let h = &p.hosts["h"];
+    let pol = p.policies.as_ref().expect("policies");
+    let owner = pol
+        .owner_label
+        .clone()
+        .unwrap_or_else(|| crate::inventory::AUTHORS.to_string());
+    let null = serde_json::Value::Null;
+    let loaded: std::collections::BTreeMap<String, serde_json::Value> = [
+        (
+            "Registry.concurrency",
+            serde_json::json!(reg.concurrency.unwrap_or(Registry::DEFAULT_CONCURRENCY)),
+        ),
+        ("Registry.rate", serde_json::json!(reg.rate)),
+        ("Auth.username_env", null.clone()),
+        ("Auth.username", null.clone()),
+        ("Auth.password_env", null.clone()),
+        ("Auth.password_file", null.clone()),
+        (
+            "Mirror.platforms",
+            serde_json::json!(match m.platforms {
+                Platforms::All => "all",
+                Platforms::Only(_) => "only",
+            }),
+        ),
+        ("Mirror.referrers", serde_json::json!(m.referrers)),
+        ("Mirror.prune", serde_json::json!(m.prune)),
+        ("Promotion.overwrite", serde_json::json!(pr.overwrite)),
+        ("Require.min_age", serde_json::json!(pr.require.min_age)),
+        ("Require.referrers", serde_json::json!(pr.require.referrers)),
+        (
+            "VulnGate.scanners",
+            serde_json::json!(gate.scanners.unwrap_or(VulnGate::DEFAULT_SCANNERS)),
+        ),
+        (
+            "VulnGate.ignore_unfixed",
+            serde_json::json!(gate.ignore_unfixed == Some(true)),
+        ),
+        (
+            "VulnGate.max_report_age",
+            serde_json::json!(gate.max_report_age),
+        ),
+        (
+            "VulnGate.artifact_types",
+            serde_json::json!(gate.report_types()),
+        ),
+        ("Retention.min_keep", serde_json::json!(r.min_keep)),
+        ("Retention.max_deletes", serde_json::json!(r.max_deletes)),
+        ("DeleteWhen.older_than", null.clone()),
+        (
+            "DeleteWhen.untagged_referrers",
+            serde_json::json!(r.delete.untagged_referrers == Some(true)),
+        ),
+        ("Keep.newest", serde_json::json!(r.keep.newest)),
+        ("Keep.younger_than", serde_json::json!(r.keep.younger_than)),
+        (
+            "HostPrune.older_than",
+            serde_json::json!(h.images.prune.as_ref().and_then(|p| p.older_than)),
+        ),
+        (
+            "HostPrune.keep",
+            serde_json::json!(h.images.prune.as_ref().map(|p| p.keep.clone())),
+        ),
+        (
+            "HostContainers.max_age",
+            serde_json::json!(h.containers.max_age),
+        ),
+        ("Policies.registries", serde_json::json!(pol.registries)),
+        ("Policies.base_images", serde_json::json!(pol.base_images)),
+        ("Policies.max_age", serde_json::json!(pol.max_age)),
+        ("Policies.on_violation", serde_json::json!(pol.on_violation)),
+        ("Policies.owner_label", serde_json::json!(owner)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(in_schema, loaded);
+}

@@ -144,7 +144,10 @@ fn vulnerabilities(
     cx: &PlanCx<'_>,
 ) -> Vec<String> {
     let referrers = report_referrers(gate, info);
-    let need = gate.scanners.unwrap_or(1).max(1) as usize;
+    let need = gate
+        .scanners
+        .unwrap_or(crate::config::VulnGate::DEFAULT_SCANNERS)
+        .max(1) as usize;
     if referrers.is_empty() {
         return vec!["no scan report".into()];
     }
