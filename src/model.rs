@@ -347,7 +347,8 @@ fn parse_with_offset(s: &str) -> Option<std::time::SystemTime> {
     }
 }
 
-/// A policy duration (`30s`, `15m`, `24h`, `7d`, `2w`), in seconds.
+/// A policy duration (`30s`, `15m`, `24h`, `7d`, `2w`), in seconds; at most
+/// [`Duration::MAX`], so it always fits the `i64` seconds of a [`Timestamp`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Duration(pub u64);
 
@@ -359,11 +360,16 @@ impl FromStr for Duration {
                 "`{s}` is not a duration: use a number and a unit, like 30s, 15m, 24h, 7d or 2w"
             )
         };
+        let too_long = || {
+            format!(
+                "`{s}` is too long: give at most {}d (100 years)",
+                Duration::MAX.0 / 86_400
+            )
+        };
         let s2 = s.trim();
         let split = s2.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (num, unit) = s2.split_at(split);
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        let mult = match unit {
+        let mult: u64 = match unit {
             "s" => 1,
             "m" => 60,
             "h" => 3600,
@@ -371,11 +377,28 @@ impl FromStr for Duration {
             "w" => 604_800,
             _ => return Err(bad()),
         };
-        n.checked_mul(mult).map(Duration).ok_or_else(bad)
+        if num.is_empty() {
+            return Err(bad());
+        }
+        // Only digits here: a number that does not parse is too big for u64.
+        let n: u64 = num.parse().map_err(|_| too_long())?;
+        match n.checked_mul(mult) {
+            Some(secs) if secs <= Duration::MAX.0 => Ok(Duration(secs)),
+            _ => Err(too_long()),
+        }
     }
 }
 
 impl Duration {
+    /// The longest duration a policy may give: 36500 days (100 years).
+    pub const MAX: Duration = Duration(36_500 * 86_400);
+
+    /// The seconds as an `i64`, for arithmetic with [`Timestamp`]s
+    /// (saturating, though a parsed duration is never over [`Duration::MAX`]).
+    pub fn secs(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
     /// Human form for plan text: `96d`, `5h`, `12m`.
     pub fn human(secs: i64) -> String {
         let s = secs.max(0);
@@ -416,6 +439,20 @@ mod tests {
         assert!("7".parse::<Duration>().is_err());
         assert!("7y".parse::<Duration>().is_err());
         assert!("d".parse::<Duration>().is_err());
+        assert_eq!("36500d".parse::<Duration>().unwrap(), Duration::MAX);
+        // Too long, and never wrapped around to something short.
+        for s in [
+            "36501d",
+            "5215w",
+            "106751991167301d",
+            "9223372036854775808s",
+            "18446744073709551615s",
+            "99999999999999999999999999s",
+            "307445734561825861m",
+        ] {
+            let e = s.parse::<Duration>().unwrap_err();
+            assert!(e.contains("too long"), "{s}: {e}");
+        }
     }
 
     #[test]

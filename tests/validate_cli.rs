@@ -94,3 +94,130 @@ fn tls_only_where_it_applies() {
     );
     assert!(stderr.contains("2 errors in the policy"), "{stderr}");
 }
+
+/// The located error lines of a refused policy.
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("p.yaml:"))
+        .collect()
+}
+
+#[test]
+fn durations_too_long_are_refused_not_wrapped_around() {
+    let stderr = rejected_policy(
+        "registries:\n  dev: {url: \"http://127.0.0.1:5000\"}\n\
+         retention:\n\
+         \x20 - {name: a, repos: [dev/x], delete: {older_than: \"106751991167301d\"}}\n\
+         \x20 - {name: b, repos: [dev/x], delete: {older_than: 9223372036854775808s}}\n\
+         \x20 - {name: c, repos: [dev/x], delete: {older_than: 18446744073709551615s}}\n\
+         policies: {max_age: 106751991167301d}\n",
+    );
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 4, "{stderr}");
+    for (line, at) in lines
+        .iter()
+        .zip(["p.yaml:4:52", "p.yaml:5:52", "p.yaml:6:52", "p.yaml:7:21"])
+    {
+        assert!(
+            line.starts_with(at) && line.contains("is too long"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn credentials_in_a_registry_url_are_never_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.yaml"),
+        "registries:\n  dev: {url: \"http://alice:TOPSECRET42@host\"}\n",
+    )
+    .unwrap();
+    let out = regimen()
+        .args(["validate", "-C"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains("TOPSECRET42") && !all.contains("alice"),
+        "{all}"
+    );
+    assert!(
+        all.contains("p.yaml:2:14: ") && all.contains("`auth:`") && all.contains("password_env"),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_key_given_twice_is_said_in_plain_words_with_both_places() {
+    let stderr = rejected_policy(
+        "registries:\n  dev: {url: \"http://127.0.0.1:5000\"}\n\
+         policies: {on_violation: warn}\n\
+         policies: {on_violation: fail}\n\
+         mirrors: [{from: dev/a, to: dev/b, prune: maybe}]\n",
+    );
+    assert!(!stderr.contains("DuplicateKeyPolicy"), "{stderr}");
+    let lines = error_lines(&stderr);
+    // The rest of the file is still checked.
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("p.yaml:4:1: key `policies` is given twice")
+            && lines[0].contains("keep one")
+            && lines[0].contains("p.yaml:3:1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_invalid_value_is_not_also_reported_missing() {
+    let stderr = rejected_policy(
+        "registries:\n  a: {url: \"http://127.0.0.1:5000\"}\n\
+         retention:\n  - {name: r, repos: [a/x], delete: {older_than: 10y}}\n\
+         retags:\n  - {tag: a/y:t, from: \"a/y@sha256:abc\"}\n",
+    );
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("p.yaml:4:") && lines[0].contains("`10y`"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("p.yaml:6:") && lines[1].contains("`sha256:abc`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_tag_read_as_a_number_is_quoted_as_written() {
+    let stderr = rejected_policy(
+        "registries:\n  a: {url: \"http://127.0.0.1:5000\"}\n\
+         mirrors: [{from: a/x, to: a/y, tags: [1.10]}]\n",
+    );
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("p.yaml:3:39: ")
+            && lines[0].contains("`1.10`")
+            && lines[0].contains("`\"1.10\"`")
+            && !lines[0].contains("`1.1`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn schema_defaults_are_the_real_ones() {
+    let out = regimen().arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let default = |def: &str, key: &str| schema["$defs"][def]["properties"][key]["default"].clone();
+    assert_eq!(default("Mirror", "referrers"), true);
+    assert_eq!(default("Retention", "min_keep"), 1);
+    assert_eq!(default("Registry", "concurrency"), 8);
+    assert_eq!(default("Policies", "on_violation"), "warn");
+}

@@ -66,6 +66,28 @@ fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Str
     }
 }
 
+/// A key read from a map: not there, there but not valid (already reported),
+/// or a valid value.
+#[derive(Debug)]
+pub enum Got<T> {
+    Absent,
+    Invalid,
+    Value(T),
+}
+
+impl<T> Got<T> {
+    pub fn value(self) -> Option<T> {
+        match self {
+            Got::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+    /// The key was written (with a value, valid or not).
+    pub fn given(&self) -> bool {
+        !matches!(self, Got::Absent)
+    }
+}
+
 /// Reads the keys of one YAML map, remembering which were asked for, so that
 /// `finish` can report the rest as unknown.
 pub struct Fields<'n> {
@@ -81,18 +103,8 @@ impl<'n> Fields<'n> {
             Value::Map(m) => {
                 let mut entries: Vec<(&Node, &Node, bool)> = Vec::new();
                 for (k, v) in m {
-                    if let Some((first, _, _)) = entries
-                        .iter()
-                        .find(|(ek, _, _)| ek.as_scalar_text() == k.as_scalar_text())
-                    {
-                        cx.err(
-                            &k.loc,
-                            format!(
-                                "key `{}` given twice in {what} (first at {})",
-                                key_text(k),
-                                first.loc
-                            ),
-                        );
+                    if let Some(first) = first_key(entries.iter().map(|e| e.0), k) {
+                        cx.err(&k.loc, twice(k, what, first));
                         continue;
                     }
                     entries.push((k, v, false));
@@ -116,18 +128,42 @@ impl<'n> Fields<'n> {
 
     /// The value of `key`, if present (a YAML `null` counts as absent).
     pub fn get(&mut self, key: &'static str) -> Option<&'n Node> {
+        self.entry(key)
+            .map(|(_, v)| v)
+            .filter(|n| n.value != Value::Null)
+    }
+
+    /// `key` and its value as written, `null` included; marks the key as read.
+    fn entry(&mut self, key: &'static str) -> Option<(&'n Node, &'n Node)> {
         self.known.push(key);
         for e in self.entries.iter_mut() {
             if e.0.as_scalar_text().as_deref() == Some(key) {
                 e.2 = true;
-                return if e.1.value == Value::Null {
-                    None
-                } else {
-                    Some(e.1)
-                };
+                return Some((e.0, e.1));
             }
         }
         None
+    }
+
+    /// `key` read with `f`: absent, invalid (`f` reported a problem in it),
+    /// or a valid value. Checks that a key is *missing* must only fire on
+    /// `Absent`: an invalid value has its own error already.
+    pub fn take<T>(
+        &mut self,
+        key: &'static str,
+        cx: &mut Cx,
+        f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>,
+    ) -> Got<T> {
+        match self.get(key) {
+            None => Got::Absent,
+            Some(n) => {
+                let errors = cx.diags.len();
+                match f(n, cx) {
+                    Some(v) if cx.diags.len() == errors => Got::Value(v),
+                    _ => Got::Invalid,
+                }
+            }
+        }
     }
 
     pub fn opt<T>(
@@ -136,29 +172,35 @@ impl<'n> Fields<'n> {
         cx: &mut Cx,
         f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>,
     ) -> Option<T> {
-        self.get(key).and_then(|n| f(n, cx))
+        self.take(key, cx, f).value()
     }
 
     /// A required key: reports it missing at the map's position, unless a
     /// misspelling of it is present (then the unknown-key error says it all).
+    /// A key written with no value says so at the key.
     pub fn req<T>(
         &mut self,
         key: &'static str,
         cx: &mut Cx,
         f: impl FnOnce(&'n Node, &mut Cx) -> Option<T>,
     ) -> Option<T> {
-        match self.get(key) {
-            Some(n) => f(n, cx),
-            None => {
-                if !self.near(key) {
-                    cx.err(
-                        self.loc,
-                        format!("{} is missing required key `{key}`", self.what),
-                    );
-                }
-                None
+        let Some((k, v)) = self.entry(key) else {
+            if !self.near(key) {
+                cx.err(
+                    self.loc,
+                    format!("{} is missing required key `{key}`", self.what),
+                );
             }
+            return None;
+        };
+        if v.value == Value::Null {
+            cx.err(
+                &k.loc,
+                format!("`{key}` has no value: give one (it is required)"),
+            );
+            return None;
         }
+        self.take(key, cx, f).value()
     }
 
     /// Is there an unused key that looks like a misspelling of `key`?
@@ -190,6 +232,23 @@ impl<'n> Fields<'n> {
     }
 }
 
+/// An earlier key written the same as `k` (keys that are not scalars never match).
+fn first_key<'a>(earlier: impl IntoIterator<Item = &'a Node>, k: &Node) -> Option<&'a Node> {
+    let text = k.as_scalar_text()?;
+    earlier
+        .into_iter()
+        .find(|e| e.as_scalar_text().as_deref() == Some(text.as_str()))
+}
+
+/// The message for a key given a second time (`k`) in one mapping.
+fn twice(k: &Node, what: &str, first: &Node) -> String {
+    format!(
+        "key `{}` is given twice in {what}; keep one (the first is at {})",
+        key_text(k),
+        first.loc
+    )
+}
+
 fn key_text(k: &Node) -> String {
     k.as_scalar_text()
         .unwrap_or_else(|| format!("<{}>", k.kind()))
@@ -198,15 +257,29 @@ fn key_text(k: &Node) -> String {
 // ---- scalars --------------------------------------------------------------
 
 pub fn string(n: &Node, cx: &mut Cx) -> Option<String> {
-    match &n.value {
-        Value::Str(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Float(f) => {
-            // YAML reads `1.10` as the number 1.1: the text is lost, so ask for quotes.
+    match (&n.value, n.text.as_deref()) {
+        (Value::Str(s), _) => Some(s.clone()),
+        // `7` is the text "7"; but `1.10` (read as 1.1) or `0x1F` (31) would
+        // not mean what was written, so ask for quotes, quoting what was written.
+        (Value::Int(i), Some(t)) if t == i.to_string() => Some(t.to_string()),
+        (Value::Int(i), None) => Some(i.to_string()),
+        (Value::Int(i), Some(t)) => {
+            cx.err(&n.loc, quote_it(t, &format!("the number {i}")));
+            None
+        }
+        (Value::Float(f), Some(t)) => {
+            cx.err(&n.loc, quote_it(t, &format!("the number {f}")));
+            None
+        }
+        (Value::Float(f), None) => {
             cx.err(
                 &n.loc,
                 format!("`{f}` was read as a number: put it in quotes"),
             );
+            None
+        }
+        (Value::Bool(_), Some(t)) => {
+            cx.err(&n.loc, quote_it(t, "a boolean"));
             None
         }
         _ => {
@@ -214,6 +287,13 @@ pub fn string(n: &Node, cx: &mut Cx) -> Option<String> {
             None
         }
     }
+}
+
+/// YAML read `written` as something other than text.
+fn quote_it(written: &str, read_as: &str) -> String {
+    format!(
+        "YAML reads `{written}` as {read_as}: put it in quotes, `\"{written}\"`, to mean the text"
+    )
 }
 
 pub fn boolean(n: &Node, cx: &mut Cx) -> Option<bool> {
@@ -445,6 +525,14 @@ pub fn selector(n: &Node, cx: &mut Cx) -> Option<TagSelector> {
     })
 }
 
+/// Does the URL carry `USER[:PASSWORD]@` before its host?
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+}
+
 fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
     let s = string(n, cx)?;
     let s = s.trim();
@@ -454,6 +542,16 @@ fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
             return None;
         }
         return Some(Endpoint::OciLayout(root.join(path)));
+    }
+    if has_userinfo(s) {
+        // Never repeat it: it may hold a password.
+        cx.err(
+            &n.loc,
+            "a registry `url` must not hold a user name or password (`USER:PASSWORD@`): \
+             remove it and give credentials under `auth:` \
+             (`username_env` or `username`, with `password_env` or `password_file`)",
+        );
+        return None;
     }
     let (scheme, rest) = match s.split_once("://") {
         Some(("http", r)) => ("http", r),
@@ -578,7 +676,7 @@ fn mirror(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Mirror> {
         to,
         tags: tags.unwrap_or_default(),
         platforms: platforms.unwrap_or_default(),
-        referrers: referrers.unwrap_or(true),
+        referrers: referrers.unwrap_or(Mirror::DEFAULT_REFERRERS),
         prune: prune.unwrap_or(false),
         loc: n.loc.clone(),
     })
@@ -672,8 +770,8 @@ fn retag(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retag> {
     let mut f = Fields::new(n, "retag", cx)?;
     let name = f.opt("name", cx, string);
     let tag = f.req("tag", cx, |n, cx| tagged_ref(n, cx, uses));
-    let from = f.opt("from", cx, |n, cx| image_ref(n, cx, uses, true));
-    let newest = f.opt("newest", cx, |n, cx| {
+    let from = f.take("from", cx, |n, cx| image_ref(n, cx, uses, true));
+    let newest = f.take("newest", cx, |n, cx| {
         let mut g = Fields::new(n, "`newest`", cx)?;
         let repo = g.req("repo", cx, |n, cx| repo_addr(n, cx, uses));
         let tags = g.opt("tags", cx, selector);
@@ -687,14 +785,16 @@ fn retag(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retag> {
     let misspelt = f.near("from") || f.near("newest");
     f.finish(cx);
     let source = match (from, newest) {
-        (Some(r), None) => RetagSource::From(r),
-        (None, Some(s)) => s,
-        (Some(_), Some(_)) => {
+        (Got::Value(r), Got::Absent) => RetagSource::From(r),
+        (Got::Absent, Got::Value(s)) => s,
+        (a, b) if a.given() && b.given() => {
             cx.err(&loc, "a retag takes `from` or `newest`, not both");
             return None;
         }
-        (None, None) if misspelt => return None,
-        (None, None) => {
+        // The invalid one has its own error.
+        (Got::Invalid, _) | (_, Got::Invalid) => return None,
+        (_, _) if misspelt => return None,
+        (_, _) => {
             cx.err(
                 &loc,
                 "a retag needs `from` (an image) or `newest` (a repo and tag selector)",
@@ -761,7 +861,7 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
     let repos = f.req("repos", cx, |n, cx| {
         list(n, cx, |i, cx| repo_glob(i, cx, uses))
     });
-    let delete = f.opt("delete", cx, |n, cx| {
+    let delete = f.take("delete", cx, |n, cx| {
         let mut g = Fields::new(n, "`delete`", cx)?;
         let d = DeleteWhen {
             older_than: g.opt("older_than", cx, duration),
@@ -786,19 +886,24 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
     let min_keep = f.opt("min_keep", cx, uint);
     let max_deletes = f.opt("max_deletes", cx, uint);
     f.finish(cx);
-    let delete = delete.unwrap_or_default();
-    if delete.older_than.is_none()
-        && delete.tags.is_none()
-        && delete.untagged_referrers != Some(true)
-    {
-        cx.err(&n.loc, "retention rule needs a `delete` condition (`older_than` and/or `tags`): without one it would delete everything not kept");
+    // An invalid `delete` (or one with an invalid condition) has its own error:
+    // it is not also a missing one.
+    let delete = match delete {
+        Got::Invalid => None,
+        Got::Absent => Some(DeleteWhen::default()),
+        Got::Value(d) => Some(d),
+    };
+    if let Some(d) = &delete {
+        if d.older_than.is_none() && d.tags.is_none() && d.untagged_referrers != Some(true) {
+            cx.err(&n.loc, "retention rule needs a `delete` condition (`older_than` and/or `tags`): without one it would delete everything not kept");
+        }
     }
     Some(Retention {
         name: name?,
         repos: repos?,
-        delete,
+        delete: delete?,
         keep: keep.unwrap_or_default(),
-        min_keep: min_keep.unwrap_or(1),
+        min_keep: min_keep.unwrap_or(Retention::DEFAULT_MIN_KEEP),
         max_deletes,
         loc: n.loc.clone(),
     })
@@ -808,6 +913,15 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
     let mut f = Fields::new(n, "host", cx)?;
     let endpoint = f.req("endpoint", cx, |n, cx| {
         let s = string(n, cx)?;
+        if has_userinfo(&s) {
+            // Never repeat it: it may hold a password.
+            cx.err(
+                &n.loc,
+                "a Docker endpoint must not hold a user name or password (`USER:PASSWORD@`): \
+                 remove it (a tcp:// engine authenticates with `tls` client certificates)",
+            );
+            return None;
+        }
         if s.starts_with("unix://")
             || s.starts_with("tcp://")
             || s.starts_with("http://")
@@ -822,7 +936,7 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
             None
         }
     });
-    let tls = f.opt("tls", cx, |n, cx| {
+    let tls = f.take("tls", cx, |n, cx| {
         let mut g = Fields::new(n, "`tls`", cx)?;
         let ca = g.req("ca", cx, string);
         let cert = g.req("cert", cx, string);
@@ -878,13 +992,14 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
     f.finish(cx);
     // TLS belongs to TCP endpoints; saying it where it cannot apply (or
     // leaving it out of https://) is a mistake worth catching here.
+    // (An invalid `tls` has its own error: it is not also a missing one.)
     if let Some(e) = &endpoint {
-        if tls.is_some() && e.starts_with("unix://") {
+        if tls.given() && e.starts_with("unix://") {
             cx.err(
                 &n.loc,
                 "`tls` applies to tcp:// endpoints; a unix:// socket has no TLS (remove `tls`)",
             );
-        } else if tls.is_none() && e.starts_with("https://") {
+        } else if matches!(tls, Got::Absent) && e.starts_with("https://") {
             cx.err(
                 &n.loc,
                 format!("`{e}` needs `tls: {{ca, cert, key}}` (or use tcp:// for plain TCP)"),
@@ -893,7 +1008,7 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
     }
     Some(Host {
         endpoint: endpoint?,
-        tls,
+        tls: tls.value(),
         images: images.unwrap_or_default(),
         containers: containers.unwrap_or_default(),
         loc: n.loc.clone(),
@@ -970,11 +1085,17 @@ fn named_map<T>(
         return Vec::new();
     };
     let mut out = Vec::new();
+    let mut seen: Vec<&Node> = Vec::new();
     for (k, v) in m {
         let Some(name) = k.as_scalar_text() else {
             cx.err(&k.loc, format!("names in `{what}` must be strings"));
             continue;
         };
+        if let Some(first) = first_key(seen.iter().copied(), k) {
+            cx.err(&k.loc, twice(k, &format!("`{what}`"), first));
+            continue;
+        }
+        seen.push(k);
         if let Some(t) = f(v, cx) {
             out.push((name, k.loc.clone(), t));
         }
@@ -996,6 +1117,9 @@ pub struct FilePolicy {
     /// Every registry name written, even where its settings had errors, so
     /// one bad `url` does not also make every address using it "undefined".
     pub registry_names: Vec<String>,
+    /// `registries:` was written but is not a map of names: which names
+    /// exist is unknown, so no address is reported as using an undefined one.
+    pub registries_unreadable: bool,
 }
 
 pub const SECTIONS: [&str; 7] = [
@@ -1020,6 +1144,8 @@ pub fn file(n: &Node, cx: &mut Cx, root: &std::path::Path) -> FilePolicy {
     if let Some(n) = f.get("registries") {
         if let Value::Map(m) = &n.value {
             out.registry_names = m.iter().filter_map(|(k, _)| k.as_scalar_text()).collect();
+        } else {
+            out.registries_unreadable = true;
         }
         out.registries = named_map(n, "registries", cx, |v, cx| registry(v, cx, root));
     }

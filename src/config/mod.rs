@@ -9,6 +9,9 @@ pub mod node;
 pub mod selector;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -128,6 +131,7 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
     let mut policies_loc: Option<Loc> = None;
     let mut uses = Vec::new();
     let mut all_registry_names: Vec<String> = Vec::new();
+    let mut registries_unreadable = false;
     let dup = |cx: &mut decode::Cx,
                seen: &mut BTreeMap<String, Loc>,
                what: &str,
@@ -206,6 +210,12 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
         }
         uses.extend(f.uses.addrs);
         all_registry_names.extend(f.registry_names);
+        registries_unreadable |= f.registries_unreadable;
+    }
+    // With a `registries:` section that could not be read (its error is
+    // reported), which names exist is unknown: no address is "undefined".
+    if registries_unreadable {
+        uses.clear();
     }
     for u in uses {
         if !all_registry_names.iter().any(|n| n == u.registry.as_str()) {

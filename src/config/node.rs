@@ -36,6 +36,10 @@ pub enum Value {
 pub struct Node {
     pub value: Value,
     pub loc: Loc,
+    /// What the user wrote, for a scalar YAML did not read as a string
+    /// (`1.10`, `0x1F`, `true`), so messages quote that and not `1.1`
+    /// (for an alias, the text where its anchor's value is written).
+    pub text: Option<String>,
 }
 
 impl Node {
@@ -50,10 +54,14 @@ impl Node {
             Value::Map(_) => "a map",
         }
     }
-    /// The scalar as text (numbers and booleans too: `tags: [1.0]` means the tag "1.0").
+    /// The scalar as text (numbers and booleans too: `tags: [1.0]` means the tag "1.0"),
+    /// as written where the source text is known.
     pub fn as_scalar_text(&self) -> Option<String> {
         match &self.value {
             Value::Str(s) => Some(s.clone()),
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) if self.text.is_some() => {
+                self.text.clone()
+            }
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(f.to_string()),
             Value::Bool(b) => Some(b.to_string()),
@@ -131,11 +139,24 @@ impl<'de> Deserialize<'de> for Raw {
     }
 }
 
-fn convert(file: &Arc<str>, s: Spanned<Raw>) -> Node {
+/// The source text at a scalar's span, if the span is known and lies on one line.
+fn source_text(source: &str, at: &serde_saphyr::Location) -> Option<String> {
+    let span = at.span();
+    let start = usize::try_from(span.byte_offset()?).ok()?;
+    let len = usize::try_from(span.byte_len()?).ok()?;
+    let text = source.get(start..start.checked_add(len)?)?.trim();
+    (!text.is_empty() && !text.contains('\n')).then(|| text.to_string())
+}
+
+fn convert(file: &Arc<str>, source: &str, s: Spanned<Raw>) -> Node {
     let loc = Loc {
         file: file.clone(),
         line: s.referenced.line(),
         col: s.referenced.column(),
+    };
+    let text = match s.value {
+        Raw::Int(_) | Raw::Float(_) | Raw::Bool(_) => source_text(source, &s.defined),
+        _ => None,
     };
     let value = match s.value {
         Raw::Null => Value::Null,
@@ -143,15 +164,20 @@ fn convert(file: &Arc<str>, s: Spanned<Raw>) -> Node {
         Raw::Int(i) => Value::Int(i),
         Raw::Float(f) => Value::Float(f),
         Raw::Str(v) => Value::Str(v),
-        Raw::Seq(items) => Value::Seq(items.into_iter().map(|i| convert(file, i)).collect()),
+        Raw::Seq(items) => Value::Seq(
+            items
+                .into_iter()
+                .map(|i| convert(file, source, i))
+                .collect(),
+        ),
         Raw::Map(items) => Value::Map(
             items
                 .into_iter()
-                .map(|(k, v)| (convert(file, k), convert(file, v)))
+                .map(|(k, v)| (convert(file, source, k), convert(file, source, v)))
                 .collect(),
         ),
     };
-    Node { value, loc }
+    Node { value, loc, text }
 }
 
 /// Parses one YAML document. A syntax error comes back as `(loc, message)`.
@@ -164,10 +190,18 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, (Loc, String)> {
                 line: 1,
                 col: 1,
             },
+            text: None,
         });
     }
-    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
-        Ok(raw) => Ok(convert(file, raw)),
+    // A key given twice, or `.inf`/`.nan`, reach the tree as they are: the
+    // decoder reports them in its own words (`decode::Fields`, `named_map`),
+    // at their place, along with every other problem in the file (the
+    // parser would stop at the first).
+    let mut options = serde_saphyr::Options::default();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
+        Ok(raw) => Ok(convert(file, text, raw)),
         Err(e) => {
             let (line, col) = e
                 .location()
@@ -209,6 +243,46 @@ mod tests {
         };
         assert_eq!((s[1].loc.line, s[1].loc.col), (2, 10));
         assert_eq!(s[1].value, Value::Str("x".into()));
+    }
+
+    #[test]
+    fn scalars_not_read_as_text_keep_what_was_written() {
+        let f: Arc<str> = Arc::from("p.yaml");
+        let n = parse(&f, "a: &n 1.10\nb: [*n, !!int 7, 0x1F , yes, x]\n").unwrap();
+        let Value::Map(m) = &n.value else {
+            panic!("{n:?}")
+        };
+        let Value::Seq(s) = &m[1].1.value else {
+            panic!("{n:?}")
+        };
+        let texts: Vec<Option<&str>> = std::iter::once(&m[0].1)
+            .chain(s)
+            .map(|n| n.text.as_deref())
+            .collect();
+        // An alias quotes its anchor's value; a string needs no copy.
+        assert_eq!(
+            texts,
+            [
+                Some("1.10"),
+                Some("1.10"),
+                Some("7"),
+                Some("0x1F"),
+                Some("yes"),
+                None
+            ]
+        );
+        assert_eq!(s[2].as_scalar_text().as_deref(), Some("0x1F"));
+    }
+
+    #[test]
+    fn duplicate_keys_reach_the_tree() {
+        let f: Arc<str> = Arc::from("p.yaml");
+        let n = parse(&f, "a: 1\nb: 2\na: 3\n").unwrap();
+        let Value::Map(m) = &n.value else {
+            panic!("{n:?}")
+        };
+        assert_eq!(m.len(), 3);
+        assert_eq!((m[2].0.loc.line, m[2].0.loc.col), (3, 1));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub struct Registry {
     #[serde(default)]
     pub auth: Option<Auth>,
     /// Requests in flight to this registry (default 8).
-    #[serde(default)]
+    #[serde(default = "defaults::concurrency")]
     #[schemars(range(min = 1, max = 256))]
     pub concurrency: Option<u32>,
     /// Optional ceiling, requests per second.
@@ -87,6 +87,39 @@ pub struct Registry {
 
 impl Registry {
     pub const DEFAULT_CONCURRENCY: u32 = 8;
+}
+
+/// The `default` values the JSON schema shows. The loader applies the
+/// defaults (in `decode.rs`, from the same constants); the `#[serde(default =
+/// ...)]` attributes here only feed `schemars` (these types are never
+/// deserialized by serde). A test checks the two agree.
+mod defaults {
+    use super::*;
+
+    pub fn concurrency() -> u32 {
+        Registry::DEFAULT_CONCURRENCY
+    }
+    pub fn referrers() -> bool {
+        Mirror::DEFAULT_REFERRERS
+    }
+    pub fn platforms() -> &'static str {
+        "all"
+    }
+    pub fn min_keep() -> u32 {
+        Retention::DEFAULT_MIN_KEEP
+    }
+    pub fn scanners() -> u32 {
+        VulnGate::DEFAULT_SCANNERS
+    }
+    pub fn artifact_types() -> &'static [&'static str] {
+        crate::scan::DEFAULT_ARTIFACT_TYPES
+    }
+    pub fn owner_label() -> &'static str {
+        crate::inventory::AUTHORS
+    }
+    pub fn no() -> bool {
+        false
+    }
 }
 
 /// Registry credentials. Passwords come from the environment or a file, never a literal.
@@ -165,7 +198,6 @@ enum AllKeyword {
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
     /// Rule name shown in plans (default `mirror:FROM->TO`).
-    #[serde(default)]
     pub name: Option<String>,
     /// `REGISTRY/REPO` to copy from.
     #[schemars(with = "String")]
@@ -178,11 +210,11 @@ pub struct Mirror {
     #[schemars(with = "Option<TagSelectorDoc>")]
     pub tags: TagSelector,
     /// `all` (default) or a list of `os/arch[/variant]`.
-    #[serde(default)]
+    #[serde(default = "defaults::platforms")]
     #[schemars(with = "Option<PlatformsDoc>")]
     pub platforms: Platforms,
     /// Signatures, SBOMs and attestations follow the image (default true).
-    #[serde(default)]
+    #[serde(default = "defaults::referrers")]
     #[schemars(with = "Option<bool>")]
     pub referrers: bool,
     /// Delete TO tags whose FROM tag no longer exists (only tags this rule selects; default false).
@@ -194,6 +226,8 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    pub const DEFAULT_REFERRERS: bool = true;
+
     pub fn rule_name(&self) -> String {
         self.name
             .clone()
@@ -256,11 +290,11 @@ pub struct VulnGate {
     /// Highest severity allowed.
     pub max_severity: Severity,
     /// Reports from this many distinct scanners are required (default 1).
-    #[serde(default)]
+    #[serde(default = "defaults::scanners")]
     #[schemars(range(min = 1))]
     pub scanners: Option<u32>,
-    /// Ignore findings that have no fixed version.
-    #[serde(default)]
+    /// Ignore findings that have no fixed version (default false).
+    #[serde(default = "defaults::no")]
     pub ignore_unfixed: Option<bool>,
     /// Reports older than this do not count.
     #[serde(default)]
@@ -269,11 +303,13 @@ pub struct VulnGate {
     /// Referrer artifact types read as scan reports (default: `application/sarif+json`,
     /// `application/vnd.aquasec.trivy.report+json`, `application/vnd.aquasec.trivy.report.v1+json`,
     /// `application/vnd.anchore.grype+json`, `application/vnd.anchore.grype.report+json`).
-    #[serde(default)]
+    #[serde(default = "defaults::artifact_types")]
     pub artifact_types: Option<Vec<String>>,
 }
 
 impl VulnGate {
+    pub const DEFAULT_SCANNERS: u32 = 1;
+
     /// The referrer artifact types this gate reads as scan reports.
     pub fn report_types(&self) -> Vec<&str> {
         match &self.artifact_types {
@@ -287,7 +323,6 @@ impl VulnGate {
 #[serde(deny_unknown_fields)]
 pub struct Retag {
     /// Rule name shown in plans (default `retag:TAG`).
-    #[serde(default)]
     pub name: Option<String>,
     /// `REGISTRY/REPO:TAG` that must point where stated.
     #[schemars(with = "String")]
@@ -350,7 +385,7 @@ pub struct Retention {
     #[serde(default)]
     pub keep: Keep,
     /// Never leave a repo with fewer tags than this (default 1).
-    #[serde(default)]
+    #[serde(default = "defaults::min_keep")]
     #[schemars(with = "Option<u32>")]
     pub min_keep: u32,
     /// Over this many deletions, the rule's deletions are blocked, not applied.
@@ -358,6 +393,10 @@ pub struct Retention {
     pub max_deletes: Option<u32>,
     #[schemars(skip)]
     pub loc: Loc,
+}
+
+impl Retention {
+    pub const DEFAULT_MIN_KEEP: u32 = 1;
 }
 
 /// A `REGISTRY/REPO-GLOB` pattern.
@@ -385,8 +424,8 @@ pub struct DeleteWhen {
     #[serde(default)]
     #[schemars(with = "Option<TagSelectorDoc>")]
     pub tags: Option<TagSelector>,
-    /// Also delete referrers whose subject is gone.
-    #[serde(default)]
+    /// Also delete referrers whose subject is gone (default false).
+    #[serde(default = "defaults::no")]
     pub untagged_referrers: Option<bool>,
 }
 
@@ -462,7 +501,7 @@ pub struct HostContainers {
     pub max_age: Option<Duration>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnViolation {
     #[default]
@@ -490,7 +529,7 @@ pub struct Policies {
     pub on_violation: OnViolation,
     /// The label or annotation naming an image's owner in `inventory`
     /// (default `org.opencontainers.image.authors`).
-    #[serde(default)]
+    #[serde(default = "defaults::owner_label")]
     pub owner_label: Option<String>,
     #[schemars(skip)]
     pub loc: Option<Loc>,

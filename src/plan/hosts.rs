@@ -166,7 +166,7 @@ fn prune(
             continue;
         };
         if let Some(o) = rules.older_than {
-            if cx.now.0 - created.0 <= o.0 as i64 {
+            if cx.now.0 - created.0 <= o.secs() {
                 continue;
             }
         }
@@ -202,7 +202,7 @@ fn prune(
             reason: match rules.older_than {
                 Some(o) => format!(
                     "unused, {age_text} (older_than {})",
-                    Duration::human(o.0 as i64)
+                    Duration::human(o.secs())
                 ),
                 None => format!("unused, {age_text}"),
             },
@@ -240,7 +240,7 @@ fn max_age(
     };
     for c in state.containers.iter().filter(|c| c.running) {
         let Some(started) = c.started else { continue };
-        if cx.now.0 - started.0 <= max.0 as i64 {
+        if cx.now.0 - started.0 <= max.secs() {
             continue;
         }
         let image = addrs
@@ -256,7 +256,7 @@ fn max_age(
             reason: format!(
                 "running {} on {image} (max_age {})",
                 age(cx.now, started),
-                Duration::human(max.0 as i64)
+                Duration::human(max.secs())
             ),
             ..Change::new(Action::StopContainer)
         });

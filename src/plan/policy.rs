@@ -91,14 +91,14 @@ impl<'d> Checker<'d> {
             }
         }
         if let (Some(max), Some(c)) = (self.policies.max_age, info.created) {
-            if now.0 - c.0 > max.0 as i64 {
+            if now.0 - c.0 > max.secs() {
                 out.push(ImageViolation {
                     policy: "max_age",
                     kind: None,
                     message: format!(
                         "created {} ago, max_age {}",
                         age(now, c),
-                        Duration::human(max.0 as i64)
+                        Duration::human(max.secs())
                     ),
                 });
             }
@@ -285,7 +285,7 @@ pub fn host_violations(
         if let Some(max) = policies.max_age {
             for img in &state.images {
                 let Some(created) = img.created else { continue };
-                if now.0 - created.0 <= max.0 as i64 {
+                if now.0 - created.0 <= max.secs() {
                     continue;
                 }
                 let label = img
@@ -301,7 +301,7 @@ pub fn host_violations(
                 let message = format!(
                     "created {} ago, max_age {}",
                     age(now, created),
-                    Duration::human(max.0 as i64)
+                    Duration::human(max.secs())
                 );
                 out.push(HostViolation {
                     violation: Violation {

@@ -88,10 +88,10 @@ fn unmet(
             None => failed.push(
                 "creation time unknown (no config `created`): min_age cannot be checked".into(),
             ),
-            Some(c) if cx.now.0 - c.0 < min.0 as i64 => failed.push(format!(
+            Some(c) if cx.now.0 - c.0 < min.secs() => failed.push(format!(
                 "too young: created {} ago, min_age {}",
                 age(cx.now, c),
-                Duration::human(min.0 as i64)
+                Duration::human(min.secs())
             )),
             Some(_) => {}
         }
@@ -144,7 +144,10 @@ fn vulnerabilities(
     cx: &PlanCx<'_>,
 ) -> Vec<String> {
     let referrers = report_referrers(gate, info);
-    let need = gate.scanners.unwrap_or(1).max(1) as usize;
+    let need = gate
+        .scanners
+        .unwrap_or(crate::config::VulnGate::DEFAULT_SCANNERS)
+        .max(1) as usize;
     if referrers.is_empty() {
         return vec!["no scan report".into()];
     }
@@ -165,12 +168,12 @@ fn vulnerabilities(
                             "scan report from {} has no time: max_report_age cannot be checked",
                             r.tool
                         )),
-                        (Some(max), Some(c)) if cx.now.0 - c.0 > max.0 as i64 => {
+                        (Some(max), Some(c)) if cx.now.0 - c.0 > max.secs() => {
                             problems.push(format!(
                                 "scan report from {} is too old: {} old, max_report_age {}",
                                 r.tool,
                                 age(cx.now, c),
-                                Duration::human(max.0 as i64)
+                                Duration::human(max.secs())
                             ))
                         }
                         (Some(_), Some(_)) => usable.push(r),

@@ -301,7 +301,7 @@ fn plan_repo(
         } else if rule
             .keep
             .younger_than
-            .is_some_and(|y| created.is_none_or(|c| now.0 - c.0 < y.0 as i64))
+            .is_some_and(|y| created.is_none_or(|c| now.0 - c.0 < y.secs()))
         {
             Some("keep.younger_than".into())
         } else if let Some(r) = protect.tags.get(&(repo.clone(), tag.clone())) {
@@ -316,7 +316,7 @@ fn plan_repo(
         let selected = rule.delete.tags.as_ref().is_none_or(|s| s.matches(tag));
         let old_enough = match (rule.delete.older_than, created) {
             (None, _) => true,
-            (Some(o), Some(c)) => now.0 - c.0 > o.0 as i64,
+            (Some(o), Some(c)) => now.0 - c.0 > o.secs(),
             (Some(_), None) => false,
         };
         // `untagged_referrers` alone selects no images: only their orphans.

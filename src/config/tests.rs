@@ -1,0 +1,301 @@
+//! The loader's messages, as a user reads them: one line per problem, at
+//! its place, saying what to do.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+
+/// The errors for one file `p.yaml` holding `yaml`, one per line.
+fn errors(yaml: &str) -> String {
+    match load_texts(Path::new("/p"), &[(Arc::from("p.yaml"), yaml.to_string())]) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(diags) => diags.iter().map(|d| format!("{d}\n")).collect::<String>(),
+    }
+}
+
+fn accepted(yaml: &str) -> Policy {
+    match load_texts(Path::new("/p"), &[(Arc::from("p.yaml"), yaml.to_string())]) {
+        Ok(p) => p,
+        Err(diags) => panic!("refused:\n{yaml}\n{diags:#?}"),
+    }
+}
+
+const REG: &str = "registries:\n  dev: {url: \"http://127.0.0.1:5000\"}\n";
+
+#[test]
+fn durations_out_of_range_are_errors_at_their_place() {
+    let yaml = format!(
+        "{REG}\
+         retention:\n\
+         \x20 - {{name: a, repos: [dev/x], delete: {{older_than: \"106751991167301d\"}}}}\n\
+         \x20 - {{name: b, repos: [dev/x], delete: {{older_than: 9223372036854775808s}}}}\n\
+         \x20 - {{name: c, repos: [dev/x], delete: {{older_than: 18446744073709551615s}}}}\n\
+         \x20 - {{name: d, repos: [dev/x], delete: {{older_than: 99999999999999999999999s}},\n\
+         \x20     keep: {{younger_than: 36501d}}}}\n\
+         promotions:\n\
+         \x20 - {{name: p, from: dev/a, to: dev/b, require: {{min_age: 5215w,\n\
+         \x20     vulnerabilities: {{max_severity: high, max_report_age: 307445734561825861m}}}}}}\n\
+         hosts:\n\
+         \x20 h:\n\
+         \x20   endpoint: unix:///var/run/docker.sock\n\
+         \x20   images: {{prune: {{older_than: 1000000000000h}}}}\n\
+         \x20   containers: {{max_age: 106751991167301d}}\n\
+         policies: {{max_age: 106751991167301d}}\n"
+    );
+    let e = errors(&yaml);
+    // Each one is refused, none wraps to something short, and nothing else is said.
+    assert_eq!(e.lines().count(), 10, "{e}");
+    assert!(e.lines().all(|l| l.contains("is too long")), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn the_longest_duration_is_accepted() {
+    let yaml = format!(
+        "{REG}retention:\n  - {{name: a, repos: [dev/x], delete: {{older_than: 36500d}}}}\n"
+    );
+    let p = accepted(&yaml);
+    assert_eq!(
+        p.retention[0].delete.older_than,
+        Some(crate::model::Duration::MAX)
+    );
+    assert_eq!(crate::model::Duration::MAX.secs(), 36_500 * 86_400);
+}
+
+#[test]
+fn credentials_in_a_url_are_refused_without_repeating_them() {
+    let yaml = "registries:\n\
+                \x20 a: {url: \"http://alice:TOPSECRET42@host\"}\n\
+                \x20 b: {url: \"https://alice:TOPSECRET42@host:5000/\"}\n\
+                \x20 c: {url: \"alice:TOPSECRET42@registry.example.com\"}\n\
+                \x20 d: {url: \"ftp://alice:TOPSECRET42@host\"}\n\
+                \x20 e: {url: \"https://alice@host\"}\n\
+                hosts:\n\
+                \x20 h1: {endpoint: \"tcp://bob:TOPSECRET42@h:2376\"}\n\
+                \x20 h2: {endpoint: \"https://bob:TOPSECRET42@h:2376\"}\n";
+    let e = errors(yaml);
+    assert_eq!(e.lines().count(), 7, "{e}");
+    for secret in ["TOPSECRET42", "alice", "bob"] {
+        assert!(!e.contains(secret), "`{secret}` printed:\n{e}");
+    }
+    assert!(e.contains("auth:"), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn an_at_sign_after_the_host_is_not_taken_for_credentials() {
+    let yaml = "registries:\n  o: {url: \"oci:layouts/a@b\"}\n\
+                hosts:\n  h: {endpoint: \"unix:///run/user@1000/docker.sock\"}\n";
+    accepted(yaml);
+}
+
+#[test]
+fn a_key_given_twice_is_named_with_both_places() {
+    let yaml = "registries:\n\
+                \x20 dev: {url: \"http://127.0.0.1:5000\"}\n\
+                \x20 dev: {url: \"http://127.0.0.1:5001\"}\n\
+                mirrors:\n\
+                \x20 - from: dev/a\n\
+                \x20   to: dev/b\n\
+                \x20   to: dev/c\n\
+                retention:\n\
+                \x20 - {name: r, repos: [dev/x], delete: {older_than: 1d, older_than: 2d}}\n\
+                hosts:\n\
+                \x20 h: {endpoint: \"unix:///s\"}\n\
+                \x20 h: {endpoint: \"unix:///t\"}\n\
+                policies: {on_violation: warn}\n\
+                policies: {on_violation: fail}\n\
+                retags: [{tag: dev/a:x, from: dev/a:1.0, nmae: oops}]\n";
+    let e = errors(yaml);
+    assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+    // Every one of them, and the file's other mistakes too (the misspelt `nmae`).
+    assert_eq!(e.lines().count(), 6, "{e}");
+    assert!(e.contains("`nmae`"), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn invalid_values_are_not_also_reported_missing() {
+    let cases = [
+        // an invalid duration is not a missing `delete` condition
+        "retention:\n  - {name: r, repos: [dev/x], delete: {older_than: 10y}}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: {tags: {regex: \"(\"}}}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: {untagged_referrers: 1}}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: 90d}\n",
+        // an invalid source is not a missing one
+        "retags:\n  - {tag: dev/y:t, from: \"dev/y@sha256:abc\"}\n",
+        "retags:\n  - {tag: dev/y:t, newest: {repo: dev/Y}}\n",
+        "retags:\n  - {tag: dev/y:t, newest: [dev/y]}\n",
+        // an invalid `tls` is not a missing one
+        "hosts:\n  h: {endpoint: \"https://h:2376\", tls: {ca: a.pem}}\n",
+        // unreadable `registries:` do not make every address undefined
+        "registries: [dev]\nmirrors: [{from: dev/a, to: dev/b}]\n",
+    ];
+    let mut all = String::new();
+    for case in cases {
+        let yaml = if case.starts_with("registries") {
+            case.to_string()
+        } else {
+            format!("{REG}{case}")
+        };
+        let e = errors(&yaml);
+        assert!(!e.contains("needs"), "{yaml}\n{e}");
+        assert!(!e.contains("not defined"), "{yaml}\n{e}");
+        all += &e;
+    }
+    insta::assert_snapshot!(all);
+}
+
+#[test]
+fn missing_values_are_still_reported_missing() {
+    let cases = [
+        "retention:\n  - {name: r, repos: [dev/x]}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: {}}\n",
+        "retention:\n  - {name: r, repos: [dev/x], delete: {untagged_referrers: false}}\n",
+        "retags:\n  - {tag: dev/y:t}\n",
+        "retags:\n  - {tag: dev/y:t, from: ~}\n",
+        "hosts:\n  h: {endpoint: \"https://h:2376\"}\n",
+        "retention:\n  - {name: , repos: [dev/x], delete: {older_than: 1d}}\n",
+    ];
+    let mut all = String::new();
+    for case in cases {
+        let e = errors(&format!("{REG}{case}"));
+        assert_eq!(e.lines().count(), 1, "{case}\n{e}");
+        all += &e;
+    }
+    insta::assert_snapshot!(all);
+}
+
+#[test]
+fn a_value_read_as_a_number_is_quoted_as_written() {
+    let yaml = format!(
+        "{REG}mirrors:\n\
+         \x20 - from: dev/a\n\
+         \x20   to: dev/b\n\
+         \x20   tags: [1.10, 2.0, 1e3, 0x1F, 010, +7, true, .inf]\n"
+    );
+    let e = errors(&yaml);
+    assert_eq!(e.lines().count(), 8, "{e}");
+    assert!(e.contains("`1.10`") && e.contains("`\"1.10\"`"), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn a_whole_number_written_plainly_is_its_text() {
+    let yaml = format!("{REG}mirrors:\n  - {{from: dev/a, to: dev/b, tags: [7, \"1.10\"]}}\n");
+    let p = accepted(&yaml);
+    let tags: Vec<String> = p.mirrors[0]
+        .tags
+        .exact
+        .iter()
+        .flatten()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(tags, ["7", "1.10"]);
+}
+
+/// Every `default` in the JSON schema is the value the loader gives an
+/// omitted key; a key gaining a default must be added here.
+#[test]
+fn schema_defaults_are_the_loaders() {
+    let schema = json_schema();
+    let defs = schema["$defs"].as_object().expect("$defs");
+    let mut in_schema = std::collections::BTreeMap::new();
+    for (def, s) in defs {
+        for (key, prop) in s["properties"].as_object().into_iter().flatten() {
+            if let Some(d) = prop.get("default") {
+                in_schema.insert(format!("{def}.{key}"), d.clone());
+            }
+        }
+    }
+    let p = accepted(&format!(
+        "{REG}mirrors: [{{from: dev/a, to: dev/b}}]\n\
+         promotions: [{{name: p, from: dev/a, to: dev/c,\n\
+         \x20 require: {{vulnerabilities: {{max_severity: high}}}}}}]\n\
+         retention: [{{name: r, repos: [dev/x], delete: {{older_than: 1d}}}}]\n\
+         hosts: {{h: {{endpoint: \"unix:///s\", images: {{prune: {{}}}}}}}}\n\
+         policies: {{}}\n"
+    ));
+    let reg = &p.registries.values().next().expect("registry");
+    let m = &p.mirrors[0];
+    let pr = &p.promotions[0];
+    let gate = pr.require.vulnerabilities.as_ref().expect("gate");
+    let r = &p.retention[0];
+    let h = &p.hosts["h"];
+    let pol = p.policies.as_ref().expect("policies");
+    let owner = pol
+        .owner_label
+        .clone()
+        .unwrap_or_else(|| crate::inventory::AUTHORS.to_string());
+    let null = serde_json::Value::Null;
+    let loaded: std::collections::BTreeMap<String, serde_json::Value> = [
+        (
+            "Registry.concurrency",
+            serde_json::json!(reg.concurrency.unwrap_or(Registry::DEFAULT_CONCURRENCY)),
+        ),
+        ("Registry.rate", serde_json::json!(reg.rate)),
+        ("Auth.username_env", null.clone()),
+        ("Auth.username", null.clone()),
+        ("Auth.password_env", null.clone()),
+        ("Auth.password_file", null.clone()),
+        (
+            "Mirror.platforms",
+            serde_json::json!(match m.platforms {
+                Platforms::All => "all",
+                Platforms::Only(_) => "only",
+            }),
+        ),
+        ("Mirror.referrers", serde_json::json!(m.referrers)),
+        ("Mirror.prune", serde_json::json!(m.prune)),
+        ("Promotion.overwrite", serde_json::json!(pr.overwrite)),
+        ("Require.min_age", serde_json::json!(pr.require.min_age)),
+        ("Require.referrers", serde_json::json!(pr.require.referrers)),
+        (
+            "VulnGate.scanners",
+            serde_json::json!(gate.scanners.unwrap_or(VulnGate::DEFAULT_SCANNERS)),
+        ),
+        (
+            "VulnGate.ignore_unfixed",
+            serde_json::json!(gate.ignore_unfixed == Some(true)),
+        ),
+        (
+            "VulnGate.max_report_age",
+            serde_json::json!(gate.max_report_age),
+        ),
+        (
+            "VulnGate.artifact_types",
+            serde_json::json!(gate.report_types()),
+        ),
+        ("Retention.min_keep", serde_json::json!(r.min_keep)),
+        ("Retention.max_deletes", serde_json::json!(r.max_deletes)),
+        ("DeleteWhen.older_than", null.clone()),
+        (
+            "DeleteWhen.untagged_referrers",
+            serde_json::json!(r.delete.untagged_referrers == Some(true)),
+        ),
+        ("Keep.newest", serde_json::json!(r.keep.newest)),
+        ("Keep.younger_than", serde_json::json!(r.keep.younger_than)),
+        (
+            "HostPrune.older_than",
+            serde_json::json!(h.images.prune.as_ref().and_then(|p| p.older_than)),
+        ),
+        (
+            "HostPrune.keep",
+            serde_json::json!(h.images.prune.as_ref().map(|p| p.keep.clone())),
+        ),
+        (
+            "HostContainers.max_age",
+            serde_json::json!(h.containers.max_age),
+        ),
+        ("Policies.registries", serde_json::json!(pol.registries)),
+        ("Policies.base_images", serde_json::json!(pol.base_images)),
+        ("Policies.max_age", serde_json::json!(pol.max_age)),
+        ("Policies.on_violation", serde_json::json!(pol.on_violation)),
+        ("Policies.owner_label", serde_json::json!(owner)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(in_schema, loaded);
+}
