@@ -371,3 +371,30 @@ async fn an_image_whose_tags_two_rules_take_is_deleted_not_left_untagged() {
     let (code, again) = run(&["plan", "--detailed-exitcode", "-C", dir]);
     assert_eq!(code, 0, "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reproducible_build_dates_are_no_age() {
+    // ko, Bazel and Nix write the Unix epoch as `created`: such an image is not
+    // 56 years old, its age is unknown, and `older_than` spares it.
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let app: Repo = "team/app".parse().unwrap();
+    for (tag, created) in [
+        ("epoch", "1970-01-01T00:00:00Z".to_string()),
+        ("old", ago(100)),
+        ("new", ago(1)),
+    ] {
+        let spec = ImageSpec::new(&created).with_layer("v", tag.to_string());
+        push_image(&reg, &app, Some(&t(tag)), &spec).await.unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nretention:\n  - {name: r, repos: [dev/team/app], delete: {older_than: 30d}}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("- delete dev/team/app:old"), "{out}");
+    assert_eq!(tags(&reg, "team/app").await, ["epoch", "new"]);
+}

@@ -400,12 +400,19 @@ fn created_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<T
     let v: serde_json::Value = serde_json::from_slice(config).ok()?;
     v.get("created")
         .and_then(|c| c.as_str())
-        .and_then(Timestamp::parse_rfc3339)
+        .and_then(image_time)
         .or_else(|| {
             annotations
                 .get("org.opencontainers.image.created")
-                .and_then(|s| Timestamp::parse_rfc3339(s))
+                .and_then(|s| image_time(s))
         })
+}
+
+/// An image's creation time. Reproducible builds (ko, Bazel, Nix, `SOURCE_DATE_EPOCH=0`) write
+/// the Unix epoch or year 1 there: that is no age at all, and read as one it would make every
+/// such image decades old and the first thing `older_than` deletes. So it is unknown.
+fn image_time(s: &str) -> Option<Timestamp> {
+    Timestamp::parse_rfc3339(s).filter(|t| t.0 > 0)
 }
 
 /// Reads an image's creation time, platforms, size and referrers; `None` if absent.
@@ -443,7 +450,7 @@ pub async fn image_info(
             info.index_manifest = String::from_utf8(m.bytes.to_vec()).ok();
             info.created = annotations
                 .get("org.opencontainers.image.created")
-                .and_then(|s| Timestamp::parse_rfc3339(s));
+                .and_then(|s| image_time(s));
             info.base_name = annotations.get(super::BASE_NAME).cloned();
             let index_annotations = annotations;
             for child in &manifests {
