@@ -398,3 +398,108 @@ async fn reproducible_build_dates_are_no_age() {
     assert!(out.contains("- delete dev/team/app:old"), "{out}");
     assert_eq!(tags(&reg, "team/app").await, ["epoch", "new"]);
 }
+
+fn write_policy(dir: &Path, yaml: &str) {
+    std::fs::write(dir.join("policy.yaml"), yaml).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promoted_tags_stay_protected_after_the_promotion() {
+    // Once promoted, a tag has no change in the plan, but retention must keep
+    // both ends: deleting the target would make every run copy it again.
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let up: Repo = "up/app".parse().unwrap();
+    push_image(&reg, &up, Some(&t("1.0.0")), &ImageSpec::new(&ago(100)))
+        .await
+        .unwrap();
+    let promote = "registries:\n  dev: {url: oci:dev}\npromotions:\n  - {name: p, from: dev/up/app, to: dev/prod/app, tags: [\"1.0.0\"]}\n";
+    write_policy(tmp.path(), promote);
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    write_policy(
+        tmp.path(),
+        &format!("{promote}retention:\n  - {{name: r, repos: [dev/prod/app, dev/up/app], delete: {{older_than: 30d}}, min_keep: 0}}\n"),
+    );
+    let (code, out) = run(&["plan", "-v", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "nothing to delete, nothing to copy again:\n{out}");
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("= keep dev/prod/app:1.0.0 target of p"),
+        "{out}"
+    );
+    assert!(
+        flat.contains("= keep dev/up/app:1.0.0 source of p"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platform_filtered_mirror_protects_its_source_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let up: Repo = "up/app".parse().unwrap();
+    let specs = [
+        ImageSpec::new(&ago(200)).with_layer("v", "amd"),
+        ImageSpec::new(&ago(200))
+            .with_layer("v", "arm")
+            .with_platform("linux", "arm64"),
+    ];
+    regimen::testkit::push_index(&reg, &up, Some(&t("1.0")), &specs)
+        .await
+        .unwrap();
+    write_policy(
+        tmp.path(),
+        "registries:\n  dev: {url: oci:dev}\nmirrors:\n  - {name: m, from: dev/up/app, to: dev/out/app, platforms: [linux/amd64]}\nretention:\n  - {name: r, repos: [dev/up/app], delete: {older_than: 30d}, min_keep: 0}\n",
+    );
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "-v", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("- delete"), "{out}");
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("= keep dev/up/app:1.0 source of m"), "{out}");
+    assert_eq!(tags(&reg, "up/app").await, ["1.0"]);
+    let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_prune_heeds_retention_keeps_and_min_keep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let up: Repo = "up/app".parse().unwrap();
+    for (i, days) in [(1, 300), (2, 200), (3, 100)] {
+        let spec = ImageSpec::new(&ago(days)).with_layer("v", format!("{i}"));
+        push_image(&reg, &up, Some(&t(&format!("1.{i}.0"))), &spec)
+            .await
+            .unwrap();
+    }
+    write_policy(
+        tmp.path(),
+        "registries:\n  dev: {url: oci:dev}\nmirrors:\n  - {name: m, from: dev/up/app, to: dev/out/app, prune: true}\nretention:\n  - {name: r, repos: [dev/out/app], delete: {older_than: 90d}, min_keep: 2}\n",
+    );
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    // Upstream drops every tag.
+    for tag in ["1.1.0", "1.2.0", "1.3.0"] {
+        regimen::apply::remove_tag(&reg, &up, &t(tag))
+            .await
+            .unwrap();
+    }
+    let (code, out) = run(&["apply", "-v", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    // Retention deletes the oldest once (not twice), its min_keep keeps two,
+    // and the prune that wanted those is shown as blocked.
+    assert_eq!(
+        out.matches("- delete dev/out/app:1.1.0").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("! blocked dev/out/app:1.3.0") && out.contains("retention rule r keeps it"),
+        "{out}"
+    );
+    assert_eq!(tags(&reg, "out/app").await, ["1.2.0", "1.3.0"]);
+}

@@ -114,10 +114,24 @@ pub struct Intent {
     pub source_digest: Option<Digest>,
 }
 
+/// A tag a rule wants that is already where the rule wants it.
+#[derive(Clone, Debug)]
+pub struct InPlace {
+    pub target: RepoAddr,
+    pub tag: Tag,
+    pub source: RepoAddr,
+    pub digest: Digest,
+    pub rule: String,
+}
+
 pub struct PlanCx<'o> {
     pub observed: &'o Observed,
     pub now: Timestamp,
     pub intents: Vec<Intent>,
+    /// Rules' tags already in place (a promotion done earlier): no change,
+    /// but retention must keep both ends, or it would delete what the next
+    /// run copies again.
+    pub in_place: Vec<InPlace>,
     pub blocked: Vec<Blocked>,
     /// For `plan::wanted`: the image details the rules asked for.
     pub collect_needed: bool,
@@ -142,6 +156,7 @@ impl<'o> PlanCx<'o> {
             observed,
             now,
             intents: Vec::new(),
+            in_place: Vec::new(),
             blocked: Vec::new(),
             collect_needed: false,
             needed: BTreeSet::new(),

@@ -82,10 +82,15 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
 
 /// `prune: true`: TO tags this rule selects whose FROM tag is gone. Foreign
 /// tags (not matching the rule's selector) are never touched.
+///
+/// Retention over the same repo has its say: a tag it already deletes is not
+/// deleted twice, a tag it keeps stays (shown as blocked: the two rules
+/// disagree), and together they never leave fewer tags than its `min_keep`.
 pub fn prune(
     m: &Mirror,
     protect: &super::retention::Protected,
-    cx: &PlanCx<'_>,
+    retention: &super::retention::Report,
+    cx: &mut PlanCx<'_>,
     out: &mut Vec<super::types::Change>,
 ) {
     let (RepoView::Known(from), RepoView::Known(to)) = (cx.repo(&m.from), cx.repo(&m.to)) else {
@@ -94,26 +99,56 @@ pub fn prune(
     if from.missing {
         return; // a missing source is not "every tag gone upstream" (blocked in `plan`)
     }
-    let going: Vec<super::retention::Going> = to
-        .tags
-        .iter()
-        .filter(|(t, _)| m.tags.matches(t) && !from.tags.contains_key(*t))
-        .filter(|(t, d)| {
-            !protect.tags.contains_key(&(m.to.clone(), (*t).clone()))
-                && !protect.digests.contains_key(&(m.to.clone(), (*d).clone()))
-        })
-        .map(|(t, d)| {
-            let created = match cx.observed.image(&m.to, d) {
-                Some(Fact::Known(i)) => i.created,
-                _ => None,
-            };
-            (t.clone(), d.clone(), created)
-        })
-        .collect();
+    let rule = m.rule_name();
+    let (gone, min_keep) = retention.going.get(&m.to).cloned().unwrap_or_default();
+    let mut going: Vec<super::retention::Going> = Vec::new();
+    for (t, d) in &to.tags {
+        if !m.tags.matches(t)
+            || from.tags.contains_key(t)
+            || gone.contains(t)
+            || protect.tags.contains_key(&(m.to.clone(), t.clone()))
+            || protect.digests.contains_key(&(m.to.clone(), d.clone()))
+        {
+            continue;
+        }
+        let subject = format!("{}:{t}", m.to);
+        if let Some(k) = retention.kept.iter().find(|k| k.subject == subject) {
+            cx.block(
+                &rule,
+                subject,
+                format!(
+                    "gone upstream, but retention rule {} keeps it ({}): not pruned",
+                    k.rule, k.reason
+                ),
+            );
+            continue;
+        }
+        let created = match cx.observed.image(&m.to, d) {
+            Some(Fact::Known(i)) => i.created,
+            _ => None,
+        };
+        going.push((t.clone(), d.clone(), created));
+    }
+    // min_keep of the retention rules over this repo counts prune too: the
+    // newest go back first.
+    let left = to.tags.len().saturating_sub(gone.len() + going.len());
+    if left < min_keep as usize {
+        going.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        let back = (min_keep as usize - left).min(going.len());
+        for (t, _, _) in going.drain(..back) {
+            cx.block(
+                &rule,
+                format!("{}:{t}", m.to),
+                format!(
+                    "gone upstream, but retention keeps min_keep {min_keep} tags here: not pruned"
+                ),
+            );
+        }
+    }
     let mut changes = super::retention::digest_level(
         &m.to,
         &to.tags,
-        &Default::default(),
+        &gone,
         &super::retention::index_children(&m.to, &to.tags, cx.observed),
         &going,
         &m.rule_name(),

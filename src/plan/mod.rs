@@ -70,7 +70,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     }
     for m in desired.mirrors.iter().filter(|m| m.prune) {
         if protect.unknown_hosts.is_empty() {
-            mirror::prune(m, &protect, &cx, &mut deletions);
+            mirror::prune(m, &protect, &report, &mut cx, &mut deletions);
         } else {
             cx.block(
                 &m.rule_name(),

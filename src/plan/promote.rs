@@ -30,6 +30,13 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         // Already promoted: nothing to check; referrers attached since follow.
         if target_state.and_then(|t| t.tags.get(&tag)) == Some(digest) {
             super::referrers::follow(cx, &p.name, (&p.from, &p.to), (&tag, digest), &subject);
+            cx.in_place.push(super::intent::InPlace {
+                target: p.to.clone(),
+                tag: tag.clone(),
+                source: p.from.clone(),
+                digest: digest.clone(),
+                rule: p.name.clone(),
+            });
             continue;
         }
         let failed = unmet(p, digest, cx, checker);

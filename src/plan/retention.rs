@@ -84,6 +84,18 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
             (i.target.clone(), i.tag.clone()),
             format!("target of {}", i.rule),
         );
+        // A platform-filtered copy is made from the source's full index.
+        let read = i.source_digest.as_ref().unwrap_or(&i.digest);
+        p.digests.insert(
+            (i.source.clone(), read.clone()),
+            format!("source of {}", i.rule),
+        );
+    }
+    for i in &cx.in_place {
+        p.tags.insert(
+            (i.target.clone(), i.tag.clone()),
+            format!("target of {}", i.rule),
+        );
         p.digests.insert(
             (i.source.clone(), i.digest.clone()),
             format!("source of {}", i.rule),
