@@ -252,13 +252,27 @@ fn a_first_copy_with_referrers_converges_in_one_run() {
         );
         subjects.push(subject);
     }
+    // The first image is also signed cosign-style: a `.sig` tag, no referrer of anything.
+    let sig_tag = ref_tag(&subjects[0], ".sig");
+    block_on(push_image(
+        s.as_ref(),
+        &repo(),
+        Some(&sig_tag),
+        &ImageSpec::new(CREATED).with_layer("sig", "signature 0"),
+    ))
+    .unwrap();
     let (code, v) = plan(&dir);
     assert_eq!(code, 2);
     assert_eq!(
-        v["summary"]["copy"], 3,
-        "the images bring their referrers: {v:#}"
+        v["summary"]["copy"], 4,
+        "the images bring their referrers, and the signature tag comes along: {v:#}"
     );
     apply(&dir);
+    assert_eq!(
+        dst.digest("team/app", sig_tag.as_str()),
+        src.digest("team/app", sig_tag.as_str()),
+        "the cosign signature arrives with the first copy"
+    );
     for subject in &subjects {
         let tag = ref_tag(subject, "");
         assert_eq!(

@@ -46,6 +46,8 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             }
             continue;
         }
+        // cosign's signature tags come in the same apply.
+        super::referrers::follow(cx, &p.name, (&p.from, &p.to), (&tag, digest), &subject);
         cx.intents.push(Intent {
             target: p.to.clone(),
             tag: tag.clone(),

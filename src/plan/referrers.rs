@@ -14,8 +14,10 @@ use crate::model::{Digest, RepoAddr, Tag};
 use crate::observe::Fact;
 
 /// Intents for the source's referrer tags whose subject is `subject`, which
-/// the rule keeps at `to` under `tag` (`label` names it in reasons). Only
-/// for a tag already in place: a copy made now brings the referrers itself.
+/// the rule keeps at `to` under `tag` (`label` names it in reasons). For a
+/// tag the rule copies now, only cosign's `.sig`/`.att`/`.sbom` tags: the
+/// copy brings the OCI referrers (and their `sha256-<hex>` index) itself,
+/// but cosign's tags are no referrers of anything and would come a run late.
 pub fn follow(
     cx: &mut PlanCx<'_>,
     rule: &str,
@@ -26,13 +28,12 @@ pub fn follow(
     let (RepoView::Known(src), RepoView::Known(dst)) = (cx.repo(from), cx.repo(to)) else {
         return;
     };
-    if dst.tags.get(tag) != Some(subject) {
-        return;
-    }
+    let in_place = dst.tags.get(tag) == Some(subject);
     let tags: Vec<&Tag> = src
         .referrer_tags
         .iter()
         .filter(|t| t.referrer_subject().as_ref() == Some(subject))
+        .filter(|t| in_place || t.as_str().contains('.'))
         .collect();
     for tag in tags {
         let on_target = dst.referrer_tags.contains(tag);
