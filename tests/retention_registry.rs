@@ -401,3 +401,123 @@ fn untagged_referrers_whose_image_is_gone_are_cleaned_and_nothing_else() {
     let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
     assert_eq!(code, 0, "{again}");
 }
+
+/// An OCI index over `children` (digest, size), as raw manifest bytes.
+fn index_of(children: &[(&str, usize, &str)]) -> regimen::registry::Manifest {
+    let manifests: Vec<serde_json::Value> = children
+        .iter()
+        .map(|(digest, size, media_type)| {
+            serde_json::json!({"mediaType": media_type, "digest": digest, "size": size,
+                               "platform": {"architecture": "amd64", "os": "linux"}})
+        })
+        .collect();
+    let index = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    regimen::registry::Manifest::from_bytes(
+        serde_json::to_vec(&index).unwrap(),
+        Some("application/vnd.oci.image.index.v1+json"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn saved_plan_refuses_to_delete_what_a_new_index_now_lists() {
+    const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/ix".parse().unwrap();
+    let [b, c, d] = ["pr-2", "pr-3", "pr-4"].map(|tag| {
+        block_on(push_image(
+            r.as_ref(),
+            &repo,
+            Some(&tag.parse().unwrap()),
+            &img("ix", tag, 200),
+        ))
+        .unwrap()
+        .to_string()
+    });
+    block_on(push_image(
+        r.as_ref(),
+        &repo,
+        Some(&"main".parse().unwrap()),
+        &img("ix", "main", 10),
+    ))
+    .unwrap();
+    // Through a proxy that counts the index reads.
+    let proxy = FaultProxy::start(&reg.host);
+    let (tmp, dir) = policy(&proxy.url(), "dev/team/ix", DELETE, "");
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) =
+        run(regimen().args(["plan", "-C", &dir, "--out", planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    for tag in ["pr-2", "pr-3", "pr-4"] {
+        assert!(out.contains(&format!("delete dev/team/ix:{tag}")), "{out}");
+    }
+
+    // Meanwhile: index v2 lists pr-2's image; v3 lists an (untagged) index
+    // that lists pr-3's image.
+    let size = |digest: &str| reg.raw_manifest("team/ix", digest).len();
+    let v2 = index_of(&[(&b, size(&b), IMAGE)]);
+    let inner = index_of(&[(&c, size(&c), IMAGE)]);
+    let v3 = index_of(&[(inner.digest.as_str(), inner.bytes.len(), INDEX)]);
+    block_on(async {
+        r.put_manifest(&repo, Some(&"v2".parse().unwrap()), &v2)
+            .await
+            .unwrap();
+        r.put_manifest(&repo, None, &inner).await.unwrap();
+        r.put_manifest(&repo, Some(&"v3".parse().unwrap()), &v3)
+            .await
+            .unwrap();
+    });
+
+    let (code, out) = run(regimen().args(["apply", "-C", &dir, planfile.to_str().unwrap()]));
+    assert_eq!(code, 1, "a stale change exits 1:\n{out}");
+    assert!(out.contains("2 stale"), "{out}");
+    assert!(
+        out.contains(&format!("{b} is now listed by the index tagged v2")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{c} is now listed by the index tagged v3")),
+        "{out}"
+    );
+    // The indexes are whole; the rest of the plan was applied.
+    for digest in [&b, &c] {
+        let r = reg.request(
+            "HEAD",
+            &format!("/v2/team/ix/manifests/{digest}"),
+            &[("Accept", IMAGE)],
+            &[],
+        );
+        assert_eq!(r.status, 200, "{digest} was deleted");
+    }
+    let gone = reg.request(
+        "HEAD",
+        &format!("/v2/team/ix/manifests/{d}"),
+        &[("Accept", IMAGE)],
+        &[],
+    );
+    assert_eq!(gone.status, 404, "pr-4's image is deleted");
+    assert_eq!(
+        list_tags(&reg, "team/ix"),
+        sorted(&["main", "pr-2", "pr-3", "v2", "v3"])
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/ix:v2", reg.host),
+        &format!("dir:{}", tmp.path().join("v2").display()),
+    ]);
+    // Three deletions looked at the repo; each index was read once.
+    for index in [&v2.digest, &inner.digest, &v3.digest] {
+        assert_eq!(
+            proxy.count("GET", &format!("/manifests/{index}")),
+            1,
+            "{index}: {:?}",
+            proxy.log()
+        );
+    }
+}
