@@ -521,3 +521,96 @@ fn saved_plan_refuses_to_delete_what_a_new_index_now_lists() {
         );
     }
 }
+
+/// HEAD of a manifest by digest, straight at the registry.
+fn manifest_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
+    reg.request(
+        "HEAD",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[(
+            "Accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+        )],
+        &[],
+    )
+    .status
+}
+
+#[test]
+fn an_image_whose_delete_fails_keeps_its_referrers() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/sbom".parse().unwrap();
+    let (image, sbom) = block_on(async {
+        let image = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"pr-2".parse().unwrap()),
+            &img("sbom", "pr-2", 200),
+        )
+        .await
+        .unwrap();
+        push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"keep".parse().unwrap()),
+            &img("sbom", "keep", 200),
+        )
+        .await
+        .unwrap();
+        let sbom = push_referrer(
+            r.as_ref(),
+            &repo,
+            &image,
+            "application/vnd.cyclonedx+json",
+            b"{\"bomFormat\":\"CycloneDX\"}",
+        )
+        .await
+        .unwrap();
+        (image, sbom)
+    });
+    let referrers_tag = image.referrers_tag().to_string();
+    let proxy = FaultProxy::start(&reg.host);
+    let refuse = proxy.status_times("DELETE", &format!("/manifests/{image}"), 503, &[], 100);
+    let (_tmp, dir) = policy(
+        &proxy.url(),
+        "dev/team/sbom",
+        "{tags: {regex: \"^pr-\"}}",
+        "    keep: {tags: [keep]}\n",
+    );
+
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 failed"), "{out}");
+    assert!(proxy.counts(refuse).1 > 0, "{:?}", proxy.log());
+    // Nothing of it was deleted: the SBOM, and the referrers tag listing it.
+    assert_eq!(reg.digest("team/sbom", "pr-2"), image.to_string());
+    assert_eq!(manifest_status(&reg, "team/sbom", sbom.as_str()), 200);
+    assert!(
+        reg.raw_manifest("team/sbom", &referrers_tag)
+            .contains(sbom.as_str()),
+        "the referrers tag still lists the SBOM"
+    );
+    assert_eq!(
+        proxy.count("DELETE", &format!("/manifests/{sbom}")),
+        0,
+        "no referrer is deleted before its image: {:?}",
+        proxy.log()
+    );
+
+    // Once the registry lets it, the image goes, then its SBOM and tag.
+    proxy.clear();
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/sbom"), ["keep"]);
+    for reference in [image.as_str(), sbom.as_str()] {
+        assert_eq!(manifest_status(&reg, "team/sbom", reference), 404);
+    }
+    let log = proxy.log();
+    let at = |digest: &str| {
+        log.iter()
+            .position(|s| s.method == "DELETE" && s.path.ends_with(digest) && s.fault.is_none())
+            .unwrap_or_else(|| panic!("no DELETE of {digest}: {log:?}"))
+    };
+    assert!(at(image.as_str()) < at(sbom.as_str()), "{log:?}");
+}

@@ -375,10 +375,28 @@ async fn delete(
                 .join(", ")
         )));
     }
-    // Referrers first (signatures, SBOMs), then the image, then the fallback referrers tag.
-    delete_with_referrers(reg.as_ref(), repo, &digest)
+    // The image first, and only once it is gone its referrers (signatures,
+    // SBOMs), then the fallback referrers tag: an image whose delete fails
+    // keeps everything that describes it. Its referrers are listed before
+    // it goes (a registry may stop listing them after).
+    let referrers = reg.referrers(repo, &digest).await.map_err(err)?;
+    delete_gone_ok(reg.as_ref(), repo, &digest)
         .await
         .map_err(err)?;
+    for r in referrers {
+        delete_with_referrers(reg.as_ref(), repo, &r.digest)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{}: {digest} is deleted, but not its referrer {}: {e}; its referrers tag \
+                     {} stays listing it (a retention rule with `untagged_referrers: true` \
+                     removes what is left)",
+                    target.repo,
+                    r.digest,
+                    digest.referrers_tag()
+                )
+            })?;
+    }
     let ref_tag = digest.referrers_tag();
     if let Some(h) = reg
         .head_manifest(repo, ref_tag.as_str())
@@ -393,19 +411,33 @@ async fn delete(
     Ok(Outcome::Done)
 }
 
+/// Deletes a manifest by digest; already gone is fine.
+async fn delete_gone_ok(
+    reg: &dyn Registry,
+    repo: &Repo,
+    digest: &Digest,
+) -> Result<(), RegistryError> {
+    match reg.delete_manifest(repo, digest).await {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+/// Deletes `digest`, then, once it is gone, its referrers the same way (a
+/// signature of an SBOM follows the SBOM): a failed delete never leaves a
+/// manifest that stays without what refers to it.
 fn delete_with_referrers<'a>(
     reg: &'a dyn Registry,
-    repo: &'a crate::model::Repo,
+    repo: &'a Repo,
     digest: &'a Digest,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 'a>> {
     Box::pin(async move {
-        for r in reg.referrers(repo, digest).await? {
+        let referrers = reg.referrers(repo, digest).await?;
+        delete_gone_ok(reg, repo, digest).await?;
+        for r in referrers {
             delete_with_referrers(reg, repo, &r.digest).await?;
         }
-        match reg.delete_manifest(repo, digest).await {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other,
-        }
+        Ok(())
     })
 }
 
