@@ -614,3 +614,62 @@ fn an_image_whose_delete_fails_keeps_its_referrers() {
     };
     assert!(at(image.as_str()) < at(sbom.as_str()), "{log:?}");
 }
+
+#[test]
+fn an_untag_left_on_its_placeholder_says_so_and_the_next_apply_removes_it() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/ph".parse().unwrap();
+    let image = block_on(async {
+        for tag in ["pr-1", "keep"] {
+            push_image(
+                r.as_ref(),
+                &repo,
+                Some(&tag.parse().unwrap()),
+                &img("ph", "shared", 200),
+            )
+            .await
+            .unwrap();
+        }
+        r.head_manifest(&repo, "keep")
+            .await
+            .unwrap()
+            .unwrap()
+            .digest
+    });
+    // The probe DELETE (a digest that cannot exist) passes; the
+    // placeholder's DELETE is refused.
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.status_after("DELETE", "/v2/team/ph/manifests/sha256:", 503, 1, 100);
+    let (_tmp, dir) = policy(
+        &proxy.url(),
+        "dev/team/ph",
+        DELETE,
+        "    keep: {tags: [keep]}\n",
+    );
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("dev/team/ph:pr-1 is left on a regimen placeholder")
+            && out.contains("The next apply removes it"),
+        "{out}"
+    );
+    assert!(reg
+        .raw_manifest("team/ph", "pr-1")
+        .contains("application/vnd.regimen.placeholder.v1"));
+
+    // The placeholder has no age, yet the next plan removes it.
+    proxy.clear();
+    let (code, plan) = run(regimen().args(["plan", "-C", &dir]));
+    assert_eq!(code, 0, "{plan}");
+    assert!(
+        plan.contains("- delete dev/team/ph:pr-1") && plan.contains("regimen placeholder"),
+        "{plan}"
+    );
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/ph"), ["keep"]);
+    assert_eq!(reg.digest("team/ph", "keep"), image.to_string());
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &dir]));
+    assert_eq!(code, 0, "{again}");
+}

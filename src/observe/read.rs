@@ -448,8 +448,10 @@ pub async fn image_info(
             config,
             layers,
             annotations,
+            artifact_type,
             ..
         } => {
+            info.artifact_type = artifact_type;
             info.size += config.size + layers.iter().map(|l| l.size).sum::<u64>();
             let cfg = read_small_blob(reg, repo, &config.digest).await?;
             info.created = created_of(&cfg, &annotations);
