@@ -195,3 +195,40 @@ fn lying_source_manifest_fails_clearly_and_writes_no_tag() {
     let tags = s.dst.tags("mirror/app").unwrap_or_default();
     assert!(!tags.contains(&"1.0".to_string()), "{tags:?}");
 }
+
+/// `human_bytes` of the CLI's apply summary (binary units, one decimal).
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"];
+    let (mut v, mut i) = (b as f64, 0);
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+#[test]
+fn the_bytes_copied_count_only_uploads_that_landed() {
+    // 2 MiB, dropped after 1.5 MiB once: counting the failed upload would
+    // say 3.5 MiB.
+    let spec = layer_size_image(43, 2 << 20, "2026-01-02T03:04:05Z");
+    let built = build_image(&spec, Flavor::Oci).unwrap();
+    let layer = regimen::model::Digest::sha256_of(&built.layer);
+    let (s, digest) = setup(&spec);
+    let path = format!("/v2/team/app/blobs/{layer}");
+    let rule = s.proxy.drop_after("GET", &path, 3 << 19, 1);
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &s.dir]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.proxy.counts(rule).1, 1, "{:?}", s.proxy.log());
+    let landed = (built.layer.len() + built.config.len()) as u64;
+    assert!(
+        out.contains(&format!("; {} copied.", human_bytes(landed))),
+        "{} landed:\n{out}",
+        human_bytes(landed)
+    );
+    assert_mirrored(&s, &digest);
+}

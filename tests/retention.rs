@@ -503,3 +503,40 @@ async fn mirror_prune_heeds_retention_keeps_and_min_keep() {
     );
     assert_eq!(tags(&reg, "out/app").await, ["1.2.0", "1.3.0"]);
 }
+
+/// An untag whose last step failed leaves its tag on a regimen placeholder
+/// (no age, no image): the next plan removes it whatever its age, the keep
+/// rules or min_keep, and nothing else changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_left_on_a_placeholder_is_removed_whatever_its_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = seed(tmp.path()).await;
+    // min_keep 10: no real tag of the seed goes.
+    policy(tmp.path(), "    min_keep: 10\n");
+    let d = tmp.path().to_str().unwrap();
+    let api: Repo = "team/api".parse().unwrap();
+    let before = tags(&reg, "team/api").await;
+    let (code, plan) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "nothing to do before:\n{plan}");
+    for tag in ["pr-9", "nightly"] {
+        regimen::registry::push_placeholder(&reg, &api, &t(tag))
+            .await
+            .unwrap();
+    }
+
+    let (code, plan) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{plan}");
+    for tag in ["pr-9", "nightly"] {
+        assert!(
+            plan.contains(&format!("- delete dev/team/api:{tag}"))
+                && plan.contains("left on a regimen placeholder"),
+            "{plan}"
+        );
+    }
+    assert!(plan.contains("0 to untag, 2 to delete"), "{plan}");
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tags(&reg, "team/api").await, before);
+    let (code, again) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "converged:\n{again}");
+}

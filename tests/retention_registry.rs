@@ -401,3 +401,275 @@ fn untagged_referrers_whose_image_is_gone_are_cleaned_and_nothing_else() {
     let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
     assert_eq!(code, 0, "{again}");
 }
+
+/// An OCI index over `children` (digest, size), as raw manifest bytes.
+fn index_of(children: &[(&str, usize, &str)]) -> regimen::registry::Manifest {
+    let manifests: Vec<serde_json::Value> = children
+        .iter()
+        .map(|(digest, size, media_type)| {
+            serde_json::json!({"mediaType": media_type, "digest": digest, "size": size,
+                               "platform": {"architecture": "amd64", "os": "linux"}})
+        })
+        .collect();
+    let index = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    regimen::registry::Manifest::from_bytes(
+        serde_json::to_vec(&index).unwrap(),
+        Some("application/vnd.oci.image.index.v1+json"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn saved_plan_refuses_to_delete_what_a_new_index_now_lists() {
+    const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/ix".parse().unwrap();
+    let [b, c, d] = ["pr-2", "pr-3", "pr-4"].map(|tag| {
+        block_on(push_image(
+            r.as_ref(),
+            &repo,
+            Some(&tag.parse().unwrap()),
+            &img("ix", tag, 200),
+        ))
+        .unwrap()
+        .to_string()
+    });
+    block_on(push_image(
+        r.as_ref(),
+        &repo,
+        Some(&"main".parse().unwrap()),
+        &img("ix", "main", 10),
+    ))
+    .unwrap();
+    // Through a proxy that counts the index reads.
+    let proxy = FaultProxy::start(&reg.host);
+    let (tmp, dir) = policy(&proxy.url(), "dev/team/ix", DELETE, "");
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) =
+        run(regimen().args(["plan", "-C", &dir, "--out", planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    for tag in ["pr-2", "pr-3", "pr-4"] {
+        assert!(out.contains(&format!("delete dev/team/ix:{tag}")), "{out}");
+    }
+
+    // Meanwhile: index v2 lists pr-2's image; v3 lists an (untagged) index
+    // that lists pr-3's image.
+    let size = |digest: &str| reg.raw_manifest("team/ix", digest).len();
+    let v2 = index_of(&[(&b, size(&b), IMAGE)]);
+    let inner = index_of(&[(&c, size(&c), IMAGE)]);
+    let v3 = index_of(&[(inner.digest.as_str(), inner.bytes.len(), INDEX)]);
+    block_on(async {
+        r.put_manifest(&repo, Some(&"v2".parse().unwrap()), &v2)
+            .await
+            .unwrap();
+        r.put_manifest(&repo, None, &inner).await.unwrap();
+        r.put_manifest(&repo, Some(&"v3".parse().unwrap()), &v3)
+            .await
+            .unwrap();
+    });
+
+    let (code, out) = run(regimen().args(["apply", "-C", &dir, planfile.to_str().unwrap()]));
+    assert_eq!(code, 1, "a stale change exits 1:\n{out}");
+    assert!(out.contains("2 stale"), "{out}");
+    assert!(
+        out.contains(&format!("{b} is now listed by the index tagged v2")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{c} is now listed by the index tagged v3")),
+        "{out}"
+    );
+    // The indexes are whole; the rest of the plan was applied.
+    for digest in [&b, &c] {
+        let r = reg.request(
+            "HEAD",
+            &format!("/v2/team/ix/manifests/{digest}"),
+            &[("Accept", IMAGE)],
+            &[],
+        );
+        assert_eq!(r.status, 200, "{digest} was deleted");
+    }
+    let gone = reg.request(
+        "HEAD",
+        &format!("/v2/team/ix/manifests/{d}"),
+        &[("Accept", IMAGE)],
+        &[],
+    );
+    assert_eq!(gone.status, 404, "pr-4's image is deleted");
+    assert_eq!(
+        list_tags(&reg, "team/ix"),
+        sorted(&["main", "pr-2", "pr-3", "v2", "v3"])
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/ix:v2", reg.host),
+        &format!("dir:{}", tmp.path().join("v2").display()),
+    ]);
+    // Three deletions looked at the repo; each index was read once.
+    for index in [&v2.digest, &inner.digest, &v3.digest] {
+        assert_eq!(
+            proxy.count("GET", &format!("/manifests/{index}")),
+            1,
+            "{index}: {:?}",
+            proxy.log()
+        );
+    }
+}
+
+/// HEAD of a manifest by digest, straight at the registry.
+fn manifest_status(reg: &TestRegistry, repo: &str, reference: &str) -> u16 {
+    reg.request(
+        "HEAD",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[(
+            "Accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+        )],
+        &[],
+    )
+    .status
+}
+
+#[test]
+fn an_image_whose_delete_fails_keeps_its_referrers() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/sbom".parse().unwrap();
+    let (image, sbom) = block_on(async {
+        let image = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"pr-2".parse().unwrap()),
+            &img("sbom", "pr-2", 200),
+        )
+        .await
+        .unwrap();
+        push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"keep".parse().unwrap()),
+            &img("sbom", "keep", 200),
+        )
+        .await
+        .unwrap();
+        let sbom = push_referrer(
+            r.as_ref(),
+            &repo,
+            &image,
+            "application/vnd.cyclonedx+json",
+            b"{\"bomFormat\":\"CycloneDX\"}",
+        )
+        .await
+        .unwrap();
+        (image, sbom)
+    });
+    let referrers_tag = image.referrers_tag().to_string();
+    let proxy = FaultProxy::start(&reg.host);
+    let refuse = proxy.status_times("DELETE", &format!("/manifests/{image}"), 503, &[], 100);
+    let (_tmp, dir) = policy(
+        &proxy.url(),
+        "dev/team/sbom",
+        "{tags: {regex: \"^pr-\"}}",
+        "    keep: {tags: [keep]}\n",
+    );
+
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 failed"), "{out}");
+    assert!(proxy.counts(refuse).1 > 0, "{:?}", proxy.log());
+    // Nothing of it was deleted: the SBOM, and the referrers tag listing it.
+    assert_eq!(reg.digest("team/sbom", "pr-2"), image.to_string());
+    assert_eq!(manifest_status(&reg, "team/sbom", sbom.as_str()), 200);
+    assert!(
+        reg.raw_manifest("team/sbom", &referrers_tag)
+            .contains(sbom.as_str()),
+        "the referrers tag still lists the SBOM"
+    );
+    assert_eq!(
+        proxy.count("DELETE", &format!("/manifests/{sbom}")),
+        0,
+        "no referrer is deleted before its image: {:?}",
+        proxy.log()
+    );
+
+    // Once the registry lets it, the image goes, then its SBOM and tag.
+    proxy.clear();
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/sbom"), ["keep"]);
+    for reference in [image.as_str(), sbom.as_str()] {
+        assert_eq!(manifest_status(&reg, "team/sbom", reference), 404);
+    }
+    let log = proxy.log();
+    let at = |digest: &str| {
+        log.iter()
+            .position(|s| s.method == "DELETE" && s.path.ends_with(digest) && s.fault.is_none())
+            .unwrap_or_else(|| panic!("no DELETE of {digest}: {log:?}"))
+    };
+    assert!(at(image.as_str()) < at(sbom.as_str()), "{log:?}");
+}
+
+#[test]
+fn an_untag_left_on_its_placeholder_says_so_and_the_next_apply_removes_it() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/ph".parse().unwrap();
+    let image = block_on(async {
+        for tag in ["pr-1", "keep"] {
+            push_image(
+                r.as_ref(),
+                &repo,
+                Some(&tag.parse().unwrap()),
+                &img("ph", "shared", 200),
+            )
+            .await
+            .unwrap();
+        }
+        r.head_manifest(&repo, "keep")
+            .await
+            .unwrap()
+            .unwrap()
+            .digest
+    });
+    // The probe DELETE (a digest that cannot exist) passes; the
+    // placeholder's DELETE is refused.
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.status_after("DELETE", "/v2/team/ph/manifests/sha256:", 503, 1, 100);
+    let (_tmp, dir) = policy(
+        &proxy.url(),
+        "dev/team/ph",
+        DELETE,
+        "    keep: {tags: [keep]}\n",
+    );
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("dev/team/ph:pr-1 is left on a regimen placeholder")
+            && out.contains("The next apply removes it"),
+        "{out}"
+    );
+    assert!(reg
+        .raw_manifest("team/ph", "pr-1")
+        .contains("application/vnd.regimen.placeholder.v1"));
+
+    // The placeholder has no age, yet the next plan removes it.
+    proxy.clear();
+    let (code, plan) = run(regimen().args(["plan", "-C", &dir]));
+    assert_eq!(code, 0, "{plan}");
+    assert!(
+        plan.contains("- delete dev/team/ph:pr-1") && plan.contains("regimen placeholder"),
+        "{plan}"
+    );
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/ph"), ["keep"]);
+    assert_eq!(reg.digest("team/ph", "keep"), image.to_string());
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &dir]));
+    assert_eq!(code, 0, "{again}");
+}

@@ -38,6 +38,7 @@ type Landing = Arc<OnceCell<Repo>>;
 /// Shared state of one apply run.
 #[derive(Default)]
 pub struct Copier {
+    /// Bytes of blobs that landed at a destination (not of failed uploads).
     pub bytes: Arc<AtomicU64>,
     /// Blobs known present at a destination this run: `(registry, repo, digest)`.
     present: Mutex<HashSet<(RegistryName, Repo, Digest)>>,
@@ -263,7 +264,10 @@ impl Copier {
                     return Err(e);
                 }
             };
-            let counter = self.bytes.clone();
+            // Counted per attempt, and into the run's total only once the
+            // blob has landed: a failed upload moved nothing that stays.
+            let sent = Arc::new(AtomicU64::new(0));
+            let counter = sent.clone();
             let counted: crate::registry::BlobStream = Box::pin(data.inspect(move |chunk| {
                 if let Ok(c) = chunk {
                     counter.fetch_add(c.len() as u64, Ordering::Relaxed);
@@ -274,7 +278,11 @@ impl Copier {
                 .put_blob_in(dst.repo, &b.digest, b.size, counted, session.take())
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.bytes
+                        .fetch_add(sent.load(Ordering::Relaxed), Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err(e)
                     if attempt < ATTEMPTS
                         && matches!(e.kind, ErrorKind::Other | ErrorKind::DigestMismatch) =>

@@ -4,14 +4,16 @@
 pub mod copy;
 mod hosts;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::{Mutex, OnceCell};
 
-use crate::model::{Digest, ImageRef, Reference};
+use crate::model::{Digest, ImageRef, Reference, RegistryName, Repo, Tag};
 use crate::observe::Registries;
 use crate::plan::{order, Action, Change, Plan};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Descriptor, ManifestHead, MediaType, Registry, RegistryError};
 
 use copy::{Copier, Side};
 
@@ -66,6 +68,7 @@ pub async fn apply(
     reporter: &dyn Reporter,
 ) -> Report {
     let copier = Copier::default();
+    let indexes = IndexChildren::default();
     // Within an action, referrer tags come after the images they refer to:
     // the images' own referrer pushes land first, and the tag then settles
     // on the source's bytes.
@@ -84,10 +87,10 @@ pub async fn apply(
             // out of the report (not done, not failed).
             .take_while(|_| std::future::ready(!reporter.stop_requested()))
             .map(|c| {
-                let copier = &copier;
+                let (copier, indexes) = (&copier, &indexes);
                 async move {
                     reporter.started(c);
-                    let outcome = apply_one(c, registries, hosts, copier)
+                    let outcome = apply_one(c, registries, hosts, copier, indexes)
                         .await
                         .unwrap_or_else(Outcome::Failed);
                     (c, outcome)
@@ -139,11 +142,12 @@ async fn apply_one(
     registries: &Registries,
     hosts: &crate::host::Hosts,
     copier: &Copier,
+    indexes: &IndexChildren,
 ) -> Result<Outcome, String> {
     match c.action {
         Action::Copy | Action::Retag => {}
         Action::Untag => return untag(c, registries).await,
-        Action::Delete => return delete(c, registries).await,
+        Action::Delete => return delete(c, registries, indexes).await,
         Action::Pull | Action::RemoveImage | Action::StopContainer => {
             return hosts::apply_one(c, hosts).await
         }
@@ -289,9 +293,13 @@ async fn untag(c: &Change, registries: &Registries) -> Result<Outcome, String> {
     Ok(Outcome::Done)
 }
 
-/// Deletes a digest (and its referrers) once every tag on it is as planned
-/// and no other tag has appeared on it since.
-async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> {
+/// Deletes a digest (and its referrers) once every tag on it is as planned,
+/// no other tag has appeared on it since, and no tagged index lists it.
+async fn delete(
+    c: &Change,
+    registries: &Registries,
+    indexes: &IndexChildren,
+) -> Result<Outcome, String> {
     let target: ImageRef = parse("target", Some(&c.target))?;
     let digest: Digest = parse("digest", c.digest.as_deref())?;
     let reg = registry(registries, &target)?;
@@ -307,7 +315,7 @@ async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> 
         planned.push(t.to_string());
     }
     // Re-read every tag of the repo: a tag the plan did not see on this digest keeps it alive.
-    let state = crate::observe::read_repo(reg.as_ref(), &target.repo)
+    let (state, heads) = crate::observe::read_repo_heads(reg.as_ref(), &target.repo)
         .await
         .map_err(err)?;
     let on_digest: Vec<String> = state
@@ -350,10 +358,45 @@ async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> 
     {
         return Ok(Outcome::AlreadyDone);
     }
-    // Referrers first (signatures, SBOMs), then the image, then the fallback referrers tag.
-    delete_with_referrers(reg.as_ref(), repo, &digest)
+    // An index pushed since the plan may list it as a platform: deleting it
+    // would break that index (children are never deleted on their own).
+    let parents = indexes
+        .tags_listing(reg.as_ref(), repo, &heads, &digest)
         .await
         .map_err(err)?;
+    if !parents.is_empty() {
+        return Ok(Outcome::Stale(format!(
+            "{}: {digest} is now listed by the index tagged {}",
+            target.repo,
+            parents
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    // The image first, and only once it is gone its referrers (signatures,
+    // SBOMs), then the fallback referrers tag: an image whose delete fails
+    // keeps everything that describes it. Its referrers are listed before
+    // it goes (a registry may stop listing them after).
+    let referrers = reg.referrers(repo, &digest).await.map_err(err)?;
+    delete_gone_ok(reg.as_ref(), repo, &digest)
+        .await
+        .map_err(err)?;
+    for r in referrers {
+        delete_with_referrers(reg.as_ref(), repo, &r.digest)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{}: {digest} is deleted, but not its referrer {}: {e}; its referrers tag \
+                     {} stays listing it (a retention rule with `untagged_referrers: true` \
+                     removes what is left)",
+                    target.repo,
+                    r.digest,
+                    digest.referrers_tag()
+                )
+            })?;
+    }
     let ref_tag = digest.referrers_tag();
     if let Some(h) = reg
         .head_manifest(repo, ref_tag.as_str())
@@ -368,19 +411,33 @@ async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> 
     Ok(Outcome::Done)
 }
 
+/// Deletes a manifest by digest; already gone is fine.
+async fn delete_gone_ok(
+    reg: &dyn Registry,
+    repo: &Repo,
+    digest: &Digest,
+) -> Result<(), RegistryError> {
+    match reg.delete_manifest(repo, digest).await {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+/// Deletes `digest`, then, once it is gone, its referrers the same way (a
+/// signature of an SBOM follows the SBOM): a failed delete never leaves a
+/// manifest that stays without what refers to it.
 fn delete_with_referrers<'a>(
     reg: &'a dyn Registry,
-    repo: &'a crate::model::Repo,
+    repo: &'a Repo,
     digest: &'a Digest,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 'a>> {
     Box::pin(async move {
-        for r in reg.referrers(repo, digest).await? {
+        let referrers = reg.referrers(repo, digest).await?;
+        delete_gone_ok(reg, repo, digest).await?;
+        for r in referrers {
             delete_with_referrers(reg, repo, &r.digest).await?;
         }
-        match reg.delete_manifest(repo, digest).await {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other,
-        }
+        Ok(())
     })
 }
 
@@ -423,5 +480,97 @@ async fn delete_orphan_referrers(
     match reg.delete_manifest(repo, digest).await {
         Err(e) if !e.is_not_found() => Err(e),
         _ => Ok(Outcome::Done),
+    }
+}
+
+/// How deep nested indexes are followed looking for a child.
+const INDEX_DEPTH: usize = 4;
+
+/// The children of index manifests read during one apply, by registry, repo
+/// and index digest. Bytes never change under a digest, so each index is
+/// read once per run however many deletions in its repo look at it (and a
+/// deletion still sees every index tagged since: tags are re-read each time).
+#[derive(Default)]
+struct IndexChildren {
+    read: Mutex<HashMap<IndexKey, Arc<OnceCell<Vec<Descriptor>>>>>,
+}
+
+/// An index manifest: registry, repo, digest.
+type IndexKey = (RegistryName, Repo, Digest);
+
+impl IndexChildren {
+    async fn children(
+        &self,
+        reg: &dyn Registry,
+        repo: &Repo,
+        index: &Digest,
+    ) -> Result<Vec<Descriptor>, RegistryError> {
+        let cell = self
+            .read
+            .lock()
+            .await
+            .entry((reg.name().clone(), repo.clone(), index.clone()))
+            .or_default()
+            .clone();
+        let children = cell
+            .get_or_try_init(|| async {
+                // Gone since its tag was read: it lists nothing any more.
+                let Some(m) = reg.get_manifest(repo, index.as_str()).await? else {
+                    return Ok::<_, RegistryError>(Vec::new());
+                };
+                if &m.digest != index {
+                    return Err(RegistryError::new(
+                        crate::registry::ErrorKind::DigestMismatch,
+                        format!(
+                            "{}/{repo}@{index}: the registry served content with digest {}",
+                            reg.name(),
+                            m.digest
+                        ),
+                    ));
+                }
+                Ok(match m.parse()? {
+                    crate::registry::manifest::Parsed::Index { manifests, .. } => manifests,
+                    crate::registry::manifest::Parsed::Image { .. } => Vec::new(),
+                })
+            })
+            .await?;
+        Ok(children.clone())
+    }
+
+    /// Tags (from `heads`, a fresh read of the repo) of indexes that list
+    /// `digest`, directly or through a nested index. Only tags whose HEAD
+    /// says index are read, each index once per run.
+    async fn tags_listing(
+        &self,
+        reg: &dyn Registry,
+        repo: &Repo,
+        heads: &BTreeMap<Tag, ManifestHead>,
+        digest: &Digest,
+    ) -> Result<Vec<Tag>, RegistryError> {
+        let found: Vec<Option<Tag>> = futures_util::stream::iter(
+            heads
+                .iter()
+                .filter(|(_, h)| MediaType::is_index(&h.media_type) && &h.digest != digest),
+        )
+        .map(|(tag, head)| async move {
+            let mut todo = vec![(head.digest.clone(), 0)];
+            while let Some((index, depth)) = todo.pop() {
+                for child in self.children(reg, repo, &index).await? {
+                    if &child.digest == digest {
+                        return Ok::<_, RegistryError>(Some(tag.clone()));
+                    }
+                    if depth + 1 < INDEX_DEPTH && MediaType::is_index(&child.media_type) {
+                        todo.push((child.digest, depth + 1));
+                    }
+                }
+            }
+            Ok(None)
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+        let mut tags: Vec<Tag> = found.into_iter().flatten().collect();
+        tags.sort();
+        Ok(tags)
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Digest, RepoAddr, Tag, Timestamp};
 
 pub use hosts::observe_hosts;
-pub use read::{observe, read_repo, read_repos, Registries};
+pub use read::{observe, read_repo, read_repo_heads, read_repos, Registries};
 pub(crate) use read::{read_details, read_reports};
 
 /// A fact that was either read or could not be.
@@ -141,6 +141,17 @@ pub struct ImageInfo {
     /// an index's first child's): owner and source for `inventory`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// An image manifest's `artifactType`, where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+}
+
+impl ImageInfo {
+    /// Whether this is a placeholder an unfinished untag left under a tag
+    /// (see [`crate::registry::remove_tag`]), not an image.
+    pub fn is_regimen_placeholder(&self) -> bool {
+        self.artifact_type.as_deref() == Some(crate::registry::PLACEHOLDER_ARTIFACT_TYPE)
+    }
 }
 
 /// The annotation (or config label) naming an image's base image.

@@ -7,9 +7,9 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::{Fact, ImageInfo, Observed, ReferrerInfo, RepoState};
 use crate::config::Desired;
-use crate::model::{Digest, RegistryName, RepoAddr, Timestamp};
+use crate::model::{Digest, RegistryName, RepoAddr, Tag, Timestamp};
 use crate::registry::manifest::Parsed;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{ManifestHead, Registry, RegistryError};
 
 /// The opened registries, by policy name. A registry that could not be
 /// opened maps to the reason, and everything in it is unobserved.
@@ -307,6 +307,15 @@ pub async fn read_repos(
 
 /// Tags and their digests: one tag list, then one manifest HEAD per tag.
 pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState, RegistryError> {
+    Ok(read_repo_heads(reg, repo).await?.0)
+}
+
+/// [`read_repo`], keeping what each tag's HEAD said besides the digest (its
+/// media type tells an index from an image without reading it).
+pub async fn read_repo_heads(
+    reg: &dyn Registry,
+    repo: &RepoAddr,
+) -> Result<(RepoState, BTreeMap<Tag, ManifestHead>), RegistryError> {
     let listed = reg.list_tags_if_exists(&repo.repo).await?;
     let missing = listed.is_none();
     let (referrer_tags, tags): (Vec<_>, Vec<_>) = listed
@@ -316,16 +325,21 @@ pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState,
     let heads = stream::iter(tags)
         .map(|tag| async move {
             let head = reg.head_manifest(&repo.repo, tag.as_str()).await?;
-            Ok::<_, RegistryError>(head.map(|h| (tag, h.digest)))
+            Ok::<_, RegistryError>(head.map(|h| (tag, h)))
         })
         .buffer_unordered(PARALLEL)
         .try_collect::<Vec<_>>()
         .await?;
-    Ok(RepoState {
-        tags: heads.into_iter().flatten().collect(),
+    let heads: BTreeMap<Tag, ManifestHead> = heads.into_iter().flatten().collect();
+    let state = RepoState {
+        tags: heads
+            .iter()
+            .map(|(t, h)| (t.clone(), h.digest.clone()))
+            .collect(),
         referrer_tags: referrer_tags.into_iter().collect(),
         missing,
-    })
+    };
+    Ok((state, heads))
 }
 
 /// Small JSON blobs (configs) are read whole, up to this size.
@@ -434,8 +448,10 @@ pub async fn image_info(
             config,
             layers,
             annotations,
+            artifact_type,
             ..
         } => {
+            info.artifact_type = artifact_type;
             info.size += config.size + layers.iter().map(|l| l.size).sum::<u64>();
             let cfg = read_small_blob(reg, repo, &config.digest).await?;
             info.created = created_of(&cfg, &annotations);

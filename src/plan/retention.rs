@@ -277,8 +277,16 @@ fn plan_repo(
         return (Vec::new(), Vec::new());
     }
     let now = cx.now;
+    let (earlier, all_min_keep) = report.going.get(repo).cloned().unwrap_or_default();
+    // A tag left on a regimen placeholder (an untag whose last step, deleting
+    // the placeholder, failed) is no image: it goes whatever its age, the
+    // keep rules or min_keep, unless another rule writes that tag.
+    let placeholder = |t: &Tag, d: &Digest| {
+        matches!(cx.observed.image(repo, d), Some(Fact::Known(i)) if i.is_regimen_placeholder())
+            && !protect.tags.contains_key(&(repo.clone(), t.clone()))
+    };
     // Every tag with its creation time; an unread time is unknown, never "old".
-    let mut tags: Vec<(Tag, Digest, Option<Timestamp>)> = state
+    let (placeholders, mut tags): (Vec<Going>, Vec<Going>) = state
         .tags
         .iter()
         .filter(|(t, _)| !t.is_referrer_tag())
@@ -289,6 +297,10 @@ fn plan_repo(
             };
             (t.clone(), d.clone(), created)
         })
+        .partition(|(t, d, _)| placeholder(t, d));
+    let placeholders: Vec<Going> = placeholders
+        .into_iter()
+        .filter(|(t, _, _)| !earlier.contains(t))
         .collect();
     // Newest first: by created, ties by tag order.
     tags.sort_by(|a, b| {
@@ -296,7 +308,6 @@ fn plan_repo(
             .then_with(|| compare_tags((&b.0, b.2), (&a.0, a.2)))
     });
 
-    let (earlier, all_min_keep) = report.going.get(repo).cloned().unwrap_or_default();
     let mut keep: BTreeSet<Tag> = BTreeSet::new();
     let mut delete: Vec<Going> = Vec::new();
     for (rank, (tag, digest, created)) in tags.iter().enumerate() {
@@ -361,8 +372,8 @@ fn plan_repo(
     report.repos.push(RetentionRepo {
         rule: rule.name.clone(),
         repo: repo.to_string(),
-        tags: tags.len() as u32,
-        deleting: delete.len() as u32,
+        tags: (tags.len() + placeholders.len()) as u32,
+        deleting: (delete.len() + placeholders.len()) as u32,
     });
     let children = index_children(repo, &state.tags, cx.observed);
     out.extend(digest_level(
@@ -374,6 +385,21 @@ fn plan_repo(
         &rule.name,
         now,
     ));
+    for mut c in digest_level(
+        repo,
+        &state.tags,
+        &earlier,
+        &children,
+        &placeholders,
+        &rule.name,
+        now,
+    ) {
+        c.reason = "left on a regimen placeholder by an untag that did not finish; \
+                    removed whatever its age"
+            .into();
+        out.push(c);
+    }
+    delete.extend(placeholders);
     let mut orphans = Vec::new();
     if rule.delete.untagged_referrers == Some(true) {
         for o in cx.observed.orphans.get(repo).into_iter().flatten() {

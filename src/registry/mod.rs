@@ -345,6 +345,34 @@ pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()
         }
         Err(e) => return Err(e),
     }
+    let m = push_placeholder(reg, repo, tag).await?;
+    // A retried DELETE that already took effect answers 404: that is success.
+    match reg.delete_manifest(repo, &m.digest).await {
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RegistryError::new(
+            e.kind,
+            format!(
+                "{}/{repo}:{tag} is left on a regimen placeholder ({}, artifact type {}) \
+                 because deleting the placeholder failed: {}. The next apply removes it",
+                reg.name(),
+                m.digest,
+                PLACEHOLDER_ARTIFACT_TYPE,
+                e.message
+            ),
+        )),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The `artifactType` of the placeholder manifests [`remove_tag`] pushes. A
+/// tag found on one is what an untag left when its last step (deleting the
+/// placeholder) failed: retention removes it whatever its age.
+pub const PLACEHOLDER_ARTIFACT_TYPE: &str = "application/vnd.regimen.placeholder.v1";
+
+/// Points `tag` at a new, unique placeholder manifest (an empty artifact of
+/// type [`PLACEHOLDER_ARTIFACT_TYPE`], never shared with another tag or
+/// run), pushing the empty blob it needs first. Returns the placeholder.
+pub async fn push_placeholder(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<Manifest> {
     const EMPTY: &[u8] = b"{}";
     let empty = Digest::sha256_of(EMPTY);
     if reg.head_blob(repo, &empty).await?.is_none() {
@@ -359,7 +387,7 @@ pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()
     let placeholder = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MediaType::OCI_MANIFEST,
-        "artifactType": "application/vnd.regimen.placeholder.v1",
+        "artifactType": PLACEHOLDER_ARTIFACT_TYPE,
         "config": empty_desc,
         "layers": [empty_desc],
         "annotations": {
@@ -371,11 +399,7 @@ pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()
         .map_err(|e| RegistryError::other(format!("placeholder manifest: {e}")))?;
     let m = Manifest::from_bytes(bytes, Some(MediaType::OCI_MANIFEST))?;
     reg.put_manifest(repo, Some(tag), &m).await?;
-    // A retried DELETE that already took effect answers 404: that is success.
-    match reg.delete_manifest(repo, &m.digest).await {
-        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
+    Ok(m)
 }
 
 /// [`Registry::start_blob`] the plain way: HEAD, then a cross-repo mount

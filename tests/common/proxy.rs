@@ -46,6 +46,8 @@ pub struct Rule {
     pub fault: Fault,
     /// How many matching requests get the fault; the rest pass through.
     pub times: usize,
+    /// How many matching requests pass through before the first fault.
+    pub skip: usize,
     /// Matching requests seen so far.
     pub seen: usize,
     /// Faults injected so far.
@@ -134,6 +136,7 @@ impl FaultProxy {
             prefix,
             fault,
             times,
+            skip: 0,
             seen: 0,
             injected: 0,
         });
@@ -155,6 +158,21 @@ impl FaultProxy {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         self.add(Some(method), path, false, Fault::Status(status, h), times)
+    }
+
+    /// [`FaultProxy::status_times`], after `skip` matching requests have
+    /// passed through untouched.
+    pub fn status_after(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        skip: usize,
+        times: usize,
+    ) -> usize {
+        let i = self.status_times(method, path, status, &[], times);
+        self.state.lock().unwrap().rules[i].skip = skip;
+        i
     }
 
     /// Every request (any method) whose path starts with `prefix` is
@@ -282,7 +300,7 @@ fn handle(
             };
             if method_ok && path_ok {
                 r.seen += 1;
-                if chosen.is_none() && r.injected < r.times {
+                if chosen.is_none() && r.seen > r.skip && r.injected < r.times {
                     r.injected += 1;
                     chosen = Some((i, r.fault.clone()));
                 }
