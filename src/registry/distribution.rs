@@ -175,6 +175,9 @@ pub struct Distribution {
     page_size: usize,
     backoff: Duration,
     tag_index_locks: std::sync::Mutex<HashMap<(Repo, Digest), SubjectLock>>,
+    /// manifest digest → the digest its `subject` names (`None`: no subject,
+    /// or not a readable manifest). Content addressed, so it never changes.
+    subjects: std::sync::Mutex<HashMap<Digest, Option<Digest>>>,
 }
 
 impl fmt::Debug for Distribution {
@@ -368,6 +371,7 @@ impl Distribution {
             page_size: PAGE_SIZE,
             backoff: Duration::from_millis(200),
             tag_index_locks: std::sync::Mutex::new(HashMap::new()),
+            subjects: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -992,6 +996,32 @@ impl Distribution {
         let m = Manifest::from_bytes(bytes, Some(MediaType::OCI_INDEX))?;
         self.put_manifest_raw(repo, tag.as_str(), &m).await?;
         Ok(())
+    }
+
+    /// The digest the `subject` of manifest `digest` names; `None` when the
+    /// manifest is absent, unreadable or has no subject (cached).
+    async fn subject_of(&self, repo: &Repo, digest: &Digest) -> Result<Option<Digest>> {
+        if let Some(s) = self
+            .subjects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            return Ok(s.clone());
+        }
+        let Some(m) = self.get_manifest_inner(repo, digest.as_str()).await? else {
+            // Absent here (maybe present later): not cached.
+            return Ok(None);
+        };
+        let subject = m
+            .parse()
+            .ok()
+            .and_then(|p| p.subject().map(|s| s.digest.clone()));
+        self.subjects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.clone(), subject.clone());
+        Ok(subject)
     }
 
     /// One upload session: POST (unless `session` is one already opened),
@@ -1619,8 +1649,20 @@ impl Registry for Distribution {
         Ok(match self.get_manifest_inner(repo, tag.as_str()).await? {
             Some(m) if m.is_index() => {
                 let body: Value = serde_json::from_slice(&m.bytes).unwrap_or(Value::Null);
+                // The tag is only a list someone wrote: an entry counts as a
+                // referrer of `digest` only when its own manifest says so (a
+                // stale or crafted entry naming a tagged image must never be
+                // deleted with this one).
+                let mut verified = Vec::new();
+                for d in descriptors(&body) {
+                    if self.subject_of(repo, &d.digest).await?.as_ref() == Some(digest) {
+                        verified.push(d);
+                    } else {
+                        tracing::debug!(registry = %self.name, %repo, subject = %digest, entry = %d.digest, "ignoring a referrers index entry whose manifest's subject is not the image");
+                    }
+                }
                 ReferrerList {
-                    descriptors: descriptors(&body),
+                    descriptors: verified,
                     fallback: FallbackIndex::Read(Some(m)),
                 }
             }
@@ -2294,6 +2336,94 @@ mod fake_server_tests {
             "{:?}",
             gets.lock().unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn fallback_index_entries_count_only_when_their_subject_is_the_image() {
+        // The `sha256-<A>` tag lists a signature of A, a kept image K (no
+        // subject: stale or crafted), a referrer of another image, and a
+        // manifest that is gone. Only the signature is A's referrer: what
+        // is listed here is deleted with A.
+        let a = Digest::sha256_of(b"image A");
+        let other = Digest::sha256_of(b"image B");
+        let referrer_of = |subject: &Digest, n: &str| {
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": MediaType::OCI_MANIFEST,
+                "artifactType": "application/vnd.example.sig",
+                "config": {"mediaType": MediaType::OCI_EMPTY, "digest": Digest::sha256_of(b"{}"), "size": 2},
+                "layers": [],
+                "subject": {"mediaType": MediaType::OCI_MANIFEST, "digest": subject, "size": 100},
+                "annotations": {"n": n},
+            }))
+            .unwrap()
+        };
+        let sig = referrer_of(&a, "sig");
+        let foreign = referrer_of(&other, "foreign");
+        let manifests: HashMap<Digest, Vec<u8>> = [sig.clone(), BODY.to_vec(), foreign.clone()]
+            .into_iter()
+            .map(|b| (Digest::sha256_of(&b), b))
+            .collect();
+        let gone = Digest::sha256_of(b"gone");
+        let entry = |d: &Digest, size: usize| {
+            json!({"mediaType": MediaType::OCI_MANIFEST, "digest": d, "size": size,
+                   "artifactType": "application/vnd.example.sig"})
+        };
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::OCI_INDEX,
+            "manifests": [
+                entry(&Digest::sha256_of(&sig), sig.len()),
+                entry(&Digest::sha256_of(BODY), BODY.len()),
+                entry(&Digest::sha256_of(&foreign), foreign.len()),
+                entry(&gone, 10),
+            ],
+        }))
+        .unwrap();
+        let fallback = format!("/v2/team/api/manifests/{}", a.referrers_tag());
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target == fallback {
+                let d = Digest::sha256_of(&index).to_string();
+                return resp(
+                    200,
+                    &[
+                        ("content-type", MediaType::OCI_INDEX),
+                        ("docker-content-digest", &d),
+                    ],
+                    index.clone(),
+                );
+            }
+            let by_digest = r
+                .target
+                .strip_prefix("/v2/team/api/manifests/")
+                .and_then(|d| d.parse::<Digest>().ok())
+                .and_then(|d| manifests.get(&d).map(|b| (d, b.clone())));
+            match by_digest {
+                Some((d, b)) => resp(
+                    200,
+                    &[
+                        ("content-type", MediaType::OCI_MANIFEST),
+                        ("docker-content-digest", d.as_str()),
+                    ],
+                    b,
+                ),
+                // No referrers API (Distribution 2.8), nothing else.
+                None => resp(404, &[], "404 page not found"),
+            }
+        }));
+        let d = dist(&addr, None);
+        let got: Vec<Digest> = d
+            .referrers(&repo(), &a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.digest)
+            .collect();
+        assert_eq!(got, vec![Digest::sha256_of(&sig)]);
+        // The index the list came from is still handed back whole.
+        let listed = d.referrers_listed(&repo(), &a).await.unwrap();
+        assert_eq!(listed.descriptors.len(), 1);
+        assert!(matches!(listed.fallback, FallbackIndex::Read(Some(_))));
     }
 
     #[tokio::test]
