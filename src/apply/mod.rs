@@ -341,6 +341,13 @@ async fn delete(c: &Change, registries: &Registries) -> Result<Outcome, String> 
                 .join(", ")
         )));
     }
+    if let Some(names) = state.other_names.get(&digest) {
+        return Ok(Outcome::Stale(format!(
+            "{}: {digest} is also named {} (not a tag), which keeps it",
+            target.repo,
+            names.join(", ")
+        )));
+    }
     if on_digest.is_empty()
         && reg
             .head_manifest(repo, digest.as_str())

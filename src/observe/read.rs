@@ -321,10 +321,16 @@ pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState,
         .buffer_unordered(PARALLEL)
         .try_collect::<Vec<_>>()
         .await?;
+    let other_names = if missing {
+        BTreeMap::new()
+    } else {
+        reg.other_names(&repo.repo).await?
+    };
     Ok(RepoState {
         tags: heads.into_iter().flatten().collect(),
         referrer_tags: referrer_tags.into_iter().collect(),
         missing,
+        other_names,
     })
 }
 

@@ -112,7 +112,7 @@ pub fn prune(
         .collect();
     let mut changes = super::retention::digest_level(
         &m.to,
-        &to.tags,
+        to,
         &Default::default(),
         &super::retention::index_children(&m.to, &to.tags, cx.observed),
         &going,

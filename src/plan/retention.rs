@@ -354,13 +354,7 @@ fn plan_repo(
     });
     let children = index_children(repo, &state.tags, cx.observed);
     out.extend(digest_level(
-        repo,
-        &state.tags,
-        &earlier,
-        &children,
-        &delete,
-        &rule.name,
-        now,
+        repo, state, &earlier, &children, &delete, &rule.name, now,
     ));
     let mut orphans = Vec::new();
     if rule.delete.untagged_referrers == Some(true) {
@@ -396,13 +390,14 @@ pub type Going = (Tag, Digest, Option<Timestamp>);
 /// compare-and-swap accepts a planned tag that is already gone).
 pub fn digest_level(
     repo: &RepoAddr,
-    all: &BTreeMap<Tag, Digest>,
+    state: &crate::observe::RepoState,
     gone: &BTreeSet<Tag>,
     children: &BTreeSet<Digest>,
     delete: &[Going],
     rule: &str,
     now: Timestamp,
 ) -> Vec<Change> {
+    let all = &state.tags;
     let mut out = Vec::new();
     let mut by_digest: BTreeMap<&Digest, Vec<&Going>> = BTreeMap::new();
     for d in delete {
@@ -417,9 +412,11 @@ pub fn digest_level(
             Some(c) => format!("{} old", age(now, c)),
             None => "age unknown".to_string(),
         };
-        // An image that is also a platform of a tagged index is never deleted
-        // on its own: only its tags go.
-        if tag_count == going.len() && !children.contains(digest) {
+        // An image that is also a platform of a tagged index, or that has a
+        // name other than a tag (an OCI layout's full-reference ref.name),
+        // is never deleted on its own: only its tags go.
+        let other_names = state.other_names.get(digest);
+        if tag_count == going.len() && !children.contains(digest) && other_names.is_none() {
             let mut names: Vec<&Tag> = going.iter().map(|g| &g.0).collect();
             names.sort();
             let earlier = all
@@ -440,13 +437,19 @@ pub fn digest_level(
                 ..Change::new(Action::Delete)
             });
         } else {
+            let stays = match other_names {
+                Some(names) if tag_count == going.len() => {
+                    format!("the image stays: it is also named {}", names.join(", "))
+                }
+                _ => "the image stays for its other tags".to_string(),
+            };
             for g in going {
                 out.push(Change {
                     target: ImageRef::tagged(repo.clone(), g.0.clone()).to_string(),
                     digest: Some(digest.to_string()),
                     expect: digest.to_string(),
                     rule: rule.to_string(),
-                    reason: format!("{age_text}; the image stays for its other tags"),
+                    reason: format!("{age_text}; {stays}"),
                     ..Change::new(Action::Untag)
                 });
             }
