@@ -476,3 +476,51 @@ async fn a_name_that_is_not_a_tag_keeps_its_image() {
     let (code, again) = run(&["plan", "--detailed-exitcode", "-C", d]);
     assert_eq!(code, 0, "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_source_index_prunes_nothing() {
+    // A source index.json whose `manifests` is missing, null or not a list
+    // is unreadable: the source is unobserved, not "every tag gone upstream".
+    let tmp = tempfile::tempdir().unwrap();
+    let src = OciLayout::new("src".parse().unwrap(), tmp.path().join("src"));
+    let app: Repo = "app".parse().unwrap();
+    for (tag, n) in [("1.0.0", "a"), ("1.1.0", "b")] {
+        push_image(
+            &src,
+            &app,
+            Some(&t(tag)),
+            &ImageSpec::new(&ago(100)).with_layer("v", n.to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  src: {url: oci:src}\n  dst: {url: oci:dst}\nmirrors:\n  - {from: src/app, to: dst/app, prune: true}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    let dst = OciLayout::new("dst".parse().unwrap(), tmp.path().join("dst"));
+    assert_eq!(tags(&dst, "app").await, ["1.0.0", "1.1.0"]);
+    let index = tmp.path().join("src/app/index.json");
+    for doc in [
+        r#"{"schemaVersion":2}"#,
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}"#,
+        r#"{"schemaVersion":2,"manifests":{}}"#,
+    ] {
+        std::fs::write(&index, doc).unwrap();
+        let (code, plan) = run(&["plan", "-C", d, "--format", "json"]);
+        assert_eq!(code, 0, "{plan}");
+        let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+        assert_eq!(v["complete"], false, "{doc}: {plan}");
+        assert!(v["changes"].as_array().unwrap().is_empty(), "{doc}: {plan}");
+        assert!(
+            v["unobserved"].to_string().contains("not an image index"),
+            "{doc}: {plan}"
+        );
+        let (_, out) = run(&["apply", "--auto-approve", "-C", d]);
+        assert_eq!(tags(&dst, "app").await, ["1.0.0", "1.1.0"], "{doc}: {out}");
+    }
+}

@@ -129,16 +129,15 @@ impl IndexFile {
         }
     }
 
-    fn from_doc(mut doc: Map<String, Value>) -> IndexFile {
-        let manifests = match doc.get_mut("manifests").map(Value::take) {
-            Some(Value::Array(a)) => a,
-            Some(_) => Vec::new(),
-            None => {
-                doc.insert("manifests".into(), Value::Null);
-                Vec::new()
-            }
-        };
-        IndexFile { doc, manifests }
+    /// An `index.json` without a `manifests` array is unreadable, not empty:
+    /// read as "no tags", a mirror's prune would empty its target.
+    fn from_doc(mut doc: Map<String, Value>) -> std::result::Result<IndexFile, String> {
+        match doc.get_mut("manifests").map(Value::take) {
+            Some(Value::Array(manifests)) => Ok(IndexFile { doc, manifests }),
+            None => Err("it has no `manifests` list".to_string()),
+            Some(Value::Null) => Err("its `manifests` is null, not a list".to_string()),
+            Some(_) => Err("its `manifests` is not a list".to_string()),
+        }
     }
 
     fn to_doc(&self) -> Map<String, Value> {
@@ -500,7 +499,15 @@ impl OciLayout {
                 format!("{} is not a JSON object: {e}", path.display()),
             )
         })?;
-        Ok(Some(IndexFile::from_doc(doc)))
+        let index = IndexFile::from_doc(doc).map_err(|e| {
+            self.fail(
+                repo,
+                ErrorKind::Other,
+                "reading index.json",
+                format!("{} is not an image index: {e}", path.display()),
+            )
+        })?;
+        Ok(Some(index))
     }
 
     async fn write_index(&self, repo: &Repo, index: &IndexFile) -> Result<()> {
@@ -1442,6 +1449,39 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn an_index_json_without_a_manifests_list_is_an_error_not_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = reg(tmp.path());
+        let rp = repo("team/api");
+        let a = image(&r, &rp, "a").await;
+        r.put_manifest(&rp, Some(&tag("1.0")), &a).await.unwrap();
+        let path = tmp.path().join("team/api/index.json");
+        for (doc, why) in [
+            (r#"{"schemaVersion":2}"#, "no `manifests` list"),
+            (r#"{"schemaVersion":2,"manifests":null}"#, "null"),
+            (r#"{"schemaVersion":2,"manifests":{}}"#, "not a list"),
+            (r#"{"schemaVersion":2,"manifests":"x"}"#, "not a list"),
+        ] {
+            std::fs::write(&path, doc).unwrap();
+            let err = r.list_tags_if_exists(&rp).await.unwrap_err();
+            assert!(
+                err.message.contains("index.json is not an image index")
+                    && err.message.contains(why),
+                "{doc}: {}",
+                err.message
+            );
+            assert!(r.head_manifest(&rp, "1.0").await.is_err(), "{doc}");
+            // Nothing is written over it.
+            assert!(
+                r.put_manifest(&rp, Some(&tag("2.0")), &a).await.is_err(),
+                "{doc}"
+            );
+            assert!(r.delete_tag(&rp, &tag("1.0")).await.is_err(), "{doc}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), doc);
+        }
     }
 
     #[tokio::test]
