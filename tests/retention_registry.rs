@@ -504,3 +504,55 @@ fn a_fallback_index_listing_a_kept_image_never_deletes_it() {
         assert_eq!(r.status, 404, "{gone} still resolves");
     }
 }
+
+#[test]
+fn a_listed_tag_whose_manifest_is_not_found_leaves_the_repo_unobserved() {
+    // tags/list names release-2 but its manifest answers 404 (a registry
+    // mid-delete, or eventually consistent storage). Read as "no such
+    // tag", pr-shared's image would look untagged otherwise and be deleted,
+    // taking release-2 with it.
+    let reg = TestRegistry::start();
+    seed(&reg);
+    let proxy = FaultProxy::start(&reg.host);
+    let rule = proxy.status_times(
+        "HEAD",
+        "/v2/team/b/manifests/release-2",
+        404,
+        &[],
+        usize::MAX,
+    );
+    let (_tmp, d) = policy(&proxy.url(), "\"dev/team/b\", \"dev/team/c\"", DELETE, "");
+
+    let (code, v, out) = json_plan(regimen().args(["plan", "-C", &d, "--format", "json"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(v["complete"], false, "{out}");
+    let unobserved = v["unobserved"].to_string();
+    assert!(
+        unobserved.contains("team/b") && unobserved.contains("release-2"),
+        "{out}"
+    );
+    let targets = v["changes"].to_string();
+    assert!(!targets.contains("team/b"), "{targets}");
+    assert!(targets.contains("team/c"), "{targets}");
+
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(proxy.counts(rule).1 > 0);
+    assert_eq!(list_tags(&reg, "team/b"), sorted(ALL_B));
+    assert_eq!(
+        list_tags(&reg, "team/c"),
+        sorted(&["main", "pr-2d", "pr-30", "release-2"])
+    );
+
+    // Not found once (a delete in progress), found when read again: the
+    // repo is read again and planned whole.
+    proxy.clear();
+    let once = proxy.status_times("HEAD", "/v2/team/b/manifests/release-2", 404, &[], 1);
+    let (code, v, out) = json_plan(regimen().args(["plan", "-C", &d, "--format", "json"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(proxy.counts(once).1, 1, "{out}");
+    assert_eq!(v["complete"], true, "{out}");
+    let targets = v["changes"].to_string();
+    assert!(targets.contains("dev/team/b:pr-old"), "{out}");
+    assert!(!targets.contains("release-2"), "{out}");
+}
