@@ -120,10 +120,11 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
             let Some(c) = state.users(img).next() else {
                 continue;
             };
-            for rd in &img.repo_digests {
-                let Some((repo, digest)) = addrs.repo_digest(rd) else {
-                    continue;
-                };
+            for (repo, digest) in img
+                .repo_digests
+                .iter()
+                .flat_map(|rd| addrs.repo_digests(rd))
+            {
                 let why = format!("run by container {} on host {name}", c.name);
                 for index in indexes_containing(&repo, &digest, cx.observed) {
                     p.digests.insert((repo.clone(), index), why.clone());
