@@ -632,7 +632,9 @@ impl Distribution {
                 Err(e) => {
                     let chain = error_chain(&e);
                     let untrusted = is_certificate_error(&chain);
-                    let transient = !e.is_builder() && !e.is_redirect() && !untrusted;
+                    let plain_http = is_plain_http_answer(&chain);
+                    let transient =
+                        !e.is_builder() && !e.is_redirect() && !untrusted && !plain_http;
                     super::observed_request(self.name.as_str(), "error", transient && can_retry);
                     if transient && can_retry {
                         tracing::debug!(
@@ -644,19 +646,34 @@ impl Distribution {
                         tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
                         continue;
                     }
+                    let host_port = |u: &Url| {
+                        u.host_str().map_or(String::new(), |h| match u.port() {
+                            Some(p) => format!("{h}:{p}"),
+                            None => h.to_string(),
+                        })
+                    };
                     let detail = if attempt > 1 {
                         format!("{chain} after {attempt} attempts")
+                    } else if plain_http {
+                        // The answer to the TLS hello was plain HTTP.
+                        let at = e.url().unwrap_or(&req.url);
+                        if at.host_str() == self.base.host_str() && at.port() == self.base.port() {
+                            format!(
+                                "{chain} (the server speaks plain HTTP: use `http://{}` as the registry's url)",
+                                host_port(&self.base)
+                            )
+                        } else {
+                            format!(
+                                "{chain} (the server at {} speaks plain HTTP, not HTTPS)",
+                                host_port(at)
+                            )
+                        }
                     } else if untrusted {
                         format!(
                             "{chain} (to trust a private CA, add it to the system's trust \
                              store, set SSL_CERT_FILE to a bundle with it, or put it in \
                              /etc/containers/certs.d/{}/ca.crt)",
-                            self.base.host_str().map_or(String::new(), |h| {
-                                match self.base.port() {
-                                    Some(p) => format!("{h}:{p}"),
-                                    None => h.to_string(),
-                                }
-                            })
+                            host_port(&self.base)
                         )
                     } else {
                         chain
@@ -1140,6 +1157,13 @@ fn empty_index() -> Value {
 /// wrong name): no retry mends that, and the user has to act.
 fn is_certificate_error(chain: &str) -> bool {
     chain.contains("invalid peer certificate")
+}
+
+/// An `https://` request answered in plain HTTP (the port serves HTTP):
+/// asking again gets the same answer.
+fn is_plain_http_answer(chain: &str) -> bool {
+    // rustls: the first record is not a TLS record; OpenSSL says it so.
+    chain.contains("InvalidContentType") || chain.contains("wrong version number")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -2688,6 +2712,44 @@ mod fake_server_tests {
             "registry dev: GET /v2/team/api/manifests/1.0: 503 Service Unavailable after 5 attempts"
         );
         assert_eq!(n.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_port_is_not_retried_and_says_so() {
+        // A plain HTTP server answers the TLS hello with an HTTP error.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let seen = conns.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n");
+            }
+        });
+        let cfg = crate::config::Registry {
+            url: Endpoint::Https(addr.clone()),
+            auth: None,
+            concurrency: None,
+            rate: None,
+            loc: None,
+        };
+        let d = Distribution::new("dev".parse().unwrap(), &cfg, Path::new("."))
+            .unwrap()
+            .with_backoff(Duration::from_millis(10));
+        let e = d.list_tags(&repo()).await.unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "the server speaks plain HTTP: use `http://{addr}` as the registry's url"
+            )),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("attempts"), "{}", e.message);
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
