@@ -540,3 +540,129 @@ async fn a_tag_left_on_a_placeholder_is_removed_whatever_its_age() {
     let (code, again) = run(&["plan", "--detailed-exitcode", "-C", d]);
     assert_eq!(code, 0, "converged:\n{again}");
 }
+
+/// Adds an `index.json` entry naming `digest` by a full reference (the OCI
+/// layout spec allows any `ref.name`; `skopeo copy … oci:DIR:docker.io/x:1`
+/// writes such names), as another tool would.
+fn add_foreign_name(layout: &Path, digest: &str, name: &str) {
+    let path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let manifests = index["manifests"].as_array_mut().unwrap();
+    let mut entry = manifests
+        .iter()
+        .find(|e| e["digest"] == digest)
+        .unwrap()
+        .clone();
+    entry["annotations"]["org.opencontainers.image.ref.name"] = name.into();
+    manifests.push(entry);
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+fn has_name(layout: &Path, name: &str) -> bool {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["annotations"]["org.opencontainers.image.ref.name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_that_is_not_a_tag_keeps_its_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = seed(tmp.path()).await;
+    policy(tmp.path(), "");
+    let d = tmp.path().to_str().unwrap();
+    let api: Repo = "team/api".parse().unwrap();
+    let layout = tmp.path().join("dev/team/api");
+    let pr1 = reg
+        .head_manifest(&api, "pr-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .digest;
+    let foreign = "docker.io/team/api:1.0";
+
+    // A plan saved before the other name appeared deletes pr-1's image:
+    // apply refuses it as stale.
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) = run(&["plan", "-C", d, "--out", planfile.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("- delete dev/team/api:pr-1"), "{out}");
+    add_foreign_name(&layout, pr1.as_str(), foreign);
+    let (code, out) = run(&["apply", "-C", d, planfile.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("delete dev/team/api:pr-1: STALE"), "{out}");
+    assert!(out.contains(foreign), "{out}");
+    assert!(has_name(&layout, foreign) && has_name(&layout, "pr-1"));
+
+    // A fresh plan only untags pr-1, and says why.
+    let (code, plan) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{plan}");
+    assert!(
+        plan.contains("untag  dev/team/api:pr-1") || plan.contains("untag dev/team/api:pr-1"),
+        "{plan}"
+    );
+    assert!(plan.contains(foreign), "{plan}");
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!has_name(&layout, "pr-1"));
+    assert!(has_name(&layout, foreign));
+    assert!(reg
+        .head_manifest(&api, pr1.as_str())
+        .await
+        .unwrap()
+        .is_some());
+    let (code, again) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_source_index_prunes_nothing() {
+    // A source index.json whose `manifests` is missing, null or not a list
+    // is unreadable: the source is unobserved, not "every tag gone upstream".
+    let tmp = tempfile::tempdir().unwrap();
+    let src = OciLayout::new("src".parse().unwrap(), tmp.path().join("src"));
+    let app: Repo = "app".parse().unwrap();
+    for (tag, n) in [("1.0.0", "a"), ("1.1.0", "b")] {
+        push_image(
+            &src,
+            &app,
+            Some(&t(tag)),
+            &ImageSpec::new(&ago(100)).with_layer("v", n.to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  src: {url: oci:src}\n  dst: {url: oci:dst}\nmirrors:\n  - {from: src/app, to: dst/app, prune: true}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    let dst = OciLayout::new("dst".parse().unwrap(), tmp.path().join("dst"));
+    assert_eq!(tags(&dst, "app").await, ["1.0.0", "1.1.0"]);
+    let index = tmp.path().join("src/app/index.json");
+    for doc in [
+        r#"{"schemaVersion":2}"#,
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}"#,
+        r#"{"schemaVersion":2,"manifests":{}}"#,
+    ] {
+        std::fs::write(&index, doc).unwrap();
+        let (code, plan) = run(&["plan", "-C", d, "--format", "json"]);
+        assert_eq!(code, 0, "{plan}");
+        let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+        assert_eq!(v["complete"], false, "{doc}: {plan}");
+        assert!(v["changes"].as_array().unwrap().is_empty(), "{doc}: {plan}");
+        assert!(
+            v["unobserved"].to_string().contains("not an image index"),
+            "{doc}: {plan}"
+        );
+        let (_, out) = run(&["apply", "--auto-approve", "-C", d]);
+        assert_eq!(tags(&dst, "app").await, ["1.0.0", "1.1.0"], "{doc}: {out}");
+    }
+}

@@ -420,6 +420,27 @@ fn index_of(children: &[(&str, usize, &str)]) -> regimen::registry::Manifest {
     .unwrap()
 }
 
+/// A `sha256-<hex>` index that lists `digests` (whatever their subject).
+fn crafted_index(reg: &TestRegistry, repo: &str, digests: &[&str]) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = digests
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": d,
+                "size": reg.raw_manifest(repo, d).len(),
+                "artifactType": "application/vnd.example.sbom",
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .unwrap()
+}
+
 #[test]
 fn saved_plan_refuses_to_delete_what_a_new_index_now_lists() {
     const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -672,4 +693,138 @@ fn an_untag_left_on_its_placeholder_says_so_and_the_next_apply_removes_it() {
     assert_eq!(reg.digest("team/ph", "keep"), image.to_string());
     let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &dir]));
     assert_eq!(code, 0, "{again}");
+}
+
+#[test]
+fn a_fallback_index_listing_a_kept_image_never_deletes_it() {
+    // The `sha256-<A>` tag is only a list: an entry whose manifest does not
+    // name A as its subject (stale, or written by hand) is not A's referrer,
+    // neither when A is deleted nor when A's orphaned referrers are.
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/k".parse().unwrap();
+    let tag = |t: &str| t.parse::<regimen::model::Tag>().unwrap();
+    let (old, gone, sbom, gone_sbom, kept) = block_on(async {
+        let old = push_image(r.as_ref(), &repo, Some(&tag("pr-1")), &img("k", "old", 300))
+            .await
+            .unwrap();
+        let sbom = push_referrer(
+            r.as_ref(),
+            &repo,
+            &old,
+            "application/vnd.cyclonedx+json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+        let gone = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&tag("pr-2")),
+            &img("k", "gone", 300),
+        )
+        .await
+        .unwrap();
+        let gone_sbom = push_referrer(
+            r.as_ref(),
+            &repo,
+            &gone,
+            "application/vnd.cyclonedx+json",
+            b"[]",
+        )
+        .await
+        .unwrap();
+        r.delete_manifest(&repo, &gone).await.unwrap();
+        let kept = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&tag("stable")),
+            &img("k", "kept", 1),
+        )
+        .await
+        .unwrap();
+        (old, gone, sbom, gone_sbom, kept)
+    });
+    let (kept, sbom, gone_sbom) = (kept.to_string(), sbom.to_string(), gone_sbom.to_string());
+    for (subject, real) in [(&old, &sbom), (&gone, &gone_sbom)] {
+        let index = crafted_index(&reg, "team/k", &[&kept, real]);
+        reg.push_manifest(
+            "team/k",
+            subject.referrers_tag().as_str(),
+            "application/vnd.oci.image.index.v1+json",
+            &index,
+        );
+    }
+
+    let (_tmp, d) = policy(
+        &reg.url(),
+        "\"dev/team/k\"",
+        "{older_than: 90d, tags: {regex: \"^pr-\"}}",
+        "  - name: orphans\n    repos: [\"dev/team/k\"]\n    delete: {untagged_referrers: true}\n",
+    );
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/k"), sorted(&["stable"]), "{out}");
+    assert_eq!(reg.digest("team/k", "stable"), kept);
+    for gone in [old.as_str(), &sbom, &gone_sbom] {
+        let r = reg.request(
+            "HEAD",
+            &format!("/v2/team/k/manifests/{gone}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            &[],
+        );
+        assert_eq!(r.status, 404, "{gone} still resolves");
+    }
+}
+
+#[test]
+fn a_listed_tag_whose_manifest_is_not_found_leaves_the_repo_unobserved() {
+    // tags/list names release-2 but its manifest answers 404 (a registry
+    // mid-delete, or eventually consistent storage). Read as "no such
+    // tag", pr-shared's image would look untagged otherwise and be deleted,
+    // taking release-2 with it.
+    let reg = TestRegistry::start();
+    seed(&reg);
+    let proxy = FaultProxy::start(&reg.host);
+    let rule = proxy.status_times(
+        "HEAD",
+        "/v2/team/b/manifests/release-2",
+        404,
+        &[],
+        usize::MAX,
+    );
+    let (_tmp, d) = policy(&proxy.url(), "\"dev/team/b\", \"dev/team/c\"", DELETE, "");
+
+    let (code, v, out) = json_plan(regimen().args(["plan", "-C", &d, "--format", "json"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(v["complete"], false, "{out}");
+    let unobserved = v["unobserved"].to_string();
+    assert!(
+        unobserved.contains("team/b") && unobserved.contains("release-2"),
+        "{out}"
+    );
+    let targets = v["changes"].to_string();
+    assert!(!targets.contains("team/b"), "{targets}");
+    assert!(targets.contains("team/c"), "{targets}");
+
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(proxy.counts(rule).1 > 0);
+    assert_eq!(list_tags(&reg, "team/b"), sorted(ALL_B));
+    assert_eq!(
+        list_tags(&reg, "team/c"),
+        sorted(&["main", "pr-2d", "pr-30", "release-2"])
+    );
+
+    // Not found once (a delete in progress), found when read again: the
+    // repo is read again and planned whole.
+    proxy.clear();
+    let once = proxy.status_times("HEAD", "/v2/team/b/manifests/release-2", 404, &[], 1);
+    let (code, v, out) = json_plan(regimen().args(["plan", "-C", &d, "--format", "json"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(proxy.counts(once).1, 1, "{out}");
+    assert_eq!(v["complete"], true, "{out}");
+    let targets = v["changes"].to_string();
+    assert!(targets.contains("dev/team/b:pr-old"), "{out}");
+    assert!(!targets.contains("release-2"), "{out}");
 }

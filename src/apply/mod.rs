@@ -349,6 +349,13 @@ async fn delete(
                 .join(", ")
         )));
     }
+    if let Some(names) = state.other_names.get(&digest) {
+        return Ok(Outcome::Stale(format!(
+            "{}: {digest} is also named {} (not a tag), which keeps it",
+            target.repo,
+            names.join(", ")
+        )));
+    }
     if on_digest.is_empty()
         && reg
             .head_manifest(repo, digest.as_str())
@@ -470,10 +477,23 @@ async fn delete_orphan_referrers(
             )));
         }
     }
-    if let Some(index) = reg.get_manifest(repo, digest.as_str()).await? {
+    let index = reg.get_manifest(repo, digest.as_str()).await?;
+    if let (Some(index), Some(subject)) = (index, tag.referrer_subject()) {
         if let Ok(crate::registry::manifest::Parsed::Index { manifests, .. }) = index.parse() {
             for m in manifests {
-                delete_with_referrers(reg, repo, &m.digest).await?;
+                // Only what names the gone image as its subject goes with
+                // it: the index is just a list, and a stale or crafted entry
+                // may name an image that lives on.
+                let names_subject = match reg.get_manifest(repo, m.digest.as_str()).await? {
+                    Some(listed) => listed
+                        .parse()
+                        .ok()
+                        .is_some_and(|p| p.subject().map(|s| &s.digest) == Some(&subject)),
+                    None => false,
+                };
+                if names_subject {
+                    delete_with_referrers(reg, repo, &m.digest).await?;
+                }
             }
         }
     }

@@ -15,7 +15,59 @@ const DOCKER_HUB: &str = "docker.io";
 /// (OCI-layout registries have none).
 #[derive(Clone, Debug, Default)]
 pub struct Addresses {
-    hosts: BTreeMap<RegistryName, String>,
+    hosts: BTreeMap<RegistryName, PolicyHost>,
+}
+
+/// A policy registry's host as hosts pull from it, and the port it means.
+#[derive(Clone, Debug)]
+struct PolicyHost {
+    /// `host[:port]` as the policy writes it (the name hosts pull by).
+    domain: String,
+    /// The port requests go to: the written one, else the scheme's default.
+    port: u16,
+    /// The scheme's default port (80 for `http://`, 443 for `https://`).
+    default_port: u16,
+}
+
+impl PolicyHost {
+    fn new(domain: String, default_port: u16) -> PolicyHost {
+        let port = split_port(&domain).1.unwrap_or(default_port);
+        PolicyHost {
+            domain,
+            port,
+            default_port,
+        }
+    }
+
+    /// Whether an engine's domain names this registry. Ports are compared,
+    /// not text: `127.0.0.1` is `http://127.0.0.1:80` (and
+    /// `https://127.0.0.1:443`); `127.0.0.1:80` is `http://127.0.0.1`.
+    fn is(&self, engine_domain: &str) -> bool {
+        let (host, _) = split_port(&self.domain);
+        let (e_host, e_port) = split_port(engine_domain);
+        if host != e_host {
+            return false;
+        }
+        match e_port {
+            Some(p) => p == self.port,
+            // No port: the engine asks the default port of its scheme.
+            None => self.port == self.default_port,
+        }
+    }
+}
+
+/// `host` and the port of `host[:port]` (`[v6]:port` too). A port that is
+/// not a number stays part of the host.
+fn split_port(domain: &str) -> (&str, Option<u16>) {
+    match domain.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.ends_with(']')) => {
+            match p.parse::<u16>() {
+                Ok(port) => (h, Some(port)),
+                Err(_) => (domain, None),
+            }
+        }
+        _ => (domain, None),
+    }
 }
 
 /// A name as an engine shows it, split: `domain/path` and tag or digest.
@@ -32,11 +84,13 @@ impl Addresses {
             .registries
             .iter()
             .filter_map(|(name, r)| {
-                let h = match &r.url {
-                    Endpoint::Http(h) | Endpoint::Https(h) => h,
+                let (h, default_port) = match &r.url {
+                    Endpoint::Http(h) => (h, 80),
+                    Endpoint::Https(h) => (h, 443),
                     Endpoint::OciLayout(_) => return None,
                 };
-                Some((name.clone(), canonical_domain(h.trim_end_matches('/'))))
+                let domain = canonical_domain(h.trim_end_matches('/'));
+                Some((name.clone(), PolicyHost::new(domain, default_port)))
             })
             .collect();
         Addresses { hosts }
@@ -46,7 +100,7 @@ impl Addresses {
     /// a registry engines cannot pull from (an OCI layout).
     pub fn engine_repo(&self, repo: &RepoAddr) -> Option<String> {
         let host = self.hosts.get(&repo.registry)?;
-        Some(format!("{host}/{}", repo.repo))
+        Some(format!("{}/{}", host.domain, repo.repo))
     }
 
     /// The engine-side reference of a policy address.
@@ -58,28 +112,48 @@ impl Addresses {
         })
     }
 
-    /// The policy address of an engine name, when it lies in a policy registry.
+    /// The policy address of an engine name, when it lies in a policy registry
+    /// (the first by name when several policy registries are that registry).
     pub fn from_engine(&self, name: &str) -> Option<ImageRef> {
-        let n = EngineName::parse(name)?;
-        let registry = self
-            .hosts
+        self.from_engine_all(name).into_iter().next()
+    }
+
+    /// Every policy address of an engine name: two policy registries may
+    /// name one registry (`http://127.0.0.1` and `http://127.0.0.1:80`).
+    pub fn from_engine_all(&self, name: &str) -> Vec<ImageRef> {
+        let Some(n) = EngineName::parse(name) else {
+            return Vec::new();
+        };
+        let Ok(repo) = n.path.parse::<crate::model::Repo>() else {
+            return Vec::new();
+        };
+        self.hosts
             .iter()
-            .find(|(_, h)| **h == n.domain)
-            .map(|(r, _)| r.clone())?;
-        let repo = n.path.parse().ok()?;
-        Some(ImageRef {
-            repo: RepoAddr { registry, repo },
-            reference: n.reference,
-        })
+            .filter(|(_, h)| h.is(&n.domain))
+            .map(|(registry, _)| ImageRef {
+                repo: RepoAddr {
+                    registry: registry.clone(),
+                    repo: repo.clone(),
+                },
+                reference: n.reference.clone(),
+            })
+            .collect()
     }
 
     /// `(policy repo, digest)` of an engine repo-digest (`host/repo@sha256:…`).
     pub fn repo_digest(&self, name: &str) -> Option<(RepoAddr, Digest)> {
-        let r = self.from_engine(name)?;
-        match r.reference {
-            Some(Reference::Digest(d)) => Some((r.repo, d)),
-            _ => None,
-        }
+        self.repo_digests(name).into_iter().next()
+    }
+
+    /// [`Addresses::repo_digest`] in every policy registry that is the engine's.
+    pub fn repo_digests(&self, name: &str) -> Vec<(RepoAddr, Digest)> {
+        self.from_engine_all(name)
+            .into_iter()
+            .filter_map(|r| match r.reference {
+                Some(Reference::Digest(d)) => Some((r.repo, d)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -139,9 +213,73 @@ mod tests {
 
     fn addrs() -> Addresses {
         let mut hosts = BTreeMap::new();
-        hosts.insert("prod".parse().unwrap(), "127.0.0.1:5001".to_string());
-        hosts.insert("hub".parse().unwrap(), "docker.io".to_string());
+        hosts.insert(
+            "prod".parse().unwrap(),
+            PolicyHost::new("127.0.0.1:5001".to_string(), 443),
+        );
+        hosts.insert(
+            "hub".parse().unwrap(),
+            PolicyHost::new("docker.io".to_string(), 443),
+        );
         Addresses { hosts }
+    }
+
+    fn from_urls(urls: &[(&str, &str)]) -> Addresses {
+        let yaml: String = urls
+            .iter()
+            .map(|(n, u)| format!("  {n}: {{url: \"{u}\"}}\n"))
+            .collect();
+        let files = [(
+            std::sync::Arc::from("p.yaml"),
+            format!("registries:\n{yaml}"),
+        )];
+        let p = crate::config::load_texts(std::path::Path::new("."), &files).unwrap();
+        Addresses::from_policy(&p)
+    }
+
+    #[test]
+    fn default_ports_match_names_without_a_port() {
+        let a = from_urls(&[
+            ("plain", "http://127.0.0.1:80"),
+            ("tls", "https://reg.example.com:443"),
+            ("bare", "reg2.example.com"),
+            ("odd", "http://10.0.0.1:443"),
+            ("v6", "http://[::1]:80"),
+        ]);
+        let at = |name: &str| a.from_engine(name).map(|r| r.to_string());
+        for (engine, want) in [
+            ("127.0.0.1/t7/app:pr-1", Some("plain/t7/app:pr-1")),
+            ("127.0.0.1:80/t7/app:pr-1", Some("plain/t7/app:pr-1")),
+            ("127.0.0.1:5000/t7/app:pr-1", None),
+            ("reg.example.com/team/api:1", Some("tls/team/api:1")),
+            ("reg.example.com:443/team/api:1", Some("tls/team/api:1")),
+            ("reg.example.com:80/team/api:1", None),
+            ("reg2.example.com:443/x:1", Some("bare/x:1")),
+            ("REG2.example.com/x:1", Some("bare/x:1")),
+            // Port 443 over plain HTTP is not the engine's default.
+            ("10.0.0.1/x:1", None),
+            ("10.0.0.1:443/x:1", Some("odd/x:1")),
+            ("[::1]/x:1", Some("v6/x:1")),
+            ("[::1]:80/x:1", Some("v6/x:1")),
+        ] {
+            assert_eq!(at(engine).as_deref(), want, "{engine}");
+        }
+        let digest = format!("127.0.0.1/t7/app@sha256:{}", "b".repeat(64));
+        assert_eq!(
+            a.repo_digest(&digest).unwrap().0.to_string(),
+            "plain/t7/app"
+        );
+        // One registry under two policy names: an engine name is in both.
+        let two = from_urls(&[("a", "http://127.0.0.1"), ("b", "http://127.0.0.1:80")]);
+        let repos: Vec<String> = two
+            .repo_digests(&digest)
+            .into_iter()
+            .map(|(r, _)| r.to_string())
+            .collect();
+        assert_eq!(repos, ["a/t7/app", "b/t7/app"]);
+        // Hosts still pull by the name the policy writes.
+        let r: ImageRef = "plain/t7/app:pr-1".parse().unwrap();
+        assert_eq!(a.to_engine(&r).as_deref(), Some("127.0.0.1:80/t7/app:pr-1"));
     }
 
     #[test]

@@ -117,6 +117,11 @@ pub struct RepoState {
     /// listed, not read, since they are artifacts rather than images.
     #[serde(default)]
     pub referrer_tags: std::collections::BTreeSet<Tag>,
+    /// Names of digests that are not tags (see
+    /// [`crate::registry::Registry::other_names`]): such a digest is never
+    /// deleted, only untagged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other_names: BTreeMap<Digest, Vec<String>>,
 }
 
 /// What the planner may need to know about one image.

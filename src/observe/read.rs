@@ -305,7 +305,16 @@ pub async fn read_repos(
     .collect()
 }
 
+/// Whole reads of a repo tried while its tag list names a tag whose
+/// manifest is not found (a delete in progress answers so for a moment).
+const REPO_READS: u32 = 3;
+/// First wait before reading such a repo again (grows with each read).
+const REREAD_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Tags and their digests: one tag list, then one manifest HEAD per tag.
+/// A listed tag whose manifest is not found makes the read an error (after
+/// reading again a few times): that is unknown, never "the tag is gone" (a
+/// mirror would prune it, a delete would miss that it holds an image).
 pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState, RegistryError> {
     Ok(read_repo_heads(reg, repo).await?.0)
 }
@@ -316,6 +325,41 @@ pub async fn read_repo_heads(
     reg: &dyn Registry,
     repo: &RepoAddr,
 ) -> Result<(RepoState, BTreeMap<Tag, ManifestHead>), RegistryError> {
+    let mut attempt = 1;
+    loop {
+        let vanished = match read_repo_once(reg, repo).await? {
+            Ok(read) => return Ok(read),
+            Err(vanished) => vanished,
+        };
+        let names = vanished
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if attempt >= REPO_READS {
+            let (is, its) = if vanished.len() == 1 {
+                ("is", "its manifest is")
+            } else {
+                ("are", "their manifests are")
+            };
+            return Err(RegistryError::other(format!(
+                "{repo}: tag {names} {is} in the tag list but {its} not found (read {REPO_READS} times; the registry is mid-change or inconsistent)"
+            )));
+        }
+        tracing::debug!(%repo, tags = %names, attempt, "listed tags not found; reading the repo again");
+        tokio::time::sleep(REREAD_WAIT * attempt).await;
+        attempt += 1;
+    }
+}
+
+/// What one whole read of a repo gives: its state and each tag's HEAD.
+type RepoRead = (RepoState, BTreeMap<Tag, ManifestHead>);
+
+/// One [`read_repo_heads`]: the read, or the listed tags whose manifest was not found.
+async fn read_repo_once(
+    reg: &dyn Registry,
+    repo: &RepoAddr,
+) -> Result<Result<RepoRead, Vec<Tag>>, RegistryError> {
     let listed = reg.list_tags_if_exists(&repo.repo).await?;
     let missing = listed.is_none();
     let (referrer_tags, tags): (Vec<_>, Vec<_>) = listed
@@ -325,12 +369,29 @@ pub async fn read_repo_heads(
     let heads = stream::iter(tags)
         .map(|tag| async move {
             let head = reg.head_manifest(&repo.repo, tag.as_str()).await?;
-            Ok::<_, RegistryError>(head.map(|h| (tag, h)))
+            Ok::<_, RegistryError>((tag, head))
         })
         .buffer_unordered(PARALLEL)
         .try_collect::<Vec<_>>()
         .await?;
-    let heads: BTreeMap<Tag, ManifestHead> = heads.into_iter().flatten().collect();
+    let mut vanished: Vec<Tag> = heads
+        .iter()
+        .filter(|(_, d)| d.is_none())
+        .map(|(t, _)| t.clone())
+        .collect();
+    if !vanished.is_empty() {
+        vanished.sort();
+        return Ok(Err(vanished));
+    }
+    let other_names = if missing {
+        BTreeMap::new()
+    } else {
+        reg.other_names(&repo.repo).await?
+    };
+    let heads: BTreeMap<Tag, ManifestHead> = heads
+        .into_iter()
+        .filter_map(|(t, h)| Some((t, h?)))
+        .collect();
     let state = RepoState {
         tags: heads
             .iter()
@@ -338,8 +399,9 @@ pub async fn read_repo_heads(
             .collect(),
         referrer_tags: referrer_tags.into_iter().collect(),
         missing,
+        other_names,
     };
-    Ok((state, heads))
+    Ok(Ok((state, heads)))
 }
 
 /// Small JSON blobs (configs) are read whole, up to this size.

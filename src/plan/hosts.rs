@@ -213,9 +213,14 @@ fn prune(
     }
 }
 
-/// Whether the image carries `present`'s tag (under the engine's name for it).
+/// Whether the image carries `present`'s tag (under the engine's name for
+/// it, or any name of the same registry: `127.0.0.1/…` for `http://127.0.0.1:80`).
 fn is_named(img: &HostImage, p: &ImageRef, addrs: &Addresses) -> bool {
     addrs.to_engine(p).is_some_and(|n| img.tags.contains(&n))
+        || img
+            .tags
+            .iter()
+            .any(|t| addrs.from_engine_all(t).contains(p))
 }
 
 /// `reg/repo` of `reg/repo:tag` (a colon after the last slash is a tag).
@@ -462,6 +467,101 @@ mod tests {
         let plan = plan(&p, &o, Timestamp(NOW));
         assert!(plan.changes.is_empty());
         assert!(plan.blocked[0].reason.contains("OCI layout"), "{plan:?}");
+    }
+
+    #[test]
+    fn a_default_port_is_the_same_registry_as_no_port() {
+        // The policy writes `http://reg.example:80`; the engine shows the
+        // image as `reg.example/…` (and the other way round): retention
+        // spares what a container runs, host prune keeps what `present` names.
+        let text = "registries:\n  plain: {url: \"http://reg.example:80\"}\n  tls: {url: \"https://reg.example\"}\n\
+             retention:\n  - {name: old, repos: [plain/team/app, tls/team/app], delete: {older_than: 30d}}\n\
+             hosts:\n  h1:\n    endpoint: unix:///run/docker.sock\n    images:\n      present: [plain/team/api:stable]\n      prune: {older_than: 30d}\n";
+        let p = crate::config::load_texts(
+            std::path::Path::new("/p"),
+            &[(Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let used = image(
+            '1',
+            &["reg.example/team/app:pr-1"],
+            &[&format!("reg.example/team/app@{}", d('a'))],
+            60,
+        );
+        let tls_used = image(
+            '2',
+            &["reg.example:443/team/app:pr-2"],
+            &[&format!("reg.example:443/team/app@{}", d('b'))],
+            60,
+        );
+        let present = image(
+            '3',
+            &["reg.example/team/api:stable"],
+            &[&format!("reg.example/team/api@{}", d('e'))],
+            60,
+        );
+        let state = HostState {
+            containers: vec![
+                container("c1", &used, false, 50),
+                container("c2", &tls_used, false, 50),
+            ],
+            images: vec![used, tls_used, present],
+        };
+        let mut o = Observed::default();
+        o.hosts.insert("h1".into(), Fact::Known(state));
+        for (repo, tag, dg) in [
+            ("plain/team/app", "pr-1", d('a')),
+            ("plain/team/app", "new", d('c')),
+            ("tls/team/app", "pr-2", d('b')),
+            ("tls/team/app", "new", d('c')),
+            ("plain/team/api", "stable", d('e')),
+        ] {
+            let addr: crate::model::RepoAddr = repo.parse().unwrap();
+            let days = if tag == "new" { 1 } else { 100 };
+            let info = crate::observe::ImageInfo {
+                created: Some(Timestamp(NOW - days * DAY)),
+                ..Default::default()
+            };
+            o.images
+                .insert((addr.clone(), dg.clone()), Fact::Known(info));
+            let Fact::Known(state) = o
+                .repos
+                .entry(addr)
+                .or_insert_with(|| Fact::Known(RepoState::default()))
+            else {
+                unreachable!()
+            };
+            state.tags.insert(tag.parse().unwrap(), dg);
+        }
+        let plan = plan(&p, &o, Timestamp(NOW));
+        // (present still pulls under the name the policy writes.)
+        assert_eq!(
+            changes(&plan, Action::Pull),
+            ["host:h1/plain/team/api:stable"]
+        );
+        assert!(
+            changes(&plan, Action::Delete).is_empty()
+                && changes(&plan, Action::RemoveImage).is_empty(),
+            "containers keep their images, present keeps its own: {:?}",
+            plan.changes
+        );
+        let why = |s: &str| {
+            plan.kept
+                .iter()
+                .find(|k| k.subject == s)
+                .map(|k| k.reason.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            why("plain/team/app:pr-1").contains("container c1"),
+            "{:?}",
+            plan.kept
+        );
+        assert!(
+            why("tls/team/app:pr-2").contains("container c2"),
+            "{:?}",
+            plan.kept
+        );
     }
 
     #[test]

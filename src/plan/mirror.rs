@@ -147,7 +147,7 @@ pub fn prune(
     }
     let mut changes = super::retention::digest_level(
         &m.to,
-        &to.tags,
+        to,
         &gone,
         &super::retention::index_children(&m.to, &to.tags, cx.observed),
         &going,

@@ -132,10 +132,11 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
             let Some(c) = state.users(img).next() else {
                 continue;
             };
-            for rd in &img.repo_digests {
-                let Some((repo, digest)) = addrs.repo_digest(rd) else {
-                    continue;
-                };
+            for (repo, digest) in img
+                .repo_digests
+                .iter()
+                .flat_map(|rd| addrs.repo_digests(rd))
+            {
                 let why = format!("run by container {} on host {name}", c.name);
                 for index in indexes_containing(&repo, &digest, cx.observed) {
                     p.digests.insert((repo.clone(), index), why.clone());
@@ -377,17 +378,11 @@ fn plan_repo(
     });
     let children = index_children(repo, &state.tags, cx.observed);
     out.extend(digest_level(
-        repo,
-        &state.tags,
-        &earlier,
-        &children,
-        &delete,
-        &rule.name,
-        now,
+        repo, state, &earlier, &children, &delete, &rule.name, now,
     ));
     for mut c in digest_level(
         repo,
-        &state.tags,
+        state,
         &earlier,
         &children,
         &placeholders,
@@ -434,13 +429,14 @@ pub type Going = (Tag, Digest, Option<Timestamp>);
 /// compare-and-swap accepts a planned tag that is already gone).
 pub fn digest_level(
     repo: &RepoAddr,
-    all: &BTreeMap<Tag, Digest>,
+    state: &crate::observe::RepoState,
     gone: &BTreeSet<Tag>,
     children: &BTreeSet<Digest>,
     delete: &[Going],
     rule: &str,
     now: Timestamp,
 ) -> Vec<Change> {
+    let all = &state.tags;
     let mut out = Vec::new();
     let mut by_digest: BTreeMap<&Digest, Vec<&Going>> = BTreeMap::new();
     for d in delete {
@@ -455,9 +451,11 @@ pub fn digest_level(
             Some(c) => format!("{} old", age(now, c)),
             None => "age unknown".to_string(),
         };
-        // An image that is also a platform of a tagged index is never deleted
-        // on its own: only its tags go.
-        if tag_count == going.len() && !children.contains(digest) {
+        // An image that is also a platform of a tagged index, or that has a
+        // name other than a tag (an OCI layout's full-reference ref.name),
+        // is never deleted on its own: only its tags go.
+        let other_names = state.other_names.get(digest);
+        if tag_count == going.len() && !children.contains(digest) && other_names.is_none() {
             let mut names: Vec<&Tag> = going.iter().map(|g| &g.0).collect();
             names.sort();
             let earlier = all
@@ -478,13 +476,19 @@ pub fn digest_level(
                 ..Change::new(Action::Delete)
             });
         } else {
+            let stays = match other_names {
+                Some(names) if tag_count == going.len() => {
+                    format!("the image stays: it is also named {}", names.join(", "))
+                }
+                _ => "the image stays for its other tags".to_string(),
+            };
             for g in going {
                 out.push(Change {
                     target: ImageRef::tagged(repo.clone(), g.0.clone()).to_string(),
                     digest: Some(digest.to_string()),
                     expect: digest.to_string(),
                     rule: rule.to_string(),
-                    reason: format!("{age_text}; the image stays for its other tags"),
+                    reason: format!("{age_text}; {stays}"),
                     ..Change::new(Action::Untag)
                 });
             }

@@ -175,6 +175,9 @@ pub struct Distribution {
     page_size: usize,
     backoff: Duration,
     tag_index_locks: std::sync::Mutex<HashMap<(Repo, Digest), SubjectLock>>,
+    /// manifest digest → the digest its `subject` names (`None`: no subject,
+    /// or not a readable manifest). Content addressed, so it never changes.
+    subjects: std::sync::Mutex<HashMap<Digest, Option<Digest>>>,
 }
 
 impl fmt::Debug for Distribution {
@@ -368,6 +371,7 @@ impl Distribution {
             page_size: PAGE_SIZE,
             backoff: Duration::from_millis(200),
             tag_index_locks: std::sync::Mutex::new(HashMap::new()),
+            subjects: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -628,7 +632,9 @@ impl Distribution {
                 Err(e) => {
                     let chain = error_chain(&e);
                     let untrusted = is_certificate_error(&chain);
-                    let transient = !e.is_builder() && !e.is_redirect() && !untrusted;
+                    let plain_http = is_plain_http_answer(&chain);
+                    let transient =
+                        !e.is_builder() && !e.is_redirect() && !untrusted && !plain_http;
                     super::observed_request(self.name.as_str(), "error", transient && can_retry);
                     if transient && can_retry {
                         tracing::debug!(
@@ -640,19 +646,34 @@ impl Distribution {
                         tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
                         continue;
                     }
+                    let host_port = |u: &Url| {
+                        u.host_str().map_or(String::new(), |h| match u.port() {
+                            Some(p) => format!("{h}:{p}"),
+                            None => h.to_string(),
+                        })
+                    };
                     let detail = if attempt > 1 {
                         format!("{chain} after {attempt} attempts")
+                    } else if plain_http {
+                        // The answer to the TLS hello was plain HTTP.
+                        let at = e.url().unwrap_or(&req.url);
+                        if at.host_str() == self.base.host_str() && at.port() == self.base.port() {
+                            format!(
+                                "{chain} (the server speaks plain HTTP: use `http://{}` as the registry's url)",
+                                host_port(&self.base)
+                            )
+                        } else {
+                            format!(
+                                "{chain} (the server at {} speaks plain HTTP, not HTTPS)",
+                                host_port(at)
+                            )
+                        }
                     } else if untrusted {
                         format!(
                             "{chain} (to trust a private CA, add it to the system's trust \
                              store, set SSL_CERT_FILE to a bundle with it, or put it in \
                              /etc/containers/certs.d/{}/ca.crt)",
-                            self.base.host_str().map_or(String::new(), |h| {
-                                match self.base.port() {
-                                    Some(p) => format!("{h}:{p}"),
-                                    None => h.to_string(),
-                                }
-                            })
+                            host_port(&self.base)
                         )
                     } else {
                         chain
@@ -994,6 +1015,32 @@ impl Distribution {
         Ok(())
     }
 
+    /// The digest the `subject` of manifest `digest` names; `None` when the
+    /// manifest is absent, unreadable or has no subject (cached).
+    async fn subject_of(&self, repo: &Repo, digest: &Digest) -> Result<Option<Digest>> {
+        if let Some(s) = self
+            .subjects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            return Ok(s.clone());
+        }
+        let Some(m) = self.get_manifest_inner(repo, digest.as_str()).await? else {
+            // Absent here (maybe present later): not cached.
+            return Ok(None);
+        };
+        let subject = m
+            .parse()
+            .ok()
+            .and_then(|p| p.subject().map(|s| s.digest.clone()));
+        self.subjects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.clone(), subject.clone());
+        Ok(subject)
+    }
+
     /// One upload session: POST (unless `session` is one already opened),
     /// then PUT of `body` to the session.
     async fn upload(
@@ -1110,6 +1157,13 @@ fn empty_index() -> Value {
 /// wrong name): no retry mends that, and the user has to act.
 fn is_certificate_error(chain: &str) -> bool {
     chain.contains("invalid peer certificate")
+}
+
+/// An `https://` request answered in plain HTTP (the port serves HTTP):
+/// asking again gets the same answer.
+fn is_plain_http_answer(chain: &str) -> bool {
+    // rustls: the first record is not a TLS record; OpenSSL says it so.
+    chain.contains("InvalidContentType") || chain.contains("wrong version number")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -1619,8 +1673,20 @@ impl Registry for Distribution {
         Ok(match self.get_manifest_inner(repo, tag.as_str()).await? {
             Some(m) if m.is_index() => {
                 let body: Value = serde_json::from_slice(&m.bytes).unwrap_or(Value::Null);
+                // The tag is only a list someone wrote: an entry counts as a
+                // referrer of `digest` only when its own manifest says so (a
+                // stale or crafted entry naming a tagged image must never be
+                // deleted with this one).
+                let mut verified = Vec::new();
+                for d in descriptors(&body) {
+                    if self.subject_of(repo, &d.digest).await?.as_ref() == Some(digest) {
+                        verified.push(d);
+                    } else {
+                        tracing::debug!(registry = %self.name, %repo, subject = %digest, entry = %d.digest, "ignoring a referrers index entry whose manifest's subject is not the image");
+                    }
+                }
                 ReferrerList {
-                    descriptors: descriptors(&body),
+                    descriptors: verified,
                     fallback: FallbackIndex::Read(Some(m)),
                 }
             }
@@ -2297,6 +2363,94 @@ mod fake_server_tests {
     }
 
     #[tokio::test]
+    async fn fallback_index_entries_count_only_when_their_subject_is_the_image() {
+        // The `sha256-<A>` tag lists a signature of A, a kept image K (no
+        // subject: stale or crafted), a referrer of another image, and a
+        // manifest that is gone. Only the signature is A's referrer: what
+        // is listed here is deleted with A.
+        let a = Digest::sha256_of(b"image A");
+        let other = Digest::sha256_of(b"image B");
+        let referrer_of = |subject: &Digest, n: &str| {
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": MediaType::OCI_MANIFEST,
+                "artifactType": "application/vnd.example.sig",
+                "config": {"mediaType": MediaType::OCI_EMPTY, "digest": Digest::sha256_of(b"{}"), "size": 2},
+                "layers": [],
+                "subject": {"mediaType": MediaType::OCI_MANIFEST, "digest": subject, "size": 100},
+                "annotations": {"n": n},
+            }))
+            .unwrap()
+        };
+        let sig = referrer_of(&a, "sig");
+        let foreign = referrer_of(&other, "foreign");
+        let manifests: HashMap<Digest, Vec<u8>> = [sig.clone(), BODY.to_vec(), foreign.clone()]
+            .into_iter()
+            .map(|b| (Digest::sha256_of(&b), b))
+            .collect();
+        let gone = Digest::sha256_of(b"gone");
+        let entry = |d: &Digest, size: usize| {
+            json!({"mediaType": MediaType::OCI_MANIFEST, "digest": d, "size": size,
+                   "artifactType": "application/vnd.example.sig"})
+        };
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::OCI_INDEX,
+            "manifests": [
+                entry(&Digest::sha256_of(&sig), sig.len()),
+                entry(&Digest::sha256_of(BODY), BODY.len()),
+                entry(&Digest::sha256_of(&foreign), foreign.len()),
+                entry(&gone, 10),
+            ],
+        }))
+        .unwrap();
+        let fallback = format!("/v2/team/api/manifests/{}", a.referrers_tag());
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target == fallback {
+                let d = Digest::sha256_of(&index).to_string();
+                return resp(
+                    200,
+                    &[
+                        ("content-type", MediaType::OCI_INDEX),
+                        ("docker-content-digest", &d),
+                    ],
+                    index.clone(),
+                );
+            }
+            let by_digest = r
+                .target
+                .strip_prefix("/v2/team/api/manifests/")
+                .and_then(|d| d.parse::<Digest>().ok())
+                .and_then(|d| manifests.get(&d).map(|b| (d, b.clone())));
+            match by_digest {
+                Some((d, b)) => resp(
+                    200,
+                    &[
+                        ("content-type", MediaType::OCI_MANIFEST),
+                        ("docker-content-digest", d.as_str()),
+                    ],
+                    b,
+                ),
+                // No referrers API (Distribution 2.8), nothing else.
+                None => resp(404, &[], "404 page not found"),
+            }
+        }));
+        let d = dist(&addr, None);
+        let got: Vec<Digest> = d
+            .referrers(&repo(), &a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.digest)
+            .collect();
+        assert_eq!(got, vec![Digest::sha256_of(&sig)]);
+        // The index the list came from is still handed back whole.
+        let listed = d.referrers_listed(&repo(), &a).await.unwrap();
+        assert_eq!(listed.descriptors.len(), 1);
+        assert!(matches!(listed.fallback, FallbackIndex::Read(Some(_))));
+    }
+
+    #[tokio::test]
     async fn a_missing_repo_is_known_absent_after_listing() {
         let addr = serve(Arc::new(|r: &FakeReq| {
             if r.target.starts_with("/v2/team/api/") {
@@ -2558,6 +2712,44 @@ mod fake_server_tests {
             "registry dev: GET /v2/team/api/manifests/1.0: 503 Service Unavailable after 5 attempts"
         );
         assert_eq!(n.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_port_is_not_retried_and_says_so() {
+        // A plain HTTP server answers the TLS hello with an HTTP error.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let seen = conns.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n");
+            }
+        });
+        let cfg = crate::config::Registry {
+            url: Endpoint::Https(addr.clone()),
+            auth: None,
+            concurrency: None,
+            rate: None,
+            loc: None,
+        };
+        let d = Distribution::new("dev".parse().unwrap(), &cfg, Path::new("."))
+            .unwrap()
+            .with_backoff(Duration::from_millis(10));
+        let e = d.list_tags(&repo()).await.unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "the server speaks plain HTTP: use `http://{addr}` as the registry's url"
+            )),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("attempts"), "{}", e.message);
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

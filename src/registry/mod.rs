@@ -149,6 +149,15 @@ pub trait Registry: Send + Sync {
     /// gone upstream").
     async fn list_tags_if_exists(&self, repo: &Repo) -> Result<Option<Vec<Tag>>>;
 
+    /// Names the repository gives manifests that are not tags, by digest: an
+    /// OCI layout's `org.opencontainers.image.ref.name` may be a full
+    /// reference such as `docker.io/team/app:1.0` (skopeo writes those).
+    /// They cannot be planned like tags, but they hold their image in place
+    /// just the same. Empty where every name is a tag (the distribution API).
+    async fn other_names(&self, _repo: &Repo) -> Result<BTreeMap<Digest, Vec<String>>> {
+        Ok(BTreeMap::new())
+    }
+
     /// Digest and media type of a manifest by tag or digest; `None` if absent.
     async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<ManifestHead>>;
 

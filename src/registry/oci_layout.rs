@@ -129,16 +129,15 @@ impl IndexFile {
         }
     }
 
-    fn from_doc(mut doc: Map<String, Value>) -> IndexFile {
-        let manifests = match doc.get_mut("manifests").map(Value::take) {
-            Some(Value::Array(a)) => a,
-            Some(_) => Vec::new(),
-            None => {
-                doc.insert("manifests".into(), Value::Null);
-                Vec::new()
-            }
-        };
-        IndexFile { doc, manifests }
+    /// An `index.json` without a `manifests` array is unreadable, not empty:
+    /// read as "no tags", a mirror's prune would empty its target.
+    fn from_doc(mut doc: Map<String, Value>) -> std::result::Result<IndexFile, String> {
+        match doc.get_mut("manifests").map(Value::take) {
+            Some(Value::Array(manifests)) => Ok(IndexFile { doc, manifests }),
+            None => Err("it has no `manifests` list".to_string()),
+            Some(Value::Null) => Err("its `manifests` is null, not a list".to_string()),
+            Some(_) => Err("its `manifests` is not a list".to_string()),
+        }
     }
 
     fn to_doc(&self) -> Map<String, Value> {
@@ -174,6 +173,24 @@ fn entry_digest(e: &Value) -> Option<Digest> {
 
 fn entry_ref_name(e: &Value) -> Option<&str> {
     e.get("annotations")?.get(REF_NAME_ANNOTATION)?.as_str()
+}
+
+/// `ref.name`s that are not tags (a full reference such as
+/// `docker.io/team/app:1.0`), by the digest they name.
+fn foreign_names(entries: &[Value]) -> BTreeMap<Digest, Vec<String>> {
+    let mut out: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    for e in entries {
+        let (Some(name), Some(digest)) = (entry_ref_name(e), entry_digest(e)) else {
+            continue;
+        };
+        if name.parse::<Tag>().is_err() {
+            let names = out.entry(digest).or_default();
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+    }
+    out
 }
 
 fn entry_media_type(e: &Value) -> Option<String> {
@@ -482,7 +499,15 @@ impl OciLayout {
                 format!("{} is not a JSON object: {e}", path.display()),
             )
         })?;
-        Ok(Some(IndexFile::from_doc(doc)))
+        let index = IndexFile::from_doc(doc).map_err(|e| {
+            self.fail(
+                repo,
+                ErrorKind::Other,
+                "reading index.json",
+                format!("{} is not an image index: {e}", path.display()),
+            )
+        })?;
+        Ok(Some(index))
     }
 
     async fn write_index(&self, repo: &Repo, index: &IndexFile) -> Result<()> {
@@ -878,6 +903,13 @@ impl Registry for OciLayout {
         Ok(Some(tags))
     }
 
+    async fn other_names(&self, repo: &Repo) -> Result<BTreeMap<Digest, Vec<String>>> {
+        let Some(index) = self.read_index(repo).await? else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(foreign_names(index.entries()))
+    }
+
     async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<ManifestHead>> {
         let Some((digest, media_type, via_tag)) = self.resolve(repo, reference).await? else {
             return Ok(None);
@@ -1170,6 +1202,24 @@ impl Registry for OciLayout {
             }
         }
 
+        // A name that is not a tag was never part of any plan: what it names
+        // stays (remove that entry by hand, or with the tool that wrote it).
+        let held: Vec<String> = foreign_names(index.entries())
+            .into_iter()
+            .filter(|(d, _)| doomed.contains(d))
+            .flat_map(|(d, names)| names.into_iter().map(move |n| format!("`{n}` on {d}")))
+            .collect();
+        if !held.is_empty() {
+            return Err(self.fail(
+                repo,
+                ErrorKind::Conflict,
+                &op,
+                format!(
+                    "refused: index.json also has the name {}, which is not a tag and keeps the image",
+                    held.join(", ")
+                ),
+            ));
+        }
         let entries = index.entries_mut();
         let before = entries.len();
         entries.retain(|e| entry_digest(e).is_none_or(|d| !doomed.contains(&d)));
@@ -1402,6 +1452,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_index_json_without_a_manifests_list_is_an_error_not_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = reg(tmp.path());
+        let rp = repo("team/api");
+        let a = image(&r, &rp, "a").await;
+        r.put_manifest(&rp, Some(&tag("1.0")), &a).await.unwrap();
+        let path = tmp.path().join("team/api/index.json");
+        for (doc, why) in [
+            (r#"{"schemaVersion":2}"#, "no `manifests` list"),
+            (r#"{"schemaVersion":2,"manifests":null}"#, "null"),
+            (r#"{"schemaVersion":2,"manifests":{}}"#, "not a list"),
+            (r#"{"schemaVersion":2,"manifests":"x"}"#, "not a list"),
+        ] {
+            std::fs::write(&path, doc).unwrap();
+            let err = r.list_tags_if_exists(&rp).await.unwrap_err();
+            assert!(
+                err.message.contains("index.json is not an image index")
+                    && err.message.contains(why),
+                "{doc}: {}",
+                err.message
+            );
+            assert!(r.head_manifest(&rp, "1.0").await.is_err(), "{doc}");
+            // Nothing is written over it.
+            assert!(
+                r.put_manifest(&rp, Some(&tag("2.0")), &a).await.is_err(),
+                "{doc}"
+            );
+            assert!(r.delete_tag(&rp, &tag("1.0")).await.is_err(), "{doc}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), doc);
+        }
+    }
+
+    #[tokio::test]
     async fn missing_repo_is_empty() {
         let tmp = tempfile::tempdir().unwrap();
         let r = reg(&tmp.path().join("does-not-exist"));
@@ -1585,6 +1668,69 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    /// Adds an `index.json` entry for `digest` named `name`, as skopeo would.
+    fn add_entry_named(dir: &Path, repo: &str, digest: &Digest, name: &str) {
+        let path = dir.join(repo).join("index.json");
+        let mut index: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let list = index["manifests"].as_array_mut().unwrap();
+        let mut entry = list
+            .iter()
+            .find(|e| entry_digest(e).as_ref() == Some(digest))
+            .unwrap()
+            .clone();
+        entry["annotations"] = serde_json::json!({ REF_NAME_ANNOTATION: name });
+        list.push(entry);
+        std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn names_that_are_not_tags_are_reported_and_never_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = reg(tmp.path());
+        let rp = repo("team/api");
+        let a = image(&r, &rp, "a").await;
+        r.put_manifest(&rp, Some(&tag("pr-1")), &a).await.unwrap();
+        let b = image(&r, &rp, "b").await;
+        r.put_manifest(&rp, Some(&tag("pr-2")), &b).await.unwrap();
+        let sbom = referrer(&r, &rp, &b, "application/vnd.cyclonedx+json").await;
+        r.put_manifest(&rp, None, &sbom).await.unwrap();
+        add_entry_named(tmp.path(), "team/api", &a.digest, "docker.io/team/api:1.0");
+        add_entry_named(tmp.path(), "team/api", &sbom.digest, "example.com/sbom:b");
+
+        assert_eq!(
+            r.list_tags(&rp).await.unwrap(),
+            vec![tag("pr-1"), tag("pr-2")]
+        );
+        let names = r.other_names(&rp).await.unwrap();
+        assert_eq!(names[&a.digest], ["docker.io/team/api:1.0"]);
+        assert_eq!(names[&sbom.digest], ["example.com/sbom:b"]);
+        assert_eq!(names.len(), 2);
+
+        // Deleting the image (or one whose referrer has such a name) is refused,
+        // naming it; nothing is removed.
+        let before = read_index_json(tmp.path(), "team/api");
+        for (d, name) in [
+            (&a.digest, "docker.io/team/api:1.0"),
+            (&b.digest, "example.com/sbom:b"),
+        ] {
+            let err = r.delete_manifest(&rp, d).await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Conflict, "{}", err.message);
+            assert!(err.message.contains(name), "{}", err.message);
+        }
+        assert_eq!(read_index_json(tmp.path(), "team/api"), before);
+        // Untagging leaves the other name alone.
+        r.delete_tag(&rp, &tag("pr-1")).await.unwrap();
+        assert_eq!(
+            r.other_names(&rp).await.unwrap()[&a.digest],
+            ["docker.io/team/api:1.0"]
+        );
+        assert!(r
+            .head_manifest(&rp, a.digest.as_str())
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test]
