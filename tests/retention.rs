@@ -666,3 +666,35 @@ async fn a_malformed_source_index_prunes_nothing() {
         assert_eq!(tags(&dst, "app").await, ["1.0.0", "1.1.0"], "{doc}: {out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_keeps_a_tag_the_source_names_by_full_reference() {
+    // `skopeo copy … oci:DIR:docker.io/team/app:1.0.0` names the image by full
+    // reference, not by tag: its 1.0.0 is still upstream, not gone.
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let up: Repo = "up/app".parse().unwrap();
+    let digest = push_image(&reg, &up, Some(&t("1.0.0")), &ImageSpec::new(&ago(10)))
+        .await
+        .unwrap();
+    write_policy(
+        tmp.path(),
+        "registries:\n  dev: {url: oci:dev}\nmirrors:\n  - {name: m, from: dev/up/app, to: dev/out/app, prune: true}\n",
+    );
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    let layout = tmp.path().join("dev/up/app");
+    add_foreign_name(&layout, digest.as_str(), "docker.io/team/app:1.0.0");
+    let path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["annotations"]["org.opencontainers.image.ref.name"] != "1.0.0");
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "nothing is pruned:\n{out}");
+    assert_eq!(tags(&reg, "out/app").await, ["1.0.0"]);
+}

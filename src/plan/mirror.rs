@@ -101,10 +101,19 @@ pub fn prune(
     }
     let rule = m.rule_name();
     let (gone, min_keep) = retention.going.get(&m.to).cloned().unwrap_or_default();
+    // A source layout may name an image by full reference (`docker.io/x/app:1.0`)
+    // rather than by tag: its `1.0` is not gone upstream.
+    let named_upstream = |t: &crate::model::Tag| {
+        from.other_names
+            .values()
+            .flatten()
+            .any(|n| n.rsplit_once(':').is_some_and(|(_, tag)| tag == t.as_str()))
+    };
     let mut going: Vec<super::retention::Going> = Vec::new();
     for (t, d) in &to.tags {
         if !m.tags.matches(t)
             || from.tags.contains_key(t)
+            || named_upstream(t)
             || gone.contains(t)
             || protect.tags.contains_key(&(m.to.clone(), t.clone()))
             || protect.digests.contains_key(&(m.to.clone(), d.clone()))
