@@ -9,7 +9,6 @@ use std::path::Path;
 
 use regimen::model::{Repo, Tag, Timestamp};
 use regimen::registry::oci_layout::OciLayout;
-use regimen::registry::Registry;
 use regimen::testkit::{push_image, ImageSpec};
 
 use common::{regimen, run};
@@ -44,15 +43,7 @@ fn plan_out(dir: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 async fn tags(reg: &OciLayout, repo: &str) -> Vec<String> {
-    let mut v: Vec<String> = reg
-        .list_tags(&repo.parse().unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.to_string())
-        .collect();
-    v.sort();
-    v
+    common::oci_tags(reg, repo).await
 }
 
 /// `dev/team/api` under `root/dev`: `pr-2` and `pr-2-alias` on one old

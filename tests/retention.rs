@@ -1,5 +1,7 @@
 //! Retention and mirror prune on OCI-layout registries, through the CLI.
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -33,15 +35,7 @@ fn run(args: &[&str]) -> (i32, String) {
 }
 
 async fn tags(reg: &OciLayout, repo: &str) -> Vec<String> {
-    let mut v: Vec<String> = reg
-        .list_tags(&repo.parse().unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.to_string())
-        .collect();
-    v.sort();
-    v
+    common::oci_tags(reg, repo).await
 }
 
 /// dev/team/api: pr-1 old; pr-2 old sharing its image with release-1; pr-3 young;

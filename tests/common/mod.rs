@@ -662,3 +662,20 @@ pub fn policy_remote() -> (tempfile::TempDir, String) {
     git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
     (tmp, sha)
 }
+
+/// The tags of `repo` in an OCI-layout registry, sorted.
+pub async fn oci_tags(
+    reg: &regimen::registry::oci_layout::OciLayout,
+    repo: &str,
+) -> Vec<String> {
+    use regimen::registry::Registry as _;
+    let mut v: Vec<String> = reg
+        .list_tags(&repo.parse().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.to_string())
+        .collect();
+    v.sort();
+    v
+}
