@@ -22,6 +22,22 @@ fn quickstart() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+/// The quickstart copy and its plan saved as `plan.json` in it.
+fn quickstart_with_saved_plan() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (tmp, dir) = quickstart();
+    let planfile = dir.join("plan.json");
+    let (code, out) = stdout(
+        regimen()
+            .arg("plan")
+            .arg("-C")
+            .arg(&dir)
+            .arg("--out")
+            .arg(&planfile),
+    );
+    assert_eq!(code, 0, "{out}");
+    (tmp, dir, planfile)
+}
+
 fn digest_of(layout: &Path, tag: &str) -> String {
     let raw = skopeo(&[
         "inspect",
@@ -126,12 +142,8 @@ fn plan_apply_converge_and_verify_with_skopeo() {
 
 #[test]
 fn saved_plan_refuses_a_target_changed_meanwhile() {
-    let (_tmp, dir) = quickstart();
+    let (_tmp, dir, planfile) = quickstart_with_saved_plan();
     let d = dir.to_str().unwrap();
-    let planfile = dir.join("plan.json");
-    let (code, out) =
-        stdout(regimen().args(["plan", "-C", d, "--out", planfile.to_str().unwrap()]));
-    assert_eq!(code, 0, "{out}");
 
     // Someone pushes another image under a tag the plan will create.
     let up = dir.join("upstream/team/api");
@@ -158,12 +170,8 @@ fn saved_plan_refuses_a_target_changed_meanwhile() {
 
 #[test]
 fn saved_plan_refuses_a_policy_where_a_registry_moved() {
-    let (_tmp, dir) = quickstart();
+    let (_tmp, dir, planfile) = quickstart_with_saved_plan();
     let d = dir.to_str().unwrap();
-    let planfile = dir.join("plan.json");
-    let (code, out) =
-        stdout(regimen().args(["plan", "-C", d, "--out", planfile.to_str().unwrap()]));
-    assert_eq!(code, 0, "{out}");
     // The policy now says `local` is another folder: the plan was not made for it.
     let policy = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
     std::fs::write(

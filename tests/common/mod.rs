@@ -664,10 +664,7 @@ pub fn policy_remote() -> (tempfile::TempDir, String) {
 }
 
 /// The tags of `repo` in an OCI-layout registry, sorted.
-pub async fn oci_tags(
-    reg: &regimen::registry::oci_layout::OciLayout,
-    repo: &str,
-) -> Vec<String> {
+pub async fn oci_tags(reg: &regimen::registry::oci_layout::OciLayout, repo: &str) -> Vec<String> {
     use regimen::registry::Registry as _;
     let mut v: Vec<String> = reg
         .list_tags(&repo.parse().unwrap())
