@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::oci_tags as tags;
+
 use std::path::Path;
 
 use regimen::model::{Repo, Tag, Timestamp};
@@ -40,10 +42,6 @@ fn plan_out(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
-}
-
-async fn tags(reg: &OciLayout, repo: &str) -> Vec<String> {
-    common::oci_tags(reg, repo).await
 }
 
 /// `dev/team/api` under `root/dev`: `pr-2` and `pr-2-alias` on one old

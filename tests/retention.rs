@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::oci_tags as tags;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -32,10 +34,6 @@ fn run(args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
-}
-
-async fn tags(reg: &OciLayout, repo: &str) -> Vec<String> {
-    common::oci_tags(reg, repo).await
 }
 
 /// dev/team/api: pr-1 old; pr-2 old sharing its image with release-1; pr-3 young;
