@@ -281,6 +281,15 @@ mod tests {
     use crate::observe::{Fact, HostContainer, HostImage, HostState, Observed, RepoState};
     use crate::plan::{plan, Action, Plan};
 
+    /// Why the plan keeps `subject` ("" when it does not say).
+    fn kept_reason(plan: &Plan, subject: &str) -> String {
+        plan.kept
+            .iter()
+            .find(|k| k.subject == subject)
+            .map(|k| k.reason.clone())
+            .unwrap_or_default()
+    }
+
     const NOW: i64 = 1_800_000_000;
     const DAY: i64 = 86_400;
 
@@ -373,13 +382,7 @@ mod tests {
             ]
         );
         assert!(changes(&plan, Action::Pull).is_empty(), "{plan:?}");
-        let why = |s: &str| {
-            plan.kept
-                .iter()
-                .find(|k| k.subject == s)
-                .map(|k| k.reason.clone())
-                .unwrap_or_default()
-        };
+        let why = |s: &str| kept_reason(&plan, s);
         assert_eq!(why("host:h1/prod/team/used:1"), "used by container c-used");
         assert_eq!(
             why("host:h1/prod/base/os:12"),
@@ -545,13 +548,7 @@ mod tests {
             "containers keep their images, present keeps its own: {:?}",
             plan.changes
         );
-        let why = |s: &str| {
-            plan.kept
-                .iter()
-                .find(|k| k.subject == s)
-                .map(|k| k.reason.clone())
-                .unwrap_or_default()
-        };
+        let why = |s: &str| kept_reason(&plan, s);
         assert!(
             why("plain/team/app:pr-1").contains("container c1"),
             "{:?}",
