@@ -6,16 +6,13 @@
 
 mod common;
 
+use common::ago;
+
 use std::time::{Duration, Instant};
 
 use common::podman::Podman;
 use common::{block_on, json_plan, open, regimen, run, TestRegistry};
-use regimen::model::Timestamp;
 use regimen::testkit::{push_image, ImageSpec};
-
-fn ago(days: i64) -> String {
-    Timestamp(Timestamp::now().0 - days * 86_400).to_rfc3339()
-}
 
 /// A runnable image (static busybox; `sleep`) created `days` ago, made
 /// distinct by a label.

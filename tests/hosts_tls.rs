@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::ago;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,12 +21,7 @@ use std::time::{Duration, Instant};
 use common::podman::Podman;
 use common::tls::{make_ca, make_leaf};
 use common::{json_plan, open, regimen, run, TestRegistry};
-use regimen::model::Timestamp;
 use regimen::testkit::{push_image, ImageSpec};
-
-fn ago(days: i64) -> String {
-    Timestamp(Timestamp::now().0 - days * 86_400).to_rfc3339()
-}
 
 fn push(reg: &TestRegistry, repo: &str, tag: &str, spec: &ImageSpec) {
     let r = open(&reg.host);

@@ -5,28 +5,19 @@
 
 mod common;
 
+use common::{ago, tag as t};
+
 use common::oci_tags as tags;
 
 use std::path::Path;
 
-use regimen::model::{Repo, Tag, Timestamp};
+use regimen::model::Repo;
 use regimen::registry::oci_layout::OciLayout;
 use regimen::testkit::{push_image, ImageSpec};
 
 use common::{regimen, run};
 
 const NO_CHANGES: &str = "No changes. Registries and hosts match the policy.";
-
-/// A creation time `days` ago, from one "now" per test process.
-fn ago(days: i64) -> String {
-    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let now = *NOW.get_or_init(|| Timestamp::now().0);
-    Timestamp(now - days * 86_400).to_rfc3339()
-}
-
-fn t(s: &str) -> Tag {
-    s.parse().unwrap()
-}
 
 /// stdout alone (the plan), stderr alone (the hint), and the exit code.
 fn plan_out(dir: &Path, args: &[&str]) -> (i32, String, String) {

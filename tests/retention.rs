@@ -2,27 +2,17 @@
 
 mod common;
 
+use common::{ago, tag as t};
+
 use common::oci_tags as tags;
 
 use std::path::Path;
 
 use assert_cmd::Command;
-use regimen::model::{Repo, Tag, Timestamp};
+use regimen::model::Repo;
 use regimen::registry::oci_layout::OciLayout;
 use regimen::registry::Registry;
 use regimen::testkit::{push_image, push_referrer, ImageSpec};
-
-/// A creation time `days` ago, from one "now" per test process, so two
-/// images built from the same spec are byte-identical (same digest).
-fn ago(days: i64) -> String {
-    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let now = *NOW.get_or_init(|| Timestamp::now().0);
-    Timestamp(now - days * 86_400).to_rfc3339()
-}
-
-fn t(s: &str) -> Tag {
-    s.parse().unwrap()
-}
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::cargo_bin("regimen")

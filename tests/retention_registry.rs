@@ -6,19 +6,12 @@
 
 mod common;
 
+use common::ago;
+
 use common::proxy::FaultProxy;
 use common::{block_on, json_plan, open, regimen, run};
 use common::{skopeo, TestRegistry};
-use regimen::model::Timestamp;
 use regimen::testkit::{push_image, push_index, push_referrer, ImageSpec};
-
-/// A creation time `days` ago, from one "now" per test process, so two
-/// images built from the same spec are byte-identical (same digest).
-fn ago(days: i64) -> String {
-    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let now = *NOW.get_or_init(|| Timestamp::now().0);
-    Timestamp(now - days * 86_400).to_rfc3339()
-}
 
 fn img(repo: &str, n: &str, days: i64) -> ImageSpec {
     ImageSpec::new(&ago(days)).with_layer("v", format!("{repo} {n}"))

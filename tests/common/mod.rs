@@ -676,3 +676,17 @@ pub async fn oci_tags(reg: &regimen::registry::oci_layout::OciLayout, repo: &str
     v.sort();
     v
 }
+
+/// A creation time `days` ago, from one "now" per test process, so two
+/// images built from the same spec are byte-identical (same digest).
+pub fn ago(days: i64) -> String {
+    use regimen::model::Timestamp;
+    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let now = *NOW.get_or_init(|| Timestamp::now().0);
+    Timestamp(now - days * 86_400).to_rfc3339()
+}
+
+/// A tag from text the test knows is valid.
+pub fn tag(s: &str) -> regimen::model::Tag {
+    s.parse().unwrap()
+}
