@@ -143,7 +143,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Report>, String> {
     let Some(obj) = v.as_object() else {
         return Err("report is not a JSON object".into());
     };
-    if obj.contains_key("runs") {
+    let mut reports = if obj.contains_key("runs") {
         sarif(&v)
     } else if obj.contains_key("SchemaVersion") || obj.contains_key("ArtifactName") {
         trivy(&v).map(|r| vec![r])
@@ -151,7 +151,17 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Report>, String> {
         grype(&v).map(|r| vec![r])
     } else {
         Err("not a SARIF, Trivy JSON or Grype JSON report".into())
+    }?;
+    // What a report names reaches terminals and PR comments as text.
+    let printable = crate::observe::printable;
+    for r in &mut reports {
+        r.tool = printable(&r.tool);
+        for f in &mut r.findings {
+            f.id = printable(&f.id);
+            f.package = printable(&f.package);
+        }
     }
+    Ok(reports)
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -326,7 +336,7 @@ fn trivy(v: &Value) -> Result<Report, String> {
                     .get("Severity")
                     .and_then(Value::as_str)
                     .and_then(severity_word),
-                fixed: Some(!fixed_version.is_empty() || status == "fixed"),
+                fixed: trivy_fixed(fixed_version, status),
                 package: vu
                     .get("PkgName")
                     .and_then(Value::as_str)
@@ -384,6 +394,20 @@ fn grype(v: &Value) -> Result<Report, String> {
     })
 }
 
+/// Trivy's fix state: a fixed version or `Status: fixed` is fixed; the
+/// states that say no fix exists are unfixed; anything else (`unknown`,
+/// `under_investigation`, or no `Status` and no fixed version, as older
+/// Trivy writes) is not known, which `ignore_unfixed` keeps.
+fn trivy_fixed(fixed_version: &str, status: &str) -> Option<bool> {
+    if !fixed_version.is_empty() || status == "fixed" {
+        return Some(true);
+    }
+    match status {
+        "affected" | "will_not_fix" | "fix_deferred" | "end_of_life" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +449,34 @@ mod tests {
         assert_eq!(u.severity, None, "UNKNOWN stays unknown");
         assert_eq!(u.fixed, Some(false));
         assert_eq!(find(&r, "CVE-2024-26461").severity, Some(Severity::Low));
+    }
+
+    #[test]
+    fn trivy_fix_state_not_given_is_unknown_not_unfixed() {
+        // `ignore_unfixed` drops only findings known to have no fix.
+        let report = |status: &str, fixed: &str| {
+            let doc = format!(
+                r#"{{"SchemaVersion":2,"ArtifactName":"x","Results":[{{"Target":"t","Vulnerabilities":[
+                {{"VulnerabilityID":"CVE-1","PkgName":"p","Severity":"CRITICAL"{status}{fixed}}}]}}]}}"#
+            );
+            parse(doc.as_bytes())
+                .unwrap()
+                .remove(0)
+                .findings
+                .remove(0)
+                .fixed
+        };
+        assert_eq!(
+            report("", ""),
+            None,
+            "older Trivy: no Status, no FixedVersion"
+        );
+        assert_eq!(report(r#","Status":"unknown""#, ""), None);
+        assert_eq!(report(r#","Status":"under_investigation""#, ""), None);
+        assert_eq!(report(r#","Status":"affected""#, ""), Some(false));
+        assert_eq!(report(r#","Status":"will_not_fix""#, ""), Some(false));
+        assert_eq!(report(r#","Status":"fixed""#, ""), Some(true));
+        assert_eq!(report("", r#","FixedVersion":"1.2""#), Some(true));
     }
 
     #[test]

@@ -363,7 +363,7 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
                 Some(Fact::Known(info)) => {
                     fill_from_registry(&mut row, &repo, info, observed, &owner_label);
                     row.created = info.created.map(|c| c.to_rfc3339());
-                    row.age_seconds = info.created.map(|c| now.0 - c.0);
+                    row.age_seconds = info.created.map(|c| age_secs(now, c));
                     row.size = Some(info.size);
                     row.verdicts = Some(match &checker {
                         Some(c) => c
@@ -470,6 +470,12 @@ fn fill_from_registry(
 /// The worst severity of the newest scan report attached (by the time the
 /// report gives, else its referrer's `created` annotation). Findings without
 /// a severity count as critical, as in the gates.
+/// Seconds since `t`; a time in the future (clock skew, or a made-up date)
+/// is age 0 in every format, as the text and CSV views show it.
+fn age_secs(now: Timestamp, t: Timestamp) -> i64 {
+    now.0.saturating_sub(t.0).max(0)
+}
+
 fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
     let scans: Vec<&Digest> = info
         .referrers
@@ -504,6 +510,14 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
     let Some((created, reports)) = latest else {
         return Scan::unknown(unreadable.join("; "));
     };
+    // A report that cannot be read may be the newest, or the one with the
+    // finding: what the others say is not the verdict (never shown as clean).
+    if !unreadable.is_empty() {
+        return Scan::unknown(format!(
+            "unreadable: {}; the readable reports alone are not the verdict",
+            unreadable.join("; ")
+        ));
+    }
     let findings: Vec<&crate::scan::Finding> = reports.iter().flat_map(|r| &r.findings).collect();
     let worst = findings
         .iter()
@@ -523,8 +537,7 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
         findings: Some(findings.len()),
         tools,
         created: created.map(|c| c.to_rfc3339()),
-        reason: (!unreadable.is_empty())
-            .then(|| format!("other reports unreadable: {}", unreadable.join("; "))),
+        reason: None,
     }
 }
 
@@ -555,7 +568,7 @@ fn host_rows(
                 name: c.name.clone(),
                 running: c.running,
                 started: c.started.map(|s| s.to_rfc3339()),
-                running_for_seconds: c.started.filter(|_| c.running).map(|s| now.0 - s.0),
+                running_for_seconds: c.started.filter(|_| c.running).map(|s| age_secs(now, s)),
             })
             .collect();
         let mut verdicts: Vec<Verdict> = violations
@@ -579,7 +592,7 @@ fn host_rows(
             digest: img.id.clone(),
             repo_digests: Some(img.repo_digests.clone()),
             created: img.created.map(|c| c.to_rfc3339()),
-            age_seconds: img.created.map(|c| now.0 - c.0),
+            age_seconds: img.created.map(|c| age_secs(now, c)),
             size: Some(img.size),
             platforms: None,
             base_image: img.labels.get(crate::observe::BASE_NAME).cloned(),
@@ -730,10 +743,16 @@ mod tests {
             (a.clone(), digest(2)),
             Fact::Known(ImageInfo {
                 created: Some(Timestamp(NOW.0 - 40 * 86_400)),
-                referrers: vec![ReferrerInfo {
-                    digest: digest(9),
-                    artifact_type: "application/sarif+json".into(),
-                }],
+                referrers: vec![
+                    ReferrerInfo {
+                        digest: digest(9),
+                        artifact_type: "application/sarif+json".into(),
+                    },
+                    ReferrerInfo {
+                        digest: digest(8),
+                        artifact_type: "application/sarif+json".into(),
+                    },
+                ],
                 ..Default::default()
             }),
         );
@@ -742,6 +761,15 @@ mod tests {
             Fact::Unknown {
                 reason: "report 9 is gone".into(),
             },
+        );
+        // A readable, clean report beside it does not make the image clean.
+        o.reports.insert(
+            (a.clone(), digest(8)),
+            Fact::Known(vec![crate::scan::Report {
+                tool: "trivy".into(),
+                created: Some(NOW),
+                findings: Vec::new(),
+            }]),
         );
         let inv = build(&d, &o, NOW);
         assert!(!inv.complete);
@@ -783,6 +811,12 @@ mod tests {
         );
         let html = render_html(&inv);
         assert!(html.contains("Incomplete") && html.contains("prod/b"));
+    }
+
+    #[test]
+    fn a_future_creation_time_is_age_zero_everywhere() {
+        assert_eq!(age_secs(NOW, Timestamp(NOW.0 + 86_400)), 0);
+        assert_eq!(age_secs(NOW, Timestamp(NOW.0 - 100)), 100);
     }
 
     #[test]

@@ -575,7 +575,35 @@ pub async fn image_info(
             digest: d.digest,
         })
         .collect();
+    // Labels and annotations are whoever built the image's words: they reach
+    // terminals and PR comments, so no control characters (a label could
+    // retitle a terminal, erase a line and print "No changes." over it).
+    info.base_name = info.base_name.as_deref().map(printable);
+    info.labels = std::mem::take(&mut info.labels)
+        .into_iter()
+        .map(|(k, v)| (printable(&k), printable(&v)))
+        .collect();
+    for r in &mut info.referrers {
+        r.artifact_type = printable(&r.artifact_type);
+    }
     Ok(Some(info))
+}
+
+/// `s` with control characters written as escapes (`\u{1b}`), so text from
+/// registries prints as text.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// For retention rules with `untagged_referrers`: referrer tags whose subject
@@ -626,6 +654,18 @@ async fn read_orphans(desired: &Desired, registries: &Registries, observed: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_print_as_text_not_terminal_commands() {
+        let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2K\rFAKE: No changes.\nnext";
+        let shown = printable(evil);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(
+            shown,
+            r"x\u{1b}]0;pwned\u{7}\u{1b}[2K\u{d}FAKE: No changes.\u{a}next"
+        );
+        assert_eq!(printable("debian:12 é"), "debian:12 é");
+    }
 
     #[test]
     fn reads_alternate_between_registries() {

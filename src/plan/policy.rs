@@ -30,6 +30,8 @@ pub struct Checker<'d> {
     /// `host[:port]` of each HTTP registry, to read a base image's real
     /// address as `NAME/REPO`.
     hosts: Vec<(String, RegistryName)>,
+    /// The same registries by host and port (`host:443` is `https://host`).
+    addrs: crate::host::address::Addresses,
 }
 
 impl<'d> Checker<'d> {
@@ -57,6 +59,7 @@ impl<'d> Checker<'d> {
             policies,
             base_globs,
             hosts,
+            addrs: crate::host::address::Addresses::from_policy(desired),
         })
     }
 
@@ -118,6 +121,12 @@ impl<'d> Checker<'d> {
                 }
             }
         }
+        forms.extend(
+            self.addrs
+                .from_engine_all(base)
+                .iter()
+                .map(|r| r.to_string()),
+        );
         let bare: Vec<String> = forms.iter().map(|f| strip_reference(f)).collect();
         forms.extend(bare);
         self.base_globs
@@ -336,6 +345,34 @@ pub fn host_violations(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_names_map_to_registries_by_host_and_port() {
+        let text = "registries:\n  mirror: {url: \"https://registry.example.com\"}\n  \
+                    dev: {url: \"http://127.0.0.1:5000\"}\n\
+                    policies:\n  base_images: [\"mirror/base/*\", \"dev/base/*\"]\n";
+        let d = crate::config::load_texts(
+            std::path::Path::new("/"),
+            &[(std::sync::Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap();
+        let c = Checker::new(&d).unwrap();
+        for ok in [
+            "registry.example.com/base/debian:12",
+            "registry.example.com:443/base/debian:12",
+            "REGISTRY.example.com/base/debian:12",
+            "127.0.0.1:5000/base/alpine:3.19",
+        ] {
+            assert!(c.base_allowed(ok), "{ok}");
+        }
+        for no in [
+            "registry.example.com:8443/base/debian:12",
+            "127.0.0.1/base/alpine:3.19",
+            "docker.io/library/debian:12",
+        ] {
+            assert!(!c.base_allowed(no), "{no}");
+        }
+    }
 
     #[test]
     fn references_are_stripped_to_the_repo() {
