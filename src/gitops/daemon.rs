@@ -329,6 +329,15 @@ fn spawn_schedule(queue: Arc<Queue>, cron: croner::Cron) {
 /// files in several steps, and a `git pull` touches many files.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 
+/// A path (relative to the policy folder) that is a policy file.
+fn is_policy_file(rel: &std::path::Path) -> bool {
+    let visible = rel
+        .components()
+        .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'));
+    let yaml = rel.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    visible && yaml
+}
+
 fn spawn_watch(queue: Arc<Queue>, dir: PathBuf) -> Result<(), String> {
     use notify::Watcher as _;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -341,12 +350,13 @@ fn spawn_watch(queue: Arc<Queue>, dir: PathBuf) -> Result<(), String> {
         if matches!(ev.kind, notify::EventKind::Access(_)) {
             return;
         }
-        // Hidden files and folders are not policy (and .git churns).
+        // Only policy files count: `*.yaml`/`*.yml`, not hidden, not below a
+        // hidden folder (.git churns). An `oci:` registry in the folder, a
+        // README or a log file written there is not policy, and reacting to
+        // it would reconcile after every apply (or for ever).
         let relevant = ev.paths.iter().any(|p| {
-            p.strip_prefix(&root)
-                .unwrap_or(p)
-                .components()
-                .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'))
+            let rel = p.strip_prefix(&root).unwrap_or(p);
+            is_policy_file(rel)
         });
         if relevant {
             let _ = tx.send(());
@@ -369,6 +379,25 @@ fn spawn_watch(queue: Arc<Queue>, dir: PathBuf) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_policy_files_wake_the_watch() {
+        use std::path::Path;
+        for yes in ["policy.yaml", "teams/api.yml"] {
+            assert!(is_policy_file(Path::new(yes)), "{yes}");
+        }
+        for no in [
+            "out/prod/api/blobs/sha256/ab12",
+            "out/prod/api/index.json",
+            "README.md",
+            "regimen.log",
+            ".git/index",
+            ".hidden/p.yaml",
+            "teams/.p.yaml",
+        ] {
+            assert!(!is_policy_file(Path::new(no)), "{no}");
+        }
+    }
 
     #[tokio::test]
     async fn triggers_during_a_run_coalesce_into_one() {

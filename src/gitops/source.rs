@@ -97,7 +97,11 @@ impl GitSource {
     ) -> GitSource {
         let root = cache_root.unwrap_or_else(default_cache_root);
         let mut h = Fnv::new();
+        // One cache per URL and branch: two daemons on two branches of one
+        // repo would otherwise clean up each other's trees.
         h.write(redact_url(&url).as_bytes());
+        h.write(b"\0");
+        h.write(branch.as_bytes());
         let cache = root.join(format!("git-{:016x}", h.finish()));
         GitSource {
             url,
