@@ -461,3 +461,19 @@ fn schedule_repairs_drift_without_a_new_commit() {
     );
     assert!(d.log().contains("\"trigger\":\"schedule\""), "{}", d.log());
 }
+
+#[test]
+fn a_branch_deleted_on_the_remote_is_not_served_from_the_cache() {
+    let (tmp, _) = common::policy_remote();
+    let bare = tmp.path().join("policy.git");
+    let url = format!("file://{}", bare.display());
+    let cache = tmp.path().join("cache");
+    let out = common::git_plan_once(&url, &cache).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    common::git(&bare, &["update-ref", "-d", "refs/heads/main"]);
+    let out = common::git_plan_once(&url, &cache).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("branch `main` not found"), "{text}");
+}

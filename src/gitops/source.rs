@@ -133,6 +133,8 @@ impl GitSource {
             let (cbs, host_key_error) = callbacks(ssh_port(&self.url));
             let mut fo = FetchOptions::new();
             fo.remote_callbacks(cbs);
+            // A branch deleted on the remote must not live on in the cache.
+            fo.prune(git2::FetchPrune::On);
             remote
                 .fetch(&[&refspec], Some(&mut fo), None)
                 .map_err(|e| {
