@@ -42,10 +42,11 @@ impl PolicyHost {
     /// Whether an engine's domain names this registry. Ports are compared,
     /// not text: `127.0.0.1` is `http://127.0.0.1:80` (and
     /// `https://127.0.0.1:443`); `127.0.0.1:80` is `http://127.0.0.1`.
+    /// Host names compare as DNS does, without case.
     fn is(&self, engine_domain: &str) -> bool {
         let (host, _) = split_port(&self.domain);
         let (e_host, e_port) = split_port(engine_domain);
-        if host != e_host {
+        if !host.eq_ignore_ascii_case(e_host) {
             return false;
         }
         match e_port {

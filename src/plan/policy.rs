@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use super::intent::age;
 use super::types::Violation;
-use crate::config::{Desired, Endpoint, OnViolation, Policies, RetagSource};
-use crate::model::{Duration, ImageRef, RegistryName, RepoAddr, Timestamp};
+use crate::config::{Desired, OnViolation, Policies, RetagSource};
+use crate::model::{Duration, ImageRef, RepoAddr, Timestamp};
 use crate::observe::{Fact, ImageInfo, Observed, BASE_NAME};
 
 /// One broken rule of one image, before it has a subject.
@@ -27,10 +27,8 @@ pub struct ImageViolation {
 pub struct Checker<'d> {
     policies: &'d Policies,
     base_globs: Vec<(String, globset::GlobMatcher)>,
-    /// `host[:port]` of each HTTP registry, to read a base image's real
-    /// address as `NAME/REPO`.
-    hosts: Vec<(String, RegistryName)>,
-    /// The same registries by host and port (`host:443` is `https://host`).
+    /// The policy's registries by host and port, to read a base image's
+    /// real address as `NAME/REPO` (`host:443` is `https://host`).
     addrs: crate::host::address::Addresses,
 }
 
@@ -47,18 +45,9 @@ impl<'d> Checker<'d> {
                 Some((g.clone(), m))
             })
             .collect();
-        let hosts = desired
-            .registries
-            .iter()
-            .filter_map(|(name, r)| match &r.url {
-                Endpoint::Http(h) | Endpoint::Https(h) => Some((h.clone(), name.clone())),
-                Endpoint::OciLayout(_) => None,
-            })
-            .collect();
         Some(Checker {
             policies,
             base_globs,
-            hosts,
             addrs: crate::host::address::Addresses::from_policy(desired),
         })
     }
@@ -114,13 +103,6 @@ impl<'d> Checker<'d> {
     /// tag or digest.
     fn base_allowed(&self, base: &str) -> bool {
         let mut forms = vec![base.to_string()];
-        if let Some((host, rest)) = base.split_once('/') {
-            for (h, name) in &self.hosts {
-                if h.eq_ignore_ascii_case(host) {
-                    forms.push(format!("{name}/{rest}"));
-                }
-            }
-        }
         forms.extend(
             self.addrs
                 .from_engine_all(base)
