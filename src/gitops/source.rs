@@ -142,7 +142,9 @@ impl GitSource {
                     let why = host_key_error
                         .borrow_mut()
                         .take()
-                        .unwrap_or_else(|| e.message().to_string());
+                        .unwrap_or_else(|| e.message().to_string())
+                        // libgit2 may quote the URL, credentials and all.
+                        .replace(self.url.as_str(), &shown);
                     format!("git fetch {shown} {}: {why}", self.branch)
                 })?;
         }
@@ -596,15 +598,33 @@ fn default_cache_root() -> PathBuf {
     base.join("regimen")
 }
 
-/// The URL without a `user:password@` part, for logs and cache names.
+/// The URL without a `user:password@` part and with query values hidden
+/// (`?private_token=***`: some Git hosts take tokens there), for logs and
+/// cache names.
 pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, Some(q)),
+        None => (url, None),
+    };
+    let mut out = url.to_string();
     if let Some((scheme, rest)) = url.split_once("://") {
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if let Some((_, host)) = authority.rsplit_once('@') {
-            return format!("{scheme}://{host}{path}");
+            out = format!("{scheme}://{host}{path}");
         }
     }
-    url.to_string()
+    if let Some(q) = query {
+        let hidden: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) => format!("{k}=***"),
+                None => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&hidden.join("&"));
+    }
+    out
 }
 
 /// FNV-1a (64 bit): stable across runs and builds, unlike std's hasher.
@@ -684,6 +704,10 @@ mod tests {
             "file:///srv/policy.git"
         );
         assert_eq!(redact_url("git@host:org/repo"), "git@host:org/repo");
+        assert_eq!(
+            redact_url("https://u:p@git.example.com/p.git?private_token=abc&x"),
+            "https://git.example.com/p.git?private_token=***&x"
+        );
     }
 
     // FNV-1a 64 of "prod/team/api", computed independently.
