@@ -153,6 +153,15 @@ read -r am alo ahi <<<"$(stats "${AB[@]}")"
 printf '%-28s %6ss (%s-%s)  peak %s MiB  (server floor %ss)\n' "plan of a 5,000-tag repo" "$mm" "$mlo" "$mhi" "$((peak / 1024))" "$fm"
 printf '%-28s %6ss (%s-%s)\n' "5,000 HEADs with ab" "$am" "$alo" "$ahi"
 
+echo; echo "seeding one repo with 2,000 tags, one image each..."
+$SEED "http://127.0.0.1:$PORT_src" aged
+mkdir -p "$WORK/aged"
+printf 'registries:\n  src: {url: "http://127.0.0.1:%s"}\nretention:\n  - {name: ci, repos: [src/bench/aged], delete: {tags: {glob: "build-*"}}, keep: {newest: 1000}, max_deletes: 2000}\n' "$PORT_src" >"$WORK/aged/p.yaml"
+r0=$(requests src)
+/usr/bin/time -f '%e %M' -o "$WORK/aged.time" $REGIMEN apply --auto-approve -q -C "$WORK/aged" >/dev/null
+read -r secs kib <"$WORK/aged.time"
+printf '%-28s %6.2fs  %s requests  peak %s MiB\n' "retention: 1,000 of 2,000" "$secs" "$(($(requests src) - r0))" "$((kib / 1024))"
+
 if [ -z "${SKIP_BIG:-}" ]; then
   echo; echo "seeding one 1 GiB layer..."
   $SEED "http://127.0.0.1:$PORT_src" big

@@ -2,6 +2,7 @@
 //!
 //!     cargo run --release --example bench_seed -- URL set      # 20 repos x 10 tags, 64 KiB layers
 //!     cargo run --release --example bench_seed -- URL many     # one repo with 5,000 tags
+//!     cargo run --release --example bench_seed -- URL aged     # one repo, 2,000 tags, each its own image
 //!     cargo run --release --example bench_seed -- URL big      # one image with a 1 GiB layer
 //!
 //! URL is a registry address as in a policy (`http://127.0.0.1:5000`).
@@ -19,7 +20,7 @@ use regimen::testkit::{layer_size_image, push_image, ImageSpec};
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(url), Some(what)) = (args.get(1), args.get(2)) else {
-        bail!("usage: bench_seed URL set|many|big");
+        bail!("usage: bench_seed URL set|many|aged|big");
     };
     let policy = regimen::config::load_texts(
         Path::new("."),
@@ -78,12 +79,32 @@ async fn main() -> anyhow::Result<()> {
                 .try_collect::<Vec<_>>()
                 .await?;
         }
+        "aged" => {
+            // A CI repo: one image per build, one build a day (newest last).
+            let r = repo("bench/aged".into())?;
+            let start: i64 = 1_700_000_000;
+            stream::iter(0..2000u64)
+                .map(|i| {
+                    let (reg, r) = (reg.clone(), r.clone());
+                    async move {
+                        let t = tag(format!("build-{i:04}"))?;
+                        let created =
+                            regimen::model::Timestamp(start + i as i64 * 86_400).to_rfc3339();
+                        let spec = layer_size_image(100_000 + i, 256, &created);
+                        push_image(reg.as_ref(), &r, Some(&t), &spec).await?;
+                        anyhow::Ok(())
+                    }
+                })
+                .buffer_unordered(16)
+                .try_collect::<Vec<_>>()
+                .await?;
+        }
         "big" => {
             let r = repo("bench/big".into())?;
             let spec = layer_size_image(9, 1 << 30, "2026-01-01T00:00:00Z");
             push_image(reg.as_ref(), &r, Some(&tag("1.0.0".into())?), &spec).await?;
         }
-        other => bail!("unknown set `{other}`: set, many or big"),
+        other => bail!("unknown set `{other}`: set, many, aged or big"),
     }
     Ok(())
 }

@@ -821,3 +821,43 @@ fn a_listed_tag_whose_manifest_is_not_found_leaves_the_repo_unobserved() {
     assert!(targets.contains("dev/team/b:pr-old"), "{out}");
     assert!(!targets.contains("release-2"), "{out}");
 }
+
+/// Deletions in one repo share their compare-and-swap re-reads of it: 40
+/// deletions among 60 tags cost a handful of tag listings, not one listing
+/// (and one HEAD per tag) each, which made retention of thousands of tags
+/// in a big repo take hours. Each deletion still checks the repo as read
+/// after it started: a tag moved onto its digest meanwhile keeps the image.
+#[test]
+fn deletions_in_one_repo_share_their_rereads() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let rp: regimen::model::Repo = "ci/app".parse().unwrap();
+    block_on(async {
+        for i in 0..60 {
+            let spec = img("ci/app", &format!("b{i}"), 200 - i);
+            push_image(
+                r.as_ref(),
+                &rp,
+                Some(&common::tag(&format!("b-{i:02}"))),
+                &spec,
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let (_tmp, dir) = policy(&reg.url(), "dev/ci/app", "{older_than: 160d}", "");
+    let listings = |log: &str| log.matches("/v2/ci/app/tags/list").count();
+    let before = listings(&reg.log());
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("41 done"), "{out}");
+    let during = listings(&reg.log()) - before;
+    // The apply's own plan lists once; the 41 deletions share a few more.
+    assert!(
+        during <= 6,
+        "{during} tag listings for 41 deletions:\n{out}"
+    );
+    let left = list_tags(&reg, "ci/app");
+    assert_eq!(left.len(), 19, "{left:?}");
+    assert!(left.iter().all(|t| t.as_str() >= "b-41"), "{left:?}");
+}

@@ -55,9 +55,12 @@ impl Report {
     }
 }
 
-/// Applies the plan's changes one by one in the fixed order.
 /// Changes in flight at once within one phase.
 const CHANGES_IN_FLIGHT: usize = 16;
+/// Deletions in flight at once: many, so that those of one repo share its
+/// fresh reads ([`RepoReads`]); each is a few requests, and every request
+/// still waits for the registry's own `concurrency` limit.
+const DELETES_IN_FLIGHT: usize = 256;
 
 /// Applies the plan's changes phase by phase in the fixed order (copies,
 /// retags, …, deletions); changes within a phase run concurrently.
@@ -69,6 +72,7 @@ pub async fn apply(
 ) -> Report {
     let copier = Copier::default();
     let indexes = IndexChildren::default();
+    let reads = RepoReads::default();
     // Within an action, referrer tags come after the images they refer to:
     // the images' own referrer pushes land first, and the tag then settles
     // on the source's bytes.
@@ -81,22 +85,31 @@ pub async fn apply(
             .push(c);
     }
     let mut report = Report::default();
-    for (_, phase) in phases {
+    for ((action_order, _), phase) in phases {
+        let in_flight = if action_order == order(Action::Delete) {
+            DELETES_IN_FLIGHT
+        } else {
+            CHANGES_IN_FLIGHT
+        };
         let mut done = futures_util::stream::iter(phase)
             // Checked as each change is about to start; the rest are left
             // out of the report (not done, not failed).
             .take_while(|_| std::future::ready(!reporter.stop_requested()))
             .map(|c| {
-                let (copier, indexes) = (&copier, &indexes);
+                let cx = Cx {
+                    copier: &copier,
+                    indexes: &indexes,
+                    reads: &reads,
+                };
                 async move {
                     reporter.started(c);
-                    let outcome = apply_one(c, registries, hosts, copier, indexes)
+                    let outcome = apply_one(c, registries, hosts, cx)
                         .await
                         .unwrap_or_else(Outcome::Failed);
                     (c, outcome)
                 }
             })
-            .buffer_unordered(CHANGES_IN_FLIGHT);
+            .buffer_unordered(in_flight);
         while let Some((c, outcome)) = done.next().await {
             match &outcome {
                 Outcome::Done => report.done += 1,
@@ -137,17 +150,25 @@ fn parse<T: std::str::FromStr<Err = String>>(what: &str, s: Option<&str>) -> Res
         .map_err(|e| format!("bad {what}: {e}"))
 }
 
+/// What the changes of one apply share.
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    copier: &'a Copier,
+    indexes: &'a IndexChildren,
+    reads: &'a RepoReads,
+}
+
 async fn apply_one(
     c: &Change,
     registries: &Registries,
     hosts: &crate::host::Hosts,
-    copier: &Copier,
-    indexes: &IndexChildren,
+    cx: Cx<'_>,
 ) -> Result<Outcome, String> {
+    let copier = cx.copier;
     match c.action {
         Action::Copy | Action::Retag => {}
         Action::Untag => return untag(c, registries).await,
-        Action::Delete => return delete(c, registries, indexes).await,
+        Action::Delete => return delete(c, registries, cx.indexes, cx.reads).await,
         Action::Pull | Action::RemoveImage | Action::StopContainer => {
             return hosts::apply_one(c, hosts).await
         }
@@ -299,7 +320,9 @@ async fn delete(
     c: &Change,
     registries: &Registries,
     indexes: &IndexChildren,
+    reads: &RepoReads,
 ) -> Result<Outcome, String> {
+    let asked = tokio::time::Instant::now();
     let target: ImageRef = parse("target", Some(&c.target))?;
     let digest: Digest = parse("digest", c.digest.as_deref())?;
     let reg = registry(registries, &target)?;
@@ -315,9 +338,8 @@ async fn delete(
         planned.push(t.to_string());
     }
     // Re-read every tag of the repo: a tag the plan did not see on this digest keeps it alive.
-    let (state, heads) = crate::observe::read_repo_heads(reg.as_ref(), &target.repo)
-        .await
-        .map_err(err)?;
+    let read = reads.read(reg.as_ref(), &target.repo, asked).await;
+    let (state, heads) = read.as_ref().as_ref().map_err(|e| e.clone())?;
     let on_digest: Vec<String> = state
         .tags
         .iter()
@@ -368,7 +390,7 @@ async fn delete(
     // An index pushed since the plan may list it as a platform: deleting it
     // would break that index (children are never deleted on their own).
     let parents = indexes
-        .tags_listing(reg.as_ref(), repo, &heads, &digest)
+        .tags_listing(reg.as_ref(), repo, heads, &digest)
         .await
         .map_err(err)?;
     if !parents.is_empty() {
@@ -500,6 +522,57 @@ async fn delete_orphan_referrers(
     match reg.delete_manifest(repo, digest).await {
         Err(e) if !e.is_not_found() => Err(e),
         _ => Ok(Outcome::Done),
+    }
+}
+
+/// A repo's tags and their HEADs, or why they could not be read.
+type RepoRead = Arc<Result<(crate::observe::RepoState, BTreeMap<Tag, ManifestHead>), String>>;
+
+/// Fresh reads of whole repos, shared by the deletions that wait on them.
+/// A deletion only uses a read that started after it did, so it sees every
+/// tag pushed or moved before it began, as with a read of its own; but the
+/// deletions of one repo that start while a read is under way share the
+/// next one, instead of each listing and HEADing every tag (retention of
+/// thousands of tags in a repo of thousands would otherwise cost millions
+/// of requests).
+#[derive(Default)]
+struct RepoReads {
+    repos: std::sync::Mutex<HashMap<crate::model::RepoAddr, Arc<Mutex<Option<SharedRead>>>>>,
+}
+
+struct SharedRead {
+    started: tokio::time::Instant,
+    read: RepoRead,
+}
+
+impl RepoReads {
+    async fn read(
+        &self,
+        reg: &dyn Registry,
+        repo: &crate::model::RepoAddr,
+        asked: tokio::time::Instant,
+    ) -> RepoRead {
+        let slot = {
+            let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
+            repos.entry(repo.clone()).or_default().clone()
+        };
+        // Held while reading: those who start meanwhile wait, then share
+        // the read the first of them makes.
+        let mut last = slot.lock().await;
+        if let Some(r) = last.as_ref().filter(|r| r.started >= asked) {
+            return r.read.clone();
+        }
+        let started = tokio::time::Instant::now();
+        let read: RepoRead = Arc::new(
+            crate::observe::read_repo_heads(reg, repo)
+                .await
+                .map_err(|e| e.to_string()),
+        );
+        *last = Some(SharedRead {
+            started,
+            read: read.clone(),
+        });
+        read
     }
 }
 
