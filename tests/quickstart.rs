@@ -213,6 +213,13 @@ fn target_glob_limits_the_run() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Apply complete: 3 done"), "{out}");
     assert!(!dir.join("out/prod").exists());
+    // A target nothing matches plans nothing, which is not "everything matches".
+    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--target", "nomatch/*"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.trim(),
+        "No changes within --target nomatch/* (the rest of the policy was not planned).",
+    );
 }
 
 #[test]

@@ -213,6 +213,20 @@ async fn mirror_targets_are_protected_and_prune_removes_only_its_own_tags() {
         tags(&reg, "mirror/api").await,
         ["local-only", "pr-2", "pr-3", "pr-4"]
     );
+
+    // The same typo in a promotion is said too, not read as "nothing to promote".
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\npromotions:\n  - {name: p, from: dev/team/apii, to: dev/prod/api}\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("! blocked dev/team/apii")
+            && out.contains("the source repo does not exist: nothing is promoted"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

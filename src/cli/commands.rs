@@ -218,8 +218,17 @@ struct Scope {
 impl Scope {
     fn cut(&self, plan: &mut Plan) -> Result<(), String> {
         plan.retain_targets(&target_globs(&self.target)?);
+        let mut scope: Vec<String> = self
+            .target
+            .iter()
+            .map(|t| format!("--target {t}"))
+            .collect();
         if let Some(s) = crate::gitops::parse_shard(self.shard.as_deref())? {
             s.retain(plan);
+            scope.extend(self.shard.iter().map(|s| format!("--shard {s}")));
+        }
+        if !scope.is_empty() {
+            plan.scope = Some(scope.join(" "));
         }
         Ok(())
     }

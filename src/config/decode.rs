@@ -135,7 +135,9 @@ impl<'n> Fields<'n> {
 
     /// `key` and its value as written, `null` included; marks the key as read.
     fn entry(&mut self, key: &'static str) -> Option<(&'n Node, &'n Node)> {
-        self.known.push(key);
+        if !self.known.contains(&key) {
+            self.known.push(key);
+        }
         for e in self.entries.iter_mut() {
             if e.0.as_scalar_text().as_deref() == Some(key) {
                 e.2 = true;
@@ -526,11 +528,28 @@ pub fn selector(n: &Node, cx: &mut Cx) -> Option<TagSelector> {
 }
 
 /// Does the URL carry `USER[:PASSWORD]@` before its host?
+/// Whether an address may carry `user:password@`. Any `@` counts, not only
+/// one inside the authority as URL parsers read it: `http://user:pa/ss@host`
+/// holds a password too, and must not be echoed in an error. A `unix://`
+/// socket path may hold `@` (`/run/user@1000/…`).
 fn has_userinfo(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.split(['/', '?', '#'])
-        .next()
-        .is_some_and(|authority| authority.contains('@'))
+    !url.starts_with("unix://") && url.contains('@')
+}
+
+/// Why `host[:port]` (brackets for IPv6) is not one, if it is not.
+fn bad_authority(authority: &str) -> Option<String> {
+    let url = reqwest::Url::parse(&format!("http://{authority}/")).ok()?;
+    match url.host_str() {
+        None | Some("") => Some("no host".to_string()),
+        Some(_) => None,
+    }
+    .or_else(|| {
+        // `Url` drops a port it cannot read only by failing; an empty one
+        // (`host:`) it accepts: refuse that too.
+        authority
+            .ends_with(':')
+            .then(|| "an empty port".to_string())
+    })
 }
 
 fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
@@ -568,8 +587,17 @@ fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
-    if !valid {
-        cx.err(&n.loc, format!("`{s}` is not a registry address (expected host[:port], optionally with http:// or https://)"));
+    let why = if valid {
+        match reqwest::Url::parse(&format!("http://{host}/")) {
+            Err(e) => Some(e.to_string()),
+            Ok(_) => bad_authority(host),
+        }
+    } else {
+        None
+    };
+    if !valid || why.is_some() {
+        let why = why.map(|w| format!(": {w}")).unwrap_or_default();
+        cx.err(&n.loc, format!("`{s}` is not a registry address{why} (expected host[:port], optionally with http:// or https://)"));
         return None;
     }
     Some(if scheme == "http" {
@@ -598,6 +626,53 @@ fn auth(n: &Node, cx: &mut Cx) -> Option<Auth> {
     }
     if a.password_env.is_some() && a.password_file.is_some() {
         cx.err(f.loc, "give `password_env` or `password_file`, not both");
+    }
+    let has_user = a.username.is_some() || a.username_env.is_some();
+    let has_password = a.password_env.is_some() || a.password_file.is_some();
+    if has_user && !has_password {
+        cx.err(
+            f.loc,
+            "a user name needs a password: add `password_env` or `password_file`",
+        );
+    }
+    if has_password && !has_user {
+        cx.err(
+            f.loc,
+            "a password needs a user name: add `username` or `username_env`",
+        );
+    }
+    if !has_user && !has_password {
+        cx.err(
+            f.loc,
+            "`auth` is empty: give `username` (or `username_env`) with `password_env` \
+             (or `password_file`), or leave `auth` out to use the docker config",
+        );
+    }
+    // A value that is not a variable name is likely the secret itself,
+    // pasted in the wrong key: say so without repeating it.
+    for (key, var) in [
+        ("username_env", &a.username_env),
+        ("password_env", &a.password_env),
+    ] {
+        if let Some(v) = var {
+            let ok = !v.is_empty()
+                && !v.starts_with(|c: char| c.is_ascii_digit())
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                let loc = f
+                    .get(key)
+                    .map(|n| n.loc.clone())
+                    .unwrap_or_else(|| f.loc.clone());
+                cx.err(
+                    &loc,
+                    format!(
+                        "`{key}` takes the name of an environment variable (letters, digits, \
+                         `_`), like `REGISTRY_PASSWORD`; this value is not one (not repeated \
+                         here, in case it is the secret itself)"
+                    ),
+                );
+            }
+        }
     }
     f.finish(cx);
     Some(a)
@@ -755,10 +830,18 @@ fn promotion(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Promotion> {
     let require = f.opt("require", cx, require);
     let overwrite = f.opt("overwrite", cx, boolean);
     f.finish(cx);
+    let (from, to) = (from?, to?);
+    if from == to {
+        cx.err(
+            &n.loc,
+            format!("promotion from `{from}` to itself: `to` must be another repo"),
+        );
+        return None;
+    }
     Some(Promotion {
         name: name?,
-        from: from?,
-        to: to?,
+        from,
+        to,
         tags: tags.unwrap_or_default(),
         require: require.unwrap_or_default(),
         overwrite: overwrite.unwrap_or(false),
@@ -802,9 +885,17 @@ fn retag(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retag> {
             return None;
         }
     };
+    let tag = tag?;
+    if matches!(&source, RetagSource::From(r) if *r == tag) {
+        cx.err(
+            &loc,
+            format!("retag of `{tag}` from itself: `from` must name another tag or a digest"),
+        );
+        return None;
+    }
     Some(Retag {
         name,
-        tag: tag?,
+        tag,
         source,
         loc,
     })
@@ -922,12 +1013,38 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
             );
             return None;
         }
-        if s.starts_with("unix://")
-            || s.starts_with("tcp://")
-            || s.starts_with("http://")
-            || s.starts_with("https://")
-        {
+        if let Some(path) = s.strip_prefix("unix://") {
+            if path.is_empty() {
+                cx.err(
+                    &n.loc,
+                    "`unix://` needs a socket path, like unix:///var/run/docker.sock",
+                );
+                return None;
+            }
             Some(s)
+        } else if let Some(rest) = ["tcp://", "http://", "https://"]
+            .iter()
+            .find_map(|p| s.strip_prefix(p))
+        {
+            let authority = rest.trim_end_matches('/');
+            let why = if authority.is_empty() || authority.contains('/') {
+                Some("expected host:port".to_string())
+            } else {
+                match reqwest::Url::parse(&format!("http://{authority}/")) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(_) => bad_authority(authority),
+                }
+            };
+            match why {
+                Some(why) => {
+                    cx.err(
+                        &n.loc,
+                        format!("`{s}` is not a Docker endpoint: {why} (like tcp://host:2376)"),
+                    );
+                    None
+                }
+                None => Some(s),
+            }
         } else {
             cx.err(
                 &n.loc,
@@ -1141,6 +1258,14 @@ pub fn file(n: &Node, cx: &mut Cx, root: &std::path::Path) -> FilePolicy {
         return out;
     };
     let mut uses = Uses::default();
+    // A misspelt `registries:` (reported as an unknown key) holds names this
+    // file meant to define: no address is then "undefined" on top of that.
+    if let Value::Map(m) = &n.value {
+        out.registries_unreadable = m.iter().any(|(k, _)| {
+            k.as_scalar_text()
+                .is_some_and(|k| k != "registries" && did_you_mean(&k, ["registries"]).is_some())
+        });
+    }
     if let Some(n) = f.get("registries") {
         if let Value::Map(m) = &n.value {
             out.registry_names = m.iter().filter_map(|(k, _)| k.as_scalar_text()).collect();

@@ -31,8 +31,47 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.loc, self.message)
+        // Messages quote what was written: control characters in it must not
+        // start a new line (a forged CI workflow command) or paint the terminal.
+        write!(
+            f,
+            "{}: {}",
+            self.loc,
+            crate::observe::printable(&self.message)
+        )
     }
+}
+
+/// Why a rule name cannot be used, if it cannot: names head plan sections
+/// and PR comments, so they must be one line of printable text.
+fn bad_rule_name(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        return Some("a rule `name` must not be empty".to_string());
+    }
+    if name.chars().any(char::is_control) {
+        return Some(format!(
+            "rule name `{}` holds a control character (newline, tab, escape…): \
+             use one line of printable text",
+            crate::observe::printable(name)
+        ));
+    }
+    None
+}
+
+/// Why a host name cannot be used, if it cannot: it is the first part of a
+/// host change's target (`host:NAME/IMAGE`).
+fn bad_host_name(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    (!ok).then(|| {
+        format!(
+            "`{}` is not a host name (up to 64 letters, digits, `-`, `_`, `.`)",
+            crate::observe::printable(name)
+        )
+    })
 }
 
 /// The desired state: the merged, validated policy.
@@ -88,8 +127,18 @@ pub fn load(dir: &Path) -> Result<Policy, Vec<Diagnostic>> {
     for path in &files {
         let shown: Arc<str> =
             Arc::from(path.strip_prefix(dir).unwrap_or(path).display().to_string());
-        match std::fs::read_to_string(path) {
-            Ok(t) => texts.push((shown, t)),
+        match std::fs::read(path) {
+            Ok(bytes) => match utf8(bytes) {
+                Ok(t) => texts.push((shown, t)),
+                Err((line, col, message)) => diags.push(Diagnostic {
+                    loc: Loc {
+                        file: shown,
+                        line,
+                        col,
+                    },
+                    message,
+                }),
+            },
             Err(e) => diags.push(Diagnostic {
                 loc: Loc {
                     file: shown,
@@ -109,6 +158,32 @@ pub fn load(dir: &Path) -> Result<Policy, Vec<Diagnostic>> {
             Err(diags)
         }
     }
+}
+
+/// A policy file's text, or where it stops being UTF-8 (line, column) and why.
+fn utf8(bytes: Vec<u8>) -> Result<String, (u64, u64, String)> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err((
+            1,
+            1,
+            "the file is UTF-16: save it as UTF-8 (YAML policy files are read as UTF-8)".into(),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = 1 + good.iter().filter(|b| **b == b'\n').count() as u64;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let col = 1 + String::from_utf8_lossy(&good[start..]).chars().count() as u64;
+        let byte = e.as_bytes().get(good.len()).copied().unwrap_or(0);
+        (
+            line,
+            col,
+            format!(
+                "byte 0x{byte:02X} is not UTF-8: save the file as UTF-8 \
+                 (it looks like another encoding, such as Latin-1)"
+            ),
+        )
+    })
 }
 
 /// Loads policy from in-memory `(file name, text)` pairs; `root` resolves `oci:` paths.
@@ -161,33 +236,40 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
             }
         }
         for (name, loc, host) in f.hosts {
+            if let Some(e) = bad_host_name(&name) {
+                cx.err(&loc, e);
+                continue;
+            }
             if dup(&mut cx, &mut host_locs, "host", &name, &loc) {
                 policy.hosts.insert(name, host);
             }
         }
-        for m in f.mirrors {
-            if let Some(n) = &m.name {
-                if !dup(&mut cx, &mut rule_locs, "rule", n, &m.loc) {
-                    continue;
-                }
+        // Every rule's name, given or default (`mirror:FROM->TO`,
+        // `retag:TAG`), is unique: plans group changes under it.
+        let mut rule = |cx: &mut decode::Cx, name: &str, loc: &Loc| -> bool {
+            if let Some(e) = bad_rule_name(name) {
+                cx.err(loc, e);
+                return false;
             }
-            policy.mirrors.push(m);
+            dup(cx, &mut rule_locs, "rule", name, loc)
+        };
+        for m in f.mirrors {
+            if rule(&mut cx, &m.rule_name(), &m.loc) {
+                policy.mirrors.push(m);
+            }
         }
         for p in f.promotions {
-            if dup(&mut cx, &mut rule_locs, "rule", &p.name, &p.loc) {
+            if rule(&mut cx, &p.name, &p.loc) {
                 policy.promotions.push(p);
             }
         }
         for r in f.retags {
-            if let Some(n) = &r.name {
-                if !dup(&mut cx, &mut rule_locs, "rule", n, &r.loc) {
-                    continue;
-                }
+            if rule(&mut cx, &r.rule_name(), &r.loc) {
+                policy.retags.push(r);
             }
-            policy.retags.push(r);
         }
         for r in f.retention {
-            if dup(&mut cx, &mut rule_locs, "rule", &r.name, &r.loc) {
+            if rule(&mut cx, &r.name, &r.loc) {
                 policy.retention.push(r);
             }
         }

@@ -200,6 +200,14 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, (Loc, String)> {
     let mut options = serde_saphyr::Options::default();
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    // The library's default budget refuses a shared `keep: *defaults` used
+    // by 100 rules (its alias-to-anchor ratio) and files past 250,000 nodes:
+    // ordinary policies. Alias bombs stay bounded by the replay limit.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.alias_anchor_min_aliases = 100_000;
+    budget.max_nodes = 2_000_000;
+    budget.max_events = 8_000_000;
+    options.budget = Some(budget);
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(raw) => Ok(convert(file, text, raw)),
         Err(e) => {
@@ -210,6 +218,20 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Node, (Loc, String)> {
             let msg = e.to_string();
             // The library's message may repeat the position; keep the first line only.
             let msg = msg.lines().next().unwrap_or("invalid YAML").to_string();
+            // Its words for two limits are meant for programmers.
+            let msg = if msg.contains("multiple YAML documents") {
+                "a policy file holds one YAML document: put what follows `---` in a file of its \
+                 own (every *.yaml file in the folder is read)"
+                    .to_string()
+            } else if msg.contains("budget breached") {
+                format!(
+                    "{msg}: the file is too large, too deep or expands aliases too often to be \
+                     read safely; split it into several files (every *.yaml file in the folder \
+                     is read)"
+                )
+            } else {
+                msg
+            };
             Err((
                 Loc {
                     file: file.clone(),

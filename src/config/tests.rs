@@ -299,3 +299,169 @@ fn schema_defaults_are_the_loaders() {
     .collect();
     assert_eq!(in_schema, loaded);
 }
+
+#[test]
+fn rule_names_must_be_one_printable_line() {
+    // A newline in a name would print a line of its own in the plan, one
+    // that looks like a change ("- delete …") but is not one.
+    let yaml = format!(
+        "{REG}mirrors:\n\
+         \x20 - {{name: \"x\\n  - delete dev/prod/api:all   sha256:000000000000\", from: dev/a, to: dev/b}}\n\
+         \x20 - {{name: \"m\\u001b[31mRED\", from: dev/c, to: dev/d}}\n\
+         \x20 - {{name: \" \", from: dev/e, to: dev/f}}\n"
+    );
+    let e = errors(&yaml);
+    assert_eq!(e.lines().count(), 3, "{e}");
+    assert!(!e.contains('\u{1b}'), "{e:?}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn messages_never_print_control_characters_as_written() {
+    let yaml = format!(
+        "{REG}mirrors:\n  - {{from: dev/a, to: dev/b, tags: [\"x\\n::error file=evil.yaml,line=1::pwned\"]}}\n"
+    );
+    let e = errors(&yaml);
+    // One problem, one line: nothing a CI log would read as a command.
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("\\u{a}::error"), "{e}");
+}
+
+#[test]
+fn default_rule_names_collide_like_given_ones() {
+    let yaml = format!(
+        "{REG}mirrors:\n  - {{from: dev/a, to: dev/b}}\n  - {{from: dev/a, to: dev/b}}\n\
+         promotions:\n  - {{name: \"mirror:dev/c->dev/d\", from: dev/x, to: dev/y}}\n\
+         mirrors:\n  - {{from: dev/c, to: dev/d}}\n"
+    );
+    // (the second `mirrors:` key is its own error; use two files instead)
+    let files = [
+        (
+            Arc::from("a.yaml"),
+            format!(
+                "{REG}mirrors:\n  - {{from: dev/a, to: dev/b}}\n  - {{from: dev/a, to: dev/b}}\n\
+                 \x20 - {{from: dev/c, to: dev/d}}\n"
+            ),
+        ),
+        (
+            Arc::from("b.yaml"),
+            "promotions:\n  - {name: \"mirror:dev/c->dev/d\", from: dev/x, to: dev/y}\n".into(),
+        ),
+    ];
+    let e = match load_texts(Path::new("/p"), &files) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(d) => d.iter().map(|d| format!("{d}\n")).collect::<String>(),
+    };
+    assert_eq!(e.lines().count(), 2, "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn promotions_and_retags_onto_themselves_are_refused() {
+    let yaml = format!(
+        "{REG}promotions:\n  - {{name: p, from: dev/a, to: dev/a}}\n\
+         retags:\n  - {{tag: \"dev/a:x\", from: \"dev/a:x\"}}\n"
+    );
+    let e = errors(&yaml);
+    assert_eq!(e.lines().count(), 2, "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn unknown_key_lists_each_known_key_once() {
+    let e = errors(&format!(
+        "{REG}mirrors:\n  - {{from: dev/a, to: dev/b, bogus: 1}}\n"
+    ));
+    assert_eq!(e.matches("from,").count(), 1, "{e}");
+    assert_eq!(e.matches(" to,").count(), 1, "{e}");
+}
+
+#[test]
+fn a_misspelt_registries_section_is_one_error() {
+    let e = errors(
+        "registry:\n  dev: {url: \"http://127.0.0.1:5000\"}\n\
+         mirrors:\n  - {from: dev/a, to: dev/b}\n",
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("did you mean `registries`"), "{e}");
+}
+
+#[test]
+fn host_names_are_checked() {
+    let e = errors(
+        "hosts:\n  \"team/build\": {endpoint: \"unix:///run/docker.sock\"}\n\
+         \x20 \"a b:c\": {endpoint: \"unix:///run/docker.sock\"}\n",
+    );
+    assert_eq!(e.lines().count(), 2, "{e}");
+    assert!(e.lines().all(|l| l.contains("is not a host name")), "{e}");
+    accepted("hosts:\n  build-01.example_com: {endpoint: \"unix:///run/docker.sock\"}\n");
+}
+
+#[test]
+fn addresses_that_cannot_work_are_refused_when_validating() {
+    let yaml = "registries:\n\
+                \x20 a: {url: \"h:abc\"}\n\
+                \x20 b: {url: \"https://h:99999999\"}\n\
+                \x20 c: {url: \"http://:5000\"}\n\
+                \x20 d: {url: \"[::1\"}\n\
+                \x20 e: {url: \"http://user:pa/ss9LEAK@127.0.0.1:5000\"}\n\
+                hosts:\n\
+                \x20 h1: {endpoint: \"unix://\"}\n\
+                \x20 h2: {endpoint: \"tcp://\"}\n\
+                \x20 h3: {endpoint: \"tcp://host:notaport\"}\n\
+                \x20 h4: {endpoint: \"tcp://host:99999\"}\n\
+                \x20 h5: {endpoint: \"tcp://admin:pa/ssLEAK9@127.0.0.1:1\"}\n";
+    let e = errors(yaml);
+    assert_eq!(e.lines().count(), 10, "{e}");
+    assert!(!e.contains("LEAK"), "{e}");
+    insta::assert_snapshot!(e);
+    accepted(
+        "registries:\n  a: {url: \"[::1]:5000\"}\n  b: {url: \"http://registry.local\"}\n\
+         hosts:\n  h: {endpoint: \"tcp://10.0.0.1:2376\"}\n  i: {endpoint: \"http://[::1]:2376/\"}\n",
+    );
+}
+
+#[test]
+fn incomplete_auth_is_an_error_when_validating() {
+    let yaml = "registries:\n\
+                \x20 a: {url: \"h:1\", auth: {username: u}}\n\
+                \x20 b: {url: \"h:2\", auth: {password_env: X}}\n\
+                \x20 c: {url: \"h:3\", auth: {}}\n\
+                \x20 d: {url: \"h:4\", auth: {username: u, password_env: \"hunter2!LEAK\"}}\n";
+    let e = errors(yaml);
+    assert_eq!(e.lines().count(), 4, "{e}");
+    assert!(!e.contains("LEAK"), "{e}");
+    insta::assert_snapshot!(e);
+}
+
+#[test]
+fn two_documents_in_one_file_say_what_to_do() {
+    let e = errors(&format!("{REG}---\nmirrors: []\n"));
+    assert!(e.contains("one YAML document"), "{e}");
+}
+
+#[test]
+fn a_shared_anchor_used_by_many_rules_is_fine() {
+    let mut yaml = format!("{REG}retention:\n");
+    yaml.push_str("  - {name: r0, repos: [dev/x0], delete: &d {older_than: 30d}}\n");
+    for i in 1..150 {
+        yaml.push_str(&format!(
+            "  - {{name: r{i}, repos: [dev/x{i}], delete: *d}}\n"
+        ));
+    }
+    assert_eq!(accepted(&yaml).retention.len(), 150);
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_pointed_at_where_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        b"registries:\n  dev: {url: \"http://h\"}\n# caf\xe9\n",
+    )
+    .unwrap();
+    let e = load(dir.path()).unwrap_err();
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].loc.line, e[0].loc.col), (3, 6), "{}", e[0]);
+    assert!(e[0].message.contains("0xE9"), "{}", e[0]);
+}

@@ -17,6 +17,15 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let RepoView::Known(src) = cx.repo(&p.from) else {
         return;
     };
+    if src.missing {
+        // As for mirrors: a mistyped `from` must not read as "nothing to promote".
+        cx.block(
+            &p.name,
+            p.from.to_string(),
+            "the source repo does not exist: nothing is promoted (is `from` right?)",
+        );
+        return;
+    }
     let target_state = match cx.repo(&p.to) {
         RepoView::Known(s) => Some(s),
         RepoView::Unknown => None,

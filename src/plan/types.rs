@@ -166,6 +166,10 @@ pub struct Plan {
     /// is not applied to whatever those names mean in another policy.
     #[serde(default, skip_serializing_if = "Endpoints::is_empty")]
     pub endpoints: Endpoints,
+    /// The part of the policy this plan was cut to (`--target`, `--shard`),
+    /// if any: what it does not show was not planned, not found in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Registry and host names → endpoints as the policy wrote them.
@@ -229,6 +233,7 @@ impl Default for Plan {
             retention: Vec::new(),
             kept: Vec::new(),
             endpoints: Endpoints::default(),
+            scope: None,
         }
     }
 }

@@ -3,8 +3,8 @@
 //! tables, and what could not be observed as a list.
 
 use super::{
-    groups, is_quiet, no_changes_incomplete, pad, summary_line, widths, Line, GAP, INCOMPLETE,
-    NO_CHANGES,
+    groups, is_quiet, no_changes, no_changes_incomplete, pad, summary_line, widths, Line, GAP,
+    INCOMPLETE,
 };
 use crate::plan::Plan;
 
@@ -12,7 +12,7 @@ pub(super) fn render(plan: &Plan) -> String {
     let mut out = String::from("### regimen plan\n\n");
     let quiet = is_quiet(plan);
     if quiet && plan.unobserved.is_empty() && plan.complete {
-        out.push_str(NO_CHANGES);
+        out.push_str(&no_changes(plan));
         out.push_str("\n\n");
         // The per-repo retention counts are always there, changes or not.
         retention(plan, &mut out);

@@ -13,6 +13,17 @@ use crate::plan::{Action, Blocked, Change, Plan};
 /// The sentence for a complete plan with nothing to do.
 pub const NO_CHANGES: &str = "No changes. Registries and hosts match the policy.";
 
+/// The sentence for a plan with nothing to do: only a whole plan may say
+/// that everything matches the policy.
+pub fn no_changes(plan: &Plan) -> String {
+    match &plan.scope {
+        Some(scope) => {
+            format!("No changes within {scope} (the rest of the policy was not planned).")
+        }
+        None => NO_CHANGES.to_string(),
+    }
+}
+
 /// The warning for a plan made while something could not be observed.
 pub const INCOMPLETE: &str =
     "The plan is incomplete: nothing is deleted or overwritten where regimen could not look.";

@@ -1,8 +1,8 @@
 //! Terraform-like plan text.
 
 use super::{
-    groups, is_quiet, no_changes_incomplete, pad, rule_title, summary_line, widths, Kind, Line,
-    GAP, INCOMPLETE, NO_CHANGES,
+    groups, is_quiet, no_changes, no_changes_incomplete, pad, rule_title, summary_line, widths,
+    Kind, Line, GAP, INCOMPLETE,
 };
 use crate::plan::Plan;
 
@@ -45,7 +45,7 @@ pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
     // counts with `-v`), like Terraform.
     let all_match = quiet && plan.unobserved.is_empty() && plan.complete;
     if all_match && !retention {
-        return format!("{NO_CHANGES}\n");
+        return format!("{}\n", no_changes(plan));
     }
     let paint = Paint { on: color };
     let mut sections: Vec<String> = Vec::new();
@@ -144,7 +144,7 @@ pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
         out.push('\n');
     }
     if all_match {
-        out.push_str(&paint.style(GREEN, NO_CHANGES));
+        out.push_str(&paint.style(GREEN, &no_changes(plan)));
         out.push('\n');
         return out;
     }
