@@ -221,3 +221,17 @@ fn schema_defaults_are_the_real_ones() {
     assert_eq!(default("Registry", "concurrency"), 8);
     assert_eq!(default("Policies", "on_violation"), "warn");
 }
+
+#[test]
+fn a_folder_without_policy_files_is_an_error_not_an_empty_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("README.md"), "# policy\n").unwrap();
+    let stderr = validate_refused(tmp.path().to_str().unwrap());
+    assert!(stderr.contains("no policy files here"), "{stderr}");
+    let out = regimen()
+        .args(["plan", "-C", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("No changes"));
+}

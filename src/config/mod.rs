@@ -122,6 +122,20 @@ pub fn load(dir: &Path) -> Result<Policy, Vec<Diagnostic>> {
             }])
         }
     };
+    if files.is_empty() {
+        // As Terraform does: an empty folder is far more likely a wrong `-C`
+        // (or `--path`) than a policy that wants nothing.
+        return Err(vec![Diagnostic {
+            loc: Loc {
+                file: Arc::from(dir.display().to_string()),
+                line: 1,
+                col: 1,
+            },
+            message: "no policy files here (*.yaml or *.yml, hidden ones skipped): is `-C` \
+                      (or `--path`) right?"
+                .to_string(),
+        }]);
+    }
     let mut texts = Vec::new();
     let mut diags = Vec::new();
     for path in &files {
