@@ -71,9 +71,28 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     let more = crate::plan::wanted(desired, &observed, now).details;
     read_details(registries, &mut observed, more).await;
 
-    // Scan reports of the candidates that vulnerability gates judge.
-    let reports = crate::plan::wanted(desired, &observed, now).reports;
-    read_reports(registries, &mut observed, reports).await;
+    // Scan reports of the candidates that vulnerability gates judge. A
+    // promotion fed by another (`staging → prod` after `dev → staging`)
+    // only sees its candidates once the first one's gates could be judged:
+    // a few more rounds, each reading only what is new.
+    for _ in 0..3 {
+        let w = crate::plan::wanted(desired, &observed, now);
+        let details: Vec<_> = w
+            .details
+            .into_iter()
+            .filter(|k| !observed.images.contains_key(k))
+            .collect();
+        let reports: Vec<_> = w
+            .reports
+            .into_iter()
+            .filter(|k| !observed.reports.contains_key(k))
+            .collect();
+        if details.is_empty() && reports.is_empty() {
+            break;
+        }
+        read_details(registries, &mut observed, details).await;
+        read_reports(registries, &mut observed, reports).await;
+    }
 
     // Referrer tags of what the rules keep in sync (one HEAD each, like any
     // tag), then, only where the sides differ, what each lists.

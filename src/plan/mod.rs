@@ -55,7 +55,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     for m in &desired.mirrors {
         mirror::plan(m, &mut cx);
     }
-    for p in &desired.promotions {
+    for p in promote::ordered(&desired.promotions) {
         promote::plan(p, &mut cx, checker.as_ref());
     }
     for r in &desired.retags {
@@ -181,7 +181,7 @@ fn collect<'o>(desired: &Desired, observed: &'o Observed, now: Timestamp) -> int
     for m in &desired.mirrors {
         mirror::plan(m, &mut cx);
     }
-    for p in &desired.promotions {
+    for p in promote::ordered(&desired.promotions) {
         promote::plan(p, &mut cx, checker.as_ref());
     }
     for r in &desired.retags {

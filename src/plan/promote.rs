@@ -17,7 +17,11 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let RepoView::Known(src) = cx.repo(&p.from) else {
         return;
     };
-    if src.missing {
+    // What earlier rules bring into FROM in this plan counts too: with
+    // `dev → staging → prod`, one apply promotes all the way, and the next
+    // plan has nothing left to do.
+    let fed = cx.intents.iter().any(|i| i.target == p.from);
+    if src.missing && !fed {
         // As for mirrors: a mistyped `from` must not read as "nothing to promote".
         cx.block(
             &p.name,
@@ -30,15 +34,33 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         RepoView::Known(s) => Some(s),
         RepoView::Unknown => None,
     };
-    let candidates = cx.tags_with_created(&p.from, src);
-    for tag in p.tags.select(candidates) {
-        let Some(digest) = src.tags.get(&tag) else {
+    let planned = if fed {
+        cx.planned_tags(&p.from).unwrap_or_default()
+    } else {
+        cx.tags_with_created(&p.from, src)
+            .into_iter()
+            .map(|(t, c)| (t.clone(), c))
+            .collect()
+    };
+    let selected = p.tags.select(planned.iter().map(|(t, c)| (t, *c)));
+    for tag in selected {
+        // `origin` is where the image is now: FROM, or where an earlier
+        // rule copies it from. Gates read it there and the copy comes from
+        // there, so it does not wait on the earlier copy.
+        let Some((digest, origin)) = cx.planned(&p.from, &tag) else {
             continue;
         };
+        let at_origin = origin == p.from
+            || matches!(cx.repo(&origin), RepoView::Known(o) if o.tags.values().any(|d| *d == digest));
+        if !at_origin {
+            // A filtered mirror's new index exists nowhere yet: promoted
+            // once it has landed, on the next run.
+            continue;
+        }
         let subject = format!("{}:{tag}", p.from);
         // Already promoted: nothing to check; referrers attached since follow.
-        if target_state.and_then(|t| t.tags.get(&tag)) == Some(digest) {
-            super::referrers::follow(cx, &p.name, (&p.from, &p.to), (&tag, digest), &subject);
+        if target_state.and_then(|t| t.tags.get(&tag)) == Some(&digest) {
+            super::referrers::follow(cx, &p.name, (&origin, &p.to), (&tag, &digest), &subject);
             cx.in_place.push(super::intent::InPlace {
                 target: p.to.clone(),
                 tag: tag.clone(),
@@ -48,7 +70,7 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             });
             continue;
         }
-        let failed = unmet(p, digest, cx, checker);
+        let failed = unmet(p, &origin, &digest, cx, checker);
         if !failed.is_empty() {
             if !cx.collect_needed {
                 cx.block(&p.name, subject, failed.join("; "));
@@ -56,12 +78,12 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             continue;
         }
         // cosign's signature tags come in the same apply.
-        super::referrers::follow(cx, &p.name, (&p.from, &p.to), (&tag, digest), &subject);
+        super::referrers::follow(cx, &p.name, (&origin, &p.to), (&tag, &digest), &subject);
         cx.intents.push(Intent {
             target: p.to.clone(),
             tag: tag.clone(),
             digest: digest.clone(),
-            source: p.from.clone(),
+            source: origin,
             rule: p.name.clone(),
             reason: format!("promotion of {subject}"),
             may_move: p.overwrite,
@@ -73,17 +95,34 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     }
 }
 
+/// Promotions in an order where one whose FROM another fills comes after
+/// it (`dev → staging` before `staging → prod`), else as written; a cycle
+/// keeps the written order for what is left.
+pub fn ordered(promotions: &[Promotion]) -> Vec<&Promotion> {
+    let mut left: Vec<&Promotion> = promotions.iter().collect();
+    let mut out = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let ready = left
+            .iter()
+            .position(|p| !left.iter().any(|q| q.to == p.from && q.from != p.from))
+            .unwrap_or(0);
+        out.push(left.remove(ready));
+    }
+    out
+}
+
 /// Every requirement that does not hold, each as a reason for the plan, in
 /// the order of the `require` keys (then policy violations under `enforce`).
 fn unmet(
     p: &Promotion,
+    origin: &RepoAddr,
     digest: &Digest,
     cx: &mut PlanCx<'_>,
     checker: Option<&Checker<'_>>,
 ) -> Vec<String> {
     let req = &p.require;
     let enforce = checker.filter(|c| c.enforces());
-    let info = match cx.image(&p.from, digest) {
+    let info = match cx.image(origin, digest) {
         Some(Fact::Known(i)) => Some(i),
         Some(Fact::Unknown { reason }) => {
             return vec![format!("image details could not be read: {reason}")]
@@ -130,10 +169,10 @@ fn unmet(
     if let Some(gate) = &req.vulnerabilities {
         if cx.collect_needed {
             for r in report_referrers(gate, info) {
-                cx.needed_reports.insert((p.from.clone(), r.clone()));
+                cx.needed_reports.insert((origin.clone(), r.clone()));
             }
         }
-        failed.extend(vulnerabilities(gate, &p.from, info, cx));
+        failed.extend(vulnerabilities(gate, origin, info, cx));
     }
     if let Some(c) = enforce {
         for v in c.image(info, cx.now) {
