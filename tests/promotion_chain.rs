@@ -85,3 +85,45 @@ async fn a_chain_of_promotions_converges_in_one_apply() {
         .unwrap();
     assert_eq!(refs.len(), 1, "{refs:?}");
 }
+
+/// A candidate held back only by `min_age` is on its way: retention of the
+/// promotion's source does not delete it meanwhile. One blocked for another
+/// reason (here a missing SBOM) gets no such protection.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_spares_candidates_waiting_for_min_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let api: Repo = "team/api".parse().unwrap();
+    for (tag, days, sbom) in [("1.0.0", 3, false), ("1.1.0", 3, true)] {
+        let d = push_image(
+            &dev,
+            &api,
+            Some(&t(tag)),
+            &ImageSpec::new(&ago(days)).with_layer("v", tag.to_string()),
+        )
+        .await
+        .unwrap();
+        if sbom {
+            push_referrer(&dev, &api, &d, "application/vnd.cyclonedx+json", b"{}")
+                .await
+                .unwrap();
+        }
+    }
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\n  prod: {url: oci:prod}\n\
+         promotions:\n\
+         \x20 - {name: to-prod, from: dev/team/api, to: prod/team/api,\n\
+         \x20    require: {min_age: 7d, referrers: [application/vnd.cyclonedx+json]}}\n\
+         retention:\n\
+         \x20 - {name: clean, repos: [dev/team/api], delete: {older_than: 1d}, min_keep: 0}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-v", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("delete dev/team/api:1.0.0"), "{out}");
+    assert!(!out.contains("delete dev/team/api:1.1.0"), "{out}");
+    assert!(out.contains("waiting for min_age"), "{out}");
+    assert_eq!(oci_tags(&dev, "team/api").await, ["1.1.0"]);
+}

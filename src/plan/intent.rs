@@ -128,6 +128,9 @@ pub struct PlanCx<'o> {
     pub observed: &'o Observed,
     pub now: Timestamp,
     pub intents: Vec<Intent>,
+    /// Promotion candidates held back by `min_age` alone: they pass with
+    /// time, so retention must not delete them meanwhile (repo, digest, rule).
+    pub soaking: Vec<(RepoAddr, Digest, String)>,
     /// Rules' tags already in place (a promotion done earlier): no change,
     /// but retention must keep both ends, or it would delete what the next
     /// run copies again.
@@ -156,6 +159,7 @@ impl<'o> PlanCx<'o> {
             observed,
             now,
             intents: Vec::new(),
+            soaking: Vec::new(),
             in_place: Vec::new(),
             blocked: Vec::new(),
             collect_needed: false,

@@ -10,6 +10,9 @@ use crate::model::{Digest, Duration, RepoAddr};
 use crate::observe::{Fact, ImageInfo};
 use crate::scan::{severity_name, Report};
 
+/// How a `min_age` failure starts (the one that passes with time).
+const TOO_YOUNG: &str = "too young:";
+
 /// How many vulnerability IDs a blocked reason names before "and N more".
 const NAMED_IDS: usize = 3;
 
@@ -71,6 +74,10 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             continue;
         }
         let failed = unmet(p, &origin, &digest, cx, checker);
+        if failed.len() == 1 && failed[0].starts_with(TOO_YOUNG) {
+            cx.soaking
+                .push((origin.clone(), digest.clone(), p.name.clone()));
+        }
         if !failed.is_empty() {
             if !cx.collect_needed {
                 cx.block(&p.name, subject, failed.join("; "));
@@ -146,7 +153,7 @@ fn unmet(
                 "creation time unknown (no config `created`, or the Unix epoch of a reproducible build): min_age cannot be checked".into(),
             ),
             Some(c) if cx.now.0 - c.0 < min.secs() => failed.push(format!(
-                "too young: created {} ago, min_age {}",
+                "{TOO_YOUNG} created {} ago, min_age {}",
                 age(cx.now, c),
                 Duration::human(min.secs())
             )),

@@ -91,6 +91,12 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
             format!("source of {}", i.rule),
         );
     }
+    for (repo, digest, rule) in &cx.soaking {
+        p.digests.insert(
+            (repo.clone(), digest.clone()),
+            format!("candidate of {rule}, waiting for min_age"),
+        );
+    }
     for i in &cx.in_place {
         p.tags.insert(
             (i.target.clone(), i.tag.clone()),
