@@ -682,7 +682,15 @@ fn registry(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Registry> {
     let mut f = Fields::new(n, "registry", cx)?;
     let url = f.req("url", cx, |n, cx| endpoint(n, cx, root));
     let auth = f.opt("auth", cx, auth);
-    let concurrency = f.opt("concurrency", cx, positive);
+    let concurrency = f.opt("concurrency", cx, |n, cx| {
+        let v = positive(n, cx)?;
+        if v > 256 {
+            // As the schema says: beyond this a registry sees a flood, not speed.
+            cx.err(&n.loc, format!("`concurrency` {v} is too high: at most 256"));
+            return None;
+        }
+        Some(v)
+    });
     let rate = f.opt("rate", cx, |n, cx| {
         let r = number(n, cx)?;
         if r < 0.001 {

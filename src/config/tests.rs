@@ -465,3 +465,10 @@ fn a_file_that_is_not_utf8_is_pointed_at_where_it_stops() {
     assert_eq!((e[0].loc.line, e[0].loc.col), (3, 6), "{}", e[0]);
     assert!(e[0].message.contains("0xE9"), "{}", e[0]);
 }
+
+#[test]
+fn concurrency_is_capped_as_the_schema_says() {
+    let e = errors("registries:\n  a: {url: \"h:1\", concurrency: 257}\n");
+    assert!(e.contains("at most 256"), "{e}");
+    accepted("registries:\n  a: {url: \"h:1\", concurrency: 256}\n");
+}
