@@ -686,7 +686,10 @@ fn registry(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Registry> {
         let v = positive(n, cx)?;
         if v > 256 {
             // As the schema says: beyond this a registry sees a flood, not speed.
-            cx.err(&n.loc, format!("`concurrency` {v} is too high: at most 256"));
+            cx.err(
+                &n.loc,
+                format!("`concurrency` {v} is too high: at most 256"),
+            );
             return None;
         }
         Some(v)

@@ -332,6 +332,33 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
             );
         }
     }
+    // Two hosts on one engine would undo each other's work on every apply
+    // (one pulls what the other prunes): one engine, one entry.
+    let mut engines: BTreeMap<String, (&str, &Loc)> = BTreeMap::new();
+    for (name, h) in &policy.hosts {
+        let e = h.endpoint.trim_end_matches('/');
+        let e = e
+            .strip_prefix("https://")
+            .map_or(e.to_string(), |r| format!("tcp://{r}"));
+        // Host names are case-insensitive; socket paths are not.
+        let e = if e.starts_with("unix://") {
+            e
+        } else {
+            e.to_ascii_lowercase()
+        };
+        match engines.get(&e) {
+            Some((first, at)) => cx.err(
+                &h.loc,
+                format!(
+                    "host `{name}` has the same endpoint as host `{first}` (at {at}): \
+                     give each engine one entry"
+                ),
+            ),
+            None => {
+                engines.insert(e, (name, &h.loc));
+            }
+        }
+    }
     // Two retags on one tag would fight; say so where the second one is.
     let mut retag_targets: BTreeMap<String, Loc> = BTreeMap::new();
     for r in &policy.retags {

@@ -472,3 +472,17 @@ fn concurrency_is_capped_as_the_schema_says() {
     assert!(e.contains("at most 256"), "{e}");
     accepted("registries:\n  a: {url: \"h:1\", concurrency: 256}\n");
 }
+
+#[test]
+fn two_hosts_on_one_engine_are_refused() {
+    let e = errors(
+        "hosts:\n  a: {endpoint: \"unix:///run/docker.sock\"}\n\
+         \x20 b: {endpoint: \"unix:///run/docker.sock/\"}\n\
+         \x20 c: {endpoint: \"unix:///run/other.sock\"}\n",
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("host `b` has the same endpoint as host `a`"),
+        "{e}"
+    );
+}
