@@ -82,13 +82,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses a 5-field cron expression (minute hour day-of-month month day-of-week).
 pub fn parse_schedule(s: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
+    let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Disallowed)
         .build()
         .parse(s)
         .map_err(|e| {
             format!("--schedule `{s}`: {e} (expected 5 fields: minute hour day month weekday)")
-        })
+        })?;
+    // `0 0 31 2 *` parses but never comes: a schedule that would silently
+    // never reconcile is refused at start, not discovered months later.
+    if cron
+        .find_next_occurrence(&chrono::Utc::now(), false)
+        .is_err()
+    {
+        return Err(format!(
+            "--schedule `{s}` never fires (no such date, like 31 February): check day and month"
+        ));
+    }
+    Ok(cron)
 }
 
 /// `--shard` if given.
@@ -168,5 +179,8 @@ mod tests {
         let six = parse_schedule("0 */15 * * * *").unwrap_err();
         assert!(six.contains("5 fields"), "{six}");
         assert!(parse_schedule("every day").is_err());
+        let never = parse_schedule("0 0 31 2 *").unwrap_err();
+        assert!(never.contains("never fires"), "{never}");
+        assert!(parse_schedule("0 0 29 2 *").is_ok(), "leap days come");
     }
 }
