@@ -192,6 +192,12 @@ impl Copier {
         dst: &Side<'_>,
         b: Descriptor,
     ) -> Result<(), RegistryError> {
+        // A foreign layer (Windows base images) is fetched by clients from
+        // its `urls`; registries usually do not hold it. Copied when the
+        // source has it, else left to its URLs, as skopeo does.
+        if !b.urls.is_empty() && src.reg.head_blob(src.repo, &b.digest).await?.is_none() {
+            return Ok(());
+        }
         let key = (dst.reg.name().clone(), dst.repo.clone(), b.digest.clone());
         if self.present.lock().await.contains(&key) {
             return Ok(());

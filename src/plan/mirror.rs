@@ -72,7 +72,9 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
             rule: rule.clone(),
             reason: format!("mirror of {}:{tag}", m.from),
             may_move: true,
-            with_referrers: m.referrers,
+            // Signatures and SBOMs name the source index as their subject,
+            // not the filtered one: they do not describe the copy.
+            with_referrers: m.referrers && filtered_from.is_none(),
             only_platforms: only,
             is_retag: false,
             source_digest: filtered_from,

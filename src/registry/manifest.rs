@@ -171,6 +171,7 @@ impl Manifest {
             artifact_type: None,
             annotations: BTreeMap::new(),
             platform: None,
+            urls: Vec::new(),
         }
     }
 }

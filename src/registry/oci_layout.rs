@@ -1289,6 +1289,7 @@ impl Registry for OciLayout {
                 artifact_type: info.artifact_type,
                 annotations: info.annotations,
                 platform: None,
+                urls: Vec::new(),
             });
         }
         Ok(out)
