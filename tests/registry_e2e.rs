@@ -553,3 +553,155 @@ fn podman_pull_digest_matches(reg: &TestRegistry, repo: &str, tag: &str, want: &
     let digest = base(&["image", "inspect", "--format", "{{.Digest}}", &image]);
     assert_eq!(digest.trim(), want, "podman sees {image} at another digest");
 }
+
+/// `docker-registry`'s access-log lines since line `from` answered with `status`.
+fn answered(reg: &TestRegistry, from: usize, status: &str) -> usize {
+    reg.log()
+        .lines()
+        .skip(from)
+        .filter(|l| l.contains("HTTP/1.1\" ") && l.contains(&format!("\" {status} ")))
+        .count()
+}
+
+#[test]
+fn a_wrong_password_is_refused_once_per_registry_not_once_per_repo() {
+    let secure = TestRegistry::start_with_htpasswd(USER, PASS);
+    let mut yaml = format!(
+        "registries:\n  secure:\n    url: \"{}\"\n    auth: {{username_env: REG_USER, password_env: REG_PASS}}\nmirrors:\n",
+        secure.url()
+    );
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  - name: m{i}\n    from: secure/library/app{i}\n    to: secure/mirror/app{i}\n    tags: [\"1.0\"]\n"
+        ));
+    }
+    let (_tmp, d) = policy_dir(&yaml);
+    let before = secure.log().lines().count();
+    let (code, out) = run(regimen()
+        .env("REG_USER", USER)
+        .env("REG_PASS", "wrong-Pa55word-zz")
+        .args(["plan", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("could not observe"), "{out}");
+    assert!(out.contains("check the user name and password"), "{out}");
+    assert!(!out.contains("wrong-Pa55word-zz"), "{out}");
+    let refused = answered(&secure, before, "401");
+    assert!(
+        refused <= 3,
+        "10 repos, one wrong password: {refused} refused requests:\n{}",
+        secure.log()
+    );
+}
+
+#[test]
+fn an_unset_password_env_names_the_registry_its_place_and_the_variable() {
+    let secure = TestRegistry::start_with_htpasswd(USER, PASS);
+    let (_tmp, d) = policy_dir(&auth_policy(&secure));
+    let (code, out) = run(regimen()
+        .env("REG_USER", USER)
+        .env_remove("REG_PASS")
+        .args(["plan", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("registry `secure` (")
+            && out.contains("policy.yaml:3:")
+            && out.contains("`REG_PASS` (password_env) is not set"),
+        "{out}"
+    );
+}
+
+/// A `docker-credential-NAME` stand-in in `dir` running `body`.
+fn helper_script(dir: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn docker_config_helpers_fall_back_to_anonymous_and_bad_configs_are_not_quoted() {
+    let open_reg = TestRegistry::start();
+    let secure = TestRegistry::start_with_htpasswd(USER, PASS);
+    seed_from_layout(
+        &open_reg,
+        &upstream().join("library/alpine"),
+        "3.18.0",
+        "library/alpine",
+    );
+    let (tmp, d) = policy_dir(&format!(
+        r#"registries:
+  open: {{url: "{}"}}
+  secure: {{url: "{}"}}
+
+mirrors:
+  - name: alpine-mirror
+    from: open/library/alpine
+    to: secure/mirror/alpine
+    tags: [3.18.0]
+"#,
+        open_reg.url(),
+        secure.url()
+    ));
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    helper_script(
+        &bin,
+        "empty",
+        "echo 'credentials not found in native keychain'; exit 1",
+    );
+    let cfg = tmp.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+
+    // A credHelpers helper with nothing for the host: anonymous, as with
+    // docker; a credsStore that is not installed: anonymous, and the 401 says so.
+    std::fs::write(
+        cfg.join("config.json"),
+        serde_json::json!({
+            "credHelpers": {open_reg.host.clone(): "empty"},
+            "credsStore": "regimen-not-installed"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (code, v, out) = json_plan(
+        regimen()
+            .env("DOCKER_CONFIG", &cfg)
+            .env("PATH", path_with(&bin))
+            .args(["plan", "-C", &d, "--format", "json"]),
+    );
+    assert_eq!(code, 0, "{out}");
+    let unobserved = v["unobserved"].to_string();
+    assert!(!unobserved.contains("open"), "{out}");
+    assert!(
+        unobserved.contains("docker-credential-regimen-not-installed")
+            && unobserved.contains("could not be run"),
+        "{out}"
+    );
+
+    // A malformed config.json: located, never quoted.
+    let enc = common::base64(format!("{USER}:{PASS}").as_bytes());
+    for text in [
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"u","password":98765432101}}}}}}"#,
+            secure.host
+        ),
+        format!(r#"{{"auths":{{"{}":"{enc}"}}}}"#, secure.host),
+    ] {
+        std::fs::write(cfg.join("config.json"), &text).unwrap();
+        let (code, out) = run(regimen()
+            .env("DOCKER_CONFIG", &cfg)
+            .args(["plan", "-C", &d]));
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("config.json:1:"), "{out}");
+        assert!(!out.contains("98765432101") && !out.contains(&enc), "{out}");
+        assert_no_secret("plan output", &out);
+    }
+}

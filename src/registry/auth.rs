@@ -147,6 +147,28 @@ pub fn docker_config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker").join("config.json"))
 }
 
+/// Docker Hub's names (its API host included).
+const HUB_HOSTS: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+/// The key docker uses for Docker Hub in `auths`, `credHelpers` and when
+/// asking a credential helper.
+pub const HUB_SERVER: &str = "https://index.docker.io/v1/";
+
+fn is_hub(host: &str) -> bool {
+    let h = host.strip_suffix(":443").unwrap_or(host);
+    HUB_HOSTS.iter().any(|x| h.eq_ignore_ascii_case(x))
+}
+
+/// The server address docker files `host`'s credentials under, and hands
+/// a credential helper: `https://index.docker.io/v1/` for Docker Hub, else
+/// the host itself.
+pub fn server_key(host: &str) -> &str {
+    if is_hub(host) {
+        HUB_SERVER
+    } else {
+        host
+    }
+}
+
 /// The key forms docker uses for `host` (`host`, `https://host`, Docker Hub's v1 URL).
 fn host_matches(key: &str, host: &str) -> bool {
     let k = key
@@ -156,33 +178,109 @@ fn host_matches(key: &str, host: &str) -> bool {
     if k == host {
         return true;
     }
-    let hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
-    hub.contains(&k) && hub.contains(&host)
+    is_hub(k) && is_hub(host)
+}
+
+/// The entry of `map` for `host`: the exact key docker would use first,
+/// else any key naming the same host.
+fn entry_for<'a, V>(map: &'a BTreeMap<String, V>, host: &str) -> Option<(&'a String, &'a V)> {
+    map.get_key_value(server_key(host))
+        .or_else(|| map.iter().find(|(k, _)| host_matches(k, host)))
+}
+
+/// Credentials found in docker's config, and why they are anonymous when a
+/// credential store was configured but could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub creds: Credentials,
+    /// Set when the global `credsStore` could not be asked (e.g. its
+    /// `docker-credential-X` is not installed): said again on a later 401.
+    pub note: Option<String>,
+}
+
+impl Found {
+    fn plain(creds: Credentials) -> Found {
+        Found { creds, note: None }
+    }
 }
 
 /// Default credentials for `host` from docker's config: a credential helper
 /// for the host, else `auths`, else the global `credsStore`, else anonymous.
 /// Blocking (may run `docker-credential-<helper>`); call from `spawn_blocking`.
 pub fn from_docker_config(host: &str) -> Result<Credentials, String> {
+    from_docker_config_noted(host).map(|f| f.creds)
+}
+
+/// [`from_docker_config`], with the note on an unusable `credsStore`.
+pub fn from_docker_config_noted(host: &str) -> Result<Found, String> {
     match docker_config_path() {
-        Some(path) => from_docker_config_file(&path, host),
-        None => Ok(Credentials::Anonymous),
+        Some(path) => lookup(&path, host, &|prog, server| {
+            run_helper(prog, server, HELPER_TIMEOUT)
+        }),
+        None => Ok(Found::plain(Credentials::Anonymous)),
     }
 }
 
 /// [`from_docker_config`] with the config file given.
 pub fn from_docker_config_file(path: &Path, host: &str) -> Result<Credentials, String> {
+    lookup(path, host, &|prog, server| {
+        run_helper(prog, server, HELPER_TIMEOUT)
+    })
+    .map(|f| f.creds)
+}
+
+/// Why `config.json` could not be read as a docker config, without the
+/// text at fault (it may be a password): where, and what kind of problem.
+fn config_error(path: &Path, e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "is not valid JSON",
+        Category::Eof => "ends early (its JSON is incomplete)",
+        Category::Data => {
+            "has a value of the wrong type there (`auths` maps a \
+             registry to {\"auth\": \"<base64 user:password>\"} or {\"username\": \"…\", \
+             \"password\": \"…\"}, strings; `credHelpers` maps a registry to a helper name; \
+             `credsStore` is a helper name)"
+        }
+        Category::Io => "could not be read",
+    };
+    format!(
+        "{}:{}:{}: docker's config {what}; fix it (or run `docker login` again), or give the \
+         registry an `auth:` block in the policy",
+        path.display(),
+        e.line(),
+        e.column()
+    )
+}
+
+/// A way to ask a credential helper: `(program, server) → answer`.
+type Ask<'a> = &'a dyn Fn(&str, &str) -> Result<Credentials, HelperError>;
+
+/// The lookup behind [`from_docker_config_file`], with the helper runner given.
+fn lookup(path: &Path, host: &str, ask: Ask<'_>) -> Result<Found, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Credentials::Anonymous),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Found::plain(Credentials::Anonymous))
+        }
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let cfg: DockerConfig = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a docker config: {e}", path.display()))?;
-    if let Some((_, helper)) = cfg.cred_helpers.iter().find(|(k, _)| host_matches(k, host)) {
-        return run_helper(helper, host);
+    let cfg: DockerConfig = serde_json::from_str(&text).map_err(|e| config_error(path, &e))?;
+    let server = server_key(host);
+    if let Some((key, helper)) = entry_for(&cfg.cred_helpers, host) {
+        let prog = format!("docker-credential-{helper}");
+        return match ask(&prog, server) {
+            Ok(c) => Ok(Found::plain(c)),
+            // The helper knows nothing for this registry: anonymous, as with docker.
+            Err(HelperError::NoCredentials) => Ok(Found::plain(Credentials::Anonymous)),
+            Err(e) => Err(format!(
+                "{}: `credHelpers.{key}`: {}",
+                path.display(),
+                e.describe(&prog, server)
+            )),
+        };
     }
-    if let Some((key, a)) = cfg.auths.iter().find(|(k, _)| host_matches(k, host)) {
+    if let Some((key, a)) = entry_for(&cfg.auths, host) {
         if let Some(enc) = a.auth.as_deref().filter(|s| !s.is_empty()) {
             let raw = B64
                 .decode(enc.trim())
@@ -195,26 +293,94 @@ pub fn from_docker_config_file(path: &Path, host: &str) -> Result<Credentials, S
                     path.display()
                 )
             })?;
-            return Ok(Credentials::Basic {
+            return Ok(Found::plain(Credentials::Basic {
                 username: u.to_string(),
                 password: Secret(p.to_string()),
-            });
+            }));
         }
         if let (Some(u), Some(p)) = (&a.username, &a.password) {
-            return Ok(Credentials::Basic {
+            return Ok(Found::plain(Credentials::Basic {
                 username: u.clone(),
                 password: Secret(p.clone()),
-            });
+            }));
         }
     }
     if let Some(store) = cfg.creds_store.as_deref().filter(|s| !s.is_empty()) {
-        return match run_helper(store, host) {
-            Ok(c) => Ok(c),
+        let prog = format!("docker-credential-{store}");
+        return match ask(&prog, server) {
+            Ok(c) => Ok(Found::plain(c)),
             // The global store simply has nothing for this host.
-            Err(_) => Ok(Credentials::Anonymous),
+            Err(HelperError::NoCredentials) => Ok(Found::plain(Credentials::Anonymous)),
+            // The store could not be asked: anonymous still (docker's own
+            // pulls of public images work without it), but said.
+            Err(e) => {
+                let why = format!(
+                    "{}: `credsStore`: {}; going on without credentials",
+                    path.display(),
+                    e.describe(&prog, server)
+                );
+                tracing::warn!("registry {host}: {why}");
+                Ok(Found {
+                    creds: Credentials::Anonymous,
+                    note: Some(format!(
+                        "the credential helper {prog} (credsStore in {}) could not be run: {}",
+                        path.display(),
+                        e.short()
+                    )),
+                })
+            }
         };
     }
-    Ok(Credentials::Anonymous)
+    Ok(Found::plain(Credentials::Anonymous))
+}
+
+/// Longest wait for a credential helper's answer.
+pub const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most bytes read from a credential helper.
+const HELPER_OUTPUT_MAX: u64 = 1 << 20;
+
+/// Why a credential helper gave no credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelperError {
+    /// It ran and has nothing for this server ("credentials not found").
+    NoCredentials,
+    /// `docker-credential-X` is not on `PATH` (or not runnable).
+    Missing(String),
+    /// It did not answer in time; it was killed.
+    TimedOut(std::time::Duration),
+    /// It failed (exit status given).
+    Failed(String),
+    /// Its answer is not `{"Username": …, "Secret": …}`.
+    Unreadable,
+}
+
+impl HelperError {
+    fn short(&self) -> String {
+        match self {
+            HelperError::NoCredentials => "it has no credentials for this registry".into(),
+            HelperError::Missing(e) => format!("it is not installed or not runnable ({e})"),
+            HelperError::TimedOut(d) => format!("it did not answer within {}s", d.as_secs()),
+            HelperError::Failed(status) => format!("it failed ({status})"),
+            HelperError::Unreadable => {
+                "its answer is not JSON {\"Username\": …, \"Secret\": …}".into()
+            }
+        }
+    }
+
+    fn describe(&self, prog: &str, server: &str) -> String {
+        let fix = match self {
+            HelperError::Missing(_) => "install it or put it on PATH",
+            HelperError::TimedOut(_) => {
+                "check that it can run without a prompt (an unlocked keychain, no GUI dialog)"
+            }
+            _ => "check it with `echo SERVER | PROG get`",
+        };
+        format!(
+            "credential helper {prog} asked for {server}: {}; {}",
+            self.short(),
+            fix.replace("SERVER", server).replace("PROG", prog)
+        )
+    }
 }
 
 #[derive(Deserialize)]
@@ -225,31 +391,63 @@ struct HelperOut {
     secret: String,
 }
 
-/// `docker-credential-<helper> get` with the server URL on stdin.
-fn run_helper(helper: &str, host: &str) -> Result<Credentials, String> {
-    use std::io::Write;
+/// `PROG get` with the server URL on stdin, killed after `timeout`.
+pub fn run_helper(
+    prog: &str,
+    server: &str,
+    timeout: std::time::Duration,
+) -> Result<Credentials, HelperError> {
+    use std::io::{Read, Write};
     use std::process::{Command, Stdio};
-    let prog = format!("docker-credential-{helper}");
-    let mut child = Command::new(&prog)
+    use std::time::Instant;
+    let started = Instant::now();
+    let mut child = Command::new(prog)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot run credential helper {prog}: {e}"))?;
+        .map_err(|e| HelperError::Missing(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(host.as_bytes());
+        let _ = stdin.write_all(server.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("credential helper {prog}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "credential helper {prog} has no credentials for {host}"
-        ));
+    // Read on a thread: the helper (or a process it left behind) may hold
+    // its output open for ever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stdout.take(HELPER_OUTPUT_MAX).read_to_end(&mut buf);
+            let _ = tx.send(buf);
+        });
     }
-    let h: HelperOut = serde_json::from_slice(&out.stdout)
-        .map_err(|_| format!("credential helper {prog} gave unreadable output"))?;
+    let kill = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+        HelperError::TimedOut(timeout)
+    };
+    let out = match rx.recv_timeout(timeout) {
+        Ok(out) => out,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Err(kill(&mut child)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Vec::new(),
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if started.elapsed() >= timeout => return Err(kill(&mut child)),
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(e) => return Err(HelperError::Failed(e.to_string())),
+        }
+    };
+    if !status.success() {
+        // docker-credential-helpers print this (exit 1) for an unknown server.
+        let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        if text.contains("credentials not found") {
+            return Err(HelperError::NoCredentials);
+        }
+        return Err(HelperError::Failed(status.to_string()));
+    }
+    let h: HelperOut = serde_json::from_slice(&out).map_err(|_| HelperError::Unreadable)?;
     Ok(Credentials::Basic {
         username: h.username,
         password: Secret(h.secret),
@@ -264,22 +462,48 @@ pub enum Challenge {
         realm: String,
         service: Option<String>,
         scope: Vec<String>,
+        /// `error="insufficient_scope"`, `invalid_token`, … when given.
+        error: Option<String>,
     },
 }
 
 /// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
 pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    read_challenge(header).ok()
+}
+
+/// [`parse_challenge`], saying why a challenge cannot be answered: an
+/// unsupported scheme (named) or a Bearer challenge without a realm.
+pub fn read_challenge(header: &str) -> Result<Challenge, String> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
-        return Some(Challenge::Basic);
+        return Ok(Challenge::Basic);
     }
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
+        let token = !scheme.is_empty()
+            && scheme.len() <= 40
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+        return Err(if token {
+            format!(
+                "the registry asks for `{scheme}` authentication, which regimen does not \
+                 support (only Basic and Bearer tokens)"
+            )
+        } else {
+            "the registry's WWW-Authenticate challenge is empty or malformed".into()
+        });
     }
     let params = parse_params(rest);
-    let realm = params.get("realm")?.clone();
-    Some(Challenge::Bearer {
+    let realm = params
+        .get("realm")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            "the registry's Bearer challenge is malformed: it names no token realm".to_string()
+        })?
+        .clone();
+    Ok(Challenge::Bearer {
         realm,
         service: params.get("service").cloned(),
         scope: params
@@ -291,7 +515,28 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
                     .collect()
             })
             .unwrap_or_default(),
+        error: params.get("error").cloned().filter(|e| !e.is_empty()),
     })
+}
+
+/// `repository:team/api:pull,push` → `push on repo team/api`, for messages.
+pub fn describe_scope(scope: &str) -> String {
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(200).collect() };
+    let mut parts = scope.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("repository"), Some(name), Some(actions)) => {
+            let acts: Vec<&str> = actions.split(',').filter(|a| !a.is_empty()).collect();
+            // `pull,push` is asked for a push: the push is what is missing.
+            let main: Vec<&str> = if acts.len() > 1 {
+                acts.iter().copied().filter(|a| *a != "pull").collect()
+            } else {
+                acts
+            };
+            format!("{} on repo {}", clean(&main.join(" and ")), clean(name))
+        }
+        (Some("registry"), Some("catalog"), _) => "listing the catalog".into(),
+        _ => format!("scope `{}`", clean(scope)),
+    }
 }
 
 /// `k="v, with commas",k2=v2` → map (keys lowercased).
@@ -342,14 +587,35 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
 }
 
 /// A token endpoint's answer.
-#[derive(Deserialize)]
+#[derive(Debug)]
 pub struct TokenResponse {
-    #[serde(default)]
     pub token: Option<String>,
-    #[serde(default)]
-    pub access_token: Option<String>,
-    #[serde(default)]
+    /// Seconds; `None` when missing or not a non-negative number.
     pub expires_in: Option<u64>,
+}
+
+impl TokenResponse {
+    /// Reads `{"token"|"access_token": "…", "expires_in": N}`. Errors never
+    /// quote the body (it may hold a token).
+    pub fn from_slice(body: &[u8]) -> Result<TokenResponse, &'static str> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| "the answer is not JSON")?;
+        let obj = v.as_object().ok_or("the answer is not a JSON object")?;
+        let pick = |k: &str| {
+            obj.get(k)
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+        };
+        let expires_in = obj.get("expires_in").and_then(|e| {
+            e.as_u64()
+                .or_else(|| e.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        });
+        Ok(TokenResponse {
+            token: pick("token").or_else(|| pick("access_token")),
+            expires_in,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -371,6 +637,7 @@ mod tests {
                     "repository:a/b:pull,push".into(),
                     "repository:c:pull".into()
                 ],
+                error: None,
             }
         );
         assert_eq!(
@@ -378,6 +645,233 @@ mod tests {
             Some(Challenge::Basic)
         );
         assert_eq!(parse_challenge("Negotiate"), None);
+    }
+
+    #[test]
+    fn unanswerable_challenges_say_why() {
+        let e = read_challenge("Negotiate").unwrap_err();
+        assert!(
+            e.contains("`Negotiate` authentication") && e.contains("not support"),
+            "{e}"
+        );
+        let e = read_challenge(r#"Bearer service="x""#).unwrap_err();
+        assert!(e.contains("malformed") && e.contains("realm"), "{e}");
+        let e = read_challenge("\u{1b}[31m").unwrap_err();
+        assert!(e.contains("malformed") && !e.contains('\u{1b}'), "{e}");
+        let Ok(Challenge::Bearer { error, .. }) = read_challenge(
+            r#"Bearer realm="https://a/t",scope="repository:x:pull,push",error="insufficient_scope""#,
+        ) else {
+            panic!("a Bearer challenge");
+        };
+        assert_eq!(error.as_deref(), Some("insufficient_scope"));
+        assert_eq!(
+            describe_scope("repository:team/api:pull,push"),
+            "push on repo team/api"
+        );
+        assert_eq!(
+            describe_scope("repository:team/api:pull"),
+            "pull on repo team/api"
+        );
+        assert_eq!(describe_scope("registry:catalog:*"), "listing the catalog");
+    }
+
+    #[test]
+    fn token_answers_are_read_without_quoting_them() {
+        let t = TokenResponse::from_slice(br#"{"access_token":"abc","expires_in":1e30}"#).unwrap();
+        assert_eq!(t.token.as_deref(), Some("abc"));
+        assert_eq!(t.expires_in, Some(u64::MAX));
+        let t = TokenResponse::from_slice(br#"{"token":"abc","expires_in":-5}"#).unwrap();
+        assert_eq!(t.expires_in, None);
+        let t = TokenResponse::from_slice(br#"{"token":12345678901}"#).unwrap();
+        assert_eq!(t.token, None);
+        let e = TokenResponse::from_slice(b"tok-s3cr3t").unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_docker_config_is_located_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.json");
+        let enc = B64.encode("user:S3cr3t-pw");
+        for (text, line, col) in [
+            (
+                "{\"auths\":{\"127.0.0.1:45101\":{\"username\":\"user\",\n\"password\":98765432101}}}"
+                    .to_string(),
+                2,
+                22,
+            ),
+            (format!("{{\"auths\":{{\"h\":\"{enc}\"}}}}"), 1, 16 + enc.len()),
+            (format!("{{\"auths\":{{\"h\":{{\"auth\":\"{enc}"), 1, 23 + enc.len()),
+        ] {
+            std::fs::write(&cfg, &text).unwrap();
+            let e = from_docker_config_file(&cfg, "h").unwrap_err();
+            for secret in ["98765432101", enc.as_str(), "S3cr3t"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+            assert!(
+                e.starts_with(&format!("{}:{line}:{col}: ", cfg.display())),
+                "{e}"
+            );
+            assert!(e.contains("auth:"), "says what to do: {e}");
+        }
+    }
+
+    type Asked = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+    /// A fake `ask`: records the server asked for, answers `answer`.
+    fn asker(
+        answer: Result<Credentials, HelperError>,
+    ) -> (
+        Asked,
+        impl Fn(&str, &str) -> Result<Credentials, HelperError>,
+    ) {
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let a2 = asked.clone();
+        (asked, move |prog: &str, server: &str| {
+            a2.lock()
+                .unwrap()
+                .push((prog.to_string(), server.to_string()));
+            answer.clone()
+        })
+    }
+
+    #[test]
+    fn docker_hub_is_asked_for_by_its_v1_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.json");
+        let alice = Credentials::Basic {
+            username: "alice".into(),
+            password: Secret::new("pw"),
+        };
+        std::fs::write(&cfg, r#"{"credsStore":"desktop"}"#).unwrap();
+        for host in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
+            let (asked, ask) = asker(Ok(alice.clone()));
+            assert_eq!(lookup(&cfg, host, &ask).unwrap().creds, alice);
+            assert_eq!(
+                *asked.lock().unwrap(),
+                vec![("docker-credential-desktop".into(), HUB_SERVER.into())]
+            );
+        }
+        let (asked, ask) = asker(Ok(alice.clone()));
+        lookup(&cfg, "reg.example:5000", &ask).unwrap();
+        assert_eq!(asked.lock().unwrap()[0].1, "reg.example:5000");
+
+        // credHelpers under docker's key for the Hub, and `auths` preferring it.
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{"credHelpers":{{"{HUB_SERVER}":"hub"}},"auths":{{"docker.io":{{"auth":"{}"}},"{HUB_SERVER}":{{"auth":"{}"}}}}}}"#,
+                B64.encode("old:x"),
+                B64.encode("bob:y")
+            ),
+        )
+        .unwrap();
+        let (asked, ask) = asker(Ok(alice.clone()));
+        assert_eq!(lookup(&cfg, "docker.io", &ask).unwrap().creds, alice);
+        assert_eq!(
+            *asked.lock().unwrap(),
+            vec![("docker-credential-hub".into(), HUB_SERVER.into())]
+        );
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{"auths":{{"docker.io":{{"auth":"{}"}},"{HUB_SERVER}":{{"auth":"{}"}}}}}}"#,
+                B64.encode("old:x"),
+                B64.encode("bob:y")
+            ),
+        )
+        .unwrap();
+        let (_, ask) = asker(Err(HelperError::Unreadable));
+        assert_eq!(
+            lookup(&cfg, "registry-1.docker.io", &ask).unwrap().creds,
+            Credentials::Basic {
+                username: "bob".into(),
+                password: Secret::new("y")
+            }
+        );
+    }
+
+    #[test]
+    fn helpers_without_credentials_are_anonymous_a_missing_store_is_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.json");
+        std::fs::write(&cfg, r#"{"credHelpers":{"reg.example":"pass"}}"#).unwrap();
+        let (_, ask) = asker(Err(HelperError::NoCredentials));
+        assert_eq!(
+            lookup(&cfg, "reg.example", &ask).unwrap(),
+            Found::plain(Credentials::Anonymous)
+        );
+        let (_, ask) = asker(Err(HelperError::TimedOut(HELPER_TIMEOUT)));
+        let e = lookup(&cfg, "reg.example", &ask).unwrap_err();
+        assert!(
+            e.contains("docker-credential-pass") && e.contains("did not answer within 30s"),
+            "{e}"
+        );
+
+        std::fs::write(&cfg, r#"{"credsStore":"gone"}"#).unwrap();
+        let (_, ask) = asker(Err(HelperError::NoCredentials));
+        assert_eq!(
+            lookup(&cfg, "reg.example", &ask).unwrap(),
+            Found::plain(Credentials::Anonymous)
+        );
+        let (_, ask) = asker(Err(HelperError::Missing("No such file".into())));
+        let f = lookup(&cfg, "reg.example", &ask).unwrap();
+        assert_eq!(f.creds, Credentials::Anonymous);
+        let note = f.note.unwrap();
+        assert!(
+            note.contains("docker-credential-gone") && note.contains("could not be run"),
+            "{note}"
+        );
+    }
+
+    /// A shell script standing in for `docker-credential-X`.
+    fn script(dir: &Path, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = dir.join("docker-credential-test");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn helper_runs_are_read_and_time_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::time::Duration::from_secs(5);
+        let p = script(
+            dir.path(),
+            r#"read s; [ "$1" = get ] && printf '{"Username":"u","Secret":"%s-pw"}' "$s""#,
+        );
+        assert_eq!(
+            run_helper(&p, "reg.example", t).unwrap(),
+            Credentials::Basic {
+                username: "u".into(),
+                password: Secret::new("reg.example-pw")
+            }
+        );
+        let p = script(
+            dir.path(),
+            "echo 'credentials not found in native keychain'; exit 1",
+        );
+        assert_eq!(run_helper(&p, "x", t), Err(HelperError::NoCredentials));
+        let p = script(dir.path(), "echo oops; exit 3");
+        assert!(matches!(
+            run_helper(&p, "x", t),
+            Err(HelperError::Failed(_))
+        ));
+        let p = script(dir.path(), "echo not-json");
+        assert_eq!(run_helper(&p, "x", t), Err(HelperError::Unreadable));
+        let p = script(dir.path(), "sleep 30");
+        let started = std::time::Instant::now();
+        let short = std::time::Duration::from_millis(300);
+        assert_eq!(
+            run_helper(&p, "x", short),
+            Err(HelperError::TimedOut(short))
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(matches!(
+            run_helper("/nonexistent/docker-credential-x", "x", t),
+            Err(HelperError::Missing(_))
+        ));
     }
 
     #[test]
@@ -467,6 +961,9 @@ mod tests {
             ..Auth::default()
         };
         let e = from_policy(&bad, dir.path()).unwrap_err();
-        assert!(e.contains("REGIMEN_TEST_SURELY_UNSET_VAR"), "{e}");
+        assert!(
+            e.contains("REGIMEN_TEST_SURELY_UNSET_VAR") && e.contains("password_env"),
+            "{e}"
+        );
     }
 }

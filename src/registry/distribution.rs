@@ -53,6 +53,8 @@ const ATTEMPTS: u32 = 5;
 const UPLOAD_SESSIONS: u32 = 3;
 /// Longest single wait, whatever `Retry-After` says.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Longest a bearer token is used, whatever its `expires_in` says.
+const MAX_TOKEN_LIFE: u64 = 24 * 60 * 60;
 
 const REFERRERS_UNKNOWN: u8 = 0;
 const REFERRERS_YES: u8 = 1;
@@ -62,7 +64,7 @@ const REFERRERS_NO: u8 = 2;
 enum CredSource {
     Fixed(Credentials),
     /// Docker's config.json, read on the first challenge.
-    DockerConfig(OnceCell<Credentials>),
+    DockerConfig(OnceCell<auth::Found>),
 }
 
 /// What the registry asked for, learned from its first challenge.
@@ -170,6 +172,17 @@ pub struct Distribution {
     rate: Option<Rate>,
     creds: CredSource,
     scheme: std::sync::Mutex<Scheme>,
+    /// The first look at `/v2/` when credentials are configured: learns the
+    /// scheme and, for Basic, checks the credentials once for everyone.
+    probe: OnceCell<()>,
+    /// Held by the one login attempt (Basic check or token fetch) made
+    /// while the credentials are not yet known good: refusals stay few.
+    login: AsyncMutex<()>,
+    /// The registry took the configured credentials once this run.
+    accepted: std::sync::atomic::AtomicBool,
+    /// The registry refused the configured credentials this run: what it
+    /// said. Later requests fail at once with it.
+    refused: std::sync::Mutex<Option<String>>,
     tokens: AsyncMutex<HashMap<String, Token>>,
     referrers_api: AtomicU8,
     page_size: usize,
@@ -236,10 +249,59 @@ fn next_link(h: &HeaderMap) -> Option<String> {
     None
 }
 
+/// `Retry-After` as seconds or as an HTTP date (a date in the past is no
+/// wait). Callers cap it at [`MAX_WAIT`].
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    header_str(h, "retry-after")
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    let v = header_str(h, "retry-after")?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// A later request's reason, after the registry refused the credentials.
+fn refused_text(first: &str) -> String {
+    format!("the registry refused the configured credentials earlier in this run ({first}); fix them and run again")
+}
+
+/// Every value of header `name`.
+fn header_values(h: &HeaderMap, name: &str) -> Vec<String> {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(String::from)
+        .collect()
+}
+
+/// The challenge to answer among a 401's `WWW-Authenticate` values (Bearer
+/// first, then Basic), or why none can be answered.
+fn pick_challenge(values: &[String]) -> std::result::Result<Challenge, String> {
+    let mut problem = None;
+    let mut basic = false;
+    for v in values {
+        match auth::read_challenge(v) {
+            Ok(c @ Challenge::Bearer { .. }) => return Ok(c),
+            Ok(Challenge::Basic) => basic = true,
+            Err(e) => {
+                problem.get_or_insert(e);
+            }
+        }
+    }
+    if basic {
+        return Ok(Challenge::Basic);
+    }
+    Err(problem.unwrap_or_else(|| "the 401 carries no WWW-Authenticate challenge".into()))
+}
+
+/// How long a token answered with `expires_in` is used: renewed a quarter
+/// of its life (at most 15 s) early, never longer than [`MAX_TOKEN_LIFE`].
+fn token_life(expires_in: Option<u64>) -> Duration {
+    let life = expires_in.unwrap_or(60).clamp(10, MAX_TOKEN_LIFE);
+    Duration::from_secs(life - life.min(60) / 4)
 }
 
 #[derive(Deserialize)]
@@ -318,9 +380,12 @@ impl Distribution {
         let base = Url::parse(&format!("{scheme}://{api_host}/"))
             .map_err(|e| format!("registry `{name}`: `{host}` is not a host: {e}"))?;
         let creds = match &cfg.auth {
-            Some(a) => CredSource::Fixed(
-                auth::from_policy(a, root).map_err(|e| format!("registry `{name}`: {e}"))?,
-            ),
+            Some(a) => {
+                CredSource::Fixed(auth::from_policy(a, root).map_err(|e| match &cfg.loc {
+                    Some(loc) => format!("registry `{name}` ({loc}): {e}"),
+                    None => format!("registry `{name}`: {e}"),
+                })?)
+            }
             None => CredSource::DockerConfig(OnceCell::new()),
         };
         let mut client = reqwest::Client::builder()
@@ -366,6 +431,10 @@ impl Distribution {
             rate,
             creds,
             scheme: std::sync::Mutex::new(Scheme::Unknown),
+            probe: OnceCell::new(),
+            login: AsyncMutex::new(()),
+            accepted: std::sync::atomic::AtomicBool::new(false),
+            refused: std::sync::Mutex::new(None),
             tokens: AsyncMutex::new(HashMap::new()),
             referrers_api: AtomicU8::new(REFERRERS_UNKNOWN),
             page_size: PAGE_SIZE,
@@ -416,7 +485,7 @@ impl Distribution {
                 let host = self.host.clone();
                 let name = self.name.clone();
                 cell.get_or_try_init(|| async move {
-                    tokio::task::spawn_blocking(move || auth::from_docker_config(&host))
+                    tokio::task::spawn_blocking(move || auth::from_docker_config_noted(&host))
                         .await
                         .map_err(|e| RegistryError::other(format!("registry {name}: {e}")))?
                         .map_err(|e| {
@@ -424,9 +493,110 @@ impl Distribution {
                         })
                 })
                 .await
-                .cloned()
+                .map(|f| f.creds.clone())
             }
         }
+    }
+
+    /// "none are configured", and why when a credential store could not be asked.
+    fn none_configured(&self) -> String {
+        let note = match &self.creds {
+            CredSource::DockerConfig(cell) => cell.get().and_then(|f| f.note.clone()),
+            CredSource::Fixed(_) => None,
+        };
+        match note {
+            Some(n) => format!("none are configured: {n}"),
+            None => "none are configured: give the registry an `auth:` block, or `docker login` it"
+                .into(),
+        }
+    }
+
+    /// What the registry said when it refused the configured credentials this run.
+    fn refused_reason(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Remembers a refusal of the configured credentials, unless they were
+    /// taken before this run (then the 401 is about this request alone).
+    fn remember_refusal(&self, what: &str) {
+        if self.accepted.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(what.to_string());
+        }
+    }
+
+    /// Once per run, when credentials are configured: `GET /v2/` to learn
+    /// the scheme; for Basic, one request with the credentials checks them
+    /// (a refusal is remembered), so concurrent requests do not each
+    /// present a wrong password. Any failure here is left to the request
+    /// itself to meet and report.
+    async fn probe(&self) {
+        self.probe
+            .get_or_init(|| async {
+                let Ok(creds) = self.credentials().await else {
+                    return;
+                };
+                let Some(basic) = creds.basic_header() else {
+                    return;
+                };
+                if !matches!(self.scheme(), Scheme::Unknown) {
+                    return;
+                }
+                let url = self.url("/v2/");
+                let Ok(resp) = self.probe_get(&url, None).await else {
+                    return;
+                };
+                if resp.status() != StatusCode::UNAUTHORIZED {
+                    return;
+                }
+                let ch = header_values(resp.headers(), "www-authenticate");
+                match pick_challenge(&ch) {
+                    Ok(Challenge::Basic) => {
+                        *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = Scheme::Basic;
+                        let Ok(resp) = self.probe_get(&url, Some(basic)).await else {
+                            return;
+                        };
+                        if resp.status() == StatusCode::UNAUTHORIZED {
+                            self.remember_refusal(&format!(
+                                "401 Unauthorized to GET {} with them: check the user name and password",
+                                url.path()
+                            ));
+                        } else if resp.status().is_success() {
+                            self.accepted.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    Ok(Challenge::Bearer { realm, service, .. }) => {
+                        *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Scheme::Bearer { realm, service };
+                    }
+                    Err(_) => {}
+                }
+            })
+            .await;
+    }
+
+    async fn probe_get(&self, url: &Url, auth: Option<String>) -> reqwest::Result<Response> {
+        if let Some(r) = &self.rate {
+            r.wait().await;
+        }
+        let _permit = self.permits.acquire().await;
+        let mut rb = self.client.get(url.clone());
+        if let Some(a) = auth {
+            rb = rb.header(AUTHORIZATION, a);
+        }
+        let r = rb.send().await;
+        let status = match &r {
+            Ok(r) => r.status().as_str().to_string(),
+            Err(_) => "error".into(),
+        };
+        super::observed_request(self.name.as_str(), &status, false);
+        r
     }
 
     fn scheme(&self) -> Scheme {
@@ -475,6 +645,7 @@ impl Distribution {
                 realm,
                 service,
                 scope,
+                ..
             } => {
                 *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = Scheme::Bearer {
                     realm: realm.clone(),
@@ -520,6 +691,19 @@ impl Distribution {
             self.name,
             url.host_str().unwrap_or("?")
         );
+        // Until the credentials are known good, one token request at a time
+        // presents them: a refusal is met once, not once per repository.
+        let _gate = if creds.is_anonymous() || self.accepted.load(Ordering::SeqCst) {
+            None
+        } else {
+            Some(self.login.lock().await)
+        };
+        if let Some(first) = self.refused_reason().filter(|_| !creds.is_anonymous()) {
+            return Err(RegistryError::new(
+                ErrorKind::Denied,
+                format!("{what}: not sent: {}", refused_text(&first)),
+            ));
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -545,51 +729,76 @@ impl Distribution {
                 continue;
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                let hint = if creds.is_anonymous() {
-                    "no credentials configured"
-                } else {
-                    "credentials refused"
-                };
+                if creds.is_anonymous() {
+                    return Err(RegistryError::new(
+                        ErrorKind::Denied,
+                        format!(
+                            "{what}: {status} (the token server wants credentials; {})",
+                            self.none_configured()
+                        ),
+                    ));
+                }
+                let refused = format!(
+                    "{status} from the token server {}: check the user name and password (or token)",
+                    url.host_str().unwrap_or("?")
+                );
+                self.remember_refusal(&refused);
                 return Err(RegistryError::new(
                     ErrorKind::Denied,
-                    format!("{what}: {status} ({hint})"),
+                    format!("{what}: {status} (credentials refused: check the user name and password or token)"),
                 ));
             }
             if !status.is_success() {
                 return Err(RegistryError::other(format!("{what}: {status}")));
             }
-            let body: TokenResponse = resp
-                .json()
+            let body = resp
+                .bytes()
                 .await
+                .map_err(|e| RegistryError::other(format!("{what}: unreadable answer: {e}")))?;
+            let body = TokenResponse::from_slice(&body)
                 .map_err(|e| RegistryError::other(format!("{what}: unreadable answer: {e}")))?;
             let value = body
                 .token
-                .or(body.access_token)
-                .filter(|t| !t.is_empty())
                 .ok_or_else(|| RegistryError::other(format!("{what}: answer has no token")))?;
-            let life = body.expires_in.unwrap_or(60).max(10);
+            if !creds.is_anonymous() {
+                self.accepted.store(true, Ordering::SeqCst);
+            }
+            let now = Instant::now();
             return Ok(Token {
                 value: Secret::new(value),
                 // Renew early: a token must outlive the request that starts with it.
-                expires: Instant::now() + Duration::from_secs(life - life.min(60) / 4),
+                expires: now.checked_add(token_life(body.expires_in)).unwrap_or(now),
             });
         }
     }
 
     /// The one place requests are sent: auth, limits, retries.
     async fn send(&self, req: &mut Req) -> std::result::Result<Response, Failure> {
+        self.probe().await;
+        if let Some(first) = self.refused_reason() {
+            return Err(self
+                .fail(
+                    ErrorKind::Denied,
+                    &req.method,
+                    &req.url,
+                    format!("not sent: {}", refused_text(&first)),
+                )
+                .into());
+        }
         let mut attempt = 0u32;
         let mut reauthed = false;
         loop {
             attempt += 1;
             let auth = self.auth_header(&req.scopes).await?;
+            let auth = auth.filter(|_| req.url.origin() == self.base.origin());
+            let sent_basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
             let mut rb = self.client.request(req.method.clone(), req.url.clone());
             for (k, v) in &req.headers {
                 rb = rb.header(k, v);
             }
             // Credentials go to the registry itself only, never to another
             // origin a `Link` or `Location` header names (blob storage, CDNs).
-            if let Some(a) = auth.filter(|_| req.url.origin() == self.base.origin()) {
+            if let Some(a) = auth {
                 rb = rb.header(AUTHORIZATION, a);
             }
             rb = match &mut req.body {
@@ -690,15 +899,25 @@ impl Distribution {
                 status.as_str(),
                 can_retry && matches!(status.as_u16(), 429 | 502 | 503 | 504),
             );
+            if sent_basic && status != StatusCode::UNAUTHORIZED {
+                self.accepted.store(true, Ordering::SeqCst);
+            }
             if status == StatusCode::UNAUTHORIZED {
-                let ch =
-                    header_str(resp.headers(), "www-authenticate").and_then(auth::parse_challenge);
+                let ch = pick_challenge(&header_values(resp.headers(), "www-authenticate"));
                 let creds_given = !self.credentials().await?.is_anonymous();
                 match ch {
-                    Some(ch) if !reauthed && req.replayable() => {
+                    Ok(ch) if !reauthed && req.replayable() => {
                         if ch == Challenge::Basic && !creds_given {
                             return Err(self
-                                .fail(ErrorKind::Denied, &req.method, &req.url, "401 Unauthorized (the registry wants credentials; none are configured)")
+                                .fail(
+                                    ErrorKind::Denied,
+                                    &req.method,
+                                    &req.url,
+                                    format!(
+                                        "401 Unauthorized (the registry wants credentials; {})",
+                                        self.none_configured()
+                                    ),
+                                )
                                 .into());
                         }
                         self.answer_challenge(ch, &req.scopes).await?;
@@ -706,7 +925,7 @@ impl Distribution {
                         attempt -= 1;
                         continue;
                     }
-                    Some(ch) if !reauthed && creds_given => {
+                    Ok(ch) if !reauthed && creds_given => {
                         // A consumed upload stream (e.g. the token expired
                         // mid-upload): refresh for the next try, which the
                         // caller makes with a fresh stream.
@@ -721,18 +940,26 @@ impl Distribution {
                             transient: true,
                         });
                     }
-                    _ => {
-                        let hint = if creds_given {
-                            "credentials refused"
-                        } else {
-                            "no credentials configured"
-                        };
+                    Ok(ch) => {
+                        let detail = self.unauthorized(&ch, creds_given, &req.scopes);
+                        if sent_basic && ch == Challenge::Basic {
+                            self.remember_refusal(&format!(
+                                "401 Unauthorized to {} {} with them",
+                                req.method,
+                                req.url.path()
+                            ));
+                        }
+                        return Err(self
+                            .fail(ErrorKind::Denied, &req.method, &req.url, detail)
+                            .into());
+                    }
+                    Err(problem) => {
                         return Err(self
                             .fail(
                                 ErrorKind::Denied,
                                 &req.method,
                                 &req.url,
-                                format!("401 Unauthorized ({hint})"),
+                                format!("401 Unauthorized: {problem}"),
                             )
                             .into());
                     }
@@ -763,6 +990,61 @@ impl Distribution {
                 });
             }
             return Ok(resp);
+        }
+    }
+
+    /// Why a 401 that answering `ch` did not cure happened, in words.
+    fn unauthorized(&self, ch: &Challenge, creds_given: bool, scopes: &[String]) -> String {
+        match ch {
+            Challenge::Basic if creds_given => {
+                "401 Unauthorized (credentials refused: check the user name and password)".into()
+            }
+            Challenge::Basic => format!(
+                "401 Unauthorized (the registry wants credentials; {})",
+                self.none_configured()
+            ),
+            Challenge::Bearer { scope, error, .. } => {
+                let asked = if scope.is_empty() { scopes } else { scope };
+                let what = if asked.is_empty() {
+                    "this request".to_string()
+                } else {
+                    asked
+                        .iter()
+                        .map(|s| auth::describe_scope(s))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                };
+                let error: String = error
+                    .as_deref()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(60)
+                    .collect();
+                match (error.as_str(), creds_given) {
+                    ("insufficient_scope", true) => format!(
+                        "401 Unauthorized (insufficient_scope: the registry's token does not allow \
+                         {what}: the account lacks that permission there)"
+                    ),
+                    ("insufficient_scope", false) => format!(
+                        "401 Unauthorized (insufficient_scope: an anonymous token does not allow \
+                         {what}; {})",
+                        self.none_configured()
+                    ),
+                    (_, false) => format!(
+                        "401 Unauthorized (the registry wants credentials for {what}; {})",
+                        self.none_configured()
+                    ),
+                    ("", true) => format!(
+                        "401 Unauthorized (the registry did not accept the token its token server \
+                         granted for {what})"
+                    ),
+                    (e, true) => format!(
+                        "401 Unauthorized ({e}: the registry did not accept the token its token \
+                         server granted for {what})"
+                    ),
+                }
+            }
         }
     }
 
@@ -2855,5 +3137,224 @@ mod fake_server_tests {
         assert_eq!(e.kind, ErrorKind::Denied, "{e}");
         assert!(e.message.contains("credentials refused"), "{e}");
         assert_eq!(n.load(Ordering::SeqCst), 2, "no retry storm");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert("retry-after", v.parse().unwrap());
+            retry_after(&m)
+        };
+        assert_eq!(h("7"), Some(Duration::from_secs(7)));
+        let soon = std::time::SystemTime::now() + Duration::from_secs(20);
+        let w = h(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(
+            w > Duration::from_secs(17) && w <= Duration::from_secs(20),
+            "{w:?}"
+        );
+        assert_eq!(h("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(h("soon"), None);
+    }
+
+    #[test]
+    fn token_lifetimes_are_capped() {
+        assert_eq!(
+            token_life(Some(u64::MAX)),
+            Duration::from_secs(MAX_TOKEN_LIFE - 15)
+        );
+        assert_eq!(token_life(Some(300)), Duration::from_secs(285));
+        assert_eq!(token_life(None), Duration::from_secs(45));
+        assert_eq!(token_life(Some(0)), Duration::from_secs(8));
+    }
+
+    #[tokio::test]
+    async fn a_huge_expires_in_is_a_long_lived_token_not_a_panic() {
+        let tokens = Arc::new(AtomicUsize::new(0));
+        let t2 = tokens.clone();
+        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+        let a2 = addr_cell.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target.starts_with("/token") {
+                t2.fetch_add(1, Ordering::SeqCst);
+                return resp(
+                    200,
+                    &[],
+                    r#"{"token":"tok","expires_in":18446744073709551615}"#,
+                );
+            }
+            if r.headers.get("authorization").map(String::as_str) == Some("Bearer tok") {
+                return manifest_ok();
+            }
+            let realm = format!(r#"Bearer realm="http://{}/token""#, a2.get().unwrap());
+            resp(401, &[("www-authenticate", &realm)], "")
+        }));
+        addr_cell.set(addr.clone()).unwrap();
+        let d = dist(&addr, None);
+        for _ in 0..2 {
+            assert!(d.get_manifest(&repo(), "1.0").await.unwrap().is_some());
+        }
+        assert_eq!(tokens.load(Ordering::SeqCst), 1);
+    }
+
+    /// A registry that answers every request with 401 and `challenge`,
+    /// except the token endpoint, which grants `tok`.
+    fn challenging(challenge: &'static str) -> String {
+        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+        let a2 = addr_cell.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target.starts_with("/token") {
+                return resp(200, &[], r#"{"token":"tok"}"#);
+            }
+            let ch = challenge.replace("ADDR", a2.get().map_or("", String::as_str));
+            resp(401, &[("www-authenticate", &ch)], "")
+        }));
+        addr_cell.set(addr.clone()).unwrap();
+        addr
+    }
+
+    fn bob() -> Auth {
+        std::env::set_var("REGIMEN_FAKE_PW3", "pw");
+        Auth {
+            username: Some("bob".into()),
+            password_env: Some("REGIMEN_FAKE_PW3".into()),
+            ..Auth::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_401_that_is_no_refusal_says_what_happened() {
+        let scope = r#"Bearer realm="http://ADDR/token",service="fake",scope="repository:team/api:pull,push",error="insufficient_scope""#;
+        let d = dist(&challenging(scope), Some(bob()));
+        let e = d
+            .put_manifest(
+                &repo(),
+                Some(&"1.0".parse().unwrap()),
+                &Manifest::from_bytes(BODY, None).unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+        assert!(
+            e.message
+                .contains("the registry's token does not allow push on repo team/api"),
+            "{e}"
+        );
+        assert!(!e.message.contains("refused"), "{e}");
+
+        let d = dist(&challenging(scope), None);
+        let e = d.list_tags(&repo()).await.unwrap_err();
+        assert!(
+            e.message
+                .contains("anonymous token does not allow push on repo team/api")
+                && e.message.contains("none are configured"),
+            "{e}"
+        );
+
+        let d = dist(&challenging("Negotiate"), Some(bob()));
+        let e = d.list_tags(&repo()).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+        assert!(
+            e.message
+                .contains("`Negotiate` authentication, which regimen does not support"),
+            "{e}"
+        );
+        assert!(!e.message.contains("refused"), "{e}");
+
+        let d = dist(&challenging(r#"Bearer service="fake""#), Some(bob()));
+        let e = d.list_tags(&repo()).await.unwrap_err();
+        assert!(
+            e.message
+                .contains("Bearer challenge is malformed: it names no token realm"),
+            "{e}"
+        );
+
+        let d = dist(
+            &challenging(r#"Bearer realm="http://ADDR/token""#),
+            Some(bob()),
+        );
+        let e = d.list_tags(&repo()).await.unwrap_err();
+        assert!(
+            e.message.contains(
+                "did not accept the token its token server granted for pull on repo team/api"
+            ),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_remembered_for_the_run() {
+        // Basic: many repos at once, one wrong password.
+        let refused = Arc::new(AtomicUsize::new(0));
+        let r2 = refused.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.headers.contains_key("authorization") {
+                r2.fetch_add(1, Ordering::SeqCst);
+            }
+            resp(401, &[("www-authenticate", r#"Basic realm="x""#)], "")
+        }));
+        let d = dist(&addr, Some(bob()));
+        let repos: Vec<Repo> = (0..20)
+            .map(|i| format!("team/r{i}").parse().unwrap())
+            .collect();
+        let all = futures_util::future::join_all(repos.iter().map(|r| d.list_tags(r))).await;
+        for r in &all {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+            assert!(e.message.contains("401 Unauthorized"), "{e}");
+            assert!(
+                e.message.contains("check the user name and password"),
+                "{e}"
+            );
+        }
+        assert_eq!(refused.load(Ordering::SeqCst), 1, "one refused login");
+
+        // Bearer: the token endpoint refuses them.
+        let tokens = Arc::new(AtomicUsize::new(0));
+        let t2 = tokens.clone();
+        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+        let a2 = addr_cell.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target.starts_with("/token") {
+                t2.fetch_add(1, Ordering::SeqCst);
+                return resp(401, &[], "");
+            }
+            let realm = format!(r#"Bearer realm="http://{}/token""#, a2.get().unwrap());
+            resp(401, &[("www-authenticate", &realm)], "")
+        }));
+        addr_cell.set(addr.clone()).unwrap();
+        let d = dist(&addr, Some(bob()));
+        let all = futures_util::future::join_all(repos.iter().map(|r| d.list_tags(r))).await;
+        for r in &all {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+            assert!(e.message.contains("credentials"), "{e}");
+        }
+        assert_eq!(
+            tokens.load(Ordering::SeqCst),
+            1,
+            "one refused token request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_401_after_the_credentials_worked_is_not_remembered() {
+        // Taken at /v2/ and for team/ok, refused for team/no (no access there).
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            let authed = r.headers.contains_key("authorization");
+            if authed && !r.target.contains("team/no") {
+                return resp(
+                    200,
+                    &[("content-type", "application/json")],
+                    r#"{"tags":["1"]}"#,
+                );
+            }
+            resp(401, &[("www-authenticate", r#"Basic realm="x""#)], "")
+        }));
+        let d = dist(&addr, Some(bob()));
+        let no: Repo = "team/no".parse().unwrap();
+        let ok: Repo = "team/ok".parse().unwrap();
+        assert!(d.list_tags(&no).await.is_err());
+        assert_eq!(d.list_tags(&ok).await.unwrap().len(), 1);
     }
 }
