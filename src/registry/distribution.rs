@@ -2762,6 +2762,7 @@ mod fake_server_tests {
             artifact_type: None,
             annotations: Default::default(),
             platform: None,
+            urls: Vec::new(),
         }
     }
 
@@ -2851,6 +2852,7 @@ mod fake_server_tests {
             artifact_type: None,
             annotations: Default::default(),
             platform: None,
+            urls: Vec::new(),
         };
         let BlobStart::Upload(session) = d.start_blob(&blob, &repo(), &repo()).await.unwrap()
         else {

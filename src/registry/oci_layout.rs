@@ -1327,6 +1327,7 @@ mod tests {
             artifact_type: None,
             annotations: BTreeMap::new(),
             platform: None,
+            urls: Vec::new(),
         }
     }
     fn desc_json(mt: &str, d: &Descriptor) -> Value {
