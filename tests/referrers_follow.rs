@@ -112,6 +112,16 @@ fn referrers_attached_after_the_copy_follow_it_and_runs_converge() {
         b"{\"bom\":1}",
     ))
     .unwrap();
+    // The SBOM is signed too (a referrer of the referrer): it follows the
+    // SBOM, as on a first copy.
+    let sbom_sig = block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &sbom,
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+        b"{\"sig\":1}",
+    ))
+    .unwrap();
     let sig_tag = ref_tag(&subject, ".sig");
     block_on(push_image(
         s.as_ref(),
@@ -141,6 +151,12 @@ fn referrers_attached_after_the_copy_follow_it_and_runs_converge() {
     );
     apply(&dir);
     assert_eq!(listed(&dst, &subject), [sbom.to_string()]);
+    assert_eq!(listed(&dst, &sbom), [sbom_sig.to_string()]);
+    assert_eq!(
+        dst.raw_manifest("team/app", sbom_sig.as_str()),
+        src.raw_manifest("team/app", sbom_sig.as_str()),
+        "the SBOM's signature byte for byte"
+    );
     assert_eq!(
         dst.raw_manifest("team/app", sbom.as_str()),
         src.raw_manifest("team/app", sbom.as_str()),

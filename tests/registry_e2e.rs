@@ -705,3 +705,51 @@ mirrors:
         assert_no_secret("plan output", &out);
     }
 }
+
+/// Many tags on one image (a CI that tags every build of an unchanged
+/// image): its manifest and referrers are read from the source once per
+/// run, not once per tag.
+#[test]
+fn many_tags_of_one_image_read_it_once() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let s = common::open(&src.host);
+    let digest = common::block_on(async {
+        let repo: regimen::model::Repo = "ci/app".parse().unwrap();
+        let spec = regimen::testkit::ImageSpec::new("2026-01-02T03:04:05Z").with_layer("a", "one");
+        let d = regimen::testkit::push_image(s.as_ref(), &repo, Some(&common::tag("b-0")), &spec)
+            .await
+            .unwrap();
+        let m = s.get_manifest(&repo, d.as_str()).await.unwrap().unwrap();
+        for i in 1..30 {
+            s.put_manifest(&repo, Some(&common::tag(&format!("b-{i}"))), &m)
+                .await
+                .unwrap();
+        }
+        d
+    });
+    let (_tmp, dir) = policy_dir(&format!(
+        "registries:\n  src: {{url: \"http://{}\"}}\n  dst: {{url: \"http://{}\"}}\n\
+         mirrors:\n  - {{from: src/ci/app, to: dst/ci/app}}\n",
+        src.host, dst.host
+    ));
+    let before = src.log();
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("30 done"), "{out}");
+    let log = src.log()[before.len()..].to_string();
+    let by_digest = log
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET /v2/ci/app/manifests/{digest} ")))
+        .count();
+    let referrers_tag = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!(
+                "\"GET /v2/ci/app/manifests/{} ",
+                digest.referrers_tag()
+            ))
+        })
+        .count();
+    assert_eq!((by_digest, referrers_tag), (1, 1), "{log}");
+    assert_eq!(dst.digest("ci/app", "b-29"), digest.to_string());
+}

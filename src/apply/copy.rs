@@ -46,7 +46,13 @@ pub struct Copier {
     /// Concurrent copies of one blob wait on one transfer, then mount from it,
     /// so a blob is fetched from the source once per run.
     landed: Mutex<HashMap<(RegistryName, Digest), Landing>>,
+    /// Top manifests and referrer lists read from a source this run, by
+    /// (registry, repo, digest): a thousand tags on one image read it once.
+    read: Mutex<HashMap<SourceKey, Arc<OnceCell<(Manifest, crate::registry::ReferrerList)>>>>,
 }
+
+/// A source image: registry, repo, digest, and whether its referrers were listed.
+type SourceKey = (RegistryName, Repo, Digest, bool);
 
 impl Copier {
     pub fn bytes_copied(&self) -> u64 {
@@ -70,7 +76,35 @@ impl Copier {
         only_platforms: Option<&[String]>,
         tag: Option<(&Tag, Option<&Digest>)>,
     ) -> Result<(Manifest, bool), RegistryError> {
-        let m = fetch_manifest(src, digest).await?;
+        let cell = self
+            .read
+            .lock()
+            .await
+            .entry((
+                src.reg.name().clone(),
+                src.repo.clone(),
+                digest.clone(),
+                referrers,
+            ))
+            .or_default()
+            .clone();
+        let (m, listed) = cell
+            .get_or_try_init(|| async {
+                let m = fetch_manifest(src, digest).await?;
+                // Referrers are listed first: only an image without any may
+                // be put under its tag directly (they must land before it).
+                let listed = if referrers {
+                    src.reg.referrers_listed(src.repo, digest).await?
+                } else {
+                    crate::registry::ReferrerList {
+                        descriptors: Vec::new(),
+                        fallback: FallbackIndex::Read(None),
+                    }
+                };
+                Ok::<_, RegistryError>((m, listed))
+            })
+            .await?
+            .clone();
         let m = match only_platforms {
             Some(wanted) if m.is_index() => {
                 let bytes = filter_index(&m.bytes, wanted).ok_or_else(|| {
@@ -84,14 +118,7 @@ impl Copier {
             }
             _ => m,
         };
-        // Referrers are listed first: only an image without any may be put
-        // under its tag directly (they must land before the tag does).
-        let (refs, fallback) = if referrers {
-            let l = src.reg.referrers_listed(src.repo, digest).await?;
-            (l.descriptors, l.fallback)
-        } else {
-            (Vec::new(), FallbackIndex::Read(None))
-        };
+        let (refs, fallback) = (listed.descriptors, listed.fallback);
         let top_tag = tag.filter(|_| refs.is_empty() && only_platforms.is_none());
         let tagged = self.copy_tree(src, dst, m.clone(), top_tag).await?;
         let copied: std::collections::BTreeSet<Digest> =
@@ -101,6 +128,22 @@ impl Copier {
             settle_referrers_tag(src, dst, digest, &copied, fallback).await?;
         }
         Ok((m, tagged))
+    }
+
+    /// For a referrers index (`sha256-<hex>` tag): the referrers of each
+    /// listed manifest, recursively (signatures of an SBOM it lists).
+    pub async fn copy_listed_referrers(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        index: &Manifest,
+    ) -> Result<(), RegistryError> {
+        if let Ok(Parsed::Index { manifests, .. }) = index.parse() {
+            for m in manifests {
+                self.copy_referrers(src, dst, &m.digest).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn copy_referrers(

@@ -255,6 +255,14 @@ async fn apply_one(
         }
         other => other.map_err(err)?,
     };
+    if tag.is_referrer_tag() && c.with_referrers {
+        // A `sha256-<hex>` index lists referrers; signatures of those
+        // (an SBOM's signature) follow them, as on a first copy.
+        copier
+            .copy_listed_referrers(&src, &dst, &manifest)
+            .await
+            .map_err(err)?;
+    }
     if tagged {
         // Put under the tag directly, after everything under it (the digest
         // was checked against the plan's when it was fetched).
