@@ -267,6 +267,44 @@ fn check_tls_files(host: &str, tls: &crate::config::HostTls) -> Result<(), Strin
     Ok(())
 }
 
+/// `409` from the engine: a conflict, such as an image a container uses.
+fn is_conflict(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
+}
+
+/// The engine's message of an error answer.
+fn message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+            message.trim().to_string()
+        }
+        other => with_causes(other),
+    }
+}
+
+/// How a removal ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    Done,
+    /// The engine refused: a container uses the image (its message).
+    InUse(String),
+}
+
+/// A container's state at apply time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerNow {
+    /// Up: running or paused.
+    pub running: bool,
+    pub paused: bool,
+    pub started: Option<Timestamp>,
+}
+
 /// `404` from the engine: the object is not there.
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
@@ -361,6 +399,8 @@ impl Engine {
                     created: (i.created > 0).then_some(Timestamp(i.created)),
                     size: i.size.max(0) as u64,
                     labels: i.labels.into_iter().collect(),
+                    // Docker answers -1 (not counted).
+                    containers: u64::try_from(i.containers).ok(),
                 })
                 .collect(),
             containers,
@@ -385,7 +425,10 @@ impl Engine {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(err(&self.name, &format!("inspecting container {id}"), e)),
         };
-        let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let paused = state.as_ref().and_then(|s| s.paused).unwrap_or(false);
+        // Docker and Podman both say `Running` of a paused container; an
+        // engine that does not is still up.
+        let running = state.as_ref().and_then(|s| s.running).unwrap_or(false) || paused;
         let started = state
             .as_ref()
             .and_then(|s| s.started_at.as_deref())
@@ -402,6 +445,7 @@ impl Engine {
             image: c.image.unwrap_or_default(),
             image_id: c.image_id.unwrap_or_default(),
             running,
+            paused,
             started,
         }))
     }
@@ -417,6 +461,7 @@ impl Engine {
                 created: None,
                 size: i.size.unwrap_or(0).max(0) as u64,
                 labels: Default::default(),
+                containers: None,
             })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(err(&self.name, &format!("inspecting image {name}"), e)),
@@ -477,7 +522,10 @@ impl Engine {
 
     /// Removes an image: each of its names first (so no `--force` is
     /// needed, which on Podman would also remove containers), then the ID.
-    pub async fn remove_image(&self, id: &str, names: &[String]) -> Result<(), String> {
+    /// The engine refusing because a container uses the image (409: one
+    /// created meanwhile, or a Podman external container such as buildah's,
+    /// which the API does not list) is [`Removal::InUse`], not an error.
+    pub async fn remove_image(&self, id: &str, names: &[String]) -> Result<Removal, String> {
         let plain = RemoveImageOptions {
             force: false,
             noprune: false,
@@ -487,28 +535,38 @@ impl Engine {
             match self.docker.remove_image(n, Some(plain.clone()), None).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
+                Err(e) if is_conflict(&e) => return Ok(Removal::InUse(message(&e))),
                 Err(e) => return Err(err(&self.name, &format!("removing {n}"), e)),
             }
         }
         match self.docker.remove_image(id, Some(plain), None).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Removal::Done),
             // The last name's removal already deleted it.
-            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(Removal::Done),
+            Err(e) if is_conflict(&e) => Ok(Removal::InUse(message(&e))),
             Err(e) => Err(err(&self.name, &format!("removing image {id}"), e)),
         }
     }
 
-    /// `(running, image ID)` of a container, `None` when it is gone.
-    pub async fn container(&self, id: &str) -> Result<Option<(bool, String)>, String> {
+    /// A container as it is now, `None` when it is gone.
+    pub async fn container(&self, id: &str) -> Result<Option<ContainerNow>, String> {
         match self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
         {
-            Ok(i) => Ok(Some((
-                i.state.and_then(|s| s.running).unwrap_or(false),
-                normal_id(&i.image.unwrap_or_default()),
-            ))),
+            Ok(i) => {
+                let state = i.state.as_ref();
+                let paused = state.and_then(|s| s.paused).unwrap_or(false);
+                Ok(Some(ContainerNow {
+                    running: state.and_then(|s| s.running).unwrap_or(false) || paused,
+                    paused,
+                    started: state
+                        .and_then(|s| s.started_at.as_deref())
+                        .and_then(Timestamp::parse_rfc3339)
+                        .filter(|t| t.0 > 0),
+                }))
+            }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(err(&self.name, &format!("inspecting container {id}"), e)),
         }
@@ -535,7 +593,20 @@ impl Engine {
             .collect())
     }
 
-    pub async fn stop_container(&self, id: &str) -> Result<(), String> {
+    /// Stops a container; a paused one is unpaused first (engines refuse
+    /// to stop a paused container: Podman's "container state improper").
+    pub async fn stop_container(&self, id: &str, paused: bool) -> Result<(), String> {
+        if paused {
+            match self.docker.unpause_container(id).await {
+                Ok(()) => {}
+                // Unpaused meanwhile: stop it as it is.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409 | 500,
+                    ..
+                }) => {}
+                Err(e) => return Err(err(&self.name, &format!("unpausing container {id}"), e)),
+            }
+        }
         self.docker
             .stop_container(
                 id,
