@@ -421,6 +421,92 @@ hosts:
 }
 
 #[test]
+fn registry_deletions_spare_what_host_containers_use_by_any_name() {
+    let reg = TestRegistry::start();
+    // The host also reaches the registry as `localhost:PORT`, a name the
+    // policy (`http://127.0.0.1:PORT`) does not write.
+    let alias_host = format!("localhost:{}", reg.port);
+    let mut podman = Podman::start(&[&reg.host, &alias_host]);
+    let h = &reg.host;
+    push(&reg, "team/race", "1", &runnable("race-1", 100));
+    push(&reg, "team/race", "2", &runnable("race-2", 100));
+    let shared = runnable("shared", 100);
+    push(&reg, "team/race", "3", &shared);
+    push(&reg, "team/alias", "1", &shared);
+    podman.run(&["pull", "-q", &format!("{alias_host}/team/alias:1")]);
+    podman.start_container("aliased", &format!("{alias_host}/team/alias:1"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            r#"registries:
+  prod: {{url: "http://{h}"}}
+hosts:
+  build-01:
+    endpoint: "{endpoint}"
+retention:
+  - name: cleanup
+    repos: [prod/team/race]
+    delete: {{older_than: 30d}}
+    min_keep: 0
+"#,
+            endpoint = podman.endpoint()
+        ),
+    )
+    .unwrap();
+    let file = dir.path().join("plan.json");
+    let plan = save_plan(dir.path(), &file);
+    // race:3 is the digest the container runs, pulled as another name.
+    assert_eq!(
+        targets(&plan, "delete"),
+        ["prod/team/race:1", "prod/team/race:2"],
+        "{plan}"
+    );
+    assert!(
+        plan["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["subject"] == "prod/team/race:3"
+                && k["reason"] == "run by container aliased on host build-01"),
+        "{plan}"
+    );
+
+    // After the plan, a container starts on race:1: its deletion is stale.
+    podman.start_container("racer", &format!("{h}/team/race:1"));
+    let (code, out) = apply_saved(dir.path(), &file);
+    assert_eq!(code, 1, "{out}");
+    let line = outcome(&out, "delete", "prod/team/race:1");
+    assert!(
+        line.contains("STALE") && line.contains("used by container racer on host build-01"),
+        "{out}"
+    );
+    assert!(
+        outcome(&out, "delete", "prod/team/race:2").ends_with("done"),
+        "{out}"
+    );
+    assert_eq!(reg.tags("team/race").unwrap(), ["1", "3"]);
+
+    // A host that cannot be read at apply: what it runs is unknown, so the
+    // saved plan's deletion does not happen.
+    push(&reg, "team/race", "4", &runnable("race-4", 100));
+    let file = dir.path().join("plan2.json");
+    let plan = save_plan(dir.path(), &file);
+    assert_eq!(targets(&plan, "delete"), ["prod/team/race:4"], "{plan}");
+    podman.stop_service();
+    let (code, out) = apply_saved(dir.path(), &file);
+    assert_eq!(code, 1, "{out}");
+    let line = outcome(&out, "delete", "prod/team/race:4");
+    assert!(
+        line.contains("FAILED")
+            && line.contains("host build-01")
+            && line.contains("what its containers use is unknown"),
+        "{out}"
+    );
+    assert_eq!(reg.tags("team/race").unwrap(), ["1", "3", "4"]);
+}
+
+#[test]
 fn a_moved_present_tag_leaves_nothing_to_prune_after_apply() {
     let reg = TestRegistry::start();
     let podman = Podman::start(&[&reg.host]);

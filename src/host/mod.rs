@@ -59,14 +59,61 @@ impl Hosts {
         }
     }
 
-    /// Opens the hosts a plan's changes touch.
+    /// Opens the hosts a plan's changes touch; every host of the policy
+    /// when the plan deletes from registries, since apply then re-reads
+    /// what their containers use (see [`Hosts::used_digests`]).
     pub async fn for_plan(policy: &Policy, plan: &crate::plan::Plan) -> Hosts {
+        if plan
+            .changes
+            .iter()
+            .any(|c| c.action.deletes_from_registry())
+        {
+            return Hosts::open(policy, None).await;
+        }
         let names = plan
             .changes
             .iter()
             .filter_map(|c| split_target(&c.target).map(|(h, _)| h.to_string()))
             .collect();
         Hosts::open(policy, Some(&names)).await
+    }
+
+    /// Registry digests that containers on the opened hosts use now, each
+    /// with which container on which host; an error naming each host that
+    /// could not be read (what it runs is then unknown).
+    pub async fn used_digests(&self) -> Result<BTreeMap<String, String>, String> {
+        let reads =
+            futures_util::future::join_all(self.engines.iter().map(|(name, e)| async move {
+                match e {
+                    Ok(e) => e.used_digests().await,
+                    Err(why) => Err(why.clone()),
+                }
+                .map_err(|why| {
+                    if why.contains(&format!("host {name}")) {
+                        why
+                    } else {
+                        format!("host {name}: {why}")
+                    }
+                })
+            }))
+            .await;
+        let mut used = BTreeMap::new();
+        let mut unknown = Vec::new();
+        for r in reads {
+            match r {
+                Ok(u) => {
+                    for (d, who) in u {
+                        used.entry(d).or_insert(who);
+                    }
+                }
+                Err(why) => unknown.push(why),
+            }
+        }
+        if unknown.is_empty() {
+            Ok(used)
+        } else {
+            Err(unknown.join("; "))
+        }
     }
 
     pub fn engine(&self, name: &str) -> Result<&Engine, String> {
@@ -570,6 +617,63 @@ impl Engine {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(err(&self.name, &format!("inspecting container {id}"), e)),
         }
+    }
+
+    /// Registry digests (`sha256:…`, from the repo digests of the images)
+    /// that some container on this engine uses, in any state, each with
+    /// the first such container's name; images in use by containers the
+    /// engine counts but does not list (Podman's external ones) count too.
+    pub async fn used_digests(&self) -> Result<BTreeMap<String, String>, String> {
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                all: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| err(&self.name, "listing images", e))?;
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| err(&self.name, "listing containers", e))?;
+        let mut used = BTreeMap::new();
+        for i in images {
+            let listed: Vec<String> = containers
+                .iter()
+                .filter(|c| {
+                    c.image_id
+                        .as_deref()
+                        .is_some_and(|id| crate::observe::same_id(id, &i.id))
+                })
+                .map(|c| {
+                    c.names
+                        .as_ref()
+                        .and_then(|n| n.first())
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .or_else(|| c.id.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let counted = u64::try_from(i.containers).unwrap_or(0);
+            let who = match listed.first() {
+                Some(name) => format!("container {name}"),
+                None if counted > 0 => {
+                    "a container the engine does not list (external, e.g. buildah's)".to_string()
+                }
+                None => continue,
+            };
+            for rd in &i.repo_digests {
+                if let Some((_, d)) = rd.split_once('@') {
+                    used.entry(d.to_string())
+                        .or_insert_with(|| format!("{who} on host {}", self.name));
+                }
+            }
+        }
+        Ok(used)
     }
 
     /// IDs of containers (any state) created from this image.

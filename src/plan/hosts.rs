@@ -811,6 +811,66 @@ mod tests {
     }
 
     #[test]
+    fn retention_spares_a_digest_a_container_pulled_by_another_name() {
+        // The host pulled it as `localhost:5000/…`, the policy writes
+        // `http://reg.example:5000`: the digest is the same image, so no
+        // registry deletes it, under any repo.
+        let text = "registries:\n  prod: {url: \"http://reg.example:5000\"}\n\
+             retention:\n  - {name: old, repos: [prod/team/app, prod/team/copy], delete: {older_than: 30d}}\n\
+             mirrors:\n  - {from: prod/team/src, to: prod/team/copy, prune: true}\n\
+             hosts:\n  h1:\n    endpoint: unix:///run/docker.sock\n";
+        let p = crate::config::load_texts(
+            std::path::Path::new("/p"),
+            &[(Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let alias = image(
+            '1',
+            &["localhost:5000/team/alias:1"],
+            &[&format!("localhost:5000/team/alias@{}", d('a'))],
+            60,
+        );
+        let state = HostState {
+            containers: vec![container("racer", &alias, true, 1)],
+            images: vec![alias],
+        };
+        let mut o = Observed::default();
+        o.hosts.insert("h1".into(), Fact::Known(state));
+        for (repo, tag, dg) in [
+            ("prod/team/app", "1", d('a')),
+            ("prod/team/app", "2", d('c')),
+            ("prod/team/app", "3", d('e')),
+            ("prod/team/copy", "gone", d('a')),
+            ("prod/team/src", "other", d('f')),
+        ] {
+            let addr: crate::model::RepoAddr = repo.parse().unwrap();
+            let info = crate::observe::ImageInfo {
+                created: Some(Timestamp(NOW - 100 * DAY)),
+                ..Default::default()
+            };
+            o.images
+                .insert((addr.clone(), dg.clone()), Fact::Known(info));
+            let Fact::Known(state) = o
+                .repos
+                .entry(addr)
+                .or_insert_with(|| Fact::Known(RepoState::default()))
+            else {
+                unreachable!()
+            };
+            state.tags.insert(tag.parse().unwrap(), dg);
+        }
+        let plan = plan(&p, &o, Timestamp(NOW));
+        let mut deleted = changes(&plan, Action::Delete);
+        deleted.extend(changes(&plan, Action::Untag));
+        deleted.sort();
+        assert_eq!(deleted, ["prod/team/app:2", "prod/team/app:3"], "{plan:?}");
+        assert_eq!(
+            kept_reason(&plan, "prod/team/app:1"),
+            "run by container racer on host h1"
+        );
+    }
+
+    #[test]
     fn an_unobserved_host_gets_no_changes() {
         let p = policy("    containers: {max_age: 1s}\n");
         let mut o = Observed::default();
