@@ -503,7 +503,13 @@ impl Engine {
         match self.docker.inspect_image(name).await {
             Ok(i) => Ok(Some(HostImage {
                 id: normal_id(&i.id.unwrap_or_default()),
-                tags: i.repo_tags.unwrap_or_default(),
+                // As listed by `observe` (the plan's names compare with these).
+                tags: i
+                    .repo_tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
                 repo_digests: i.repo_digests.unwrap_or_default(),
                 created: None,
                 size: i.size.unwrap_or(0).max(0) as u64,
