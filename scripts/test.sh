@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh Debian machine with the Rust toolchain:
 # installs the system tools the tests drive (skopeo reads what regimen wrote;
 # docker-registry serves real registries on loopback, htpasswd makes their
-# credentials, podman serves hosts, headless chromium renders the HTML
+# credentials, podman serves hosts, buildah makes Podman's external containers, headless chromium renders the HTML
 # inventory; openssl makes test certificates and python3 runs a TLS
 # forwarder in front of a host; sshd and git serve Git remotes), then lint
 # and tests. Same command locally and in CI.
@@ -15,6 +15,7 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
+command -v buildah >/dev/null 2>&1 || need+=(buildah)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)

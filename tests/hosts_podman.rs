@@ -285,3 +285,291 @@ fn host_reconciliation_prune_present_max_age_and_protection() {
         "{out}"
     );
 }
+
+/// `regimen plan --out FILE` on the policy in `dir`, then the saved plan as JSON.
+fn save_plan(dir: &std::path::Path, file: &std::path::Path) -> serde_json::Value {
+    let (code, out) = run(regimen()
+        .args(["plan", "--out"])
+        .arg(file)
+        .arg("-C")
+        .arg(dir));
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+/// `regimen apply FILE` on the policy in `dir`.
+fn apply_saved(dir: &std::path::Path, file: &std::path::Path) -> (i32, String) {
+    run(regimen().arg("apply").arg(file).arg("-C").arg(dir))
+}
+
+/// The apply output line of `action target`.
+fn outcome<'a>(out: &'a str, action: &str, target: &str) -> &'a str {
+    let head = format!("{action} {target}: ");
+    out.lines()
+        .find(|l| l.starts_with(&head))
+        .unwrap_or_else(|| panic!("no line for {head}:\n{out}"))
+}
+
+#[test]
+fn saved_host_changes_are_stale_when_the_host_changed_since_the_plan() {
+    let reg = TestRegistry::start();
+    let podman = Podman::start(&[&reg.host]);
+    let h = &reg.host;
+    push(&reg, "team/old", "1", &runnable("old", 100));
+    push(&reg, "team/built", "1", &runnable("built", 100));
+    push(&reg, "team/runner", "1", &runnable("runner", 1));
+    for repo in ["team/old:1", "team/built:1", "team/runner:1"] {
+        podman.run(&["pull", "-q", &format!("{h}/{repo}")]);
+    }
+    podman.start_container("fresh", &format!("{h}/team/runner:1"));
+    podman.start_container("frozen", &format!("{h}/team/runner:1"));
+    podman.run(&["pause", "frozen"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            r#"registries:
+  prod: {{url: "http://{h}"}}
+hosts:
+  build-01:
+    endpoint: "{endpoint}"
+    images:
+      prune: {{older_than: 30d, keep: ["prod/team/base*"]}}
+    containers:
+      max_age: 2s
+"#,
+            endpoint = podman.endpoint()
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let file = dir.path().join("plan.json");
+    let plan = save_plan(dir.path(), &file);
+    let old = "host:build-01/prod/team/old:1";
+    let built = "host:build-01/prod/team/built:1";
+    assert_eq!(targets(&plan, "remove_image"), [built, old], "{plan}");
+    assert_eq!(
+        targets(&plan, "stop_container"),
+        [
+            "host:build-01/container/fresh",
+            "host:build-01/container/frozen"
+        ],
+        "{plan}"
+    );
+
+    // After the plan: the old image gets a name `keep` protects, `fresh`
+    // restarts (a new run, not the long one the plan showed), buildah
+    // starts a working container on `built` (Podman does not list it).
+    podman.run(&[
+        "tag",
+        &format!("{h}/team/old:1"),
+        &format!("{h}/team/base:important"),
+    ]);
+    podman.run(&["restart", "-t", "0", "fresh"]);
+    podman.buildah(&["from", "--pull=never", &format!("{h}/team/built:1")]);
+
+    let (code, out) = apply_saved(dir.path(), &file);
+    assert_eq!(code, 1, "{out}");
+    let line = outcome(&out, "remove_image", old);
+    assert!(
+        line.contains("STALE") && line.contains(&format!("{h}/team/base:important")),
+        "{out}"
+    );
+    let line = outcome(&out, "stop_container", "host:build-01/container/fresh");
+    assert!(
+        line.contains("STALE") && line.contains("restarted since the plan"),
+        "{out}"
+    );
+    let line = outcome(&out, "remove_image", built);
+    assert!(
+        line.contains("STALE") && line.contains("in use") && line.contains("external"),
+        "{out}"
+    );
+    // A paused container is unpaused, then stopped.
+    assert!(
+        outcome(&out, "stop_container", "host:build-01/container/frozen").ends_with("done"),
+        "{out}"
+    );
+    let images = podman.image_names();
+    for name in ["team/old:1", "team/base:important", "team/built:1"] {
+        assert!(
+            images.contains(&format!("{h}/{name}")),
+            "{name}: {images:?}"
+        );
+    }
+    assert_eq!(podman.running(), ["fresh"]);
+
+    // Planned again: the external container keeps its image, `keep` keeps
+    // the renamed one; nothing fails on every apply.
+    let (_, plan, out) = plan_json(dir.path());
+    assert!(targets(&plan, "remove_image").is_empty(), "{out}");
+    let kept = |s: &str| {
+        plan["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["subject"] == s)
+            .map(|k| k["reason"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        kept(built),
+        "used by 1 container the engine does not list (external, e.g. buildah's)",
+        "{out}"
+    );
+    assert!(kept(old).starts_with("keep matches"), "{out}");
+}
+
+#[test]
+fn registry_deletions_spare_what_host_containers_use_by_any_name() {
+    let reg = TestRegistry::start();
+    // The host also reaches the registry as `localhost:PORT`, a name the
+    // policy (`http://127.0.0.1:PORT`) does not write.
+    let alias_host = format!("localhost:{}", reg.port);
+    let mut podman = Podman::start(&[&reg.host, &alias_host]);
+    let h = &reg.host;
+    push(&reg, "team/race", "1", &runnable("race-1", 100));
+    push(&reg, "team/race", "2", &runnable("race-2", 100));
+    let shared = runnable("shared", 100);
+    push(&reg, "team/race", "3", &shared);
+    push(&reg, "team/alias", "1", &shared);
+    podman.run(&["pull", "-q", &format!("{alias_host}/team/alias:1")]);
+    podman.start_container("aliased", &format!("{alias_host}/team/alias:1"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            r#"registries:
+  prod: {{url: "http://{h}"}}
+hosts:
+  build-01:
+    endpoint: "{endpoint}"
+retention:
+  - name: cleanup
+    repos: [prod/team/race]
+    delete: {{older_than: 30d}}
+    min_keep: 0
+"#,
+            endpoint = podman.endpoint()
+        ),
+    )
+    .unwrap();
+    let file = dir.path().join("plan.json");
+    let plan = save_plan(dir.path(), &file);
+    // race:3 is the digest the container runs, pulled as another name.
+    assert_eq!(
+        targets(&plan, "delete"),
+        ["prod/team/race:1", "prod/team/race:2"],
+        "{plan}"
+    );
+    assert!(
+        plan["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["subject"] == "prod/team/race:3"
+                && k["reason"] == "run by container aliased on host build-01"),
+        "{plan}"
+    );
+
+    // After the plan, a container starts on race:1: its deletion is stale.
+    podman.start_container("racer", &format!("{h}/team/race:1"));
+    let (code, out) = apply_saved(dir.path(), &file);
+    assert_eq!(code, 1, "{out}");
+    let line = outcome(&out, "delete", "prod/team/race:1");
+    assert!(
+        line.contains("STALE") && line.contains("used by container racer on host build-01"),
+        "{out}"
+    );
+    assert!(
+        outcome(&out, "delete", "prod/team/race:2").ends_with("done"),
+        "{out}"
+    );
+    assert_eq!(reg.tags("team/race").unwrap(), ["1", "3"]);
+
+    // A host that cannot be read at apply: what it runs is unknown, so the
+    // saved plan's deletion does not happen.
+    push(&reg, "team/race", "4", &runnable("race-4", 100));
+    let file = dir.path().join("plan2.json");
+    let plan = save_plan(dir.path(), &file);
+    assert_eq!(targets(&plan, "delete"), ["prod/team/race:4"], "{plan}");
+    podman.stop_service();
+    let (code, out) = apply_saved(dir.path(), &file);
+    assert_eq!(code, 1, "{out}");
+    let line = outcome(&out, "delete", "prod/team/race:4");
+    assert!(
+        line.contains("FAILED")
+            && line.contains("host build-01")
+            && line.contains("what its containers use is unknown"),
+        "{out}"
+    );
+    assert_eq!(reg.tags("team/race").unwrap(), ["1", "3", "4"]);
+}
+
+#[test]
+fn a_moved_present_tag_leaves_nothing_to_prune_after_apply() {
+    let reg = TestRegistry::start();
+    let podman = Podman::start(&[&reg.host]);
+    let h = &reg.host;
+    push(&reg, "team/api", "stable", &runnable("api-v1", 50));
+    podman.run(&["pull", "-q", &format!("{h}/team/api:stable")]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            r#"registries:
+  prod: {{url: "http://{h}"}}
+hosts:
+  build-01:
+    endpoint: "{endpoint}"
+    images:
+      present: [prod/team/api:stable]
+      prune: {{older_than: 30d}}
+"#,
+            endpoint = podman.endpoint()
+        ),
+    )
+    .unwrap();
+    let plan_exit = || {
+        run(regimen()
+            .args(["plan", "--detailed-exitcode", "-C"])
+            .arg(dir.path()))
+    };
+    let (code, out) = plan_exit();
+    assert_eq!(code, 0, "{out}");
+    let v1_id = podman
+        .run(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &format!("{h}/team/api:stable"),
+        ])
+        .trim()
+        .to_string();
+
+    let v2 = push(&reg, "team/api", "stable", &runnable("api-v2", 1));
+    let (_, plan, out) = plan_json(dir.path());
+    assert_eq!(
+        targets(&plan, "pull"),
+        ["host:build-01/prod/team/api:stable"],
+        "{out}"
+    );
+    let rm = first_change(&plan, "remove_image");
+    assert_eq!(rm["target"], format!("host:build-01/{}", &v1_id[..12]));
+    assert!(
+        rm["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("unused once the pull replaces it"),
+        "{out}"
+    );
+    let (code, out) = apply(dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(podman.image_digest(&format!("{h}/team/api:stable")), v2);
+    let (code, out) = plan_exit();
+    assert_eq!(
+        code, 0,
+        "the plan after a successful apply must be empty:\n{out}"
+    );
+}

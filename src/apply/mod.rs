@@ -85,7 +85,13 @@ pub async fn apply(
             .push(c);
     }
     let mut report = Report::default();
+    let mut host_use: Option<HostUse> = None;
     for ((action_order, _), phase) in phases {
+        // Before the first registry deletion, once: what the managed hosts'
+        // containers use now (one may have started on an image since the plan).
+        if host_use.is_none() && phase.iter().any(|c| c.action.deletes_from_registry()) {
+            host_use = Some(hosts.used_digests().await);
+        }
         let in_flight = if action_order == order(Action::Delete) {
             DELETES_IN_FLIGHT
         } else {
@@ -100,6 +106,7 @@ pub async fn apply(
                     copier: &copier,
                     indexes: &indexes,
                     reads: &reads,
+                    host_use: host_use.as_ref(),
                 };
                 async move {
                     reporter.started(c);
@@ -156,6 +163,31 @@ struct Cx<'a> {
     copier: &'a Copier,
     indexes: &'a IndexChildren,
     reads: &'a RepoReads,
+    /// What hosts' containers use, read before the deletions.
+    host_use: Option<&'a HostUse>,
+}
+
+/// Registry digests containers on the managed hosts use (with which
+/// container where), or why some host could not be read.
+type HostUse = Result<BTreeMap<String, String>, String>;
+
+/// A deletion of `digest` the hosts forbid: stale when a container uses it,
+/// failed when a host could not be read (unknown is not "no containers").
+fn host_veto(host_use: Option<&HostUse>, target: &str, digests: &[&Digest]) -> Option<Outcome> {
+    match host_use? {
+        Err(why) => Some(Outcome::Failed(format!(
+            "{target}: not deleted: {why}; what its containers use is unknown (remove a \
+             decommissioned host from the policy)"
+        ))),
+        Ok(used) => digests.iter().find_map(|d| {
+            used.get(d.as_str()).map(|who| {
+                Outcome::Stale(format!(
+                    "{target}: {} is now used by {who}; it stays",
+                    d.as_str()
+                ))
+            })
+        }),
+    }
 }
 
 async fn apply_one(
@@ -167,8 +199,8 @@ async fn apply_one(
     let copier = cx.copier;
     match c.action {
         Action::Copy | Action::Retag => {}
-        Action::Untag => return untag(c, registries).await,
-        Action::Delete => return delete(c, registries, cx.indexes, cx.reads).await,
+        Action::Untag => return untag(c, registries, cx.host_use).await,
+        Action::Delete => return delete(c, registries, cx).await,
         Action::Pull | Action::RemoveImage | Action::StopContainer => {
             return hosts::apply_one(c, hosts).await
         }
@@ -295,7 +327,11 @@ async fn apply_one(
 /// deleted by digest); shared by every backend.
 pub use crate::registry::remove_tag;
 
-async fn untag(c: &Change, registries: &Registries) -> Result<Outcome, String> {
+async fn untag(
+    c: &Change,
+    registries: &Registries,
+    host_use: Option<&HostUse>,
+) -> Result<Outcome, String> {
     let target: ImageRef = parse("target", Some(&c.target))?;
     let Some(Reference::Tag(tag)) = target.reference.clone() else {
         return Err(format!("target `{}` has no tag", c.target));
@@ -314,7 +350,11 @@ async fn untag(c: &Change, registries: &Registries) -> Result<Outcome, String> {
                 c.target, c.expect
             )))
         }
-        Some(_) => {}
+        Some(d) => {
+            if let Some(veto) = host_veto(host_use, &c.target, &[&d]) {
+                return Ok(veto);
+            }
+        }
     }
     remove_tag(reg.as_ref(), &target.repo.repo, &tag)
         .await
@@ -324,12 +364,8 @@ async fn untag(c: &Change, registries: &Registries) -> Result<Outcome, String> {
 
 /// Deletes a digest (and its referrers) once every tag on it is as planned,
 /// no other tag has appeared on it since, and no tagged index lists it.
-async fn delete(
-    c: &Change,
-    registries: &Registries,
-    indexes: &IndexChildren,
-    reads: &RepoReads,
-) -> Result<Outcome, String> {
+async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcome, String> {
+    let (indexes, reads) = (cx.indexes, cx.reads);
     let asked = tokio::time::Instant::now();
     let target: ImageRef = parse("target", Some(&c.target))?;
     let digest: Digest = parse("digest", c.digest.as_deref())?;
@@ -394,6 +430,28 @@ async fn delete(
             .is_none()
     {
         return Ok(Outcome::AlreadyDone);
+    }
+    // A container on a managed host that started on it (or, for an index,
+    // on one of its platforms) since the plan keeps it.
+    if let Some(veto) = host_veto(cx.host_use, &c.target, &[&digest]) {
+        return Ok(veto);
+    }
+    if cx
+        .host_use
+        .is_some_and(|u| u.as_ref().is_ok_and(|u| !u.is_empty()))
+        && target
+            .tag()
+            .and_then(|t| heads.get(t))
+            .is_some_and(|h| MediaType::is_index(&h.media_type))
+    {
+        let children = indexes
+            .children(reg.as_ref(), repo, &digest)
+            .await
+            .map_err(err)?;
+        let children: Vec<&Digest> = children.iter().map(|c| &c.digest).collect();
+        if let Some(veto) = host_veto(cx.host_use, &c.target, &children) {
+            return Ok(veto);
+        }
     }
     // An index pushed since the plan may list it as a platform: deleting it
     // would break that index (children are never deleted on their own).

@@ -59,14 +59,61 @@ impl Hosts {
         }
     }
 
-    /// Opens the hosts a plan's changes touch.
+    /// Opens the hosts a plan's changes touch; every host of the policy
+    /// when the plan deletes from registries, since apply then re-reads
+    /// what their containers use (see [`Hosts::used_digests`]).
     pub async fn for_plan(policy: &Policy, plan: &crate::plan::Plan) -> Hosts {
+        if plan
+            .changes
+            .iter()
+            .any(|c| c.action.deletes_from_registry())
+        {
+            return Hosts::open(policy, None).await;
+        }
         let names = plan
             .changes
             .iter()
             .filter_map(|c| split_target(&c.target).map(|(h, _)| h.to_string()))
             .collect();
         Hosts::open(policy, Some(&names)).await
+    }
+
+    /// Registry digests that containers on the opened hosts use now, each
+    /// with which container on which host; an error naming each host that
+    /// could not be read (what it runs is then unknown).
+    pub async fn used_digests(&self) -> Result<BTreeMap<String, String>, String> {
+        let reads =
+            futures_util::future::join_all(self.engines.iter().map(|(name, e)| async move {
+                match e {
+                    Ok(e) => e.used_digests().await,
+                    Err(why) => Err(why.clone()),
+                }
+                .map_err(|why| {
+                    if why.contains(&format!("host {name}")) {
+                        why
+                    } else {
+                        format!("host {name}: {why}")
+                    }
+                })
+            }))
+            .await;
+        let mut used = BTreeMap::new();
+        let mut unknown = Vec::new();
+        for r in reads {
+            match r {
+                Ok(u) => {
+                    for (d, who) in u {
+                        used.entry(d).or_insert(who);
+                    }
+                }
+                Err(why) => unknown.push(why),
+            }
+        }
+        if unknown.is_empty() {
+            Ok(used)
+        } else {
+            Err(unknown.join("; "))
+        }
     }
 
     pub fn engine(&self, name: &str) -> Result<&Engine, String> {
@@ -267,6 +314,44 @@ fn check_tls_files(host: &str, tls: &crate::config::HostTls) -> Result<(), Strin
     Ok(())
 }
 
+/// `409` from the engine: a conflict, such as an image a container uses.
+fn is_conflict(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
+}
+
+/// The engine's message of an error answer.
+fn message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+            message.trim().to_string()
+        }
+        other => with_causes(other),
+    }
+}
+
+/// How a removal ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    Done,
+    /// The engine refused: a container uses the image (its message).
+    InUse(String),
+}
+
+/// A container's state at apply time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerNow {
+    /// Up: running or paused.
+    pub running: bool,
+    pub paused: bool,
+    pub started: Option<Timestamp>,
+}
+
 /// `404` from the engine: the object is not there.
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
@@ -361,6 +446,8 @@ impl Engine {
                     created: (i.created > 0).then_some(Timestamp(i.created)),
                     size: i.size.max(0) as u64,
                     labels: i.labels.into_iter().collect(),
+                    // Docker answers -1 (not counted).
+                    containers: u64::try_from(i.containers).ok(),
                 })
                 .collect(),
             containers,
@@ -385,7 +472,10 @@ impl Engine {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(err(&self.name, &format!("inspecting container {id}"), e)),
         };
-        let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let paused = state.as_ref().and_then(|s| s.paused).unwrap_or(false);
+        // Docker and Podman both say `Running` of a paused container; an
+        // engine that does not is still up.
+        let running = state.as_ref().and_then(|s| s.running).unwrap_or(false) || paused;
         let started = state
             .as_ref()
             .and_then(|s| s.started_at.as_deref())
@@ -402,6 +492,7 @@ impl Engine {
             image: c.image.unwrap_or_default(),
             image_id: c.image_id.unwrap_or_default(),
             running,
+            paused,
             started,
         }))
     }
@@ -412,11 +503,18 @@ impl Engine {
         match self.docker.inspect_image(name).await {
             Ok(i) => Ok(Some(HostImage {
                 id: normal_id(&i.id.unwrap_or_default()),
-                tags: i.repo_tags.unwrap_or_default(),
+                // As listed by `observe` (the plan's names compare with these).
+                tags: i
+                    .repo_tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
                 repo_digests: i.repo_digests.unwrap_or_default(),
                 created: None,
                 size: i.size.unwrap_or(0).max(0) as u64,
                 labels: Default::default(),
+                containers: None,
             })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(err(&self.name, &format!("inspecting image {name}"), e)),
@@ -477,7 +575,10 @@ impl Engine {
 
     /// Removes an image: each of its names first (so no `--force` is
     /// needed, which on Podman would also remove containers), then the ID.
-    pub async fn remove_image(&self, id: &str, names: &[String]) -> Result<(), String> {
+    /// The engine refusing because a container uses the image (409: one
+    /// created meanwhile, or a Podman external container such as buildah's,
+    /// which the API does not list) is [`Removal::InUse`], not an error.
+    pub async fn remove_image(&self, id: &str, names: &[String]) -> Result<Removal, String> {
         let plain = RemoveImageOptions {
             force: false,
             noprune: false,
@@ -487,31 +588,98 @@ impl Engine {
             match self.docker.remove_image(n, Some(plain.clone()), None).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
+                Err(e) if is_conflict(&e) => return Ok(Removal::InUse(message(&e))),
                 Err(e) => return Err(err(&self.name, &format!("removing {n}"), e)),
             }
         }
         match self.docker.remove_image(id, Some(plain), None).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Removal::Done),
             // The last name's removal already deleted it.
-            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(Removal::Done),
+            Err(e) if is_conflict(&e) => Ok(Removal::InUse(message(&e))),
             Err(e) => Err(err(&self.name, &format!("removing image {id}"), e)),
         }
     }
 
-    /// `(running, image ID)` of a container, `None` when it is gone.
-    pub async fn container(&self, id: &str) -> Result<Option<(bool, String)>, String> {
+    /// A container as it is now, `None` when it is gone.
+    pub async fn container(&self, id: &str) -> Result<Option<ContainerNow>, String> {
         match self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
         {
-            Ok(i) => Ok(Some((
-                i.state.and_then(|s| s.running).unwrap_or(false),
-                normal_id(&i.image.unwrap_or_default()),
-            ))),
+            Ok(i) => {
+                let state = i.state.as_ref();
+                let paused = state.and_then(|s| s.paused).unwrap_or(false);
+                Ok(Some(ContainerNow {
+                    running: state.and_then(|s| s.running).unwrap_or(false) || paused,
+                    paused,
+                    started: state
+                        .and_then(|s| s.started_at.as_deref())
+                        .and_then(Timestamp::parse_rfc3339)
+                        .filter(|t| t.0 > 0),
+                }))
+            }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(err(&self.name, &format!("inspecting container {id}"), e)),
         }
+    }
+
+    /// Registry digests (`sha256:…`, from the repo digests of the images)
+    /// that some container on this engine uses, in any state, each with
+    /// the first such container's name; images in use by containers the
+    /// engine counts but does not list (Podman's external ones) count too.
+    pub async fn used_digests(&self) -> Result<BTreeMap<String, String>, String> {
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                all: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| err(&self.name, "listing images", e))?;
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| err(&self.name, "listing containers", e))?;
+        let mut used = BTreeMap::new();
+        for i in images {
+            let listed: Vec<String> = containers
+                .iter()
+                .filter(|c| {
+                    c.image_id
+                        .as_deref()
+                        .is_some_and(|id| crate::observe::same_id(id, &i.id))
+                })
+                .map(|c| {
+                    c.names
+                        .as_ref()
+                        .and_then(|n| n.first())
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .or_else(|| c.id.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let counted = u64::try_from(i.containers).unwrap_or(0);
+            let who = match listed.first() {
+                Some(name) => format!("container {name}"),
+                None if counted > 0 => {
+                    "a container the engine does not list (external, e.g. buildah's)".to_string()
+                }
+                None => continue,
+            };
+            for rd in &i.repo_digests {
+                if let Some((_, d)) = rd.split_once('@') {
+                    used.entry(d.to_string())
+                        .or_insert_with(|| format!("{who} on host {}", self.name));
+                }
+            }
+        }
+        Ok(used)
     }
 
     /// IDs of containers (any state) created from this image.
@@ -535,7 +703,20 @@ impl Engine {
             .collect())
     }
 
-    pub async fn stop_container(&self, id: &str) -> Result<(), String> {
+    /// Stops a container; a paused one is unpaused first (engines refuse
+    /// to stop a paused container: Podman's "container state improper").
+    pub async fn stop_container(&self, id: &str, paused: bool) -> Result<(), String> {
+        if paused {
+            match self.docker.unpause_container(id).await {
+                Ok(()) => {}
+                // Unpaused meanwhile: stop it as it is.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409 | 500,
+                    ..
+                }) => {}
+                Err(e) => return Err(err(&self.name, &format!("unpausing container {id}"), e)),
+            }
+        }
         self.docker
             .stop_container(
                 id,

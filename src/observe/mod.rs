@@ -77,6 +77,11 @@ pub struct HostImage {
     /// Image labels (owner and source for `inventory`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Containers of any kind the engine counts on this image, when it
+    /// says: Podman counts its "external" (buildah) containers here, which
+    /// it does not list; Docker leaves it unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<u64>,
 }
 
 /// One container, running or not.
@@ -87,7 +92,11 @@ pub struct HostContainer {
     /// The image as the container was created from it (name or ID).
     pub image: String,
     pub image_id: String,
+    /// Up: running, or paused (frozen, still holding its resources).
     pub running: bool,
+    /// Paused: it must be unpaused before it can be stopped.
+    #[serde(default)]
+    pub paused: bool,
     pub started: Option<Timestamp>,
 }
 
@@ -97,6 +106,30 @@ impl HostState {
         self.containers
             .iter()
             .filter(move |c| same_id(&c.image_id, &image.id))
+    }
+
+    /// Containers on this image that the engine counts but does not list
+    /// (Podman's external containers: buildah's working containers).
+    pub fn unlisted_users(&self, image: &HostImage) -> u64 {
+        image
+            .containers
+            .unwrap_or(0)
+            .saturating_sub(self.users(image).count() as u64)
+    }
+
+    /// Why an image is in use, if it is: the first container on it, or the
+    /// count of those the engine does not list.
+    pub fn use_of(&self, image: &HostImage) -> Option<String> {
+        if let Some(c) = self.users(image).next() {
+            return Some(format!("container {}", c.name));
+        }
+        match self.unlisted_users(image) {
+            0 => None,
+            n => Some(format!(
+                "{n} container{} the engine does not list (external, e.g. buildah's)",
+                if n == 1 { "" } else { "s" }
+            )),
+        }
     }
 }
 

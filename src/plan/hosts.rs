@@ -5,8 +5,8 @@ use super::intent::{age, PlanCx, RepoView};
 use super::types::{Action, Change, Kept};
 use crate::config::{Host, Policy};
 use crate::host::address::Addresses;
-use crate::model::{Duration, ImageRef};
-use crate::observe::{Fact, HostImage, HostState};
+use crate::model::{Duration, ImageRef, Timestamp};
+use crate::observe::{Fact, HostState};
 
 /// The `rule` of host changes: `host:NAME`.
 pub fn rule_name(host: &str) -> String {
@@ -25,8 +25,8 @@ pub fn plan(desired: &Policy, cx: &mut PlanCx<'_>, out: &mut Vec<Change>, kept: 
             // Unobserved (listed as such by the caller): no changes there.
             continue;
         };
-        present(name, host, state, &addrs, cx, out);
-        prune(name, host, state, &addrs, cx, out, kept);
+        let moves = present(name, host, state, &addrs, cx, out);
+        prune(name, host, state, &addrs, &moves, cx, out, kept);
         max_age(name, host, state, &addrs, cx, out);
     }
     enforce(desired, cx, out);
@@ -55,7 +55,7 @@ fn enforce(desired: &Policy, cx: &PlanCx<'_>, out: &mut Vec<Change>) {
             target: t,
             source: Some(c.image.clone()),
             digest: Some(c.image_id.clone()),
-            expect: c.id.clone(),
+            expect: container_expect(&c.id, c.started),
             rule: format!("policies.{}", v.violation.policy),
             reason: format!("on_violation: enforce: {}", v.violation.message),
             ..Change::new(Action::StopContainer)
@@ -63,8 +63,35 @@ fn enforce(desired: &Policy, cx: &PlanCx<'_>, out: &mut Vec<Change>) {
     }
 }
 
+/// `expect` of a `stop_container`: the container's ID and, when known, when
+/// it started (`ID@RFC3339`), so that apply stops only the run the plan
+/// showed, not one restarted since.
+pub fn container_expect(id: &str, started: Option<Timestamp>) -> String {
+    match started {
+        Some(t) => format!("{id}@{}", t.to_rfc3339()),
+        None => id.to_string(),
+    }
+}
+
+/// The container ID and start time of a `stop_container`'s `expect` (plans
+/// saved before the start time was recorded have the ID alone).
+pub fn parse_container_expect(expect: &str) -> (&str, Option<Timestamp>) {
+    match expect.split_once('@') {
+        Some((id, t)) => (id, Timestamp::parse_rfc3339(t)),
+        None => (expect, None),
+    }
+}
+
+/// A `present` pull that takes an engine name off an image: the image's
+/// ID and the name.
+struct Move {
+    image: String,
+    name: String,
+}
+
 /// Pulls what `present` names when the host lacks it or has another digest
-/// under the tag. The pull is by digest, so apply fetches exactly what was planned.
+/// under the tag. The pull is by digest, so apply fetches exactly what was
+/// planned. Returns the names the pulls move off other images.
 fn present(
     name: &str,
     host: &Host,
@@ -72,7 +99,8 @@ fn present(
     addrs: &Addresses,
     cx: &mut PlanCx<'_>,
     out: &mut Vec<Change>,
-) {
+) -> Vec<Move> {
+    let mut moves = Vec::new();
     let rule = rule_name(name);
     for want in &host.images.present {
         let Some(tag) = want.tag() else { continue };
@@ -112,6 +140,12 @@ fn present(
             None => "missing on the host".to_string(),
             Some(i) => format!("the tag moved: the host has image {}", short_id(&i.id)),
         };
+        if let Some(i) = local {
+            moves.push(Move {
+                image: i.id.clone(),
+                name: engine_tag.clone(),
+            });
+        }
         out.push(Change {
             target: subject,
             source: Some(ImageRef::digested(want.repo.clone(), digest.clone()).to_string()),
@@ -124,12 +158,12 @@ fn present(
             ..Change::new(Action::Pull)
         });
     }
+    moves
 }
 
 /// The policy addresses of an image's names, else the names themselves.
-fn addresses(img: &HostImage, addrs: &Addresses) -> Vec<String> {
-    img.tags
-        .iter()
+fn addresses(tags: &[String], addrs: &Addresses) -> Vec<String> {
+    tags.iter()
         .map(|t| {
             addrs
                 .from_engine(t)
@@ -139,12 +173,17 @@ fn addresses(img: &HostImage, addrs: &Addresses) -> Vec<String> {
         .collect()
 }
 
+/// Removes old images nothing needs. An image a `present` pull of this
+/// plan takes a name off is judged by the names it will have after the
+/// pull (the pull is applied first), so that the plan after a successful
+/// apply has nothing left to do.
 #[allow(clippy::too_many_arguments)]
 fn prune(
     name: &str,
     host: &Host,
     state: &HostState,
     addrs: &Addresses,
+    moves: &[Move],
     cx: &PlanCx<'_>,
     out: &mut Vec<Change>,
     kept: &mut Vec<Kept>,
@@ -159,7 +198,19 @@ fn prune(
         .filter_map(|g| globset::Glob::new(g).ok().map(|g| g.compile_matcher()))
         .collect();
     for img in &state.images {
-        let names = addresses(img, addrs);
+        let moved: Vec<&str> = moves
+            .iter()
+            .filter(|m| m.image == img.id)
+            .map(|m| m.name.as_str())
+            .collect();
+        // Its names once this plan's pulls have moved theirs away.
+        let tags: Vec<String> = img
+            .tags
+            .iter()
+            .filter(|t| !moved.contains(&t.as_str()))
+            .cloned()
+            .collect();
+        let names = addresses(&tags, addrs);
         let label = names.first().cloned().unwrap_or_else(|| short_id(&img.id));
         let Some(created) = img.created else {
             // Unknown age is never old.
@@ -175,9 +226,22 @@ fn prune(
             keep_reason = Some(format!(
                 "used by container {}{}",
                 c.name,
-                if c.running { " (running)" } else { "" }
+                if c.paused {
+                    " (paused)"
+                } else if c.running {
+                    " (running)"
+                } else {
+                    ""
+                }
             ));
-        } else if let Some(p) = host.images.present.iter().find(|p| is_named(img, p, addrs)) {
+        } else if let Some(u) = state.use_of(img) {
+            keep_reason = Some(format!("used by {u}"));
+        } else if let Some(p) = host
+            .images
+            .present
+            .iter()
+            .find(|p| is_named(&tags, p, addrs))
+        {
             keep_reason = Some(format!("listed in present ({p})"));
         } else if let Some(n) = names.iter().find(|n| {
             keep.iter()
@@ -194,6 +258,11 @@ fn prune(
             continue;
         }
         let age_text = format!("created {} ago", age(cx.now, created));
+        let unused = if moved.is_empty() {
+            "unused".to_string()
+        } else {
+            format!("unused once the pull replaces it as {}", moved.join(", "))
+        };
         out.push(Change {
             target: target(name, &label),
             digest: Some(img.id.clone()),
@@ -201,13 +270,14 @@ fn prune(
             rule: rule.clone(),
             reason: match rules.older_than {
                 Some(o) => format!(
-                    "unused, {age_text} (older_than {})",
+                    "{unused}, {age_text} (older_than {})",
                     Duration::human(o.secs())
                 ),
-                None => format!("unused, {age_text}"),
+                None => format!("{unused}, {age_text}"),
             },
             size: Some(img.size),
-            also_tags: img.tags.clone(),
+            // The names apply must find on it (compare-and-swap).
+            also_tags: tags,
             ..Change::new(Action::RemoveImage)
         });
     }
@@ -215,12 +285,9 @@ fn prune(
 
 /// Whether the image carries `present`'s tag (under the engine's name for
 /// it, or any name of the same registry: `127.0.0.1/…` for `http://127.0.0.1:80`).
-fn is_named(img: &HostImage, p: &ImageRef, addrs: &Addresses) -> bool {
-    addrs.to_engine(p).is_some_and(|n| img.tags.contains(&n))
-        || img
-            .tags
-            .iter()
-            .any(|t| addrs.from_engine_all(t).contains(p))
+fn is_named(tags: &[String], p: &ImageRef, addrs: &Addresses) -> bool {
+    addrs.to_engine(p).is_some_and(|n| tags.contains(&n))
+        || tags.iter().any(|t| addrs.from_engine_all(t).contains(p))
 }
 
 /// `reg/repo` of `reg/repo:tag` (a colon after the last slash is a tag).
@@ -256,11 +323,12 @@ fn max_age(
             target: target(name, &format!("container/{}", c.name)),
             source: Some(image.clone()),
             digest: Some(c.image_id.clone()),
-            expect: c.id.clone(),
+            expect: container_expect(&c.id, Some(started)),
             rule: rule_name(name),
             reason: format!(
-                "running {} on {image} (max_age {})",
+                "running {} on {image}{} (max_age {})",
                 age(cx.now, started),
+                if c.paused { ", paused" } else { "" },
                 Duration::human(max.secs())
             ),
             ..Change::new(Action::StopContainer)
@@ -316,6 +384,7 @@ mod tests {
             created: Some(Timestamp(NOW - days * DAY)),
             size: 1000,
             labels: Default::default(),
+            containers: None,
         }
     }
 
@@ -326,6 +395,7 @@ mod tests {
             image: img.tags.first().cloned().unwrap_or_default(),
             image_id: img.id.clone(),
             running,
+            paused: false,
             started: Some(Timestamp(NOW - started_days * DAY)),
         }
     }
@@ -603,6 +673,201 @@ mod tests {
         );
         assert_eq!(plan.violations.len(), 1, "{:?}", plan.violations);
         assert_eq!(plan.violations[0].subject, "host:h1/container/theirs");
+    }
+
+    #[test]
+    fn a_moved_present_tag_also_removes_the_image_it_replaces() {
+        // `present` pulls the moved tag; the image it leaves behind is old
+        // and nothing else needs it: the same plan removes it (after the
+        // pull), so the plan after a successful apply is empty.
+        let p = policy(
+            "    images:\n      present: [prod/team/api:stable]\n      prune: {older_than: 30d}\n",
+        );
+        let stable = "reg.example:5000/team/api:stable";
+        let old = image(
+            '4',
+            &[stable],
+            &[&format!("reg.example:5000/team/api@{}", d('a'))],
+            50,
+        );
+        let state = HostState {
+            images: vec![old.clone()],
+            containers: vec![],
+        };
+        let plan1 = plan(&p, &observed(state, Some(d('b'))), Timestamp(NOW));
+        assert_eq!(
+            plan1
+                .changes
+                .iter()
+                .map(|c| (c.action, c.target.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                (Action::Pull, "host:h1/prod/team/api:stable"),
+                (Action::RemoveImage, "host:h1/444444444444"),
+            ],
+            "pull first, then the removal: {:?}",
+            plan1.changes
+        );
+        let rm = &plan1.changes[1];
+        assert_eq!(rm.expect, old.id);
+        // Compare-and-swap: after the pull, the image has no names left.
+        assert!(rm.also_tags.is_empty(), "{rm:?}");
+        assert_eq!(
+            rm.reason,
+            format!(
+                "unused once the pull replaces it as {stable}, created 50d ago (older_than 30d)"
+            )
+        );
+
+        // Still named otherwise, or used: kept as before.
+        let named = image(
+            '4',
+            &[stable, "reg.example:5000/team/api:1.0"],
+            &[&format!("reg.example:5000/team/api@{}", d('a'))],
+            50,
+        );
+        let state = HostState {
+            containers: vec![],
+            images: vec![named],
+        };
+        let plan2 = plan(&p, &observed(state, Some(d('b'))), Timestamp(NOW));
+        let rm = plan2
+            .changes
+            .iter()
+            .find(|c| c.action == Action::RemoveImage)
+            .unwrap();
+        assert_eq!(rm.target, "host:h1/prod/team/api:1.0");
+        assert_eq!(rm.also_tags, ["reg.example:5000/team/api:1.0"]);
+        let state = HostState {
+            containers: vec![container("api", &old, true, 40)],
+            images: vec![old.clone()],
+        };
+        let plan3 = plan(&p, &observed(state, Some(d('b'))), Timestamp(NOW));
+        assert_eq!(changes(&plan3, Action::RemoveImage), Vec::<String>::new());
+        assert_eq!(changes(&plan3, Action::Pull).len(), 1);
+    }
+
+    #[test]
+    fn images_of_containers_the_engine_does_not_list_are_kept() {
+        // Podman counts buildah's ("external") containers on an image but
+        // does not list them: removing it would fail with 409 on every apply.
+        let p = policy("    images:\n      prune: {older_than: 30d}\n");
+        let mut built = image('1', &["reg.example:5000/team/built:1"], &[], 60);
+        built.containers = Some(1);
+        let mut listed = image('2', &["reg.example:5000/team/listed:1"], &[], 60);
+        listed.containers = Some(1);
+        let state = HostState {
+            containers: vec![container("c", &listed, false, 50)],
+            images: vec![built, listed],
+        };
+        let plan = plan(&p, &observed(state, None), Timestamp(NOW));
+        assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+        assert_eq!(
+            kept_reason(&plan, "host:h1/prod/team/built:1"),
+            "used by 1 container the engine does not list (external, e.g. buildah's)"
+        );
+        assert_eq!(
+            kept_reason(&plan, "host:h1/prod/team/listed:1"),
+            "used by container c"
+        );
+    }
+
+    #[test]
+    fn stops_expect_the_start_the_plan_saw() {
+        // A container restarted after the plan is not the one it showed:
+        // `expect` carries the start time apply compares.
+        let p = policy(
+            "    containers: {max_age: 7d}\npolicies: {registries: [prod], on_violation: enforce}\n",
+        );
+        let ours = image('1', &["reg.example:5000/team/api:1"], &[], 1);
+        let theirs = image('2', &["quay.io/org/tool:1"], &[], 1);
+        let mut paused = container("old", &ours, true, 9);
+        paused.paused = true;
+        let state = HostState {
+            containers: vec![paused, container("theirs", &theirs, true, 1)],
+            images: vec![ours, theirs],
+        };
+        let plan = plan(&p, &observed(state, None), Timestamp(NOW));
+        let stops: Vec<(&str, &str, &str)> = plan
+            .changes
+            .iter()
+            .map(|c| (c.target.as_str(), c.expect.as_str(), c.reason.as_str()))
+            .collect();
+        let at = |days: i64| Timestamp(NOW - days * DAY).to_rfc3339();
+        assert_eq!(stops[0].0, "host:h1/container/old");
+        assert_eq!(stops[0].1, format!("old-id@{}", at(9)));
+        assert_eq!(
+            stops[0].2,
+            "running 9d on prod/team/api:1, paused (max_age 7d)"
+        );
+        assert_eq!(stops[1].0, "host:h1/container/theirs");
+        assert_eq!(stops[1].1, format!("theirs-id@{}", at(1)));
+        assert_eq!(
+            super::parse_container_expect(stops[0].1),
+            ("old-id", Some(Timestamp(NOW - 9 * DAY)))
+        );
+        // Plans saved before: the ID alone.
+        assert_eq!(super::parse_container_expect("abc"), ("abc", None));
+    }
+
+    #[test]
+    fn retention_spares_a_digest_a_container_pulled_by_another_name() {
+        // The host pulled it as `localhost:5000/…`, the policy writes
+        // `http://reg.example:5000`: the digest is the same image, so no
+        // registry deletes it, under any repo.
+        let text = "registries:\n  prod: {url: \"http://reg.example:5000\"}\n\
+             retention:\n  - {name: old, repos: [prod/team/app, prod/team/copy], delete: {older_than: 30d}}\n\
+             mirrors:\n  - {from: prod/team/src, to: prod/team/copy, prune: true}\n\
+             hosts:\n  h1:\n    endpoint: unix:///run/docker.sock\n";
+        let p = crate::config::load_texts(
+            std::path::Path::new("/p"),
+            &[(Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let alias = image(
+            '1',
+            &["localhost:5000/team/alias:1"],
+            &[&format!("localhost:5000/team/alias@{}", d('a'))],
+            60,
+        );
+        let state = HostState {
+            containers: vec![container("racer", &alias, true, 1)],
+            images: vec![alias],
+        };
+        let mut o = Observed::default();
+        o.hosts.insert("h1".into(), Fact::Known(state));
+        for (repo, tag, dg) in [
+            ("prod/team/app", "1", d('a')),
+            ("prod/team/app", "2", d('c')),
+            ("prod/team/app", "3", d('e')),
+            ("prod/team/copy", "gone", d('a')),
+            ("prod/team/src", "other", d('f')),
+        ] {
+            let addr: crate::model::RepoAddr = repo.parse().unwrap();
+            let info = crate::observe::ImageInfo {
+                created: Some(Timestamp(NOW - 100 * DAY)),
+                ..Default::default()
+            };
+            o.images
+                .insert((addr.clone(), dg.clone()), Fact::Known(info));
+            let Fact::Known(state) = o
+                .repos
+                .entry(addr)
+                .or_insert_with(|| Fact::Known(RepoState::default()))
+            else {
+                unreachable!()
+            };
+            state.tags.insert(tag.parse().unwrap(), dg);
+        }
+        let plan = plan(&p, &o, Timestamp(NOW));
+        let mut deleted = changes(&plan, Action::Delete);
+        deleted.extend(changes(&plan, Action::Untag));
+        deleted.sort();
+        assert_eq!(deleted, ["prod/team/app:2", "prod/team/app:3"], "{plan:?}");
+        assert_eq!(
+            kept_reason(&plan, "prod/team/app:1"),
+            "run by container racer on host h1"
+        );
     }
 
     #[test]

@@ -119,6 +119,7 @@ pub fn prune(
             || gone.contains(t)
             || protect.tags.contains_key(&(m.to.clone(), t.clone()))
             || protect.digests.contains_key(&(m.to.clone(), d.clone()))
+            || protect.run.contains_key(d)
         {
             continue;
         }

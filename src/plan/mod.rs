@@ -13,6 +13,7 @@ mod retag;
 mod retention;
 pub mod types;
 
+pub use hosts::{container_expect, parse_container_expect};
 pub use intent::Needs;
 pub use types::*;
 

@@ -58,20 +58,22 @@ pub fn rule_repos(
 pub struct Protected {
     pub tags: BTreeMap<(RepoAddr, Tag), String>,
     pub digests: BTreeMap<(RepoAddr, Digest), String>,
+    /// Digests a container on a managed host uses, whatever name (registry,
+    /// repo) it was pulled by: never deleted from any registry or repo.
+    pub run: BTreeMap<Digest, String>,
     /// Hosts that could not be read: what they run is unknown, so nothing is deleted.
     pub unknown_hosts: Vec<String>,
 }
 
-/// Indexes observed in `repo` that list `child` as a platform.
-fn indexes_containing(repo: &RepoAddr, child: &Digest, observed: &Observed) -> Vec<Digest> {
+/// Indexes observed in any repo that list `child` as a platform.
+fn indexes_containing(child: &Digest, observed: &Observed) -> Vec<Digest> {
     observed
         .images
         .iter()
-        .filter(|((r, _), f)| {
-            r == repo
-                && f.known()
-                    .and_then(|i| i.index_manifest.as_deref())
-                    .is_some_and(|m| m.contains(child.as_str()))
+        .filter(|(_, f)| {
+            f.known()
+                .and_then(|i| i.index_manifest.as_deref())
+                .is_some_and(|m| m.contains(child.as_str()))
         })
         .map(|((_, d), _)| d.clone())
         .collect()
@@ -126,28 +128,32 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
         }
     }
     // What hosts' containers run (any state: a stopped container can be
-    // started again), by the registry manifests the engine pulled it as; an
-    // index whose platform a container runs stays too.
-    let addrs = crate::host::address::Addresses::from_policy(desired);
+    // started again), by the registry manifests the engine pulled it as.
+    // By digest alone: the engine may have pulled it by a name the policy
+    // does not write for that registry (`localhost:5000/…` for
+    // `http://127.0.0.1:5000`), or from another registry with the same
+    // content, and the digest is the same image wherever it is. An index
+    // whose platform a container runs stays too.
     for (name, fact) in &cx.observed.hosts {
         let Fact::Known(state) = fact else {
             p.unknown_hosts.push(name.clone());
             continue;
         };
         for img in &state.images {
-            let Some(c) = state.users(img).next() else {
+            let Some(user) = state.use_of(img) else {
                 continue;
             };
-            for (repo, digest) in img
+            let why = format!("run by {user} on host {name}");
+            for digest in img
                 .repo_digests
                 .iter()
-                .flat_map(|rd| addrs.repo_digests(rd))
+                .filter_map(|rd| rd.split_once('@'))
+                .filter_map(|(_, d)| d.parse::<Digest>().ok())
             {
-                let why = format!("run by container {} on host {name}", c.name);
-                for index in indexes_containing(&repo, &digest, cx.observed) {
-                    p.digests.insert((repo.clone(), index), why.clone());
+                for index in indexes_containing(&digest, cx.observed) {
+                    p.run.entry(index).or_insert_with(|| why.clone());
                 }
-                p.digests.insert((repo, digest), why);
+                p.run.entry(digest).or_insert_with(|| why.clone());
             }
         }
     }
@@ -340,6 +346,7 @@ fn plan_repo(
             protect
                 .digests
                 .get(&(repo.clone(), digest.clone()))
+                .or_else(|| protect.run.get(digest))
                 .cloned()
         };
         let kept = why_kept.is_some();

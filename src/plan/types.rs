@@ -31,6 +31,11 @@ impl Action {
             Action::StopContainer => "stop_container",
         }
     }
+
+    /// Untag and delete: the changes that take something out of a registry.
+    pub fn deletes_from_registry(self) -> bool {
+        matches!(self, Action::Untag | Action::Delete)
+    }
 }
 
 /// One mutation, with what apply must find before doing it.

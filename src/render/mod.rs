@@ -796,6 +796,40 @@ mod tests {
     }
 
     #[test]
+    fn host_prune_keeps_have_a_host_heading_not_retention() {
+        let mut plan = all_kept();
+        plan.kept.push(kept(
+            "host:build-01",
+            "host:build-01/prod/base/os:12",
+            "keep matches prod/base/os:12",
+        ));
+        plan.finish();
+        let out = text(&plan, false, true);
+        let (retention, hosts) = out
+            .split_once("# host prune\n")
+            .unwrap_or_else(|| panic!("no host heading:\n{out}"));
+        assert!(retention.contains("# retention\n"), "{out}");
+        assert!(!retention.contains("host:build-01"), "{out}");
+        assert!(
+            hosts.starts_with(
+                "  = keep   host:build-01/prod/base/os:12   keep matches prod/base/os:12 (host:build-01)\n"
+            ),
+            "{out}"
+        );
+        // Host keeps alone: no retention heading at all.
+        let mut only_host = Plan::default();
+        only_host.kept.push(kept(
+            "host:build-01",
+            "host:build-01/prod/base/os:12",
+            "keep matches prod/base/os:12",
+        ));
+        only_host.finish();
+        let out = text(&only_host, false, true);
+        assert!(!out.contains("# retention"), "{out}");
+        assert!(out.contains("# host prune\n"), "{out}");
+    }
+
+    #[test]
     fn no_changes_still_show_retention_counts_and_keep_reasons() {
         let plan = all_kept();
         assert!(!plan.has_changes());

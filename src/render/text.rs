@@ -4,7 +4,7 @@ use super::{
     groups, is_quiet, no_changes, no_changes_incomplete, pad, rule_title, summary_line, widths,
     Kind, Line, GAP, INCOMPLETE,
 };
-use crate::plan::Plan;
+use crate::plan::{Kept, Plan};
 
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";
@@ -90,31 +90,27 @@ pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
     }
 
     if retention {
-        let mut s = paint.style(BOLD, "# retention");
-        s.push('\n');
-        for r in &plan.retention {
-            s.push_str(&format!(
-                "  {}: deletes {} of {} tags in {}\n",
-                r.rule, r.deleting, r.tags, r.repo
-            ));
-        }
-        let sw = plan
-            .kept
-            .iter()
-            .map(|k| k.subject.chars().count())
-            .max()
-            .unwrap_or(0);
-        for k in &plan.kept {
-            let row = format!(
-                "  = keep   {}{GAP}{} ({})",
-                pad(&k.subject, sw),
-                k.reason,
-                k.rule
-            );
-            s.push_str(row.trim_end());
+        // Host prune keeps (rule `host:NAME`) under their own heading.
+        let (host_kept, reg_kept): (Vec<&Kept>, Vec<&Kept>) =
+            plan.kept.iter().partition(|k| k.rule.starts_with("host:"));
+        if !plan.retention.is_empty() || !reg_kept.is_empty() {
+            let mut s = paint.style(BOLD, "# retention");
             s.push('\n');
+            for r in &plan.retention {
+                s.push_str(&format!(
+                    "  {}: deletes {} of {} tags in {}\n",
+                    r.rule, r.deleting, r.tags, r.repo
+                ));
+            }
+            keep_lines(&mut s, &reg_kept);
+            sections.push(s);
         }
-        sections.push(s);
+        if !host_kept.is_empty() {
+            let mut s = paint.style(BOLD, "# host prune");
+            s.push('\n');
+            keep_lines(&mut s, &host_kept);
+            sections.push(s);
+        }
     }
 
     if !plan.unobserved.is_empty() {
@@ -181,4 +177,23 @@ fn line(paint: &Paint, l: &Line, word_width: usize, subject_width: usize) -> Str
         )
     };
     format!("{}\n", row.trim_end())
+}
+
+/// `= keep SUBJECT  REASON (RULE)` lines, subjects padded to one width.
+fn keep_lines(s: &mut String, kept: &[&Kept]) {
+    let sw = kept
+        .iter()
+        .map(|k| k.subject.chars().count())
+        .max()
+        .unwrap_or(0);
+    for k in kept {
+        let row = format!(
+            "  = keep   {}{GAP}{} ({})",
+            pad(&k.subject, sw),
+            k.reason,
+            k.rule
+        );
+        s.push_str(row.trim_end());
+        s.push('\n');
+    }
 }

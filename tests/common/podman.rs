@@ -12,6 +12,8 @@ pub struct Podman {
     child: Child,
     dir: tempfile::TempDir,
     pub socket: PathBuf,
+    /// Set once `buildah` made containers in the store (removed on drop).
+    buildah_used: std::cell::Cell<bool>,
 }
 
 impl Podman {
@@ -41,6 +43,7 @@ impl Podman {
             child: Command::new("true").spawn().unwrap(),
             socket: socket.clone(),
             dir,
+            buildah_used: std::cell::Cell::new(false),
         };
         p.child = p
             .command()
@@ -110,6 +113,44 @@ impl Podman {
         self.run(&["run", "-d", "--network", "none", "--name", name, image])
     }
 
+    /// `buildah ARGS` on this service's store (buildah's containers are
+    /// Podman's "external" ones: counted on their image, not listed);
+    /// stdout, trimmed.
+    pub fn buildah(&self, args: &[&str]) -> String {
+        self.buildah_used.set(true);
+        let out = self
+            .buildah_command()
+            .args(args)
+            .output()
+            .expect("buildah is missing: run `bash scripts/test.sh`, which installs it");
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn buildah_command(&self) -> Command {
+        let mut c = Command::new("buildah");
+        c.env("CONTAINERS_CONF", self.path("containers.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
+            .arg("--root")
+            .arg(self.path("root"))
+            .arg("--runroot")
+            .arg(self.path("run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    }
+
+    /// Stops the API service (the store and its containers stay): the
+    /// host is then unreachable at its endpoint.
+    pub fn stop_service(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
     /// The repo digest of `image` in the store, trimmed.
     pub fn image_digest(&self, image: &str) -> String {
         self.run(&["image", "inspect", "--format", "{{.Digest}}", image])
@@ -147,6 +188,14 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         // Containers first (they hold the store), then the service.
+        if self.buildah_used.get() {
+            let _ = self
+                .buildah_command()
+                .args(["rm", "--all"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self
             .command()
             .args(["rm", "-f", "-a", "-t", "0"])
