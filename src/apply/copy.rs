@@ -48,8 +48,11 @@ pub struct Copier {
     landed: Mutex<HashMap<(RegistryName, Digest), Landing>>,
     /// Top manifests and referrer lists read from a source this run, by
     /// (registry, repo, digest): a thousand tags on one image read it once.
-    read: Mutex<HashMap<SourceKey, Arc<OnceCell<(Manifest, crate::registry::ReferrerList)>>>>,
+    read: Mutex<HashMap<SourceKey, Arc<OnceCell<SourceRead>>>>,
 }
+
+/// A source image's top manifest and its referrers as listed.
+type SourceRead = (Manifest, crate::registry::ReferrerList);
 
 /// A source image: registry, repo, digest, and whether its referrers were listed.
 type SourceKey = (RegistryName, Repo, Digest, bool);
