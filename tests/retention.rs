@@ -189,6 +189,8 @@ async fn mirror_targets_are_protected_and_prune_removes_only_its_own_tags() {
     let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("dev/mirror/api:pr-1"), "{out}");
+    // Its age is read (it orders min_keep) and shown.
+    assert!(out.contains("gone upstream; 100d old"), "{out}");
     assert_eq!(
         tags(&reg, "mirror/api").await,
         ["local-only", "pr-2", "pr-3", "pr-4"]

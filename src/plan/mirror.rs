@@ -82,6 +82,23 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
     }
 }
 
+/// For `plan::wanted`: the images prune would remove, whose age the plan
+/// shows and `min_keep` orders by (only those: reading every TO tag would
+/// cost each no-op run two requests per tag).
+pub fn prune_needs(m: &Mirror, cx: &mut PlanCx<'_>) {
+    let (RepoView::Known(from), RepoView::Known(to)) = (cx.repo(&m.from), cx.repo(&m.to)) else {
+        return;
+    };
+    if from.missing {
+        return;
+    }
+    for (t, d) in &to.tags {
+        if m.tags.matches(t) && !from.tags.contains_key(t) {
+            cx.image(&m.to, d);
+        }
+    }
+}
+
 /// `prune: true`: TO tags this rule selects whose FROM tag is gone. Foreign
 /// tags (not matching the rule's selector) are never touched.
 ///

@@ -188,5 +188,8 @@ fn collect<'o>(desired: &Desired, observed: &'o Observed, now: Timestamp) -> int
     for r in &desired.retags {
         retag::plan(r, &mut cx);
     }
+    for m in desired.mirrors.iter().filter(|m| m.prune) {
+        mirror::prune_needs(m, &mut cx);
+    }
     cx
 }
