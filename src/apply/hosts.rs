@@ -54,7 +54,7 @@ async fn pull(
         }
         _ => {}
     }
-    let creds = hosts.credentials(&want.repo.registry);
+    let creds = hosts.credentials(&want.repo.registry)?;
     engine
         .pull(&repo, digest, Some(tag.as_str()), &creds)
         .await?;

@@ -126,9 +126,12 @@ impl Hosts {
 
     /// What the engine should present to a registry when pulling: the
     /// policy's `auth:`, else the docker config regimen itself would use.
-    pub fn credentials(&self, registry: &crate::model::RegistryName) -> Credentials {
+    /// Credentials the engine pulls from `registry` with. Ones that cannot
+    /// be read (an unset `password_env`) are an error, not an anonymous pull
+    /// that fails later with a bare 401.
+    pub fn credentials(&self, registry: &crate::model::RegistryName) -> Result<Credentials, String> {
         let Some(cfg) = self.registries.get(registry) else {
-            return Credentials::Anonymous;
+            return Ok(Credentials::Anonymous);
         };
         let found = match (&cfg.auth, &cfg.url) {
             (Some(a), _) => crate::registry::auth::from_policy(a, &self.root),
@@ -137,7 +140,7 @@ impl Hosts {
             }
             (None, crate::config::Endpoint::OciLayout(_)) => Ok(Credentials::Anonymous),
         };
-        found.unwrap_or(Credentials::Anonymous)
+        found.map_err(|e| format!("registry `{registry}`: {e}"))
     }
 }
 
