@@ -11,6 +11,7 @@ use bollard::query_parameters::{
     CreateImageOptions, InspectContainerOptions, ListContainersOptions, ListImagesOptions,
     RemoveImageOptions, StopContainerOptions, TagImageOptions,
 };
+use bollard::models::{ContainerSummary, ImageSummary};
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -403,8 +404,8 @@ impl Engine {
         &self.name
     }
 
-    /// Images and containers, with each container's start time.
-    pub async fn observe(&self) -> Result<HostState, String> {
+    /// The engine's image and container lists (containers in any state).
+    async fn lists(&self) -> Result<(Vec<ImageSummary>, Vec<ContainerSummary>), String> {
         let images = self
             .docker
             // `digests=true` is left out: Podman 4.3 answers it with an empty
@@ -423,6 +424,12 @@ impl Engine {
             }))
             .await
             .map_err(|e| err(&self.name, "listing containers", e))?;
+        Ok((images, summaries))
+    }
+
+    /// Images and containers, with each container's start time.
+    pub async fn observe(&self) -> Result<HostState, String> {
+        let (images, summaries) = self.lists().await?;
         // The list has no start time; inspect has. A few at a time: a build
         // host can have hundreds of stopped containers.
         let inspected: Vec<Option<HostContainer>> = futures_util::stream::iter(summaries)
@@ -633,22 +640,7 @@ impl Engine {
     /// the first such container's name; images in use by containers the
     /// engine counts but does not list (Podman's external ones) count too.
     pub async fn used_digests(&self) -> Result<BTreeMap<String, String>, String> {
-        let images = self
-            .docker
-            .list_images(Some(ListImagesOptions {
-                all: false,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| err(&self.name, "listing images", e))?;
-        let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| err(&self.name, "listing containers", e))?;
+        let (images, containers) = self.lists().await?;
         let mut used = BTreeMap::new();
         for i in images {
             let listed: Vec<String> = containers
