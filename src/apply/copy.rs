@@ -128,7 +128,8 @@ impl Copier {
             refs.iter().map(|r| r.digest.clone()).collect();
         self.copy_referrer_list(src, dst, refs).await?;
         if !copied.is_empty() {
-            settle_referrers_tag(src, dst, digest, &copied, fallback).await?;
+            self.settle_referrers_tag(src, dst, digest, &copied, fallback)
+                .await?;
         }
         Ok((m, tagged))
     }
@@ -403,35 +404,50 @@ pub async fn referrers_kept(
 /// when it lists nothing more (or is absent: a registry with the referrers
 /// API makes no such tag), so the next run finds the two tags equal, one
 /// HEAD each, rather than two indexes to compare or a tag to add.
-async fn settle_referrers_tag(
-    src: &Side<'_>,
-    dst: &Side<'_>,
-    subject: &Digest,
-    copied: &std::collections::BTreeSet<Digest>,
-    fallback: FallbackIndex,
-) -> Result<(), RegistryError> {
-    let tag = subject.referrers_tag();
-    // The index the list was just read from, if that is where it came from.
-    let want = match fallback {
-        FallbackIndex::Read(m) => m,
-        FallbackIndex::NotRead => src.reg.get_manifest(src.repo, tag.as_str()).await?,
-    };
-    let Some(want) = want else {
-        return Ok(());
-    };
-    let want_entries = match want.entries() {
-        Ok(e) if want.is_index() && e.is_subset(copied) => e,
-        _ => return Ok(()), // not the index just copied from (changed since)
-    };
-    // Read right before the write: a referrer someone attached at the target
-    // meanwhile is not overwritten.
-    if let Some(have) = dst.reg.get_manifest(dst.repo, tag.as_str()).await? {
-        if have.digest == want.digest || !have.entries()?.is_subset(&want_entries) {
+impl Copier {
+    async fn settle_referrers_tag(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        subject: &Digest,
+        copied: &std::collections::BTreeSet<Digest>,
+        fallback: FallbackIndex,
+    ) -> Result<(), RegistryError> {
+        let tag = subject.referrers_tag();
+        // The index the list was just read from, if that is where it came from.
+        let want = match fallback {
+            FallbackIndex::Read(m) => m,
+            FallbackIndex::NotRead => src.reg.get_manifest(src.repo, tag.as_str()).await?,
+        };
+        let Some(want) = want else {
             return Ok(());
+        };
+        let want_entries = match want.entries() {
+            Ok(e) if want.is_index() && copied.iter().all(|d| e.contains(d)) => e,
+            _ => return Ok(()), // not the index just copied from (changed since)
+        };
+        // Entries that are not referrers of this image (stale or
+        // hand-written ones, not copied as its referrers) are copied as
+        // what they are, so the tag lands as at the source now, not on the
+        // next run. One the source does not have leaves the tag as it is.
+        for d in want_entries.difference(copied) {
+            let m = match fetch_manifest(src, d).await {
+                Ok(m) => m,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.copy_tree(src, dst, m, None).await?;
         }
+        // Read right before the write: a referrer someone attached at the target
+        // meanwhile is not overwritten.
+        if let Some(have) = dst.reg.get_manifest(dst.repo, tag.as_str()).await? {
+            if have.digest == want.digest || !have.entries()?.is_subset(&want_entries) {
+                return Ok(());
+            }
+        }
+        dst.reg.put_manifest(dst.repo, Some(&tag), &want).await?;
+        Ok(())
     }
-    dst.reg.put_manifest(dst.repo, Some(&tag), &want).await?;
-    Ok(())
 }
 
 /// Reads a manifest by digest and checks the bytes hash to it.

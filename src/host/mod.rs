@@ -7,11 +7,11 @@ pub mod address;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bollard::models::{ContainerSummary, ImageSummary};
 use bollard::query_parameters::{
     CreateImageOptions, InspectContainerOptions, ListContainersOptions, ListImagesOptions,
     RemoveImageOptions, StopContainerOptions, TagImageOptions,
 };
-use bollard::models::{ContainerSummary, ImageSummary};
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -130,7 +130,10 @@ impl Hosts {
     /// Credentials the engine pulls from `registry` with. Ones that cannot
     /// be read (an unset `password_env`) are an error, not an anonymous pull
     /// that fails later with a bare 401.
-    pub fn credentials(&self, registry: &crate::model::RegistryName) -> Result<Credentials, String> {
+    pub fn credentials(
+        &self,
+        registry: &crate::model::RegistryName,
+    ) -> Result<Credentials, String> {
         let Some(cfg) = self.registries.get(registry) else {
             return Ok(Credentials::Anonymous);
         };
