@@ -60,7 +60,7 @@ const CHANGES_IN_FLIGHT: usize = 16;
 /// Deletions in flight at once: many, so that those of one repo share its
 /// fresh reads ([`RepoReads`]); each is a few requests, and every request
 /// still waits for the registry's own `concurrency` limit.
-const DELETES_IN_FLIGHT: usize = 256;
+const DELETES_IN_FLIGHT: usize = 64;
 
 /// Applies the plan's changes phase by phase in the fixed order (copies,
 /// retags, …, deletions); changes within a phase run concurrently.
@@ -470,6 +470,19 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
                 .join(", ")
         )));
     }
+    // The shared read may be seconds old by now (deletions queue for the
+    // registry's `concurrency`): right before the delete, a cheap list of
+    // the repo's tags, and a HEAD of each name that read did not have, so a
+    // tag put on this digest meanwhile keeps it.
+    if let Some(t) = tagged_since(reg.as_ref(), repo, state, &digest)
+        .await
+        .map_err(err)?
+    {
+        return Ok(Outcome::Stale(format!(
+            "{}: {digest} is now also tagged {t}",
+            target.repo
+        )));
+    }
     // The image first, and only once it is gone its referrers (signatures,
     // SBOMs), then the fallback referrers tag: an image whose delete fails
     // keeps everything that describes it. Its referrers are listed before
@@ -504,6 +517,32 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         }
     }
     Ok(Outcome::Done)
+}
+
+/// A tag of `repo` that `read` did not list and that now points at
+/// `digest`, if any.
+async fn tagged_since(
+    reg: &dyn Registry,
+    repo: &Repo,
+    read: &crate::observe::RepoState,
+    digest: &Digest,
+) -> Result<Option<Tag>, RegistryError> {
+    let Some(now) = reg.list_tags_if_exists(repo).await? else {
+        return Ok(None);
+    };
+    for t in now {
+        if read.tags.contains_key(&t) || read.referrer_tags.contains(&t) || t.is_referrer_tag() {
+            continue;
+        }
+        if reg
+            .head_manifest(repo, t.as_str())
+            .await?
+            .is_some_and(|h| &h.digest == digest)
+        {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
 }
 
 /// Deletes a manifest by digest; already gone is fine.
@@ -731,5 +770,58 @@ impl IndexChildren {
         let mut tags: Vec<Tag> = found.into_iter().flatten().collect();
         tags.sort();
         Ok(tags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::oci_layout::OciLayout;
+    use crate::testkit::{push_image, ImageSpec};
+
+    /// The last look before a delete: a tag put on the digest after the
+    /// shared read is found (and one put elsewhere is not).
+    #[tokio::test]
+    async fn a_tag_put_on_the_digest_after_the_read_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+        let addr: crate::model::RepoAddr = "dev/ci/app".parse().unwrap();
+        let repo = &addr.repo;
+        let img = |n: &str| ImageSpec::new("2026-01-01T00:00:00Z").with_layer("v", n.to_string());
+        let doomed = push_image(&reg, repo, Some(&"pr-1".parse().unwrap()), &img("1"))
+            .await
+            .unwrap();
+        let other = push_image(&reg, repo, Some(&"pr-2".parse().unwrap()), &img("2"))
+            .await
+            .unwrap();
+        let (read, _) = crate::observe::read_repo_heads(&reg, &addr).await.unwrap();
+        assert_eq!(
+            tagged_since(&reg, repo, &read, &doomed).await.unwrap(),
+            None
+        );
+        let m = reg
+            .get_manifest(repo, other.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        reg.put_manifest(repo, Some(&"elsewhere".parse().unwrap()), &m)
+            .await
+            .unwrap();
+        assert_eq!(
+            tagged_since(&reg, repo, &read, &doomed).await.unwrap(),
+            None
+        );
+        let m = reg
+            .get_manifest(repo, doomed.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        reg.put_manifest(repo, Some(&"keep-1".parse().unwrap()), &m)
+            .await
+            .unwrap();
+        assert_eq!(
+            tagged_since(&reg, repo, &read, &doomed).await.unwrap(),
+            Some("keep-1".parse().unwrap())
+        );
     }
 }

@@ -1052,7 +1052,18 @@ impl Distribution {
     async fn status_error(&self, method: &Method, url: &Url, resp: Response) -> RegistryError {
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
-        let entry = serde_json::from_slice::<ErrorBody>(&body)
+        self.body_error(method, url, status, &body)
+    }
+
+    /// [`Self::status_error`] for a body already read.
+    fn body_error(
+        &self,
+        method: &Method,
+        url: &Url,
+        status: StatusCode,
+        body: &[u8],
+    ) -> RegistryError {
+        let entry = serde_json::from_slice::<ErrorBody>(body)
             .ok()
             .and_then(|b| b.errors.into_iter().next());
         let code = entry.as_ref().map(|e| e.code.as_str()).unwrap_or("");
@@ -1238,7 +1249,24 @@ impl Distribution {
         let mut req = Req::new(Method::PUT, self.url(&path), vec![scope_push(repo)])
             .header(CONTENT_TYPE, m.media_type.clone());
         req.body = Body::Bytes(m.bytes.clone());
-        let resp = self.send(&mut req).await?;
+        let mut resp = self.send(&mut req).await?;
+        // Distribution 2.8 answers 400 DIGEST_INVALID to the same manifest
+        // PUT at the same moment into two repos (a race in its blob store);
+        // the bytes are ours and hash right, so asking again is safe.
+        for wait in [100, 400] {
+            if resp.status() != StatusCode::BAD_REQUEST {
+                break;
+            }
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            let e = self.body_error(&req.method, &req.url, status, &body);
+            if e.kind != ErrorKind::DigestMismatch {
+                return Err(e);
+            }
+            tracing::debug!(%repo, reference, "manifest PUT answered DIGEST_INVALID; once more");
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            resp = self.send(&mut req).await?;
+        }
         if !resp.status().is_success() {
             return Err(self.status_error(&req.method, &req.url, resp).await);
         }
@@ -3108,6 +3136,38 @@ mod fake_server_tests {
         }
         assert_eq!(tokens.load(Ordering::SeqCst), 1);
         assert!(!format!("{d:?}").contains("tok123"));
+    }
+
+    /// Distribution's race on the same manifest PUT into two repos at once:
+    /// a 400 DIGEST_INVALID for bytes that hash right is asked again.
+    #[tokio::test]
+    async fn a_manifest_put_answered_digest_invalid_is_asked_again() {
+        let puts = Arc::new(AtomicUsize::new(0));
+        let p2 = puts.clone();
+        let m = Manifest::from_bytes(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#.to_vec(),
+            None,
+        )
+        .unwrap();
+        let digest = m.digest.to_string();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.method != "PUT" {
+                return resp(404, &[], "");
+            }
+            if p2.fetch_add(1, Ordering::SeqCst) == 0 {
+                return resp(
+                    400,
+                    &[("content-type", "application/json")],
+                    r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#,
+                );
+            }
+            resp(201, &[("docker-content-digest", digest.as_str())], "")
+        }));
+        let d = dist(&addr, None);
+        d.put_manifest(&repo(), Some(&"1.0".parse().unwrap()), &m)
+            .await
+            .unwrap();
+        assert_eq!(puts.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
