@@ -639,7 +639,9 @@ type RepoRead = Arc<Result<(crate::observe::RepoState, BTreeMap<Tag, ManifestHea
 /// deletions of one repo that start while a read is under way share the
 /// next one, instead of each listing and HEADing every tag (retention of
 /// thousands of tags in a repo of thousands would otherwise cost millions
-/// of requests).
+/// of requests). A shared read can be seconds old when a deletion finally
+/// runs (deletions queue for the registry's `concurrency`), so each one also
+/// lists the tags right before its delete ([`tagged_since`]).
 #[derive(Default)]
 struct RepoReads {
     repos: std::sync::Mutex<HashMap<crate::model::RepoAddr, Arc<Mutex<Option<SharedRead>>>>>,
