@@ -215,10 +215,44 @@ pub fn from_docker_config(host: &str) -> Result<Credentials, String> {
 pub fn from_docker_config_noted(host: &str) -> Result<Found, String> {
     match docker_config_path() {
         Some(path) => lookup(&path, host, &|prog, server| {
-            run_helper(prog, server, HELPER_TIMEOUT)
+            run_helper_once(prog, server, HELPER_TIMEOUT)
         }),
         None => Ok(Found::plain(Credentials::Anonymous)),
     }
+}
+
+/// A helper's answer for one server, reused for a minute: every repo of a
+/// registry looks its credentials up, and a helper that hangs must cost its
+/// timeout once per run, not once per repo; a daemon still asks again
+/// later, so rotated credentials are picked up.
+fn run_helper_once(
+    prog: &str,
+    server: &str,
+    timeout: std::time::Duration,
+) -> Result<Credentials, HelperError> {
+    const REUSE: std::time::Duration = std::time::Duration::from_secs(60);
+    type Answer = (std::time::Instant, Result<Credentials, HelperError>);
+    type Slot = std::sync::Arc<std::sync::Mutex<Option<Answer>>>;
+    static ASKED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<(String, String), Slot>>,
+    > = std::sync::OnceLock::new();
+    let slot = ASKED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((prog.to_string(), server.to_string()))
+        .or_default()
+        .clone();
+    // Held while asking: those who ask meanwhile wait for this answer.
+    let mut last = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, answer)) = last.as_ref() {
+        if at.elapsed() < REUSE {
+            return answer.clone();
+        }
+    }
+    let answer = run_helper(prog, server, timeout);
+    *last = Some((std::time::Instant::now(), answer.clone()));
+    answer
 }
 
 /// [`from_docker_config`] with the config file given.
@@ -401,11 +435,14 @@ pub fn run_helper(
     use std::process::{Command, Stdio};
     use std::time::Instant;
     let started = Instant::now();
+    use std::os::unix::process::CommandExt;
     let mut child = Command::new(prog)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        // Its own process group, so a timeout kills what it started too.
+        .process_group(0)
         .spawn()
         .map_err(|e| HelperError::Missing(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -422,6 +459,13 @@ pub fn run_helper(
         });
     }
     let kill = |child: &mut std::process::Child| {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: kill(2) on the helper's own process group (its pid,
+            // set by `process_group(0)`); no memory is involved.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
         let _ = child.kill();
         let _ = child.wait();
         HelperError::TimedOut(timeout)
@@ -831,6 +875,37 @@ mod tests {
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p.to_str().unwrap().to_string()
+    }
+
+    /// A hanging helper costs its timeout once (not once per repo), and
+    /// what it started dies with it.
+    #[test]
+    fn a_hanging_helper_is_asked_once_and_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let p = script(
+            dir.path(),
+            &format!("sleep 100 & echo $! > {}; sleep 100", pids.display()),
+        );
+        let short = std::time::Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        for _ in 0..4 {
+            assert_eq!(
+                run_helper_once(&p, "hang.example", short),
+                Err(HelperError::TimedOut(short))
+            );
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "asked more than once"
+        );
+        let child = std::fs::read_to_string(&pids).unwrap();
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::read_to_string(format!("/proc/{}/stat", child.trim()))
+                .map_or(true, |st| st.contains(") Z "))
+        });
+        assert!(gone, "the helper's child {child} outlived it");
     }
 
     #[test]
