@@ -533,7 +533,11 @@ pub fn selector(n: &Node, cx: &mut Cx) -> Option<TagSelector> {
 /// holds a password too, and must not be echoed in an error. A `unix://`
 /// socket path may hold `@` (`/run/user@1000/…`).
 fn has_userinfo(url: &str) -> bool {
-    !url.starts_with("unix://") && url.contains('@')
+    match url.strip_prefix("unix://") {
+        // `unix://user:pw@/path`: something before the path.
+        Some(rest) => rest.split('/').next().is_some_and(|a| a.contains('@')),
+        None => url.contains('@'),
+    }
 }
 
 /// Why `host[:port]` (brackets for IPv6) is not one, if it is not.
@@ -655,7 +659,13 @@ fn auth(n: &Node, cx: &mut Cx) -> Option<Auth> {
         ("password_env", &a.password_env),
     ] {
         if let Some(v) = var {
+            // Tokens (`ghp_…`, `glpat-…`) are also letters, digits and `_`:
+            // a long name mixing lower case and digits reads as one.
+            let token_like = v.len() >= 20
+                && v.bytes().any(|b| b.is_ascii_lowercase())
+                && v.bytes().any(|b| b.is_ascii_digit());
             let ok = !v.is_empty()
+                && !token_like
                 && !v.starts_with(|c: char| c.is_ascii_digit())
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !ok {
@@ -1025,6 +1035,14 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
             return None;
         }
         if let Some(path) = s.strip_prefix("unix://") {
+            if path.contains(['?', '#']) {
+                // Never repeated: a query may carry a token.
+                cx.err(
+                    &n.loc,
+                    "a `unix://` endpoint is a socket path: remove the `?…`/`#…` part",
+                );
+                return None;
+            }
             if path.is_empty() {
                 cx.err(
                     &n.loc,

@@ -48,14 +48,27 @@ fn bad_rule_name(name: &str) -> Option<String> {
     if name.trim().is_empty() {
         return Some("a rule `name` must not be empty".to_string());
     }
-    if name.chars().any(char::is_control) {
+    if name.chars().any(|c| c.is_control() || is_invisible(c)) {
         return Some(format!(
-            "rule name `{}` holds a control character (newline, tab, escape…): \
-             use one line of printable text",
-            crate::observe::printable(name)
+            "rule name `{}` holds a control or invisible character (newline, tab, escape, \
+             bidirectional override, zero-width space…): use one line of printable text",
+            name.chars()
+                .map(|c| if c.is_control() || is_invisible(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                })
+                .collect::<String>()
         ));
     }
     None
+}
+
+/// Characters that change how text around them reads without showing:
+/// bidirectional overrides and isolates (a name can display reversed),
+/// zero-width ones (two names can look the same).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Why a host name cannot be used, if it cannot: it is the first part of a

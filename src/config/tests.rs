@@ -486,3 +486,28 @@ fn two_hosts_on_one_engine_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn secrets_in_odd_places_are_refused_without_repeating_them() {
+    let yaml = "registries:\n\
+                \x20 a: {url: \"h:1\", auth: {username: u, password_env: \"ghp_S3cretLEAKxx0123456789abcdefABCDEF0123\"}}\n\
+                hosts:\n\
+                \x20 h1: {endpoint: \"unix://u:pLEAK@/tmp/x.sock\"}\n\
+                \x20 h2: {endpoint: \"unix:///tmp/x.sock?p=LEAK\"}\n";
+    let e = errors(yaml);
+    assert_eq!(e.lines().count(), 3, "{e}");
+    assert!(!e.contains("LEAK"), "{e}");
+    // Ordinary names stay fine.
+    accepted(
+        "registries:\n  a: {url: \"h:1\", auth: {username_env: CI_REGISTRY_USER, password_env: HARBOR_ROBOT_TOKEN_2024}}\n",
+    );
+}
+
+#[test]
+fn invisible_characters_in_rule_names_are_refused() {
+    let e = errors(&format!(
+        "{REG}mirrors:\n  - {{name: \"a\\u202Eb\", from: dev/a, to: dev/b}}\n  - {{name: \"c\\u200Bd\", from: dev/c, to: dev/d}}\n"
+    ));
+    assert_eq!(e.lines().count(), 2, "{e}");
+    assert!(e.contains("\\u{202e}") && e.contains("\\u{200b}"), "{e}");
+}
