@@ -511,3 +511,43 @@ fn invisible_characters_in_rule_names_are_refused() {
     assert_eq!(e.lines().count(), 2, "{e}");
     assert!(e.contains("\\u{202e}") && e.contains("\\u{200b}"), "{e}");
 }
+
+/// Where the schema states a rule the loader also has, they agree: names,
+/// a required `delete`, non-empty lists.
+#[test]
+fn schema_and_loader_agree_on_names_and_required_keys() {
+    let schema = json_schema();
+    let pattern = |key: &str| {
+        let p = schema["properties"][key]["propertyNames"]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: no propertyNames pattern"));
+        regex::Regex::new(p).unwrap()
+    };
+    let (regs, hosts) = (pattern("registries"), pattern("hosts"));
+    for name in ["dev", "a-b_c", "a b", "a/b", "", "x.y", &"n".repeat(65)] {
+        let loader_reg = name.parse::<crate::model::RegistryName>().is_ok();
+        assert_eq!(regs.is_match(name), loader_reg, "registry name {name:?}");
+        let loader_host = load_texts(
+            Path::new("/p"),
+            &[(
+                Arc::from("p.yaml"),
+                format!("hosts:\n  \"{name}\": {{endpoint: \"unix:///run/d.sock\"}}\n"),
+            )],
+        )
+        .is_ok();
+        assert_eq!(hosts.is_match(name), loader_host, "host name {name:?}");
+    }
+    let text = schema.to_string();
+    assert!(text.contains("\"minItems\":1"), "non-empty lists");
+    let e = errors(&format!(
+        "{REG}retention:\n  - {{name: r, repos: [dev/x]}}\n"
+    ));
+    assert!(e.contains("delete"), "{e}");
+    let retention_required = &schema["$defs"]["Retention"]["required"];
+    assert!(
+        retention_required
+            .as_array()
+            .is_some_and(|r| r.iter().any(|k| k == "delete")),
+        "{retention_required}"
+    );
+}

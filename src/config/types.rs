@@ -19,6 +19,7 @@ pub struct Policy {
     /// Registries by name; image addresses are `NAME/REPO[:TAG|@DIGEST]`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Registry>")]
+    #[schemars(extend("propertyNames" = {"pattern": "^[A-Za-z0-9_-]{1,64}$"}))]
     pub registries: BTreeMap<RegistryName, Registry>,
     /// Keep TO a copy of FROM.
     #[serde(default)]
@@ -34,6 +35,7 @@ pub struct Policy {
     pub retention: Vec<Retention>,
     /// Docker/Podman hosts by name.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {"pattern": "^[A-Za-z0-9_.-]{1,64}$"}))]
     pub hosts: BTreeMap<String, Host>,
     /// Rules every image obeys.
     #[serde(default)]
@@ -145,9 +147,27 @@ pub struct Auth {
 #[serde(untagged)]
 #[allow(dead_code)]
 enum TagSelectorDoc {
-    /// Exactly these tags.
-    List(Vec<String>),
+    /// Exactly these tags (a plain whole number such as `7` is the tag `7`).
+    List(Vec<TagDoc>),
     Map(TagSelectorMap),
+}
+
+/// One tag as written.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum TagDoc {
+    Text(String),
+    Number(u64),
+}
+
+/// `exclude:` as written: a list of regexes, or one.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ExcludeDoc {
+    List(Vec<String>),
+    One(String),
 }
 
 /// All given keys must hold.
@@ -161,8 +181,8 @@ struct TagSelectorMap {
     regex: Option<String>,
     /// Include tags matching this glob (`release-*`).
     glob: Option<String>,
-    /// Drop tags matching any of these regexes.
-    exclude: Option<Vec<String>>,
+    /// Drop tags matching any of these regexes (one regex may be given alone).
+    exclude: Option<ExcludeDoc>,
     /// Only the N highest (by semver; tags that are not versions by creation time).
     #[schemars(range(min = 1))]
     latest: Option<u32>,
@@ -184,7 +204,7 @@ enum PlatformsDoc {
     /// `all` (default).
     All(AllKeyword),
     /// Only these platforms (`linux/amd64`, `linux/arm64/v8`): copies a filtered index with a new digest.
-    Only(Vec<String>),
+    Only(#[schemars(length(min = 1))] Vec<String>),
 }
 
 #[derive(JsonSchema)]
@@ -304,6 +324,7 @@ pub struct VulnGate {
     /// `application/vnd.aquasec.trivy.report+json`, `application/vnd.aquasec.trivy.report.v1+json`,
     /// `application/vnd.anchore.grype+json`, `application/vnd.anchore.grype.report+json`).
     #[serde(default = "defaults::artifact_types")]
+    #[schemars(length(min = 1))]
     pub artifact_types: Option<Vec<String>>,
 }
 
@@ -378,8 +399,7 @@ pub struct Retention {
     /// Globs over `REGISTRY/REPO` (`dev/team/*`); the registry part is a name, wildcards use the catalog.
     #[schemars(with = "Vec<String>")]
     pub repos: Vec<RepoGlob>,
-    /// All given conditions must hold for a tag to be deleted.
-    #[serde(default)]
+    /// All given conditions must hold for a tag to be deleted (required: without one, the rule would delete everything not kept).
     pub delete: DeleteWhen,
     /// Any one protects a tag.
     #[serde(default)]
