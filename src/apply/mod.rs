@@ -488,9 +488,19 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     // keeps everything that describes it. Its referrers are listed before
     // it goes (a registry may stop listing them after).
     let referrers = reg.referrers(repo, &digest).await.map_err(err)?;
-    delete_gone_ok(reg.as_ref(), repo, &digest)
+    let planned_tags: Vec<Tag> = planned.iter().filter_map(|t| t.parse().ok()).collect();
+    match reg
+        .delete_manifest_tagged(repo, &digest, &planned_tags)
         .await
-        .map_err(err)?;
+    {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        // Tagged since, seen where the backend checks and deletes at once.
+        Err(e) if e.kind == crate::registry::ErrorKind::Conflict => {
+            return Ok(Outcome::Stale(e.message))
+        }
+        Err(e) => return Err(err(e)),
+    }
     for r in referrers {
         delete_with_referrers(reg.as_ref(), repo, &r.digest)
             .await

@@ -239,6 +239,20 @@ pub trait Registry: Send + Sync {
     /// Deletes a manifest by digest (and so every tag on it).
     async fn delete_manifest(&self, repo: &Repo, digest: &Digest) -> Result<()>;
 
+    /// [`Registry::delete_manifest`] when every tag on `digest` is one of
+    /// `planned`, else `Conflict` naming the others. Backends that can check
+    /// and delete at once (a locked OCI layout) do; others only delete, and
+    /// callers look at the tags right before.
+    async fn delete_manifest_tagged(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        planned: &[Tag],
+    ) -> Result<()> {
+        let _ = planned;
+        self.delete_manifest(repo, digest).await
+    }
+
     /// Removes only a tag. `Unsupported` where the registry cannot; callers
     /// fall back to placeholder-then-delete-by-digest.
     async fn delete_tag(&self, repo: &Repo, tag: &Tag) -> Result<()>;

@@ -281,6 +281,102 @@ enum Ref {
 }
 
 impl OciLayout {
+    /// `delete_manifest`, refusing (`Conflict`) under the repo lock when a
+    /// tag not in `planned` is on `digest`: the check and the delete are one
+    /// step, so no tag put there meanwhile goes with it.
+    async fn delete_manifest_if(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        planned: Option<&[Tag]>,
+    ) -> Result<()> {
+        let op = format!("deleting manifest {digest}");
+        let _guard = self.lock_repo(repo, false).await?;
+        let Some(mut index) = self.read_index(repo).await? else {
+            return Err(self.fail(repo, ErrorKind::NotFound, &op, "manifest not found"));
+        };
+        if let Some(planned) = planned {
+            let others: Vec<&str> = index
+                .entries()
+                .iter()
+                .filter(|e| entry_digest(e).as_ref() == Some(digest))
+                .filter_map(entry_ref_name)
+                .filter(|n| n.parse::<Tag>().is_ok_and(|t| !planned.contains(&t)))
+                .collect();
+            if !others.is_empty() {
+                return Err(self.fail(
+                    repo,
+                    ErrorKind::Conflict,
+                    &op,
+                    format!("refused: {digest} is now also tagged {}", others.join(", ")),
+                ));
+            }
+        }
+        let mut doomed: HashSet<Digest> = HashSet::from([digest.clone()]);
+        let candidates: Vec<(Digest, Option<String>)> = index
+            .entries()
+            .iter()
+            .filter_map(|e| Some((entry_digest(e)?, entry_media_type(e))))
+            .collect();
+        loop {
+            let mut grew = false;
+            for (d, mt) in &candidates {
+                if doomed.contains(d) {
+                    continue;
+                }
+                if let Some(info) = self.referrer_info(repo, d, mt.clone()).await? {
+                    if doomed.contains(&info.subject) {
+                        doomed.insert(d.clone());
+                        grew = true;
+                    }
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+
+        // A name that is not a tag was never part of any plan: what it names
+        // stays (remove that entry by hand, or with the tool that wrote it).
+        let held: Vec<String> = foreign_names(index.entries())
+            .into_iter()
+            .filter(|(d, _)| doomed.contains(d))
+            .flat_map(|(d, names)| names.into_iter().map(move |n| format!("`{n}` on {d}")))
+            .collect();
+        if !held.is_empty() {
+            return Err(self.fail(
+                repo,
+                ErrorKind::Conflict,
+                &op,
+                format!(
+                    "refused: index.json also has the name {}, which is not a tag and keeps the image",
+                    held.join(", ")
+                ),
+            ));
+        }
+        let entries = index.entries_mut();
+        let before = entries.len();
+        entries.retain(|e| entry_digest(e).is_none_or(|d| !doomed.contains(&d)));
+        let removed = before - entries.len();
+        if removed == 0 && self.blob_size(repo, digest).await?.is_none() {
+            return Err(self.fail(repo, ErrorKind::NotFound, &op, "manifest not found"));
+        }
+        if removed > 0 {
+            self.write_index(repo, &index).await?;
+        }
+
+        let still = self.reachable(repo, &index).await?;
+        for d in doomed.iter().filter(|d| !still.contains(*d)) {
+            let path = self.blob_path(repo, d);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_err(repo, &op, &path, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// A registry over the layout tree at `root` (need not exist yet).
     pub fn new(name: RegistryName, root: PathBuf) -> OciLayout {
         OciLayout {
@@ -1172,75 +1268,16 @@ impl Registry for OciLayout {
     /// `index.json` reaches them; their configs and layers are left in place
     /// (no blob garbage collection).
     async fn delete_manifest(&self, repo: &Repo, digest: &Digest) -> Result<()> {
-        let op = format!("deleting manifest {digest}");
-        let _guard = self.lock_repo(repo, false).await?;
-        let Some(mut index) = self.read_index(repo).await? else {
-            return Err(self.fail(repo, ErrorKind::NotFound, &op, "manifest not found"));
-        };
+        self.delete_manifest_if(repo, digest, None).await
+    }
 
-        let mut doomed: HashSet<Digest> = HashSet::from([digest.clone()]);
-        let candidates: Vec<(Digest, Option<String>)> = index
-            .entries()
-            .iter()
-            .filter_map(|e| Some((entry_digest(e)?, entry_media_type(e))))
-            .collect();
-        loop {
-            let mut grew = false;
-            for (d, mt) in &candidates {
-                if doomed.contains(d) {
-                    continue;
-                }
-                if let Some(info) = self.referrer_info(repo, d, mt.clone()).await? {
-                    if doomed.contains(&info.subject) {
-                        doomed.insert(d.clone());
-                        grew = true;
-                    }
-                }
-            }
-            if !grew {
-                break;
-            }
-        }
-
-        // A name that is not a tag was never part of any plan: what it names
-        // stays (remove that entry by hand, or with the tool that wrote it).
-        let held: Vec<String> = foreign_names(index.entries())
-            .into_iter()
-            .filter(|(d, _)| doomed.contains(d))
-            .flat_map(|(d, names)| names.into_iter().map(move |n| format!("`{n}` on {d}")))
-            .collect();
-        if !held.is_empty() {
-            return Err(self.fail(
-                repo,
-                ErrorKind::Conflict,
-                &op,
-                format!(
-                    "refused: index.json also has the name {}, which is not a tag and keeps the image",
-                    held.join(", ")
-                ),
-            ));
-        }
-        let entries = index.entries_mut();
-        let before = entries.len();
-        entries.retain(|e| entry_digest(e).is_none_or(|d| !doomed.contains(&d)));
-        let removed = before - entries.len();
-        if removed == 0 && self.blob_size(repo, digest).await?.is_none() {
-            return Err(self.fail(repo, ErrorKind::NotFound, &op, "manifest not found"));
-        }
-        if removed > 0 {
-            self.write_index(repo, &index).await?;
-        }
-
-        let still = self.reachable(repo, &index).await?;
-        for d in doomed.iter().filter(|d| !still.contains(*d)) {
-            let path = self.blob_path(repo, d);
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(self.io_err(repo, &op, &path, e)),
-            }
-        }
-        Ok(())
+    async fn delete_manifest_tagged(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        planned: &[Tag],
+    ) -> Result<()> {
+        self.delete_manifest_if(repo, digest, Some(planned)).await
     }
 
     /// Removes only the tag's `index.json` entry; the manifest blob stays
@@ -1670,6 +1707,29 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    /// The check and the delete are one step under the repo lock: a tag the
+    /// caller did not plan for keeps the image.
+    #[tokio::test]
+    async fn delete_manifest_tagged_refuses_an_unplanned_tag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = reg(tmp.path());
+        let rp = repo("team/api");
+        let a = image(&r, &rp, "a").await;
+        r.put_manifest(&rp, Some(&tag("pr-1")), &a).await.unwrap();
+        r.put_manifest(&rp, Some(&tag("keep-1")), &a).await.unwrap();
+        let err = r
+            .delete_manifest_tagged(&rp, &a.digest, &[tag("pr-1")])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
+        assert!(err.message.contains("keep-1"), "{err}");
+        assert_eq!(r.list_tags(&rp).await.unwrap().len(), 2);
+        r.delete_manifest_tagged(&rp, &a.digest, &[tag("pr-1"), tag("keep-1")])
+            .await
+            .unwrap();
+        assert!(r.list_tags(&rp).await.unwrap().is_empty());
     }
 
     /// Adds an `index.json` entry for `digest` named `name`, as skopeo would.
