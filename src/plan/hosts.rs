@@ -412,6 +412,25 @@ mod tests {
         o
     }
 
+    /// `repo:tag` on `digest` in the observed registries, created `days` ago.
+    fn add_tag(o: &mut Observed, repo: &str, tag: &str, digest: Digest, days: i64) {
+        let addr: crate::model::RepoAddr = repo.parse().unwrap();
+        let info = crate::observe::ImageInfo {
+            created: Some(Timestamp(NOW - days * DAY)),
+            ..Default::default()
+        };
+        o.images
+            .insert((addr.clone(), digest.clone()), Fact::Known(info));
+        let Fact::Known(state) = o
+            .repos
+            .entry(addr)
+            .or_insert_with(|| Fact::Known(RepoState::default()))
+        else {
+            unreachable!()
+        };
+        state.tags.insert(tag.parse().unwrap(), digest);
+    }
+
     fn changes(p: &Plan, a: Action) -> Vec<String> {
         p.changes
             .iter()
@@ -589,22 +608,8 @@ mod tests {
             ("tls/team/app", "new", d('c')),
             ("plain/team/api", "stable", d('e')),
         ] {
-            let addr: crate::model::RepoAddr = repo.parse().unwrap();
             let days = if tag == "new" { 1 } else { 100 };
-            let info = crate::observe::ImageInfo {
-                created: Some(Timestamp(NOW - days * DAY)),
-                ..Default::default()
-            };
-            o.images
-                .insert((addr.clone(), dg.clone()), Fact::Known(info));
-            let Fact::Known(state) = o
-                .repos
-                .entry(addr)
-                .or_insert_with(|| Fact::Known(RepoState::default()))
-            else {
-                unreachable!()
-            };
-            state.tags.insert(tag.parse().unwrap(), dg);
+            add_tag(&mut o, repo, tag, dg, days);
         }
         let plan = plan(&p, &o, Timestamp(NOW));
         // (present still pulls under the name the policy writes.)
@@ -843,21 +848,7 @@ mod tests {
             ("prod/team/copy", "gone", d('a')),
             ("prod/team/src", "other", d('f')),
         ] {
-            let addr: crate::model::RepoAddr = repo.parse().unwrap();
-            let info = crate::observe::ImageInfo {
-                created: Some(Timestamp(NOW - 100 * DAY)),
-                ..Default::default()
-            };
-            o.images
-                .insert((addr.clone(), dg.clone()), Fact::Known(info));
-            let Fact::Known(state) = o
-                .repos
-                .entry(addr)
-                .or_insert_with(|| Fact::Known(RepoState::default()))
-            else {
-                unreachable!()
-            };
-            state.tags.insert(tag.parse().unwrap(), dg);
+            add_tag(&mut o, repo, tag, dg, 100);
         }
         let plan = plan(&p, &o, Timestamp(NOW));
         let mut deleted = changes(&plan, Action::Delete);
