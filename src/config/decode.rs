@@ -540,20 +540,19 @@ fn has_userinfo(url: &str) -> bool {
     }
 }
 
-/// Why `host[:port]` (brackets for IPv6) is not one, if it is not.
+/// Why `host[:port]` (brackets for IPv6) is not one, if it is not: the URL
+/// parser's reason, or an empty host or port, which it accepts.
 fn bad_authority(authority: &str) -> Option<String> {
-    let url = reqwest::Url::parse(&format!("http://{authority}/")).ok()?;
-    match url.host_str() {
-        None | Some("") => Some("no host".to_string()),
-        Some(_) => None,
+    let url = match reqwest::Url::parse(&format!("http://{authority}/")) {
+        Ok(url) => url,
+        Err(e) => return Some(e.to_string()),
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Some("no host".to_string());
     }
-    .or_else(|| {
-        // `Url` drops a port it cannot read only by failing; an empty one
-        // (`host:`) it accepts: refuse that too.
-        authority
-            .ends_with(':')
-            .then(|| "an empty port".to_string())
-    })
+    authority
+        .ends_with(':')
+        .then(|| "an empty port".to_string())
 }
 
 fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
@@ -592,10 +591,7 @@ fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
     let why = if valid {
-        match reqwest::Url::parse(&format!("http://{host}/")) {
-            Err(e) => Some(e.to_string()),
-            Ok(_) => bad_authority(host),
-        }
+        bad_authority(host)
     } else {
         None
     };
@@ -1059,10 +1055,7 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
             let why = if authority.is_empty() || authority.contains('/') {
                 Some("expected host:port".to_string())
             } else {
-                match reqwest::Url::parse(&format!("http://{authority}/")) {
-                    Err(e) => Some(e.to_string()),
-                    Ok(_) => bad_authority(authority),
-                }
+                bad_authority(authority)
             };
             match why {
                 Some(why) => {
