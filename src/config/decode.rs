@@ -590,11 +590,7 @@ fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
-    let why = if valid {
-        bad_authority(host)
-    } else {
-        None
-    };
+    let why = if valid { bad_authority(host) } else { None };
     if !valid || why.is_some() {
         let why = why.map(|w| format!(": {w}")).unwrap_or_default();
         cx.err(&n.loc, format!("`{s}` is not a registry address{why} (expected host[:port], optionally with http:// or https://)"));

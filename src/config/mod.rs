@@ -52,13 +52,7 @@ fn bad_rule_name(name: &str) -> Option<String> {
         return Some(format!(
             "rule name `{}` holds a control or invisible character (newline, tab, escape, \
              bidirectional override, zero-width space…): use one line of printable text",
-            name.chars()
-                .map(|c| if c.is_control() || is_invisible(c) {
-                    c.escape_unicode().to_string()
-                } else {
-                    c.to_string()
-                })
-                .collect::<String>()
+            crate::observe::escaped(name, |c| c.is_control() || is_invisible(c))
         ));
     }
     None

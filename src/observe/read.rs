@@ -611,12 +611,17 @@ pub async fn image_info(
 /// `s` with control characters written as escapes (`\u{1b}`), so text from
 /// registries prints as text.
 pub fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    escaped(s, char::is_control)
+}
+
+/// `s` with the characters `hide` picks written as `\u{…}` escapes.
+pub fn escaped(s: &str, hide: impl Fn(char) -> bool) -> String {
+    if !s.chars().any(&hide) {
         return s.to_string();
     }
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if hide(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()
