@@ -71,8 +71,33 @@ fn dir_snapshot(dir: &Path) -> Result<Snapshot, String> {
     })
 }
 
+/// Starts libgit2 on first use, not at process start: its start-up loads
+/// OpenSSL and the system CA bundle, some 25 ms of CPU before anything else
+/// could run, which most commands (and every run outside Git) never need.
+/// Every use of `git2` in regimen goes through here first.
+fn git() {
+    static START: std::sync::Once = std::sync::Once::new();
+    START.call_once(|| {
+        // libgit2 waits for ever on a Git server that accepts a connection
+        // and never answers; a daemon must give up and try again at its next
+        // interval (and stay stoppable). SAFETY: these set C globals of
+        // libgit2 that only libgit2 calls made after this `Once` read.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
+        }
+    });
+}
+
 /// The HEAD commit of the Git work tree `dir` is in, if any.
 pub fn head_revision(dir: &Path) -> Option<String> {
+    // Outside any work tree libgit2 is never started: its start-up loads the
+    // system CA bundle through OpenSSL, CPU a run outside Git has no use for.
+    let abs = std::fs::canonicalize(dir).ok()?;
+    if !abs.ancestors().any(|a| a.join(".git").exists()) {
+        return None;
+    }
+    git();
     let repo = Repository::discover(dir).ok()?;
     let head = repo.head().ok()?.peel_to_commit().ok()?;
     Some(head.id().to_string())
@@ -115,6 +140,7 @@ impl GitSource {
     fn snapshot(&mut self) -> Result<Snapshot, String> {
         let shown = redact_url(&self.url);
         let bare = self.cache.join("repo.git");
+        git();
         let repo = match Repository::open_bare(&bare) {
             Ok(r) => r,
             Err(_) => {
@@ -654,6 +680,7 @@ impl Default for Fnv {
 /// Writes the policy folder `sub` (relative to the repository root) of
 /// revision `rev` of the repository containing `dir` into `dest`.
 pub fn materialize_rev(dir: &Path, rev: &str, dest: &Path) -> Result<(), String> {
+    git();
     let repo = Repository::discover(dir).map_err(|e| {
         format!(
             "{} is not in a Git repository: {}",
