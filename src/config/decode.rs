@@ -550,9 +550,33 @@ fn bad_authority(authority: &str) -> Option<String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Some("no host".to_string());
     }
-    authority
-        .ends_with(':')
-        .then(|| "an empty port".to_string())
+    if authority.ends_with(':') {
+        return Some("an empty port".to_string());
+    }
+    if url.port() == Some(0) {
+        return Some("port 0 is not a port".to_string());
+    }
+    if let Some(name) = url.domain() {
+        // What DNS (and an image reference) takes: no empty part between
+        // dots, none starting or ending with `-`.
+        if name.split('.').any(str::is_empty) {
+            return Some("an empty name between dots".to_string());
+        }
+        if name
+            .split('.')
+            .any(|l| l.starts_with('-') || l.ends_with('-'))
+        {
+            return Some("a name part that starts or ends with `-`".to_string());
+        }
+    }
+    None
+}
+
+/// Whether `authority` (host[:port], IPv6 in brackets) names a port.
+fn has_port(authority: &str) -> bool {
+    authority.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.contains(']') && (!host.contains('[') || host.ends_with(']'))
+    })
 }
 
 fn endpoint(n: &Node, cx: &mut Cx, root: &std::path::Path) -> Option<Endpoint> {
@@ -1050,6 +1074,10 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
             let authority = rest.trim_end_matches('/');
             let why = if authority.is_empty() || authority.contains('/') {
                 Some("expected host:port".to_string())
+            } else if s.starts_with("tcp://") && !has_port(authority) {
+                // Docker's own default depends on TLS (2375 or 2376); a
+                // guess would be a silent wrong engine or a hang.
+                Some("no port (the Docker daemon listens on 2375, or 2376 with TLS)".to_string())
             } else {
                 bad_authority(authority)
             };

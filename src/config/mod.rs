@@ -392,5 +392,94 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
 /// The JSON Schema of a policy file.
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Policy);
-    serde_json::to_value(&schema).unwrap_or_default()
+    let mut v = serde_json::to_value(&schema).unwrap_or_default();
+    optional_may_be_null(&mut v);
+    if let Some(sev) = v.pointer_mut("/$defs/Severity") {
+        *sev = severity_schema();
+    }
+    v
+}
+
+/// The loader reads a `null` (`key:` with nothing after it) as the key left
+/// out; the schema says the same of every key that is not required.
+fn optional_may_be_null(v: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    match v {
+        Value::Object(o) => {
+            let required: Vec<String> = o
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(Value::Object(props)) = o.get_mut("properties") {
+                for (k, p) in props.iter_mut() {
+                    if required.contains(k) {
+                        continue;
+                    }
+                    match p.get_mut("type") {
+                        Some(Value::String(t)) if t != "null" => {
+                            let t = t.clone();
+                            p["type"] = json!([t, "null"]);
+                        }
+                        Some(Value::Array(ts)) => {
+                            if !ts.contains(&json!("null")) {
+                                ts.push(json!("null"));
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            let nullable = p
+                                .get("anyOf")
+                                .and_then(Value::as_array)
+                                .is_some_and(|a| a.contains(&json!({"type": "null"})));
+                            if !nullable {
+                                let mut inner = std::mem::take(p);
+                                let mut outer = serde_json::Map::new();
+                                // Annotations stay where editors (and the
+                                // defaults test) look for them.
+                                for k in ["description", "default"] {
+                                    if let Some(a) = inner.as_object_mut().and_then(|i| i.remove(k))
+                                    {
+                                        outer.insert(k.to_string(), a);
+                                    }
+                                }
+                                outer.insert("anyOf".into(), json!([inner, {"type": "null"}]));
+                                *p = Value::Object(outer);
+                            }
+                        }
+                    }
+                }
+            }
+            for (_, x) in o.iter_mut() {
+                optional_may_be_null(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(optional_may_be_null),
+        _ => {}
+    }
+}
+
+/// Severities as the loader takes them: any case (`HIGH`, as Trivy prints
+/// it, included); the enum is what editors offer.
+fn severity_schema() -> serde_json::Value {
+    let names = ["negligible", "low", "medium", "high", "critical"];
+    let any_case: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.chars()
+                .map(|c| format!("[{}{}]", c, c.to_ascii_uppercase()))
+                .collect()
+        })
+        .collect();
+    serde_json::json!({
+        "description": "A severity, in any case.",
+        "anyOf": [
+            {"enum": names},
+            {"type": "string", "pattern": format!("^({})$", any_case.join("|"))}
+        ]
+    })
 }

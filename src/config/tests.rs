@@ -551,3 +551,133 @@ fn schema_and_loader_agree_on_names_and_required_keys() {
         "{retention_required}"
     );
 }
+
+/// Durations, severities, registry addresses, Docker endpoints and `null`:
+/// the schema takes what the loader takes, samples both ways.
+#[test]
+fn schema_and_loader_agree_on_values() {
+    let schema = json_schema();
+    let re = |p: &serde_json::Value| regex::Regex::new(p.as_str().expect("pattern")).unwrap();
+    let duration = re(&schema["$defs"]["Require"]["properties"]["min_age"]["pattern"]);
+    for d in [
+        "24h", " 7d ", "30s", "2w", "15m", "0s", "", "h", "24", "1.5h", "24 h", "1y", "-1d",
+    ] {
+        let loader = d.parse::<crate::model::Duration>().is_ok();
+        assert_eq!(duration.is_match(d), loader, "duration {d:?}");
+    }
+    let url = re(&schema["$defs"]["Registry"]["properties"]["url"]["pattern"]);
+    for u in [
+        "ghcr.io",
+        "http://127.0.0.1:5000",
+        "https://r.example.com/",
+        "[::1]:5000",
+        "oci:dir",
+        "oci:",
+        "ftp://x",
+        "http://",
+        "a/b",
+        "r.example.com/x",
+        "h_1:5000",
+    ] {
+        let loader = load_texts(
+            Path::new("/p"),
+            &[(
+                Arc::from("p.yaml"),
+                format!("registries:\n  r: {{url: \"{u}\"}}\n"),
+            )],
+        )
+        .is_ok();
+        // The loader refuses more (bad ports, empty labels); never less.
+        if url.is_match(u) != loader {
+            assert!(!loader, "url {u:?}: loader takes what the schema refuses");
+        }
+        if ["ghcr.io", "oci:dir", "oci:", "ftp://x", "a/b"].contains(&u) {
+            assert_eq!(url.is_match(u), loader, "url {u:?}");
+        }
+    }
+    let endpoint = re(&schema["$defs"]["Host"]["properties"]["endpoint"]["pattern"]);
+    for e in [
+        "unix:///run/docker.sock",
+        "tcp://h:2375",
+        "tcp://[::1]:2376",
+        "http://h:2375",
+        "tcp://h",
+        "tcp://[::1]",
+        "unix://",
+        "unix:///s?x=1",
+        "/run/docker.sock",
+        "ssh://h",
+    ] {
+        let loader = load_texts(
+            Path::new("/p"),
+            &[(
+                Arc::from("p.yaml"),
+                format!("hosts:\n  h: {{endpoint: \"{e}\"}}\n"),
+            )],
+        )
+        .is_ok();
+        assert_eq!(endpoint.is_match(e), loader, "endpoint {e:?}");
+    }
+    // Severity in any case, as scanners print it.
+    let sev = &schema["$defs"]["Severity"]["anyOf"];
+    let sev = re(&sev[1]["pattern"]);
+    for s in [
+        "high",
+        "HIGH",
+        "Critical",
+        "negligible",
+        "severe",
+        "hi",
+        "highh",
+    ] {
+        let loader = load_texts(
+            Path::new("/p"),
+            &[(
+                Arc::from("p.yaml"),
+                format!(
+                    "{REG}promotions: [{{name: p, from: dev/a, to: dev/b,\n\
+                     \x20 require: {{vulnerabilities: {{max_severity: {s}}}}}}}]\n"
+                ),
+            )],
+        )
+        .is_ok();
+        assert_eq!(sev.is_match(s), loader, "severity {s:?}");
+    }
+    // `key:` with nothing after it is the key left out, for the loader and
+    // for the schema; a required key must have a value.
+    accepted(&format!(
+        "{REG}mirrors:\n  - {{from: dev/a, to: dev/b, referrers: null, tags:, platforms: ~}}\n"
+    ));
+    let mirror = &schema["$defs"]["Mirror"]["properties"];
+    for key in ["referrers", "tags", "platforms"] {
+        let p = &mirror[key];
+        let nullable = p["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&"null".into()))
+            || p["anyOf"]
+                .as_array()
+                .is_some_and(|a| a.contains(&serde_json::json!({"type": "null"})));
+        assert!(nullable, "Mirror.{key}: {p}");
+    }
+    assert!(
+        !mirror["from"].to_string().contains("null"),
+        "{}",
+        mirror["from"]
+    );
+    errors(&format!("{REG}mirrors:\n  - {{from: dev/a, to:}}\n"));
+}
+
+#[test]
+fn odd_addresses_are_refused_with_the_reason() {
+    for (url, why) in [
+        ("-.-:5000", "starts or ends with `-`"),
+        ("a..b", "empty name between dots"),
+        ("http://h:0", "port 0"),
+    ] {
+        let e = errors(&format!("registries:\n  r: {{url: \"{url}\"}}\n"));
+        assert!(e.contains(why), "{url}: {e}");
+    }
+    let e = errors("hosts:\n  h: {endpoint: \"tcp://build-host\"}\n");
+    assert!(e.contains("no port") && e.contains("2375"), "{e}");
+    accepted("hosts:\n  h: {endpoint: \"tcp://build-host:2375\"}\n  i: {endpoint: \"tcp://[::1]:2375\"}\n");
+}

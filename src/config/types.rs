@@ -66,11 +66,20 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// What the loader takes as a duration (`Duration`'s parser), for the schema.
+pub const DURATION_PATTERN: &str = r"^\s*[0-9]+[smhdw]\s*$";
+/// Registry addresses the loader takes: `oci:PATH`, or host[:port] with an
+/// optional http:// or https://.
+pub const URL_PATTERN: &str =
+    r"^\s*(oci:.*\S|(https?://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]+)?/?)\s*$";
+/// Docker endpoints the loader takes; `tcp://` needs its port.
+pub const ENDPOINT_PATTERN: &str = r"^(unix://[^?#]+|tcp://[^/?#@]+:[0-9]+/?|https?://[^/?#@]+/?)$";
+
 #[derive(Clone, Debug, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
     /// `http://host:port` (plain), `https://host` or bare `host[:port]` (https), or `oci:PATH`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("pattern" = URL_PATTERN))]
     pub url: Endpoint,
     /// Credentials; default: docker config.json (`$DOCKER_CONFIG`, credHelpers), else anonymous.
     #[serde(default)]
@@ -284,7 +293,7 @@ pub struct Promotion {
 pub struct Require {
     /// The image was created at least this long ago (`24h`).
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub min_age: Option<Duration>,
     /// Artifact types that must be attached as referrers (`application/vnd.cyclonedx+json`).
     #[serde(default)]
@@ -318,7 +327,7 @@ pub struct VulnGate {
     pub ignore_unfixed: Option<bool>,
     /// Reports older than this do not count.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub max_report_age: Option<Duration>,
     /// Referrer artifact types read as scan reports (default: `application/sarif+json`,
     /// `application/vnd.aquasec.trivy.report+json`, `application/vnd.aquasec.trivy.report.v1+json`,
@@ -438,7 +447,7 @@ impl RepoGlob {
 pub struct DeleteWhen {
     /// Created longer ago than this.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub older_than: Option<Duration>,
     /// Only tags matching this selector.
     #[serde(default)]
@@ -461,7 +470,7 @@ pub struct Keep {
     pub newest: Option<u32>,
     /// Keep anything created more recently than this.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub younger_than: Option<Duration>,
 }
 
@@ -469,6 +478,7 @@ pub struct Keep {
 #[serde(deny_unknown_fields)]
 pub struct Host {
     /// Docker Engine API: `unix:///var/run/docker.sock` or `tcp://host:port`.
+    #[schemars(extend("pattern" = ENDPOINT_PATTERN))]
     pub endpoint: String,
     /// TLS files for `tcp://` endpoints.
     #[serde(default)]
@@ -505,7 +515,7 @@ pub struct HostImages {
 #[serde(deny_unknown_fields)]
 pub struct HostPrune {
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub older_than: Option<Duration>,
     /// Address globs (`prod/base/*`) never pruned.
     #[serde(default)]
@@ -517,7 +527,7 @@ pub struct HostPrune {
 pub struct HostContainers {
     /// Running containers started longer ago are stopped.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub max_age: Option<Duration>,
 }
 
@@ -542,7 +552,7 @@ pub struct Policies {
     pub base_images: Option<Vec<String>>,
     /// Images older than this (config `created`) violate.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub max_age: Option<Duration>,
     /// `warn` (default), `fail` (exit 1) or `enforce`.
     #[serde(default)]
