@@ -1041,6 +1041,17 @@ fn host(n: &Node, cx: &mut Cx, uses: &mut Uses, root: &std::path::Path) -> Optio
     let mut f = Fields::new(n, "host", cx)?;
     let endpoint = f.req("endpoint", cx, |n, cx| {
         let s = string(n, cx)?;
+        if s.starts_with("ssh://") {
+            // Not repeated: `ssh://user:pw@host` is possible.
+            cx.err(
+                &n.loc,
+                "`ssh://` endpoints are not supported: regimen talks to the Docker Engine API over \
+                 unix:// or tcp:// (with `tls`); forward the engine's socket \
+                 (`ssh -NL /tmp/docker.sock:/var/run/docker.sock HOST`) and use \
+                 unix:///tmp/docker.sock",
+            );
+            return None;
+        }
         if has_userinfo(&s) {
             // Never repeat it: it may hold a password.
             cx.err(

@@ -677,6 +677,9 @@ fn odd_addresses_are_refused_with_the_reason() {
         let e = errors(&format!("registries:\n  r: {{url: \"{url}\"}}\n"));
         assert!(e.contains(why), "{url}: {e}");
     }
+    let e = errors("hosts:\n  h: {endpoint: \"ssh://ci:hunter2@build-host\"}\n");
+    assert!(e.contains("not supported") && e.contains("unix://"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
     let e = errors("hosts:\n  h: {endpoint: \"tcp://build-host\"}\n");
     assert!(e.contains("no port") && e.contains("2375"), "{e}");
     accepted("hosts:\n  h: {endpoint: \"tcp://build-host:2375\"}\n  i: {endpoint: \"tcp://[::1]:2375\"}\n");

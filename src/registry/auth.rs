@@ -511,6 +511,51 @@ pub enum Challenge {
     },
 }
 
+/// One `WWW-Authenticate` value may hold several challenges, comma-joined
+/// (`Basic realm="r", Bearer realm="…",service="…"`, RFC 9110 §11.6.1): each
+/// starts with a scheme word followed by a space, where a parameter is a
+/// `key=value`. Commas inside quoted values are not separators.
+pub fn split_challenges(header: &str) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    let (mut cur, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in header.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        let t = p.trim();
+        if t.is_empty() {
+            continue;
+        }
+        // `Scheme rest` (a space before any `=`) starts a challenge; a bare
+        // word with no `=` (`Negotiate`) is one too.
+        let starts = match (t.find(' '), t.find('=')) {
+            (Some(sp), Some(eq)) => sp < eq,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        };
+        match out.last_mut() {
+            Some(last) if !starts => {
+                last.push(',');
+                last.push_str(t);
+            }
+            _ => out.push(t.to_string()),
+        }
+    }
+    out
+}
+
 /// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
 pub fn parse_challenge(header: &str) -> Option<Challenge> {
     read_challenge(header).ok()
@@ -664,6 +709,24 @@ impl TokenResponse {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn several_challenges_in_one_header_are_split() {
+        let h = r#"Basic realm="a, b", Bearer realm="https://auth/token",service="reg",scope="repository:x:pull,push""#;
+        assert_eq!(
+            split_challenges(h),
+            vec![
+                r#"Basic realm="a, b""#.to_string(),
+                r#"Bearer realm="https://auth/token",service="reg",scope="repository:x:pull,push""#
+                    .to_string(),
+            ]
+        );
+        assert_eq!(
+            split_challenges(r#"Negotiate, Basic realm="r""#),
+            vec!["Negotiate".to_string(), r#"Basic realm="r""#.to_string()]
+        );
+        assert_eq!(split_challenges(r#"Bearer realm="r",service="s""#).len(), 1);
+    }
+
     use super::*;
 
     #[test]

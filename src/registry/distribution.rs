@@ -282,8 +282,8 @@ fn header_values(h: &HeaderMap, name: &str) -> Vec<String> {
 fn pick_challenge(values: &[String]) -> std::result::Result<Challenge, String> {
     let mut problem = None;
     let mut basic = false;
-    for v in values {
-        match auth::read_challenge(v) {
+    for v in values.iter().flat_map(|v| auth::split_challenges(v)) {
+        match auth::read_challenge(&v) {
             Ok(c @ Challenge::Bearer { .. }) => return Ok(c),
             Ok(Challenge::Basic) => basic = true,
             Err(e) => {
@@ -2025,6 +2025,19 @@ mod tests {
     use super::*;
     use crate::config::{Auth, Endpoint};
     use crate::registry::manifest::Parsed;
+
+    #[test]
+    fn bearer_is_answered_when_one_header_offers_basic_too() {
+        let c = pick_challenge(&[
+            r#"Basic realm="r", Bearer realm="https://a/token",service="s""#.to_string(),
+        ])
+        .unwrap();
+        assert!(
+            matches!(&c, Challenge::Bearer { realm, service, .. }
+                if realm == "https://a/token" && service.as_deref() == Some("s")),
+            "{c:?}"
+        );
+    }
 
     #[test]
     fn error_messages_never_carry_url_queries() {
