@@ -753,3 +753,38 @@ fn many_tags_of_one_image_read_it_once() {
     assert_eq!((by_digest, referrers_tag), (1, 1), "{log}");
     assert_eq!(dst.digest("ci/app", "b-29"), digest.to_string());
 }
+
+/// A platform-filtered mirror's plan reads each source index once (one
+/// manifest GET), never its children or their configs: on a registry that
+/// counts manifest GETs as pulls (Docker Hub), every child would count.
+#[test]
+fn a_filtered_mirror_plan_reads_only_the_source_index() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let layout = upstream().join("library/alpine");
+    for tag in ["3.19.1", "3.18.0"] {
+        seed_from_layout(&src, &layout, tag, "library/alpine");
+    }
+    let (_tmp, dir) = policy_dir(&format!(
+        "registries:\n  src: {{url: \"http://{}\"}}\n  dst: {{url: \"http://{}\"}}\n\
+         mirrors:\n  - {{from: src/library/alpine, to: dst/amd64/alpine, referrers: false, platforms: [linux/amd64]}}\n",
+        src.host, dst.host
+    ));
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &dir]));
+    assert_eq!(code, 0, "{out}");
+    let before = src.log().len();
+    let (code, out) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &dir]));
+    assert_eq!(code, 0, "a filtered mirror converges: {out}");
+    let log = src.log()[before..].to_string();
+    let gets: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/library/alpine/"))
+        .filter(|l| !l.contains("/tags/list"))
+        .collect();
+    let index = src.digest("library/alpine", "3.19.1");
+    assert_eq!(gets.len(), 1, "one GET, of the index:\n{}", gets.join("\n"));
+    assert!(
+        gets[0].contains(&format!("/manifests/{index} ")),
+        "{}",
+        gets[0]
+    );
+}

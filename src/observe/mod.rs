@@ -41,6 +41,10 @@ pub struct Observed {
     pub orphans: BTreeMap<RepoAddr, Vec<Orphan>>,
     /// Details of images by (repo, digest), read where the plan needs them.
     pub images: BTreeMap<(RepoAddr, Digest), Fact<ImageInfo>>,
+    /// Manifests of platform-filtered mirrors' sources by (repo, digest):
+    /// the index's bytes, or `None` for a single-platform image. One GET
+    /// each, where [`Observed::images`] would read every child and config.
+    pub indexes: BTreeMap<(RepoAddr, Digest), Fact<Option<String>>>,
     /// Docker/Podman hosts of `hosts:`, by name.
     pub hosts: BTreeMap<String, Fact<HostState>>,
     /// Scan reports by (repo, referrer digest): what the referrer's report
@@ -155,6 +159,10 @@ pub struct RepoState {
     /// deleted, only untagged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub other_names: BTreeMap<Digest, Vec<String>>,
+    /// Digests whose tag HEAD said a single-image manifest (not an index):
+    /// a platform filter has nothing to read in them.
+    #[serde(skip)]
+    pub single_images: std::collections::BTreeSet<Digest>,
 }
 
 /// What the planner may need to know about one image.

@@ -68,8 +68,9 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     read_details(registries, &mut observed, want).await;
 
     // Then the details the plan will look at, now that tags are known.
-    let more = crate::plan::wanted(desired, &observed, now).details;
-    read_details(registries, &mut observed, more).await;
+    let more = crate::plan::wanted(desired, &observed, now);
+    read_details(registries, &mut observed, more.details).await;
+    read_indexes(registries, &mut observed, more.indexes).await;
 
     // Scan reports of the candidates that vulnerability gates judge. A
     // promotion fed by another (`staging → prod` after `dev → staging`)
@@ -87,10 +88,16 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
             .into_iter()
             .filter(|k| !observed.reports.contains_key(k))
             .collect();
-        if details.is_empty() && reports.is_empty() {
+        let indexes: Vec<_> = w
+            .indexes
+            .into_iter()
+            .filter(|k| !observed.indexes.contains_key(k))
+            .collect();
+        if details.is_empty() && reports.is_empty() && indexes.is_empty() {
             break;
         }
         read_details(registries, &mut observed, details).await;
+        read_indexes(registries, &mut observed, indexes).await;
         read_reports(registries, &mut observed, reports).await;
     }
 
@@ -275,6 +282,53 @@ async fn read_report(
     Ok(out)
 }
 
+/// The manifests under `want`, for their index bytes alone: one GET each
+/// (a filtered mirror computes its filtered index from them), where
+/// [`image_info`] would also read every child manifest and config, and on a
+/// registry that counts manifest GETs as pulls, count each of them.
+async fn read_indexes(
+    registries: &Registries,
+    observed: &mut Observed,
+    mut want: Vec<(RepoAddr, Digest)>,
+) {
+    want.sort();
+    want.dedup();
+    want.retain(|k| !observed.images.contains_key(k) && !observed.indexes.contains_key(k));
+    let got = read_each(registries, want, |reg, repo, digest| async move {
+        let m = reg
+            .get_manifest(&repo.repo, digest.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(m) = m else { return Ok(None) };
+        if m.digest != digest {
+            return Err(format!(
+                "{repo}@{digest}: the registry served content with digest {}",
+                m.digest
+            ));
+        }
+        Ok(Some(match m.parse().map_err(|e| e.to_string())? {
+            Parsed::Index { .. } => Some(
+                String::from_utf8(m.bytes.to_vec())
+                    .map_err(|_| format!("{repo}@{digest}: the index is not UTF-8 JSON"))?,
+            ),
+            Parsed::Image { .. } => None,
+        }))
+    })
+    .await;
+    for (k, f) in got {
+        match f {
+            Fact::Known(Some(bytes)) => {
+                observed.indexes.insert(k, Fact::Known(bytes));
+            }
+            // Gone since its tag was read: not read, as for image details.
+            Fact::Known(None) => {}
+            Fact::Unknown { reason } => {
+                observed.indexes.insert(k, Fact::Unknown { reason });
+            }
+        }
+    }
+}
+
 pub(crate) async fn read_details(
     registries: &Registries,
     observed: &mut Observed,
@@ -419,6 +473,14 @@ async fn read_repo_once(
         referrer_tags: referrer_tags.into_iter().collect(),
         missing,
         other_names,
+        single_images: heads
+            .values()
+            .filter(|h| {
+                h.media_type == crate::registry::manifest::MediaType::OCI_MANIFEST
+                    || h.media_type == crate::registry::manifest::MediaType::DOCKER_MANIFEST
+            })
+            .map(|h| h.digest.clone())
+            .collect(),
     };
     Ok(Ok((state, heads)))
 }

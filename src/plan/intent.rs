@@ -139,6 +139,8 @@ pub struct PlanCx<'o> {
     /// For `plan::wanted`: the image details the rules asked for.
     pub collect_needed: bool,
     pub needed: BTreeSet<(RepoAddr, Digest)>,
+    /// For `plan::wanted`: manifests whose index bytes alone are needed.
+    pub needed_indexes: BTreeSet<(RepoAddr, Digest)>,
     /// For `plan::wanted`: scan-report referrers (repo, referrer digest) gates judge.
     pub needed_reports: BTreeSet<(RepoAddr, Digest)>,
     /// For `plan::wanted`: referrer tags whose digests `referrers` compares.
@@ -164,6 +166,7 @@ impl<'o> PlanCx<'o> {
             blocked: Vec::new(),
             collect_needed: false,
             needed: BTreeSet::new(),
+            needed_indexes: BTreeSet::new(),
             needed_reports: BTreeSet::new(),
             needed_referrer_tags: BTreeSet::new(),
             needed_referrer_entries: BTreeSet::new(),
@@ -183,6 +186,32 @@ impl<'o> PlanCx<'o> {
             self.needed.insert((r.clone(), d.clone()));
         }
         self.observed.image(r, d)
+    }
+
+    /// The bytes of the index under `d` (`Known(None)`: a single-platform
+    /// image), from image details where read, else from a manifest-only read;
+    /// `None` (and remembered as needed) when not read.
+    pub fn index(&mut self, r: &RepoAddr, d: &Digest) -> Option<Fact<Option<&'o str>>> {
+        if matches!(self.repo(r), RepoView::Known(s) if s.single_images.contains(d)) {
+            return Some(Fact::Known(None));
+        }
+        let key = (r.clone(), d.clone());
+        let fact = match self.observed.images.get(&key) {
+            Some(Fact::Known(i)) => Some(Fact::Known(i.index_manifest.as_deref())),
+            Some(Fact::Unknown { reason }) => Some(Fact::Unknown {
+                reason: reason.clone(),
+            }),
+            None => self.observed.indexes.get(&key).map(|f| match f {
+                Fact::Known(bytes) => Fact::Known(bytes.as_deref()),
+                Fact::Unknown { reason } => Fact::Unknown {
+                    reason: reason.clone(),
+                },
+            }),
+        };
+        if fact.is_none() && self.collect_needed {
+            self.needed_indexes.insert(key);
+        }
+        fact
     }
 
     /// Tags of a known repo with creation times where they were read.

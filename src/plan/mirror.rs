@@ -28,8 +28,8 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
         let source_digest = digest.clone();
         let (digest, only) = match &m.platforms {
             Platforms::All => (digest.clone(), None),
-            Platforms::Only(wanted) => match cx.image(&m.from, digest) {
-                Some(Fact::Known(info)) => match &info.index_manifest {
+            Platforms::Only(wanted) => match cx.index(&m.from, digest) {
+                Some(Fact::Known(index)) => match index {
                     Some(index) => match filter_index(index.as_bytes(), wanted) {
                         Some(bytes) => (Digest::sha256_of(&bytes), Some(wanted.clone())),
                         None => {

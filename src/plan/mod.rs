@@ -154,6 +154,8 @@ pub struct Wanted {
     /// Image details: the sources of would-be changes and candidates ordered
     /// by creation time.
     pub details: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
+    /// Manifests read for their index bytes alone (platform-filtered mirrors).
+    pub indexes: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
     /// Scan-report referrers (repo, referrer digest) that
     /// `require.vulnerabilities` gates judge.
     pub reports: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
@@ -168,6 +170,7 @@ pub fn wanted(desired: &Desired, observed: &Observed, now: Timestamp) -> Wanted 
     let cx = collect(desired, observed, now);
     Wanted {
         details: cx.needed.into_iter().collect(),
+        indexes: cx.needed_indexes.into_iter().collect(),
         reports: cx.needed_reports.into_iter().collect(),
         referrer_tags: cx.needed_referrer_tags.into_iter().collect(),
         referrer_entries: cx.needed_referrer_entries.into_iter().collect(),
