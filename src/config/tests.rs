@@ -14,6 +14,11 @@ fn errors(yaml: &str) -> String {
     }
 }
 
+/// Whether the loader takes `yaml` as one file `p.yaml`.
+fn loads(yaml: &str) -> bool {
+    load_texts(Path::new("/p"), &[(Arc::from("p.yaml"), yaml.to_string())]).is_ok()
+}
+
 fn accepted(yaml: &str) -> Policy {
     match load_texts(Path::new("/p"), &[(Arc::from("p.yaml"), yaml.to_string())]) {
         Ok(p) => p,
@@ -579,14 +584,7 @@ fn schema_and_loader_agree_on_values() {
         "r.example.com/x",
         "h_1:5000",
     ] {
-        let loader = load_texts(
-            Path::new("/p"),
-            &[(
-                Arc::from("p.yaml"),
-                format!("registries:\n  r: {{url: \"{u}\"}}\n"),
-            )],
-        )
-        .is_ok();
+        let loader = loads(&format!("registries:\n  r: {{url: \"{u}\"}}\n"));
         // The loader refuses more (bad ports, empty labels); never less.
         if url.is_match(u) != loader {
             assert!(!loader, "url {u:?}: loader takes what the schema refuses");
@@ -608,14 +606,7 @@ fn schema_and_loader_agree_on_values() {
         "/run/docker.sock",
         "ssh://h",
     ] {
-        let loader = load_texts(
-            Path::new("/p"),
-            &[(
-                Arc::from("p.yaml"),
-                format!("hosts:\n  h: {{endpoint: \"{e}\"}}\n"),
-            )],
-        )
-        .is_ok();
+        let loader = loads(&format!("hosts:\n  h: {{endpoint: \"{e}\"}}\n"));
         assert_eq!(endpoint.is_match(e), loader, "endpoint {e:?}");
     }
     // Severity in any case, as scanners print it.
@@ -630,17 +621,10 @@ fn schema_and_loader_agree_on_values() {
         "hi",
         "highh",
     ] {
-        let loader = load_texts(
-            Path::new("/p"),
-            &[(
-                Arc::from("p.yaml"),
-                format!(
-                    "{REG}promotions: [{{name: p, from: dev/a, to: dev/b,\n\
+        let loader = loads(&format!(
+            "{REG}promotions: [{{name: p, from: dev/a, to: dev/b,\n\
                      \x20 require: {{vulnerabilities: {{max_severity: {s}}}}}}}]\n"
-                ),
-            )],
-        )
-        .is_ok();
+        ));
         assert_eq!(sev.is_match(s), loader, "severity {s:?}");
     }
     // `key:` with nothing after it is the key left out, for the loader and
