@@ -477,3 +477,40 @@ fn a_branch_deleted_on_the_remote_is_not_served_from_the_cache() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("branch `main` not found"), "{text}");
 }
+
+/// A daemon killed mid-fetch (SIGKILL after a pod's grace period) leaves
+/// Git's ref lock behind; the next start must fetch anyway, not fail with
+/// "failed to lock file" for as long as the cache lives.
+#[test]
+fn a_git_lock_left_by_a_killed_fetch_does_not_stop_later_fetches() {
+    let (tmp, _) = common::policy_remote();
+    let bare = tmp.path().join("policy.git");
+    let url = format!("file://{}", bare.display());
+    let cache = tmp.path().join("cache");
+    let out = common::git_plan_once(&url, &cache).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A new commit upstream, and the lock a killed fetch of it left.
+    let work = tmp.path().join("work");
+    std::fs::write(
+        work.join("policy/regimen.yaml"),
+        "registries:\n  dev: {url: oci:dev}\n  prod: {url: oci:prod}\n",
+    )
+    .unwrap();
+    common::git(&work, &["commit", "-qam", "two"]);
+    let sha = common::git(&work, &["rev-parse", "HEAD"]);
+    common::git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let locks: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("repo.git/refs/remotes/origin/main.lock"))
+        .filter(|p| p.parent().unwrap().is_dir())
+        .collect();
+    assert_eq!(locks.len(), 1, "one cached clone");
+    std::fs::write(&locks[0], "").unwrap();
+    let out = common::git_plan_once(&url, &cache).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(&sha), "planned the new commit: {text}");
+    assert!(!locks[0].exists());
+}

@@ -141,6 +141,12 @@ impl GitSource {
         let shown = redact_url(&self.url);
         let bare = self.cache.join("repo.git");
         git();
+        let _held = CacheLock::take(&self.cache)?;
+        // Holding the cache's lock, no other regimen is inside it: a Git
+        // `*.lock` file there was left by one that was killed mid-fetch (a
+        // pod's SIGKILL after its grace period), and would fail every later
+        // fetch ("failed to lock file") for as long as the cache lives.
+        clear_stale_git_locks(&bare);
         let repo = match Repository::open_bare(&bare) {
             Ok(r) => r,
             Err(_) => {
@@ -234,6 +240,59 @@ impl GitSource {
         self.current = Some(snap.clone());
         Ok(snap)
     }
+}
+
+/// An exclusive `flock` on `CACHE/lock`, released when dropped or when the
+/// process dies however it dies: daemons sharing a cache (replicas on one
+/// volume) take turns fetching.
+struct CacheLock(#[allow(dead_code)] std::fs::File);
+
+impl CacheLock {
+    fn take(cache: &Path) -> Result<CacheLock, String> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(cache)
+            .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+        let path = cache.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(CacheLock(file));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(format!("cannot lock {}: {e}", path.display()));
+            }
+        }
+    }
+}
+
+/// Removes Git's `*.lock` files from a bare repository's refs and top level
+/// (call only while holding its [`CacheLock`]).
+fn clear_stale_git_locks(bare: &Path) {
+    fn walk(dir: &Path, depth: usize) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() && depth > 0 {
+                walk(&p, depth - 1);
+            } else if t.is_file() && p.extension().is_some_and(|x| x == "lock") {
+                tracing::warn!(file = %p.display(), "removing a Git lock file left by an interrupted fetch");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    // Top level (`packed-refs.lock`, `config.lock`, `HEAD.lock`, …) and refs.
+    walk(bare, 0);
+    walk(&bare.join("refs"), 16);
 }
 
 /// Writes a Git tree's files under `dir`. Symlinks and submodules are
