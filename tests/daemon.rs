@@ -514,3 +514,49 @@ fn a_git_lock_left_by_a_killed_fetch_does_not_stop_later_fetches() {
     assert!(text.contains(&sha), "planned the new commit: {text}");
     assert!(!locks[0].exists());
 }
+
+/// SIGTERM while the Git server has stopped answering: the daemon exits at
+/// once (nothing was changed yet), not after libgit2's two-minute timeout
+/// (a pod would be SIGKILLed first).
+#[test]
+fn sigterm_during_a_hanging_git_fetch_exits_at_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and never answers.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/policy.git");
+    let cache = tmp.path().join("cache");
+    let mut d = Daemon::start(
+        &[
+            "--git",
+            &url,
+            "--plan-only",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        tmp.path().join("log"),
+    );
+    d.wait_until("the daemon to start", Duration::from_secs(30), |d| {
+        d.log().contains("reconciling")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    assert_eq!(d.terminate(), 0, "{}", d.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}\n{}",
+        t.elapsed(),
+        d.log()
+    );
+    assert!(
+        d.log().contains("while reading the policy source"),
+        "{}",
+        d.log()
+    );
+}

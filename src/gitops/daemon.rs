@@ -119,7 +119,20 @@ pub async fn run(cfg: Config) -> i32 {
             break;
         }
         m.checked();
-        let snap = match read_source(&source).await {
+        let read = tokio::select! {
+            r = read_source(&source) => Some(r),
+            // A Git server that stopped answering holds a fetch for minutes
+            // (libgit2's timeouts); nothing has been changed yet, so a stop
+            // need not wait for it. Its thread is left behind: the process
+            // exits, the cache's lock goes with it, and a Git lock file it
+            // leaves is cleared by the next start.
+            _ = stop_rx.changed() => None,
+        };
+        let Some(read) = read else {
+            tracing::info!("stop requested while reading the policy source: nothing was changed");
+            break;
+        };
+        let snap = match read {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the policy source: {e}");

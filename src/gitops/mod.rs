@@ -114,7 +114,12 @@ pub fn run(args: RunArgs) -> i32 {
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(daemon::run(cfg)),
+            Ok(rt) => {
+                let code = rt.block_on(daemon::run(cfg));
+                // Not waiting for a Git fetch a stop left hanging.
+                rt.shutdown_background();
+                code
+            }
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
                 1
