@@ -8,14 +8,49 @@ use super::{
 };
 use crate::plan::Plan;
 
+/// What the plan's comment may take: GitHub refuses comments over 65,536
+/// characters, and a `--base` section goes before the plan.
+pub const COMMENT_BUDGET: usize = 56_000;
+
+/// Lists longer than this are collapsed in `<details>`.
+const OPEN_ROWS: usize = 10;
+
 pub(super) fn render(plan: &Plan) -> String {
+    render_within(plan, COMMENT_BUDGET)
+}
+
+/// The comment within `budget` characters: every line when it fits, else
+/// each list cut to fewer entries (each cut says how many are not shown)
+/// until it does. The summary line is always whole.
+pub(super) fn render_within(plan: &Plan, budget: usize) -> String {
+    let mut out = String::new();
+    for cap in [usize::MAX, 200, 50, 10, 0] {
+        out = render_capped(plan, cap);
+        if out.chars().count() <= budget {
+            break;
+        }
+    }
+    out
+}
+
+/// `… N more not shown`, for a list cut at `cap` entries.
+fn more(n: usize, cap: usize) -> Option<String> {
+    (n > cap).then(|| {
+        format!(
+            "… {} more not shown (a PR comment's size is limited; `regimen plan` lists them all)",
+            n - cap
+        )
+    })
+}
+
+fn render_capped(plan: &Plan, cap: usize) -> String {
     let mut out = String::from("### regimen plan\n\n");
     let quiet = is_quiet(plan);
     if quiet && plan.unobserved.is_empty() && plan.complete {
         out.push_str(&no_changes(plan));
         out.push_str("\n\n");
         // The per-repo retention counts are always there, changes or not.
-        retention(plan, &mut out);
+        retention(plan, &mut out, cap);
         return finish(plan, out);
     }
 
@@ -43,7 +78,7 @@ pub(super) fn render(plan: &Plan) -> String {
         };
         out.push_str(&format!(
             "<details><summary>{} — {count}</summary>\n\n",
-            html(rule)
+            no_mention(&html(rule))
         ));
         out.push_str("```diff\n");
         let lines: Vec<Line> = g
@@ -52,53 +87,103 @@ pub(super) fn render(plan: &Plan) -> String {
             .map(|c| super::change_line(c, false))
             .collect();
         let w = widths(&lines);
-        for l in &lines {
+        for l in lines.iter().take(cap) {
             out.push_str(&diff_line(l, w.word, w.subject));
+        }
+        if let Some(m) = more(lines.len(), cap) {
+            out.push_str(&format!("  {m}\n"));
         }
         out.push_str("```\n\n</details>\n\n");
     }
 
-    if !plan.blocked.is_empty() {
-        out.push_str("#### Blocked\n\n| Rule | Subject | Reason |\n|---|---|---|\n");
-        for b in &plan.blocked {
-            out.push_str(&format!(
+    let rows: Vec<String> = plan
+        .blocked
+        .iter()
+        .map(|b| {
+            format!(
                 "| {} | {} | {} |\n",
                 cell(&b.rule),
                 code(&b.subject),
                 cell(&b.reason)
-            ));
-        }
-        out.push('\n');
-    }
+            )
+        })
+        .collect();
+    table(
+        &mut out,
+        "Blocked",
+        "| Rule | Subject | Reason |",
+        &rows,
+        cap,
+    );
 
-    if !plan.violations.is_empty() {
-        out.push_str("#### Policy violations\n\n| Policy | Subject | Message |\n|---|---|---|\n");
-        for v in &plan.violations {
-            out.push_str(&format!(
+    let rows: Vec<String> = plan
+        .violations
+        .iter()
+        .map(|v| {
+            format!(
                 "| {} | {} | {} |\n",
                 code(&v.policy),
                 code(&v.subject),
                 cell(&v.message)
-            ));
-        }
-        out.push('\n');
-    }
+            )
+        })
+        .collect();
+    table(
+        &mut out,
+        "Policy violations",
+        "| Policy | Subject | Message |",
+        &rows,
+        cap,
+    );
 
-    retention(plan, &mut out);
+    retention(plan, &mut out, cap);
 
     if !plan.unobserved.is_empty() {
         out.push_str("#### Could not observe\n\n");
-        for u in &plan.unobserved {
+        for u in plan.unobserved.iter().take(cap) {
             out.push_str(&format!(
                 "- {} — {}\n",
                 inline_code(&u.subject),
-                html(&one_line(&u.reason))
+                text(&one_line(&u.reason))
             ));
+        }
+        if let Some(m) = more(plan.unobserved.len(), cap) {
+            out.push_str(&format!("- {m}\n"));
         }
         out.push('\n');
     }
 
     finish(plan, out)
+}
+
+/// A titled table of `rows` (at most `cap`), collapsed when long.
+fn table(out: &mut String, title: &str, header: &str, rows: &[String], cap: usize) {
+    if rows.is_empty() {
+        return;
+    }
+    let collapsed = rows.len() > OPEN_ROWS;
+    if collapsed {
+        out.push_str(&format!(
+            "<details><summary>{title} — {}</summary>\n\n",
+            rows.len()
+        ));
+    } else {
+        out.push_str(&format!("#### {title}\n\n"));
+    }
+    out.push_str(header);
+    out.push('\n');
+    out.push_str(&"|---".repeat(header.matches(" | ").count() + 1));
+    out.push_str("|\n");
+    for r in rows.iter().take(cap) {
+        out.push_str(r);
+    }
+    if let Some(m) = more(rows.len(), cap) {
+        out.push_str(&format!("\n{m}\n"));
+    }
+    out.push('\n');
+    if collapsed {
+        out.push_str("</details>\n\n");
+    }
 }
 
 /// The footer, and one trailing newline, not a blank line.
@@ -112,12 +197,12 @@ fn finish(plan: &Plan, mut out: String) -> String {
 
 /// Per retention rule and repo, how many of its tags go (every repo a rule
 /// covers, also those where nothing goes).
-fn retention(plan: &Plan, out: &mut String) {
+fn retention(plan: &Plan, out: &mut String, cap: usize) {
     if plan.retention.is_empty() {
         return;
     }
     out.push_str("#### Retention\n\n| Rule | Repository | Deletes |\n|---|---|---|\n");
-    for r in &plan.retention {
+    for r in plan.retention.iter().take(cap) {
         out.push_str(&format!(
             "| {} | {} | {} of {} tags |\n",
             cell(&r.rule),
@@ -125,6 +210,9 @@ fn retention(plan: &Plan, out: &mut String) {
             r.deleting,
             r.tags
         ));
+    }
+    if let Some(m) = more(plan.retention.len(), cap) {
+        out.push_str(&format!("\n{m}\n"));
     }
     out.push('\n');
 }
@@ -161,9 +249,39 @@ fn html(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A table cell: one line, HTML and `|` escaped.
+/// Free text from rules, registries and image labels as plain text in
+/// Markdown: HTML escaped, Markdown's own marks escaped (a label's
+/// `[text](url)` would be a link, `*glob*` emphasis), and no mentions.
+fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in no_mention(&html(s)).chars() {
+        if matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '~' | '#') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `@name` broken so that it mentions nobody: a mention is `@` after a
+/// non-word character, and a zero-width space after it leaves
+/// `image@sha256:…` as it is and `@team` unlinked.
+fn no_mention(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut prev: Option<char> = None;
+    for c in s.chars() {
+        out.push(c);
+        if c == '@' && !prev.is_some_and(|p| p.is_alphanumeric()) {
+            out.push('\u{200B}');
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+/// A table cell: one line, plain text, `|` escaped.
 fn cell(s: &str) -> String {
-    html(&one_line(s)).replace('|', "\\|")
+    text(&one_line(s)).replace('|', "\\|")
 }
 
 /// A table cell as inline code (plain when it holds a backtick).

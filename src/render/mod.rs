@@ -36,6 +36,8 @@ pub fn text(plan: &Plan, color: bool, verbose: bool) -> String {
 }
 
 /// A pull-request comment: summary first, details collapsible per rule.
+pub use markdown::COMMENT_BUDGET;
+
 pub fn markdown(plan: &Plan) -> String {
     markdown::render(plan)
 }
@@ -728,6 +730,78 @@ mod tests {
         let out = text(&plan, false, false);
         assert_eq!(out, format!("{NO_CHANGES}\n"));
         insta::assert_snapshot!("text_empty", out);
+    }
+
+    /// GitHub refuses comments over 65,536 characters: a plan of thousands
+    /// of changes and violations still gives one that fits, whole in its
+    /// structure, saying what it leaves out.
+    #[test]
+    fn a_huge_plan_fits_in_one_pr_comment() {
+        let mut plan = Plan::default();
+        for i in 0..5000 {
+            let mut c = change(
+                Action::Copy,
+                &format!("prod/many:build-{i:05}"),
+                "m",
+                "mirror",
+            );
+            c.digest = Some(digest('a'));
+            plan.changes.push(c);
+            for policy in ["max_age", "base_images"] {
+                plan.violations.push(Violation {
+                    kind: None,
+                    policy: policy.to_string(),
+                    subject: format!("dev/many:build-{i:05}"),
+                    message: "created 400d ago, max_age 180d".to_string(),
+                });
+            }
+        }
+        plan.finish();
+        let md = markdown(&plan);
+        assert!(
+            md.chars().count() <= markdown::COMMENT_BUDGET,
+            "{}",
+            md.len()
+        );
+        assert!(md.contains(&summary_line(&plan)), "the summary is whole");
+        assert!(md.contains("build-00000"), "the first entries are shown");
+        assert!(!md.contains("build-04999"), "not all of them");
+        assert!(md.contains("more not shown"), "says so");
+        assert_eq!(
+            md.matches("<details>").count(),
+            md.matches("</details>").count()
+        );
+        assert_eq!(md.matches("```").count() % 2, 0, "fences closed");
+        assert!(
+            md.contains("<details><summary>Policy violations — 10000</summary>"),
+            "collapsed"
+        );
+        // A small plan is untouched.
+        assert!(!markdown(&sample()).contains("more not shown"));
+    }
+
+    /// Text from image labels and rules is text: no links, emphasis or
+    /// mentions in a PR comment.
+    #[test]
+    fn markdown_shows_label_text_as_text() {
+        let mut plan = Plan::default();
+        plan.violations.push(Violation {
+            kind: None,
+            policy: "base_images".to_string(),
+            subject: "prod/app:1".to_string(),
+            message: "base [pwn](http://evil) matches none of prod/base/*, mirror/* cc @team; \
+                      from prod/base@sha256:ab"
+                .to_string(),
+        });
+        plan.finish();
+        let md = markdown(&plan);
+        assert!(md.contains(r"\[pwn\](http://evil)"), "{md}");
+        assert!(md.contains(r"prod/base/\*, mirror/\*"), "{md}");
+        assert!(md.contains("@\u{200B}team"), "{md}");
+        assert!(
+            md.contains("prod/base@sha256:ab"),
+            "a digest reference stays: {md}"
+        );
     }
 
     #[test]
