@@ -864,3 +864,73 @@ fn deletions_in_one_repo_share_their_rereads() {
     assert_eq!(left.len(), 19, "{left:?}");
     assert!(left.iter().all(|t| t.as_str() >= "b-41"), "{left:?}");
 }
+
+/// An image deleted with its referrers leaves no tag behind that only
+/// described it: its fallback referrers tag, the fallback tag of its SBOM
+/// (listing the SBOM's signature), and cosign's `sha256-<hex>.sig`.
+#[test]
+fn a_deleted_image_takes_its_nested_and_cosign_tags_with_it() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/s".parse().unwrap();
+    let (image, sbom, sig_tag) = block_on(async {
+        push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"keep".parse().unwrap()),
+            &img("s", "keep", 1),
+        )
+        .await
+        .unwrap();
+        let image = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"pr-1".parse().unwrap()),
+            &img("s", "1", 200),
+        )
+        .await
+        .unwrap();
+        let sbom = push_referrer(
+            r.as_ref(),
+            &repo,
+            &image,
+            "application/vnd.cyclonedx+json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+        push_referrer(
+            r.as_ref(),
+            &repo,
+            &sbom,
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+            b"sig",
+        )
+        .await
+        .unwrap();
+        let sig_tag = format!("{}.sig", image.referrers_tag());
+        push_image(
+            r.as_ref(),
+            &repo,
+            Some(&sig_tag.parse().unwrap()),
+            &img("s", "cosign", 200),
+        )
+        .await
+        .unwrap();
+        (image, sbom, sig_tag)
+    });
+    let before = list_tags(&reg, "team/s");
+    for t in [
+        image.referrers_tag().to_string(),
+        sbom.referrers_tag().to_string(),
+        sig_tag.clone(),
+    ] {
+        assert!(before.contains(&t), "seeded {t}: {before:?}");
+    }
+    let (_tmp, d) = policy(&reg.url(), "dev/team/s", DELETE, "");
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/s"), ["keep"], "{out}");
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
+    assert_eq!(code, 0, "{again}");
+}

@@ -505,7 +505,7 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         Err(e) => return Err(err(e)),
     }
     for r in referrers {
-        delete_with_referrers(reg.as_ref(), repo, &r.digest)
+        delete_with_referrers(reg.as_ref(), repo, &r.digest, &state.referrer_tags)
             .await
             .map_err(|e| {
                 format!(
@@ -518,18 +518,45 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
                 )
             })?;
     }
-    let ref_tag = digest.referrers_tag();
-    if let Some(h) = reg
-        .head_manifest(repo, ref_tag.as_str())
+    delete_referrer_tags(reg.as_ref(), repo, &digest, &state.referrer_tags, true)
         .await
-        .map_err(err)?
-    {
-        match reg.delete_manifest(repo, &h.digest).await {
-            Err(e) if !e.is_not_found() => return Err(err(e)),
-            _ => {}
+        .map_err(err)?;
+    Ok(Outcome::Done)
+}
+
+/// Cosign's tags for an image: its signatures, attestations and SBOM, each
+/// a manifest made for that one image (they name it in their payload).
+const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+
+/// Once `digest` is gone, the tags that only describe it: its fallback
+/// referrers tag (`sha256-<hex>`) and cosign's `sha256-<hex>.sig` / `.att`
+/// / `.sbom`. The fallback tag is looked for always when `always` (it may
+/// have been pushed after `listed`, the repo's referrer tags when read);
+/// the cosign tags where `listed` has them (a HEAD each would cost every
+/// deletion three requests for tags most images never have).
+async fn delete_referrer_tags(
+    reg: &dyn Registry,
+    repo: &Repo,
+    digest: &Digest,
+    listed: &std::collections::BTreeSet<Tag>,
+    always: bool,
+) -> Result<(), RegistryError> {
+    let base = digest.referrers_tag();
+    let mut names = vec![base.clone()];
+    for suffix in COSIGN_SUFFIXES {
+        if let Ok(t) = format!("{}{suffix}", base.as_str()).parse::<Tag>() {
+            names.push(t);
         }
     }
-    Ok(Outcome::Done)
+    for (i, tag) in names.iter().enumerate() {
+        if !(listed.contains(tag) || (always && i == 0)) {
+            continue;
+        }
+        if let Some(h) = reg.head_manifest(repo, tag.as_str()).await? {
+            delete_gone_ok(reg, repo, &h.digest).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A tag of `repo` that `read` did not list and that now points at
@@ -577,14 +604,17 @@ fn delete_with_referrers<'a>(
     reg: &'a dyn Registry,
     repo: &'a Repo,
     digest: &'a Digest,
+    listed: &'a std::collections::BTreeSet<Tag>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 'a>> {
     Box::pin(async move {
         let referrers = reg.referrers(repo, digest).await?;
         delete_gone_ok(reg, repo, digest).await?;
-        for r in referrers {
-            delete_with_referrers(reg, repo, &r.digest).await?;
+        for r in &referrers {
+            delete_with_referrers(reg, repo, &r.digest, listed).await?;
         }
-        Ok(())
+        // Its own fallback tag (an SBOM's signatures' list), and cosign's
+        // tags for it where the repo's read listed them.
+        delete_referrer_tags(reg, repo, digest, listed, true).await
     })
 }
 
@@ -632,7 +662,7 @@ async fn delete_orphan_referrers(
                     None => false,
                 };
                 if names_subject {
-                    delete_with_referrers(reg, repo, &m.digest).await?;
+                    delete_with_referrers(reg, repo, &m.digest, &Default::default()).await?;
                 }
             }
         }
