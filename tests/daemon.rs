@@ -478,6 +478,40 @@ fn a_branch_deleted_on_the_remote_is_not_served_from_the_cache() {
     assert!(text.contains("branch `main` not found"), "{text}");
 }
 
+/// Two folders of one repository and branch, one cache: each run must read
+/// its own `--path` (the cached tree of a commit holds only one folder).
+#[test]
+fn another_path_on_the_same_cache_reads_its_own_folder() {
+    let (tmp, _) = common::policy_remote();
+    let bare = tmp.path().join("policy.git");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(work.join("broken")).unwrap();
+    std::fs::write(work.join("broken/regimen.yaml"), "registries: {oops\n").unwrap();
+    common::git(&work, &["add", "-A"]);
+    common::git(&work, &["commit", "-qm", "a second folder"]);
+    common::git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let url = format!("file://{}", bare.display());
+    let cache = tmp.path().join("cache");
+    let text = |out: std::process::Output| {
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = text(common::git_plan_once(&url, &cache).output().unwrap());
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = text(
+        common::git_plan_once_path(&url, &cache, "broken")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, Some(1), "the broken folder's policy was read: {out}");
+    assert!(out.contains("invalid policy"), "{out}");
+    let (code, out) = text(common::git_plan_once(&url, &cache).output().unwrap());
+    assert_eq!(code, Some(0), "{out}");
+}
+
 /// A daemon killed mid-fetch (SIGKILL after a pod's grace period) leaves
 /// Git's ref lock behind; the next start must fetch anyway, not fail with
 /// "failed to lock file" for as long as the cache lives.

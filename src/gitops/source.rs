@@ -121,17 +121,28 @@ impl GitSource {
         cache_root: Option<PathBuf>,
     ) -> GitSource {
         let root = cache_root.unwrap_or_else(default_cache_root);
+        let path = match path.trim_matches('/') {
+            "." => String::new(),
+            p => p.to_string(),
+        };
         let mut h = Fnv::new();
-        // One cache per URL and branch: two daemons on two branches of one
-        // repo would otherwise clean up each other's trees.
+        // One cache per URL, branch and folder: `trees/<sha>` holds only the
+        // `--path` folder, so a cache shared across folders would serve one
+        // folder's policy for another (and daemons would clean up each
+        // other's trees).
         h.write(redact_url(&url).as_bytes());
         h.write(b"\0");
         h.write(branch.as_bytes());
+        if !path.is_empty() {
+            // The whole repository keeps its earlier cache name.
+            h.write(b"\0");
+            h.write(path.as_bytes());
+        }
         let cache = root.join(format!("git-{:016x}", h.finish()));
         GitSource {
             url,
             branch,
-            path: path.trim_matches('/').to_string(),
+            path,
             cache,
             current: None,
         }
@@ -206,7 +217,7 @@ impl GitSource {
             let root = commit
                 .tree()
                 .map_err(|e| format!("commit {sha}: {}", e.message()))?;
-            let tree = if self.path.is_empty() || self.path == "." {
+            let tree = if self.path.is_empty() {
                 root
             } else {
                 root.get_path(Path::new(&self.path))
