@@ -383,6 +383,64 @@ fn sigterm_during_apply_finishes_the_change_in_flight_and_leaves_a_consistent_re
     assert_eq!(wanted, missing, "{out}");
 }
 
+/// The executor pulls 16 copies at once; with a slow registry they all wait
+/// for it. A SIGTERM then must stop those that have not written anything
+/// (not run all 16 to the end), promptly, and count the reconcile as
+/// stopped, not failed.
+#[test]
+fn sigterm_stops_changes_still_waiting_for_the_registry() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let src: regimen::model::Repo = "src/slow".parse().unwrap();
+    let all: Vec<String> = (0..20).map(|i| format!("v{i:02}")).collect();
+    block_on(async {
+        for t in &all {
+            let spec =
+                ImageSpec::new("2026-01-01T00:00:00Z").with_layer("data", format!("slow {t}"));
+            push_image(r.as_ref(), &src, Some(&t.parse().unwrap()), &spec)
+                .await
+                .unwrap();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    // One request at a time, ten a second: 16 copies take some 15 s.
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
+            "registries:\n  dev: {{url: \"http://{}\", rate: 10, concurrency: 1}}\n\
+             mirrors:\n  - name: slow\n    from: dev/src/slow\n    to: dev/dst/slow\n",
+            reg.host
+        ),
+    );
+    let mut d = Daemon::start(
+        &["-C", dir.to_str().unwrap(), "--interval", "1h"],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("the apply to begin", Duration::from_secs(60), |d| {
+        d.log().contains("planned: copy")
+    });
+    let asked = Instant::now();
+    assert_eq!(d.terminate(), 0, "{}", d.log());
+    let took = asked.elapsed();
+    let log = d.log();
+    let present = tags(&reg, "dst/slow");
+    assert!(
+        present.len() <= 2,
+        "copies that had not begun ran after the stop: {present:?}\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?} to stop\n{log}"
+    );
+    assert!(log.contains("changes were not started"), "{log}");
+    assert!(log.contains("\"result\":\"stopped\""), "{log}");
+    assert!(!log.contains("\"outcome\":\"failed\""), "{log}");
+    // Every tag that exists is complete and right.
+    for t in &present {
+        assert_eq!(reg.digest("dst/slow", t), reg.digest("src/slow", t), "{t}");
+    }
+}
+
 #[test]
 fn watch_reconciles_when_a_policy_file_changes() {
     let reg = TestRegistry::start();

@@ -407,6 +407,7 @@ fn outcome_line(c: &Change, o: &Outcome) -> String {
             format!("{} {}: STALE, not done: {why}", c.action.as_str(), c.target)
         }
         Outcome::Failed(why) => format!("{} {}: FAILED: {why}", c.action.as_str(), c.target),
+        Outcome::NotStarted => format!("{} {}: not started", c.action.as_str(), c.target),
     }
 }
 

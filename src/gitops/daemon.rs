@@ -240,9 +240,21 @@ async fn one(
                 .as_ref()
                 .map(|x| (x.done, x.already, x.stale, x.failed))
                 .unwrap_or_default();
+            // Cut short by a stop, with nothing else wrong: not a failure
+            // (the next start plans the rest again).
+            let stopped = r.not_started > 0
+                && stop.load(Ordering::SeqCst)
+                && !r.violation_failure
+                && stale == 0
+                && failed == 0;
+            let result = match (ok, stopped) {
+                (true, _) => "success",
+                (false, true) => "stopped",
+                (false, false) => "failed",
+            };
             tracing::info!(
                 revision = %revision,
-                result = if ok { "success" } else { "failed" },
+                result,
                 planned = r.plan.changes.len(),
                 done,
                 already,
@@ -255,6 +267,17 @@ async fn one(
             );
             if ok {
                 m.finished("success", None, took, Some(&revision));
+                0
+            } else if stopped {
+                m.finished(
+                    "stopped",
+                    Some(format!(
+                        "stopped with {} changes not started",
+                        r.not_started
+                    )),
+                    took,
+                    Some(&revision),
+                );
                 0
             } else {
                 let why = if r.violation_failure {

@@ -75,6 +75,7 @@ impl Reporter for DaemonReporter<'_> {
             Outcome::AlreadyDone => ("already", String::new()),
             Outcome::Stale(w) => ("stale", w.clone()),
             Outcome::Failed(w) => ("failed", w.clone()),
+            Outcome::NotStarted => ("not_started", String::new()),
         };
         m.change(c.action.as_str(), outcome);
         match o {
