@@ -441,6 +441,97 @@ fn sigterm_stops_changes_still_waiting_for_the_registry() {
     }
 }
 
+/// What the metrics and the closing log line say, on a slow registry (so
+/// the reconcile can be seen in progress) and a folder outside Git.
+#[test]
+fn metrics_and_logs_of_a_failed_reconcile_outside_git() {
+    let reg = TestRegistry::start();
+    push_src_app(&reg, "metrics", &["v1", "v2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // One request a second; images from January are older than `max_age`,
+    // and `on_violation: fail` makes the reconcile fail.
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
+            "registries:\n  dev: {{url: \"http://{}\", rate: 1, concurrency: 1}}\n\
+             retags:\n  - tag: dev/src/app:stable\n    from: dev/src/app:v1\n\
+             policies:\n  max_age: 30d\n  on_violation: fail\n",
+            reg.host
+        ),
+    );
+    let d = Daemon::start(
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "--interval",
+            "1h",
+            "--plan-only",
+        ],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until(
+        "the policy to count as valid",
+        Duration::from_secs(60),
+        |d| d.metric("regimen_policy_valid ") == Some(1.0),
+    );
+    // Read after the metric: the plan (logged before the end, seconds after
+    // the load at one request a second) must not be there yet.
+    assert!(
+        !d.log().contains("planned: "),
+        "policy_valid was set only at the end:\n{}",
+        d.log()
+    );
+    d.wait_until("the reconcile to finish", Duration::from_secs(60), |d| {
+        d.log().contains("reconcile finished")
+    });
+    let log = d.log();
+    let closing = log
+        .lines()
+        .find(|l| l.contains("reconcile finished"))
+        .unwrap();
+    assert!(closing.contains("\"result\":\"failed\""), "{closing}");
+    assert!(closing.contains("\"level\":\"WARN\""), "{closing}");
+    assert!(log.contains("\"revision\":\"(none)\""), "{log}");
+    assert!(!log.contains("\"revision\":\"\""), "{log}");
+    let (_, metrics) = d.get("/metrics");
+    assert!(
+        metrics.contains("Reconciles by result (success, failed, stopped,"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("from reading the policy source"),
+        "{metrics}"
+    );
+}
+
+/// A source that cannot be read is a reconcile that took time, not 0 s.
+#[test]
+fn a_failed_source_read_is_timed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/policy.git");
+    let cache = tmp.path().join("cache");
+    let d = Daemon::start(
+        &[
+            "--git",
+            &url,
+            "--plan-only",
+            "--interval",
+            "1h",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("the source error", Duration::from_secs(60), |d| {
+        d.metric("regimen_reconciles_total{result=\"error\"}") == Some(1.0)
+    });
+    let sum = d
+        .metric("regimen_reconcile_duration_seconds_sum")
+        .unwrap_or(0.0);
+    assert!(sum > 0.0, "{}", d.get("/metrics").1);
+}
+
 #[test]
 fn watch_reconciles_when_a_policy_file_changes() {
     let reg = TestRegistry::start();
