@@ -441,6 +441,55 @@ fn sigterm_stops_changes_still_waiting_for_the_registry() {
     }
 }
 
+/// Deletions too: up to 256 are pulled in at once, all waiting for a slow
+/// registry; after a SIGTERM none that has not deleted anything may start.
+#[test]
+fn sigterm_stops_deletions_still_waiting_for_the_registry() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "src/old".parse().unwrap();
+    let all: Vec<String> = (0..20).map(|i| format!("pr-{i:02}")).collect();
+    block_on(async {
+        for t in &all {
+            let spec =
+                ImageSpec::new("2026-01-01T00:00:00Z").with_layer("data", format!("old {t}"));
+            push_image(r.as_ref(), &repo, Some(&t.parse().unwrap()), &spec)
+                .await
+                .unwrap();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
+            "registries:\n  dev: {{url: \"http://{}\", rate: 10, concurrency: 1}}\n\
+             retention:\n  - {{name: prs, repos: [dev/src/old], delete: {{tags: {{regex: \"^pr-\"}}}}, min_keep: 0}}\n",
+            reg.host
+        ),
+    );
+    let mut d = Daemon::start(
+        &["-C", dir.to_str().unwrap(), "--interval", "1h"],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("the apply to begin", Duration::from_secs(60), |d| {
+        d.log().contains("planned: delete")
+    });
+    let asked = Instant::now();
+    assert_eq!(d.terminate(), 0, "{}", d.log());
+    let took = asked.elapsed();
+    let log = d.log();
+    let left = tags(&reg, "src/old");
+    assert!(
+        left.len() >= all.len() - 2,
+        "deletions that had not begun ran after the stop: {left:?} left\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?} to stop\n{log}"
+    );
+    assert!(log.contains("\"result\":\"stopped\""), "{log}");
+}
+
 /// What the metrics and the closing log line say, on a slow registry (so
 /// the reconcile can be seen in progress) and a folder outside Git.
 #[test]

@@ -428,6 +428,11 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     }
     // Re-read every tag of the repo: a tag the plan did not see on this digest keeps it alive.
     let read = reads.read(reg.as_ref(), &target.repo, asked).await;
+    // The shared read may have waited long for the registry: a stop that
+    // came meanwhile spares the rest of this deletion's reads.
+    if cx.stopping() {
+        return Ok(Outcome::NotStarted);
+    }
     let (state, heads) = read.as_ref().as_ref().map_err(|e| e.clone())?;
     let on_digest: Vec<String> = state
         .tags
