@@ -58,6 +58,8 @@ podman build --network host \
   --build-arg CARGO_NET_OFFLINE=true \
   -t "$IMAGE" -f Containerfile .
 podman image inspect "$IMAGE" --format 'user={{.Config.User}} entrypoint={{.Config.Entrypoint}} size={{.Size}}'
+# The CI recipes (examples/ci) run git and curl in the image.
+podman run --rm --entrypoint sh "$IMAGE" -c 'git --version && curl --version | head -1'
 
 echo "== a test registry with one image"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

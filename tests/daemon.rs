@@ -383,6 +383,204 @@ fn sigterm_during_apply_finishes_the_change_in_flight_and_leaves_a_consistent_re
     assert_eq!(wanted, missing, "{out}");
 }
 
+/// The executor pulls 16 copies at once; with a slow registry they all wait
+/// for it. A SIGTERM then must stop those that have not written anything
+/// (not run all 16 to the end), promptly, and count the reconcile as
+/// stopped, not failed.
+#[test]
+fn sigterm_stops_changes_still_waiting_for_the_registry() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let src: regimen::model::Repo = "src/slow".parse().unwrap();
+    let all: Vec<String> = (0..20).map(|i| format!("v{i:02}")).collect();
+    block_on(async {
+        for t in &all {
+            let spec =
+                ImageSpec::new("2026-01-01T00:00:00Z").with_layer("data", format!("slow {t}"));
+            push_image(r.as_ref(), &src, Some(&t.parse().unwrap()), &spec)
+                .await
+                .unwrap();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    // One request at a time, ten a second: 16 copies take some 15 s.
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
+            "registries:\n  dev: {{url: \"http://{}\", rate: 10, concurrency: 1}}\n\
+             mirrors:\n  - name: slow\n    from: dev/src/slow\n    to: dev/dst/slow\n",
+            reg.host
+        ),
+    );
+    let mut d = Daemon::start(
+        &["-C", dir.to_str().unwrap(), "--interval", "1h"],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("the apply to begin", Duration::from_secs(60), |d| {
+        d.log().contains("planned: copy")
+    });
+    let asked = Instant::now();
+    assert_eq!(d.terminate(), 0, "{}", d.log());
+    let took = asked.elapsed();
+    let log = d.log();
+    let present = tags(&reg, "dst/slow");
+    assert!(
+        present.len() <= 2,
+        "copies that had not begun ran after the stop: {present:?}\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?} to stop\n{log}"
+    );
+    assert!(log.contains("changes were not started"), "{log}");
+    assert!(log.contains("\"result\":\"stopped\""), "{log}");
+    assert!(!log.contains("\"outcome\":\"failed\""), "{log}");
+    // Every tag that exists is complete and right.
+    for t in &present {
+        assert_eq!(reg.digest("dst/slow", t), reg.digest("src/slow", t), "{t}");
+    }
+}
+
+/// Deletions too: up to 256 are pulled in at once, all waiting for a slow
+/// registry; after a SIGTERM none that has not deleted anything may start.
+#[test]
+fn sigterm_stops_deletions_still_waiting_for_the_registry() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "src/old".parse().unwrap();
+    let all: Vec<String> = (0..20).map(|i| format!("pr-{i:02}")).collect();
+    block_on(async {
+        for t in &all {
+            let spec =
+                ImageSpec::new("2026-01-01T00:00:00Z").with_layer("data", format!("old {t}"));
+            push_image(r.as_ref(), &repo, Some(&t.parse().unwrap()), &spec)
+                .await
+                .unwrap();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
+            "registries:\n  dev: {{url: \"http://{}\", rate: 10, concurrency: 1}}\n\
+             retention:\n  - {{name: prs, repos: [dev/src/old], delete: {{tags: {{regex: \"^pr-\"}}}}, min_keep: 0}}\n",
+            reg.host
+        ),
+    );
+    let mut d = Daemon::start(
+        &["-C", dir.to_str().unwrap(), "--interval", "1h"],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("the apply to begin", Duration::from_secs(60), |d| {
+        d.log().contains("planned: delete")
+    });
+    let asked = Instant::now();
+    assert_eq!(d.terminate(), 0, "{}", d.log());
+    let took = asked.elapsed();
+    let log = d.log();
+    let left = tags(&reg, "src/old");
+    assert!(
+        left.len() >= all.len() - 2,
+        "deletions that had not begun ran after the stop: {left:?} left\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?} to stop\n{log}"
+    );
+    assert!(log.contains("\"result\":\"stopped\""), "{log}");
+}
+
+/// What the metrics and the closing log line say, on a slow registry (so
+/// the reconcile can be seen in progress) and a folder outside Git.
+#[test]
+fn metrics_and_logs_of_a_failed_reconcile_outside_git() {
+    let reg = TestRegistry::start();
+    push_src_app(&reg, "metrics", &["v1", "v2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // One request a second; images from January are older than `max_age`,
+    // and `on_violation: fail` makes the reconcile fail.
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
+            "registries:\n  dev: {{url: \"http://{}\", rate: 1, concurrency: 1}}\n\
+             retags:\n  - tag: dev/src/app:stable\n    from: dev/src/app:v1\n\
+             policies:\n  max_age: 30d\n  on_violation: fail\n",
+            reg.host
+        ),
+    );
+    let d = Daemon::start(
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "--interval",
+            "1h",
+            "--plan-only",
+        ],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until(
+        "the policy to count as valid",
+        Duration::from_secs(60),
+        |d| d.metric("regimen_policy_valid ") == Some(1.0),
+    );
+    // Read after the metric: the plan (logged before the end, seconds after
+    // the load at one request a second) must not be there yet.
+    assert!(
+        !d.log().contains("planned: "),
+        "policy_valid was set only at the end:\n{}",
+        d.log()
+    );
+    d.wait_until("the reconcile to finish", Duration::from_secs(60), |d| {
+        d.log().contains("reconcile finished")
+    });
+    let log = d.log();
+    let closing = log
+        .lines()
+        .find(|l| l.contains("reconcile finished"))
+        .unwrap();
+    assert!(closing.contains("\"result\":\"failed\""), "{closing}");
+    assert!(closing.contains("\"level\":\"WARN\""), "{closing}");
+    assert!(log.contains("\"revision\":\"(none)\""), "{log}");
+    assert!(!log.contains("\"revision\":\"\""), "{log}");
+    let (_, metrics) = d.get("/metrics");
+    assert!(
+        metrics.contains("Reconciles by result (success, failed, stopped,"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("from reading the policy source"),
+        "{metrics}"
+    );
+}
+
+/// A source that cannot be read is a reconcile that took time, not 0 s.
+#[test]
+fn a_failed_source_read_is_timed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/policy.git");
+    let cache = tmp.path().join("cache");
+    let d = Daemon::start(
+        &[
+            "--git",
+            &url,
+            "--plan-only",
+            "--interval",
+            "1h",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("the source error", Duration::from_secs(60), |d| {
+        d.metric("regimen_reconciles_total{result=\"error\"}") == Some(1.0)
+    });
+    let sum = d
+        .metric("regimen_reconcile_duration_seconds_sum")
+        .unwrap_or(0.0);
+    assert!(sum > 0.0, "{}", d.get("/metrics").1);
+}
+
 #[test]
 fn watch_reconciles_when_a_policy_file_changes() {
     let reg = TestRegistry::start();
@@ -476,6 +674,40 @@ fn a_branch_deleted_on_the_remote_is_not_served_from_the_cache() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("branch `main` not found"), "{text}");
+}
+
+/// Two folders of one repository and branch, one cache: each run must read
+/// its own `--path` (the cached tree of a commit holds only one folder).
+#[test]
+fn another_path_on_the_same_cache_reads_its_own_folder() {
+    let (tmp, _) = common::policy_remote();
+    let bare = tmp.path().join("policy.git");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(work.join("broken")).unwrap();
+    std::fs::write(work.join("broken/regimen.yaml"), "registries: {oops\n").unwrap();
+    common::git(&work, &["add", "-A"]);
+    common::git(&work, &["commit", "-qm", "a second folder"]);
+    common::git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let url = format!("file://{}", bare.display());
+    let cache = tmp.path().join("cache");
+    let text = |out: std::process::Output| {
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = text(common::git_plan_once(&url, &cache).output().unwrap());
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = text(
+        common::git_plan_once_path(&url, &cache, "broken")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, Some(1), "the broken folder's policy was read: {out}");
+    assert!(out.contains("invalid policy"), "{out}");
+    let (code, out) = text(common::git_plan_once(&url, &cache).output().unwrap());
+    assert_eq!(code, Some(0), "{out}");
 }
 
 /// A daemon killed mid-fetch (SIGKILL after a pod's grace period) leaves

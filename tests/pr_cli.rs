@@ -95,6 +95,56 @@ fn plan_base_with_an_unknown_revision_is_an_error() {
     assert!(out.contains("--base no-such-branch"), "{out}");
 }
 
+/// The change that fixes a broken main must still get its plan (and its PR
+/// comment): the base's errors are reported, every change counts as introduced.
+#[test]
+fn plan_base_with_an_invalid_base_policy_plans_the_head() {
+    let (tmp, dir) = repo();
+    std::fs::write(dir.join("retags.yaml"), "retags: {oops\n").unwrap();
+    git(tmp.path(), &["add", "-A"]);
+    git(tmp.path(), &["commit", "-q", "-m", "broken"]);
+    std::fs::remove_file(dir.join("retags.yaml")).unwrap();
+    change(&dir);
+
+    let (code, out) = run(regimen()
+        .args(["plan", "--base", "HEAD", "-C"])
+        .arg(&dir)
+        .env("NO_COLOR", "1"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("the policy at --base HEAD is invalid (1 error; first:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 come from this policy change and 0 would happen anyway"),
+        "{out}"
+    );
+    assert!(
+        out.contains("introduced copy local/mirror/alpine:3.18.0"),
+        "{out}"
+    );
+
+    let (code, md) = run(regimen()
+        .args(["plan", "--base", "HEAD", "--format", "markdown", "-C"])
+        .arg(&dir));
+    assert_eq!(code, 0, "{md}");
+    assert!(md.contains("is invalid (1 error;"), "{md}");
+    assert!(md.contains("introduces 3 of 3 planned changes"), "{md}");
+
+    let (_, v, out) = json_plan(
+        regimen()
+            .args(["plan", "--base", "HEAD", "--format", "json", "-C"])
+            .arg(&dir),
+    );
+    assert!(
+        v["base"]["base_invalid"]
+            .as_str()
+            .is_some_and(|s| s.contains("is invalid (1 error;")),
+        "{out}"
+    );
+    assert_eq!(v["base"]["drift"], serde_json::json!([]), "{out}");
+}
+
 #[test]
 fn validate_github_prints_annotations_for_every_error() {
     let (_tmp, dir) = repo();

@@ -198,6 +198,59 @@ fn saved_plan_refuses_a_policy_where_a_registry_moved() {
     assert!(other.join("out/prod/api").exists(), "{out}");
 }
 
+/// A plan made when the policy had a registry it no longer has: applying it
+/// would do the other registries' changes and fail these, half-applying it.
+#[test]
+fn saved_plan_naming_a_registry_the_policy_lacks_is_refused_whole() {
+    let (_tmp, dir) = quickstart();
+    let d = dir.to_str().unwrap();
+    let policy = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
+    let with_extra = policy
+        .replace("  local:\n", "  extra:\n    url: oci:extra\n  local:\n")
+        .replace("local/mirror/alpine", "extra/mirror/alpine");
+    assert_ne!(with_extra, policy);
+    std::fs::write(dir.join("policy.yaml"), &with_extra).unwrap();
+    let planfile = dir.join("plan.json");
+    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--out"]).arg(&planfile));
+    assert_eq!(code, 0, "{out}");
+    std::fs::write(dir.join("policy.yaml"), &policy).unwrap();
+
+    let (code, out) = stdout(regimen().args(["apply", "-C", d, planfile.to_str().unwrap()]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("changes registry `extra`, which the policy in")
+            && out.contains("Nothing was applied"),
+        "{out}"
+    );
+    assert!(
+        !dir.join("out").exists() && !dir.join("extra").exists(),
+        "{out}"
+    );
+
+    // Without its `endpoints` (an older regimen's plan, or an edited one)
+    // the names are still checked.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&planfile).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("endpoints");
+    std::fs::write(&planfile, json.to_string()).unwrap();
+    let (code, out) = stdout(regimen().args(["apply", "-C", d, planfile.to_str().unwrap()]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("changes registry `extra`") && out.contains("records no registry endpoints"),
+        "{out}"
+    );
+    assert!(
+        !dir.join("out").exists() && !dir.join("extra").exists(),
+        "{out}"
+    );
+
+    // Such a plan still applies where every name it uses is defined.
+    std::fs::write(dir.join("policy.yaml"), &with_extra).unwrap();
+    let (code, out) = stdout(regimen().args(["apply", "-C", d, planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    assert!(dir.join("extra/mirror/alpine").exists(), "{out}");
+}
+
 #[test]
 fn target_glob_limits_the_run() {
     let (_tmp, dir) = quickstart();

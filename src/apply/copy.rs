@@ -24,6 +24,54 @@ const PARALLEL: usize = 8;
 pub struct Side<'a> {
     pub reg: &'a Arc<dyn Registry>,
     pub repo: &'a Repo,
+    /// On a destination: asked before each write (see [`Gate`]).
+    pub gate: Option<&'a Gate<'a>>,
+}
+
+/// Lets one change stop on a stop request until its first write, and never
+/// after it: a change that has begun writing finishes, so no tag is left
+/// half-done (blobs that land without a tag are harmless).
+pub struct Gate<'a> {
+    stop: &'a (dyn Fn() -> bool + Send + Sync),
+    /// (begun writing, refused a write): one lock, so that two parallel
+    /// blobs of a change cannot see a stop differently.
+    state: std::sync::Mutex<(bool, bool)>,
+}
+
+impl<'a> Gate<'a> {
+    pub fn new(stop: &'a (dyn Fn() -> bool + Send + Sync)) -> Gate<'a> {
+        Gate {
+            stop,
+            state: std::sync::Mutex::new((false, false)),
+        }
+    }
+
+    /// Before a write: an error when nothing was written yet and a stop is
+    /// requested (the change then stops, as not started).
+    pub fn write(&self) -> Result<(), RegistryError> {
+        let Ok(mut st) = self.state.lock() else {
+            return Ok(());
+        };
+        if !st.0 && (st.1 || (self.stop)()) {
+            st.1 = true;
+            return Err(RegistryError::other(
+                "a stop was requested before the change wrote anything",
+            ));
+        }
+        st.0 = true;
+        Ok(())
+    }
+
+    /// Whether a write was refused (the change wrote nothing).
+    pub fn refused(&self) -> bool {
+        self.state.lock().map(|st| st.1).unwrap_or(false)
+    }
+}
+
+impl Side<'_> {
+    fn gate(&self) -> Result<(), RegistryError> {
+        self.gate.map_or(Ok(()), Gate::write)
+    }
 }
 
 impl Side<'_> {
@@ -226,6 +274,7 @@ impl Copier {
                     return Ok(true);
                 }
             }
+            dst.gate()?;
             dst.reg
                 .put_manifest(dst.repo, tag.map(|(t, _)| t), &m)
                 .await?;
@@ -287,6 +336,8 @@ impl Copier {
         b: &Descriptor,
         from: &Repo,
     ) -> Result<(), RegistryError> {
+        // The first write of a copy (a mount or an upload), usually.
+        dst.gate()?;
         match dst.reg.start_blob(b, dst.repo, from).await? {
             BlobStart::Present => Ok(()),
             BlobStart::Upload(session) => self.stream_blob(src, dst, b, session).await,
@@ -445,6 +496,7 @@ impl Copier {
                 return Ok(());
             }
         }
+        dst.gate()?;
         dst.reg.put_manifest(dst.repo, Some(&tag), &want).await?;
         Ok(())
     }

@@ -26,14 +26,19 @@ pub enum Outcome {
     /// The target was not as the plan expected: nothing done.
     Stale(String),
     Failed(String),
+    /// A stop was requested before the change wrote anything: it was left
+    /// out (not in the report; the next plan has it again).
+    NotStarted,
 }
 
 /// Told about each change as it happens (progress bar or log lines).
 pub trait Reporter: Send + Sync {
     fn started(&self, _change: &Change) {}
     fn finished(&self, change: &Change, outcome: &Outcome, bytes_total: u64);
-    /// When true, no further change is started (those in flight finish), so
-    /// a stopping daemon never leaves a tag half-done.
+    /// When true, no further change is started: one that has not written
+    /// anything yet (still reading, or waiting for a registry's
+    /// `concurrency`) stops before its first write; one that has begun
+    /// writing finishes, so a stopping daemon never leaves a tag half-done.
     fn stop_requested(&self) -> bool {
         false
     }
@@ -101,8 +106,10 @@ pub async fn apply(
             CHANGES_IN_FLIGHT
         };
         let mut done = futures_util::stream::iter(phase)
-            // Checked as each change is about to start; the rest are left
-            // out of the report (not done, not failed).
+            // Checked as each change is pulled in (`in_flight` at once, so
+            // those pulled also check before their first write, see
+            // `Cx::stopping`); the rest are left out of the report (not
+            // done, not failed).
             .take_while(|_| std::future::ready(!reporter.stop_requested()))
             .map(|c| {
                 let cx = Cx {
@@ -110,6 +117,7 @@ pub async fn apply(
                     indexes: &indexes,
                     reads: &reads,
                     host_use: host_use.as_ref(),
+                    reporter,
                 };
                 async move {
                     reporter.started(c);
@@ -126,6 +134,8 @@ pub async fn apply(
                 Outcome::AlreadyDone => report.already += 1,
                 Outcome::Stale(_) => report.stale += 1,
                 Outcome::Failed(_) => report.failed += 1,
+                // Left out of the report, as those never pulled are.
+                Outcome::NotStarted => continue,
             }
             reporter.finished(c, &outcome, copier.bytes_copied());
             report.outcomes.push((c.clone(), outcome));
@@ -168,6 +178,16 @@ struct Cx<'a> {
     reads: &'a RepoReads,
     /// What hosts' containers use, read before the deletions.
     host_use: Option<&'a HostUse>,
+    reporter: &'a dyn Reporter,
+}
+
+impl Cx<'_> {
+    /// Checked right before a change's first write: the changes pulled in
+    /// (up to [`DELETES_IN_FLIGHT`]) may still be waiting for a registry's
+    /// `concurrency` when a stop comes, and must not all run after it.
+    fn stopping(&self) -> bool {
+        self.reporter.stop_requested()
+    }
 }
 
 /// Registry digests containers on the managed hosts use (with which
@@ -202,10 +222,13 @@ async fn apply_one(
     let copier = cx.copier;
     match c.action {
         Action::Copy | Action::Retag => {}
-        Action::Untag => return untag(c, registries, cx.host_use).await,
+        Action::Untag => return untag(c, registries, cx).await,
         Action::Delete => return delete(c, registries, cx).await,
         Action::Pull | Action::RemoveImage | Action::StopContainer => {
-            return hosts::apply_one(c, hosts).await
+            if cx.stopping() {
+                return Ok(Outcome::NotStarted);
+            }
+            return hosts::apply_one(c, hosts).await;
         }
     }
     let target: ImageRef = parse("target", Some(&c.target))?;
@@ -239,13 +262,22 @@ async fn apply_one(
         (Some(cur), exp) => cur.as_str() == exp,
         (None, _) => false,
     };
+    // Nothing written yet: a stop that came while this change waited for
+    // the registry need not cost the reads of its copy either.
+    if cx.stopping() {
+        return Ok(Outcome::NotStarted);
+    }
+    let stop = || cx.stopping();
+    let gate = copy::Gate::new(&stop);
     let src = Side {
         reg: src_reg,
         repo: &source.repo.repo,
+        gate: None,
     };
     let dst = Side {
         reg: dst_reg,
         repo: &target.repo.repo,
+        gate: Some(&gate),
     };
     // A referrer tag that this run's own referrer pushes (or anyone's) have
     // changed is still written when nothing it lists would be lost.
@@ -284,6 +316,9 @@ async fn apply_one(
             Some((&tag, current.as_ref())),
         )
         .await;
+    if gate.refused() {
+        return Ok(Outcome::NotStarted);
+    }
     let (manifest, tagged) = match copied {
         Err(e) if e.kind == crate::registry::ErrorKind::Conflict => {
             return Ok(Outcome::Stale(e.message))
@@ -293,10 +328,11 @@ async fn apply_one(
     if tag.is_referrer_tag() && c.with_referrers {
         // A `sha256-<hex>` index lists referrers; signatures of those
         // (an SBOM's signature) follow them, as on a first copy.
-        copier
-            .copy_listed_referrers(&src, &dst, &manifest)
-            .await
-            .map_err(err)?;
+        let listed = copier.copy_listed_referrers(&src, &dst, &manifest).await;
+        if gate.refused() {
+            return Ok(Outcome::NotStarted);
+        }
+        listed.map_err(err)?;
     }
     if tagged {
         // Put under the tag directly, after everything under it (the digest
@@ -319,6 +355,9 @@ async fn apply_one(
         }
         Err(e) => return Err(err(e)),
     }
+    if gate.write().is_err() {
+        return Ok(Outcome::NotStarted);
+    }
     dst_reg
         .put_manifest(&target.repo.repo, Some(&tag), &manifest)
         .await
@@ -330,11 +369,8 @@ async fn apply_one(
 /// deleted by digest); shared by every backend.
 pub use crate::registry::remove_tag;
 
-async fn untag(
-    c: &Change,
-    registries: &Registries,
-    host_use: Option<&HostUse>,
-) -> Result<Outcome, String> {
+async fn untag(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcome, String> {
+    let host_use = cx.host_use;
     let target: ImageRef = parse("target", Some(&c.target))?;
     let Some(Reference::Tag(tag)) = target.reference.clone() else {
         return Err(format!("target `{}` has no tag", c.target));
@@ -359,6 +395,9 @@ async fn untag(
             }
         }
     }
+    if cx.stopping() {
+        return Ok(Outcome::NotStarted);
+    }
     remove_tag(reg.as_ref(), &target.repo.repo, &tag)
         .await
         .map_err(|e| e.to_string())?;
@@ -376,6 +415,9 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     let repo = &target.repo.repo;
     let err = |e: RegistryError| e.to_string();
     if let Some(tag) = target.tag().filter(|t| t.is_referrer_tag()) {
+        if cx.stopping() {
+            return Ok(Outcome::NotStarted);
+        }
         return delete_orphan_referrers(reg.as_ref(), &target, tag, &digest)
             .await
             .map_err(err);
@@ -386,6 +428,11 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     }
     // Re-read every tag of the repo: a tag the plan did not see on this digest keeps it alive.
     let read = reads.read(reg.as_ref(), &target.repo, asked).await;
+    // The shared read may have waited long for the registry: a stop that
+    // came meanwhile spares the rest of this deletion's reads.
+    if cx.stopping() {
+        return Ok(Outcome::NotStarted);
+    }
     let (state, heads) = read.as_ref().as_ref().map_err(|e| e.clone())?;
     let on_digest: Vec<String> = state
         .tags
@@ -491,6 +538,9 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     // keeps everything that describes it. Its referrers are listed before
     // it goes (a registry may stop listing them after).
     let referrers = reg.referrers(repo, &digest).await.map_err(err)?;
+    if cx.stopping() {
+        return Ok(Outcome::NotStarted);
+    }
     let planned_tags: Vec<Tag> = planned.iter().filter_map(|t| t.parse().ok()).collect();
     match reg
         .delete_manifest_tagged(repo, &digest, &planned_tags)

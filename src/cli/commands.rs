@@ -407,6 +407,7 @@ fn outcome_line(c: &Change, o: &Outcome) -> String {
             format!("{} {}: STALE, not done: {why}", c.action.as_str(), c.target)
         }
         Outcome::Failed(why) => format!("{} {}: FAILED: {why}", c.action.as_str(), c.target),
+        Outcome::NotStarted => format!("{} {}: not started", c.action.as_str(), c.target),
     }
 }
 
@@ -483,7 +484,8 @@ fn apply_cmd(
             }
             // The names in a saved plan must still mean the same registries
             // and hosts, or it would copy and delete somewhere else.
-            let moved = plan.endpoints.moved(&crate::plan::endpoints(&policy));
+            let now = crate::plan::endpoints(&policy);
+            let moved = plan.endpoints.moved(&now);
             for (what, then, now) in &moved {
                 eprintln!(
                     "error: {} was planned with {what} at {then}; the policy in {} has it at {now}",
@@ -491,7 +493,26 @@ fn apply_cmd(
                     dir.display()
                 );
             }
-            if !moved.is_empty() {
+            // A name the policy no longer defines would fail only its own
+            // changes, leaving the plan half-applied: refuse it whole.
+            let undefined = plan.undefined_names(&now);
+            for what in &undefined {
+                eprintln!(
+                    "error: {} changes {what}, which the policy in {} does not define",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            if plan.endpoints.is_empty() && !plan.changes.is_empty() {
+                // Plans saved before endpoints were recorded (format 1 all
+                // the same) have none; their names are still checked above.
+                eprintln!(
+                    "warning: {} records no registry endpoints (saved by an older regimen, or \
+                     edited): only its registry and host names could be checked",
+                    path.display()
+                );
+            }
+            if !moved.is_empty() || !undefined.is_empty() {
                 eprintln!("Nothing was applied: make a new plan against this policy.");
                 return 1;
             }

@@ -119,6 +119,9 @@ pub async fn run(cfg: Config) -> i32 {
             break;
         }
         m.checked();
+        // The reconcile's duration includes reading the source (a slow fetch
+        // is part of it), and a failed read is timed too.
+        let t0 = Instant::now();
         let read = tokio::select! {
             r = read_source(&source) => Some(r),
             // A Git server that stopped answering holds a fetch for minutes
@@ -136,7 +139,7 @@ pub async fn run(cfg: Config) -> i32 {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the policy source: {e}");
-                m.finished("error", Some(e), Duration::ZERO, None);
+                m.finished("error", Some(e), t0.elapsed(), None);
                 code = 1;
                 if cfg.once {
                     break;
@@ -151,7 +154,15 @@ pub async fn run(cfg: Config) -> i32 {
             continue;
         }
         last_version = Some(snap.version.clone());
-        code = one(&snap, &cfg.options, &stop, &mut stop_rx, &pending.reasons).await;
+        code = one(
+            &snap,
+            &cfg.options,
+            &stop,
+            &mut stop_rx,
+            &pending.reasons,
+            t0,
+        )
+        .await;
         if cfg.once || stop.load(Ordering::SeqCst) {
             break;
         }
@@ -181,12 +192,16 @@ async fn one(
     stop: &AtomicBool,
     stop_rx: &mut watch::Receiver<bool>,
     reasons: &[&'static str],
+    t0: Instant,
 ) -> i32 {
     let m = metrics::get();
-    let revision = snap.revision.clone().unwrap_or_default();
+    // Outside Git (a plain `-C` folder) there is no revision.
+    let revision = snap
+        .revision
+        .clone()
+        .unwrap_or_else(|| "(none)".to_string());
     tracing::info!(revision = %revision, trigger = %reasons.join(","), "reconcile started");
     m.started();
-    let t0 = Instant::now();
     let applying = AtomicBool::new(false);
     let fut = reconcile::reconcile(snap, opts, stop, &applying);
     tokio::pin!(fut);
@@ -214,13 +229,9 @@ async fn one(
                 tracing::error!(revision = %revision, file = %d.loc.file, line = d.loc.line, col = d.loc.col, "{d}");
             }
             let msg = format!(
-                "invalid policy at revision {}: {} errors; nothing was changed",
-                if revision.is_empty() {
-                    "(none)"
-                } else {
-                    &revision
-                },
-                diags.len()
+                "invalid policy at revision {revision}: {} error{}; nothing was changed",
+                diags.len(),
+                if diags.len() == 1 { "" } else { "s" }
             );
             tracing::error!(revision = %revision, errors = diags.len(), "{msg}");
             m.policy_valid(false);
@@ -240,21 +251,54 @@ async fn one(
                 .as_ref()
                 .map(|x| (x.done, x.already, x.stale, x.failed))
                 .unwrap_or_default();
-            tracing::info!(
-                revision = %revision,
-                result = if ok { "success" } else { "failed" },
-                planned = r.plan.changes.len(),
-                done,
-                already,
-                stale,
-                failed,
-                not_started = r.not_started,
-                seconds = took.as_secs_f64(),
-                "reconcile finished: {} planned, {done} done, {already} already in place, {stale} stale, {failed} failed",
-                r.plan.changes.len()
-            );
+            // Cut short by a stop, with nothing else wrong: not a failure
+            // (the next start plans the rest again).
+            let stopped = r.not_started > 0
+                && stop.load(Ordering::SeqCst)
+                && !r.violation_failure
+                && stale == 0
+                && failed == 0;
+            let result = match (ok, stopped) {
+                (true, _) => "success",
+                (false, true) => "stopped",
+                (false, false) => "failed",
+            };
+            // A failed reconcile is a warning (alerts filter on the level).
+            macro_rules! finished_line {
+                ($level:ident) => {
+                    tracing::$level!(
+                        revision = %revision,
+                        result,
+                        planned = r.plan.changes.len(),
+                        done,
+                        already,
+                        stale,
+                        failed,
+                        not_started = r.not_started,
+                        seconds = took.as_secs_f64(),
+                        "reconcile finished: {} planned, {done} done, {already} already in place, {stale} stale, {failed} failed",
+                        r.plan.changes.len()
+                    )
+                };
+            }
+            if result == "failed" {
+                finished_line!(warn);
+            } else {
+                finished_line!(info);
+            }
             if ok {
                 m.finished("success", None, took, Some(&revision));
+                0
+            } else if stopped {
+                m.finished(
+                    "stopped",
+                    Some(format!(
+                        "stopped with {} changes not started",
+                        r.not_started
+                    )),
+                    took,
+                    Some(&revision),
+                );
                 0
             } else {
                 let why = if r.violation_failure {

@@ -73,7 +73,7 @@ impl Metrics {
         let reconciles = Family::<Labels, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconciles by result (success, failed, invalid_policy, error)",
+            "Reconciles by result (success, failed, stopped, invalid_policy, error)",
             reconciles.clone(),
         );
         let last_success = Gauge::<f64, AtomicU64>::default();
@@ -117,7 +117,7 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         registry.register(
             "reconcile_duration_seconds",
-            "How long reconciles take, source read to last change",
+            "How long reconciles take, from reading the policy source to the last change (failed source reads included)",
             duration.clone(),
         );
         let requests = Family::<Labels, Counter>::default();

@@ -24,6 +24,11 @@ pub struct BaseReport {
     pub drift: Vec<String>,
     /// Changes the base policy would make that this one no longer does.
     pub dropped: Vec<Change>,
+    /// Why the base policy could not be loaded, if so: every planned change
+    /// then counts as introduced (a change that fixes a broken base still
+    /// gets its plan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_invalid: Option<String>,
 }
 
 /// Identity of a change across two plans of the same observation.
@@ -56,16 +61,21 @@ fn plan_with_base_in(
     tmp: &Path,
 ) -> Result<(Plan, BaseReport), String> {
     super::source::materialize_rev(dir, rev, tmp)?;
-    let base = if config::policy_files(tmp)?.is_empty() {
-        Policy::default()
+    let (base, base_invalid) = if config::policy_files(tmp)?.is_empty() {
+        (Policy::default(), None)
     } else {
-        config::load(tmp).map_err(|d| {
-            format!(
-                "the policy at --base {rev} is invalid ({} errors; first: {})",
-                d.len(),
-                d.first().map(|x| x.to_string()).unwrap_or_default()
-            )
-        })?
+        match config::load(tmp) {
+            Ok(p) => (p, None),
+            Err(d) => (
+                Policy::default(),
+                Some(format!(
+                    "the policy at --base {rev} is invalid ({} error{}; first: {})",
+                    d.len(),
+                    if d.len() == 1 { "" } else { "s" },
+                    d.first().map(|x| x.to_string()).unwrap_or_default()
+                )),
+            ),
+        }
     };
     let policy_diff = diff_dirs(tmp, dir)?;
     // Observe what either policy needs; registries as the change defines them.
@@ -106,6 +116,7 @@ fn plan_with_base_in(
             .filter(|c| !head_keys.contains(&key(c)))
             .cloned()
             .collect(),
+        base_invalid,
     };
     Ok((plan, report))
 }
@@ -163,6 +174,12 @@ pub fn text(plan: &Plan, r: &BaseReport) -> String {
         let _ = writeln!(out, "Policy changes since {}:", r.revision);
         out.push_str(&r.policy_diff);
     }
+    if let Some(why) = &r.base_invalid {
+        let _ = writeln!(
+            out,
+            "\nNote: {why}. Every planned change is counted as introduced."
+        );
+    }
     let _ = writeln!(
         out,
         "\nOf {} planned changes, {} come from this policy change and {} would happen anyway (drift).",
@@ -192,6 +209,13 @@ pub fn text(plan: &Plan, r: &BaseReport) -> String {
 /// The `--base` section for a PR comment, printed before the plan.
 pub fn markdown(plan: &Plan, r: &BaseReport) -> String {
     let mut out = String::new();
+    if let Some(why) = &r.base_invalid {
+        let _ = writeln!(
+            out,
+            "> **Note:** {}. Every planned change is counted as introduced.\n",
+            why.replace('\n', " ")
+        );
+    }
     let _ = writeln!(
         out,
         "**This change introduces {} of {} planned changes; {} would happen anyway (drift).**\n",

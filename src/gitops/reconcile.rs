@@ -75,6 +75,7 @@ impl Reporter for DaemonReporter<'_> {
             Outcome::AlreadyDone => ("already", String::new()),
             Outcome::Stale(w) => ("stale", w.clone()),
             Outcome::Failed(w) => ("failed", w.clone()),
+            Outcome::NotStarted => ("not_started", String::new()),
         };
         m.change(c.action.as_str(), outcome);
         match o {
@@ -93,6 +94,7 @@ impl Reporter for DaemonReporter<'_> {
                 revision = self.revision,
                 action = c.action.as_str(),
                 target = %c.target,
+                digest = c.digest.as_deref().unwrap_or(""),
                 rule = %c.rule,
                 outcome,
                 detail = %detail,
@@ -114,6 +116,8 @@ pub async fn plan_snapshot(
     shard: Option<Shard>,
 ) -> Result<(config::Policy, Plan), Failure> {
     let policy = config::load(&snap.dir).map_err(Failure::Invalid)?;
+    // Valid from now on, not only once the reconcile (observe, apply) ends.
+    metrics::get().policy_valid(true);
     let registries = crate::registry::open_all(&policy);
     let now = Timestamp::now();
     let observed = crate::observe::observe(&policy, &registries, now).await;
@@ -134,7 +138,7 @@ pub async fn reconcile(
     stop: &AtomicBool,
     applying: &AtomicBool,
 ) -> Result<Reconciled, Failure> {
-    let revision = snap.revision.as_deref().unwrap_or("");
+    let revision = snap.revision.as_deref().unwrap_or("(none)");
     let (policy, plan) = plan_snapshot(snap, opts.shard).await?;
     let s = &plan.summary;
     tracing::info!(
@@ -212,4 +216,55 @@ pub async fn reconcile(
         not_started,
         violation_failure,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Log output captured into a buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_change_outcome_line_has_the_digest() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || w.clone())
+            .finish();
+        let stop = AtomicBool::new(false);
+        let r = DaemonReporter {
+            stop: &stop,
+            revision: "abc",
+        };
+        let c = Change {
+            target: "dev/app:1".into(),
+            digest: Some("sha256:0123".into()),
+            ..Change::new(crate::plan::Action::Copy)
+        };
+        tracing::subscriber::with_default(sub, || {
+            r.finished(&c, &Outcome::Done, 0);
+            r.finished(&c, &Outcome::Stale("moved".into()), 0);
+            r.finished(&c, &Outcome::Failed("refused".into()), 0);
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for l in lines {
+            assert!(l.contains("\"digest\":\"sha256:0123\""), "{l}");
+        }
+    }
 }

@@ -121,17 +121,28 @@ impl GitSource {
         cache_root: Option<PathBuf>,
     ) -> GitSource {
         let root = cache_root.unwrap_or_else(default_cache_root);
+        let path = match path.trim_matches('/') {
+            "." => String::new(),
+            p => p.to_string(),
+        };
         let mut h = Fnv::new();
-        // One cache per URL and branch: two daemons on two branches of one
-        // repo would otherwise clean up each other's trees.
-        h.write(redact_url(&url).as_bytes());
+        // One cache per URL, branch and folder: `trees/<sha>` holds only the
+        // `--path` folder, so a cache shared across folders would serve one
+        // folder's policy for another (and daemons would clean up each
+        // other's trees).
+        h.write(cache_key_url(&url).as_bytes());
         h.write(b"\0");
         h.write(branch.as_bytes());
+        if !path.is_empty() {
+            // The whole repository keeps its earlier cache name.
+            h.write(b"\0");
+            h.write(path.as_bytes());
+        }
         let cache = root.join(format!("git-{:016x}", h.finish()));
         GitSource {
             url,
             branch,
-            path: path.trim_matches('/').to_string(),
+            path,
             cache,
             current: None,
         }
@@ -206,7 +217,7 @@ impl GitSource {
             let root = commit
                 .tree()
                 .map_err(|e| format!("commit {sha}: {}", e.message()))?;
-            let tree = if self.path.is_empty() || self.path == "." {
+            let tree = if self.path.is_empty() {
                 root
             } else {
                 root.get_path(Path::new(&self.path))
@@ -685,31 +696,77 @@ fn default_cache_root() -> PathBuf {
 
 /// The URL without a `user:password@` part and with query values hidden
 /// (`?private_token=***`: some Git hosts take tokens there), for logs and
-/// cache names.
+/// `/readyz`. A password may hold `/`, `?`, `#` or `@` (unencoded), and a
+/// path `@`, so where the userinfo ends is not always knowable: then
+/// everything up to the last `@` is hidden (`scheme://***@…`), whatever it
+/// was. Never prints a character that could belong to a password.
 pub fn redact_url(url: &str) -> String {
+    let out = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            None => url.to_string(),
+            Some(at) => {
+                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                if at < authority_end {
+                    // Every `@` is in the authority: the userinfo is up to the last one.
+                    format!("{scheme}://{}", &rest[at + 1..])
+                } else {
+                    // An `@` past a `/`, `?` or `#`: a password holding one of
+                    // those, or an `@` in the path. Assume the worst.
+                    format!("{scheme}://***@{}", &rest[at + 1..])
+                }
+            }
+        },
+        // scp-like `user@host:path`: a plain user name is no secret, but
+        // anything more (`user:password@`, a `/`) before an `@` may be.
+        None => match url.rsplit_once('@') {
+            Some((user, host))
+                if !user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')) =>
+            {
+                format!("***@{host}")
+            }
+            _ => url.to_string(),
+        },
+    };
+    hide_query_values(&out)
+}
+
+/// `?k=v&…` becomes `?k=***&…`.
+fn hide_query_values(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let hidden: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) => format!("{k}=***"),
+            None => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", hidden.join("&"))
+}
+
+/// What names a remote's cache: the URL as Git reads it (the authority
+/// ends at the first `/`, `?` or `#`; its userinfo at the last `@` in it),
+/// without userinfo and query values, so rotating a token keeps the cache
+/// while two repositories never share one. Only ever hashed, never shown.
+fn cache_key_url(url: &str) -> String {
     let (url, query) = match url.split_once('?') {
         Some((u, q)) => (u, Some(q)),
         None => (url, None),
     };
     let mut out = url.to_string();
     if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (authority, path) = rest.split_at(rest.find(['/', '#']).unwrap_or(rest.len()));
         if let Some((_, host)) = authority.rsplit_once('@') {
             out = format!("{scheme}://{host}{path}");
         }
     }
-    if let Some(q) = query {
-        let hidden: Vec<String> = q
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) => format!("{k}=***"),
-                None => pair.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&hidden.join("&"));
+    match query {
+        Some(q) => hide_query_values(&format!("{out}?{q}")),
+        None => out,
     }
-    out
 }
 
 /// FNV-1a (64 bit): stable across runs and builds, unlike std's hasher.
@@ -793,6 +850,63 @@ mod tests {
         assert_eq!(
             redact_url("https://u:p@git.example.com/p.git?private_token=abc&x"),
             "https://git.example.com/p.git?private_token=***&x"
+        );
+    }
+
+    #[test]
+    fn passwords_with_url_delimiters_are_never_shown() {
+        for (url, want) in [
+            (
+                "http://bob:se/cret@host/repo.git",
+                "http://***@host/repo.git",
+            ),
+            (
+                "http://bob:se?cret@host/repo.git",
+                "http://***@host/repo.git",
+            ),
+            (
+                "http://bob:se#cret@host/repo.git",
+                "http://***@host/repo.git",
+            ),
+            ("http://bob:se@cret@host/repo.git", "http://host/repo.git"),
+            (
+                "http://bob:a/b?c#d@e@host:8080/r.git",
+                "http://***@host:8080/r.git",
+            ),
+            (
+                "http://bob:s/x@host/p.git?t=1",
+                "http://***@host/p.git?t=***",
+            ),
+            // An `@` in the path cannot be told from one ending a password.
+            ("https://host/org/repo@v1.git", "https://***@v1.git"),
+            ("https://bob:pw@host/org/repo@v1.git", "https://***@v1.git"),
+            ("https://host/org/repo.git", "https://host/org/repo.git"),
+            // scp-like: a plain user is shown, anything more is not.
+            ("git@host:org/repo.git", "git@host:org/repo.git"),
+            ("bob:secret@host:org/repo.git", "***@host:org/repo.git"),
+            ("bob:se/cret@host:org/repo.git", "***@host:org/repo.git"),
+        ] {
+            let got = redact_url(url);
+            assert_eq!(got, want, "{url}");
+            for secret in ["secret", "cret", "pw", "se@"] {
+                assert!(!got.contains(secret), "{url} -> {got}");
+            }
+        }
+    }
+
+    #[test]
+    fn cache_keys_ignore_credentials_but_keep_repositories_apart() {
+        assert_eq!(
+            cache_key_url("https://a:1@host/org/repo.git?private_token=x"),
+            cache_key_url("https://b:2@host/org/repo.git?private_token=y")
+        );
+        assert_eq!(
+            cache_key_url("https://host/org/repo.git"),
+            "https://host/org/repo.git"
+        );
+        assert_ne!(
+            cache_key_url("https://one/org/repo@v1.git"),
+            cache_key_url("https://two/org/repo@v1.git")
         );
     }
 

@@ -209,6 +209,47 @@ impl Endpoints {
     }
 }
 
+impl Plan {
+    /// The registries and hosts the changes act on (targets, sources, a
+    /// pull's registry) that `now` does not define, as ``registry `x` ``.
+    /// Applying such a plan would do only the part whose names exist.
+    pub fn undefined_names(&self, now: &Endpoints) -> Vec<String> {
+        // The first segment of `REGISTRY/REPO…` names the registry.
+        let registry_of = |r: &str| r.split('/').next().unwrap_or(r).to_string();
+        let mut registries = std::collections::BTreeSet::new();
+        let mut hosts = std::collections::BTreeSet::new();
+        for c in &self.changes {
+            match c.target.strip_prefix("host:") {
+                Some(rest) => {
+                    let (host, what) = rest.split_once('/').unwrap_or((rest, ""));
+                    hosts.insert(host.to_string());
+                    if c.action == Action::Pull {
+                        registries.insert(registry_of(what));
+                    }
+                }
+                None => {
+                    registries.insert(registry_of(&c.target));
+                }
+            }
+            if let Some(src) = &c.source {
+                registries.insert(registry_of(src));
+            }
+        }
+        let missing = |kind: &str,
+                       names: std::collections::BTreeSet<String>,
+                       known: &BTreeMap<String, String>| {
+            names
+                .into_iter()
+                .filter(|n| !known.contains_key(n))
+                .map(|n| format!("{kind} `{n}`"))
+                .collect::<Vec<_>>()
+        };
+        let mut out = missing("registry", registries, &now.registries);
+        out.extend(missing("host", hosts, &now.hosts));
+        out
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionRepo {
     pub rule: String,
@@ -304,5 +345,39 @@ pub fn order(a: Action) -> u8 {
         Action::Delete => 4,
         Action::StopContainer => 5,
         Action::RemoveImage => 6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undefined_names_cover_targets_sources_and_hosts() {
+        let plan = Plan {
+            changes: vec![
+                Change {
+                    target: "prod/app:1".into(),
+                    source: Some("dev/app@sha256:00".into()),
+                    ..Change::new(Action::Copy)
+                },
+                Change {
+                    target: "host:web/prod/app:1".into(),
+                    ..Change::new(Action::Pull)
+                },
+                Change {
+                    target: "host:db/abc".into(),
+                    ..Change::new(Action::RemoveImage)
+                },
+            ],
+            ..Plan::default()
+        };
+        let mut now = Endpoints::default();
+        now.registries.insert("prod".into(), "https://prod".into());
+        now.hosts.insert("web".into(), "unix:///d".into());
+        assert_eq!(
+            plan.undefined_names(&now),
+            vec!["registry `dev`".to_string(), "host `db`".to_string()]
+        );
     }
 }

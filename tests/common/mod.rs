@@ -611,6 +611,11 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
 /// branch `main`, with no ambient Git credentials: the run both Git auth
 /// tests (http and ssh) make, each adding the variables it tests.
 pub fn git_plan_once(url: &str, cache: &Path) -> assert_cmd::Command {
+    git_plan_once_path(url, cache, "policy")
+}
+
+/// [`git_plan_once`] of the folder `path` of the repository.
+pub fn git_plan_once_path(url: &str, cache: &Path, path: &str) -> assert_cmd::Command {
     let mut cmd = regimen();
     cmd.args([
         "--log-format",
@@ -621,7 +626,7 @@ pub fn git_plan_once(url: &str, cache: &Path) -> assert_cmd::Command {
         "--branch",
         "main",
         "--path",
-        "policy",
+        path,
         "--plan-only",
         "--once",
         "--cache-dir",
