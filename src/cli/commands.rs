@@ -301,11 +301,10 @@ fn plan_cmd(
         (Some(b), PlanFormat::Json) => print!("{}", pr::json(&plan, b)),
         (Some(b), PlanFormat::Markdown) => {
             // Summary first (SPEC); the PR attribution and diff after it.
-            print!(
-                "{}\n{}",
-                render(&plan, format, verbose),
-                pr::markdown(&plan, b)
-            )
+            let md = render(&plan, format, verbose);
+            // GitHub's comment limit is 65,536 characters, both parts together.
+            let left = 65_000usize.saturating_sub(md.chars().count() + 1);
+            print!("{md}\n{}", pr::markdown(&plan, b, left))
         }
         (Some(b), PlanFormat::Text) => {
             print!("{}{}", pr::text(&plan, b), render(&plan, format, verbose))

@@ -207,7 +207,23 @@ pub fn text(plan: &Plan, r: &BaseReport) -> String {
 }
 
 /// The `--base` section for a PR comment, printed before the plan.
-pub fn markdown(plan: &Plan, r: &BaseReport) -> String {
+/// Within `budget` characters (what a PR comment has left after the plan):
+/// every entry when it fits, else each list and the policy diff cut, each
+/// saying how much it leaves out.
+pub fn markdown(plan: &Plan, r: &BaseReport, budget: usize) -> String {
+    let mut out = String::new();
+    for cap in [usize::MAX, 50, 10, 0] {
+        out = markdown_capped(plan, r, cap);
+        if out.chars().count() <= budget {
+            break;
+        }
+    }
+    out
+}
+
+const NOT_SHOWN: &str = "not shown (a PR comment's size is limited; `regimen plan --base` in a terminal lists them all)";
+
+fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
     let mut out = String::new();
     if let Some(why) = &r.base_invalid {
         let _ = writeln!(
@@ -242,15 +258,21 @@ pub fn markdown(plan: &Plan, r: &BaseReport) -> String {
             continue;
         }
         let _ = writeln!(out, "{title}:");
-        for c in list {
+        for c in list.iter().take(cap) {
             let _ = writeln!(out, "- `{}` `{}`", c.action.as_str(), c.target);
+        }
+        if list.len() > cap {
+            let _ = writeln!(out, "- … {} more {NOT_SHOWN}", list.len() - cap);
         }
         out.push('\n');
     }
     if !r.dropped.is_empty() {
         let _ = writeln!(out, "No longer planned because of this change:");
-        for c in &r.dropped {
+        for c in r.dropped.iter().take(cap) {
             let _ = writeln!(out, "- `{}` `{}`", c.action.as_str(), c.target);
+        }
+        if r.dropped.len() > cap {
+            let _ = writeln!(out, "- … {} more {NOT_SHOWN}", r.dropped.len() - cap);
         }
         out.push('\n');
     }
@@ -262,11 +284,21 @@ pub fn markdown(plan: &Plan, r: &BaseReport) -> String {
         } else {
             "```"
         };
+        // Cut with the lists: four diff lines per list entry.
+        let lines: Vec<&str> = r.policy_diff.lines().collect();
+        let keep = cap.saturating_mul(4).min(lines.len());
+        let mut diff: String = lines[..keep].iter().map(|l| format!("{l}\n")).collect();
+        if keep < lines.len() {
+            diff.push_str(&format!(
+                "… {} more diff lines {NOT_SHOWN}\n",
+                lines.len() - keep
+            ));
+        }
         let _ = writeln!(
             out,
             "<details><summary>Policy change since <code>{}</code></summary>\n\n{fence}diff\n{}{fence}\n\n</details>\n",
             html_escape(&r.revision),
-            r.policy_diff
+            diff
         );
     }
     out
