@@ -456,7 +456,8 @@ impl Engine {
                         .into_iter()
                         .filter(|t| t != "<none>@<none>")
                         .collect(),
-                    created: (i.created > 0).then_some(Timestamp(i.created)),
+                    // A reproducible build's placeholder time is no age.
+                    created: Timestamp(i.created).as_created(),
                     size: i.size.max(0) as u64,
                     labels: i.labels.into_iter().collect(),
                     // Docker answers -1 (not counted).
