@@ -494,20 +494,17 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
         };
     }
     let mut unreadable = Vec::new();
-    let mut latest: Option<(Option<Timestamp>, &Vec<crate::scan::Report>)> = None;
+    let mut readable: Vec<(Option<Timestamp>, &Vec<crate::scan::Report>)> = Vec::new();
     for d in scans {
         match observed.reports.get(&(repo.clone(), d.clone())) {
             Some(Fact::Known(reports)) => {
-                let created = reports.iter().filter_map(|r| r.created).max();
-                if latest.as_ref().is_none_or(|(c, _)| created >= *c) {
-                    latest = Some((created, reports));
-                }
+                readable.push((reports.iter().filter_map(|r| r.created).max(), reports));
             }
             Some(Fact::Unknown { reason }) => unreadable.push(reason.clone()),
             None => unreadable.push(format!("report {} not read", d.short())),
         }
     }
-    let Some((created, reports)) = latest else {
+    let Some((created, reports, worst)) = newest_reports(&readable) else {
         return Scan::unknown(unreadable.join("; "));
     };
     // A report that cannot be read may be the newest, or the one with the
@@ -519,10 +516,6 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
         ));
     }
     let findings: Vec<&crate::scan::Finding> = reports.iter().flat_map(|r| &r.findings).collect();
-    let worst = findings
-        .iter()
-        .map(|f| f.severity.unwrap_or(Severity::Critical))
-        .max();
     let mut tools: Vec<String> = reports.iter().map(|r| r.tool.clone()).collect();
     tools.sort();
     tools.dedup();
@@ -539,6 +532,36 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
         created: created.map(|c| c.to_rfc3339()),
         reason: None,
     }
+}
+
+type Reports<'a> = (Option<Timestamp>, &'a Vec<crate::scan::Report>);
+
+/// The newest of an image's readable scan reports, with its worst severity.
+/// Reports with no time or the same time cannot be ordered: of those tied
+/// newest, the worst stands, so the verdict does not hang on push order and
+/// a tied report's finding is never hidden behind a clean one.
+fn newest_reports<'a>(
+    readable: &[Reports<'a>],
+) -> Option<(
+    Option<Timestamp>,
+    &'a Vec<crate::scan::Report>,
+    Option<Severity>,
+)> {
+    let newest = readable.iter().map(|(c, _)| *c).max()?;
+    readable
+        .iter()
+        .filter(|(c, _)| *c == newest)
+        .map(|&(c, reports)| {
+            let worst = reports
+                .iter()
+                .flat_map(|r| &r.findings)
+                .map(|f| f.severity.unwrap_or(Severity::Critical))
+                .max();
+            let count: usize = reports.iter().map(|r| r.findings.len()).sum();
+            (c, reports, worst, count)
+        })
+        .max_by_key(|&(_, _, worst, count)| (worst, count))
+        .map(|(c, reports, worst, _)| (c, reports, worst))
 }
 
 fn host_rows(
@@ -817,6 +840,47 @@ mod tests {
     fn a_future_creation_time_is_age_zero_everywhere() {
         assert_eq!(age_secs(NOW, Timestamp(NOW.0 + 86_400)), 0);
         assert_eq!(age_secs(NOW, Timestamp(NOW.0 - 100)), 100);
+    }
+
+    #[test]
+    fn tied_newest_scan_reports_give_the_worst_verdict() {
+        use crate::scan::{Finding, Report};
+        let report = |created: Option<Timestamp>, severity: Option<Severity>| {
+            vec![Report {
+                tool: "trivy".into(),
+                created,
+                findings: severity
+                    .map(|s| Finding {
+                        id: "CVE-2026-1".into(),
+                        severity: Some(s),
+                        fixed: None,
+                        package: "p".into(),
+                    })
+                    .into_iter()
+                    .collect(),
+            }]
+        };
+        let critical = report(None, Some(Severity::Critical));
+        let clean = report(None, None);
+        // No times: whichever order they were pushed in, the finding shows.
+        for order in [[&critical, &clean], [&clean, &critical]] {
+            let readable: Vec<Reports<'_>> = order.iter().map(|r| (None, *r)).collect();
+            let (_, _, worst) = newest_reports(&readable).unwrap();
+            assert_eq!(worst, Some(Severity::Critical));
+        }
+        // Equal times alike.
+        let high = report(Some(NOW), Some(Severity::High));
+        let clean_now = report(Some(NOW), None);
+        for order in [[&high, &clean_now], [&clean_now, &high]] {
+            let readable: Vec<Reports<'_>> = order.iter().map(|r| (Some(NOW), *r)).collect();
+            let (_, _, worst) = newest_reports(&readable).unwrap();
+            assert_eq!(worst, Some(Severity::High));
+        }
+        // A newer clean report still supersedes an older finding.
+        let older = report(Some(Timestamp(NOW.0 - 10)), Some(Severity::Critical));
+        let readable: Vec<Reports<'_>> = vec![(Some(NOW), &clean_now), (older[0].created, &older)];
+        let (created, _, worst) = newest_reports(&readable).unwrap();
+        assert_eq!((created, worst), (Some(NOW), None));
     }
 
     #[test]
