@@ -103,12 +103,16 @@ impl<'d> Checker<'d> {
     /// tag or digest.
     fn base_allowed(&self, base: &str) -> bool {
         let mut forms = vec![base.to_string()];
-        forms.extend(
-            self.addrs
-                .from_engine_all(base)
-                .iter()
-                .map(|r| r.to_string()),
-        );
+        // `repo:tag@digest` is tried with its digest and with its tag.
+        let tagged = base.split_once('@').map(|(n, _)| n).filter(|n| *n != base);
+        for name in std::iter::once(base).chain(tagged) {
+            forms.extend(
+                self.addrs
+                    .from_engine_all(name)
+                    .iter()
+                    .map(|r| r.to_string()),
+            );
+        }
         let bare: Vec<String> = forms.iter().map(|f| strip_reference(f)).collect();
         forms.extend(bare);
         self.base_globs
@@ -344,6 +348,7 @@ mod tests {
             "registry.example.com:443/base/debian:12",
             "REGISTRY.example.com/base/debian:12",
             "127.0.0.1:5000/base/alpine:3.19",
+            &format!("127.0.0.1:5000/base/alpine:3.19@sha256:{}", "a".repeat(64)),
         ] {
             assert!(c.base_allowed(ok), "{ok}");
         }
@@ -351,6 +356,7 @@ mod tests {
             "registry.example.com:8443/base/debian:12",
             "127.0.0.1/base/alpine:3.19",
             "docker.io/library/debian:12",
+            &format!("127.0.0.1:5001/base/alpine:3.19@sha256:{}", "a".repeat(64)),
         ] {
             assert!(!c.base_allowed(no), "{no}");
         }
