@@ -51,6 +51,8 @@ pub struct Summary {
     pub images: usize,
     /// Rows with at least one violation.
     pub violating: usize,
+    /// Rows not judged (`verdicts: null`): neither clean nor violating.
+    pub not_judged: usize,
     /// Per registry (policy name) and per host (`host:NAME`).
     pub locations: Vec<LocationCount>,
     pub age_histogram: Vec<AgeBucket>,
@@ -311,6 +313,9 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
         .as_ref()
         .and_then(|p| p.owner_label.clone())
         .unwrap_or_else(|| AUTHORS.to_string());
+    let judges_age = checker
+        .as_ref()
+        .is_some_and(crate::plan::policy::Checker::judges_age);
     let mut rows = Vec::new();
     let mut unobserved = Vec::new();
 
@@ -365,7 +370,7 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
                     row.created = info.created.map(|c| c.to_rfc3339());
                     row.age_seconds = info.created.map(|c| age_secs(now, c));
                     row.size = Some(info.size);
-                    row.verdicts = Some(match &checker {
+                    let verdicts = match &checker {
                         Some(c) => c
                             .image(info, now)
                             .into_iter()
@@ -376,7 +381,8 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
                             })
                             .collect(),
                         None => Vec::new(),
-                    });
+                    };
+                    judge(&mut row, verdicts, judges_age && info.created.is_none());
                 }
                 Some(Fact::Unknown { reason }) => {
                     row.unknown = Some(reason.clone());
@@ -408,7 +414,10 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
                     &addrs,
                     &host_violations,
                     observed,
-                    &owner_label,
+                    Judging {
+                        owner_label: &owner_label,
+                        judges_age,
+                    },
                     now,
                 ));
             }
@@ -564,15 +573,27 @@ fn newest_reports<'a>(
         .map(|(c, reports, worst, _)| (c, reports, worst))
 }
 
+/// What a host row is read and judged by.
+#[derive(Clone, Copy)]
+struct Judging<'a> {
+    owner_label: &'a str,
+    /// `max_age` is set: an image of unknown age is then not judged.
+    judges_age: bool,
+}
+
 fn host_rows(
     name: &str,
     state: &HostState,
     addrs: &Addresses,
     violations: &[crate::plan::policy::HostViolation],
     observed: &Observed,
-    owner_label: &str,
+    judging: Judging<'_>,
     now: Timestamp,
 ) -> Vec<Row> {
+    let Judging {
+        owner_label,
+        judges_age,
+    } = judging;
     let mut rows = Vec::new();
     for img in &state.images {
         let tags = img
@@ -627,10 +648,11 @@ fn host_rows(
             source: img.labels.get(SOURCE).cloned(),
             referrers: None,
             scan: Scan::unknown("not pulled from a read policy registry"),
-            verdicts: Some(verdicts),
+            verdicts: None,
             containers: Some(containers),
             unknown: None,
         };
+        judge(&mut row, verdicts, judges_age && img.created.is_none());
         // What the registry copy it was pulled as says (referrers, scans).
         let registry_copy = img.repo_digests.iter().find_map(|n| {
             let (repo, d) = addrs.repo_digest(n)?;
@@ -647,6 +669,22 @@ fn host_rows(
         rows.push(row);
     }
     rows
+}
+
+/// Why `max_age` could not judge an image.
+const AGE_UNKNOWN: &str =
+    "creation time unknown (none given, or a reproducible build's placeholder before 2013): max_age not judged";
+
+/// Sets a row's verdicts. An image `max_age` cannot judge (its age unknown)
+/// and nothing else found broken is not judged (`null`), never `ok`.
+fn judge(row: &mut Row, verdicts: Vec<Verdict>, age_unknown: bool) {
+    if age_unknown {
+        row.unknown = Some(match row.unknown.take() {
+            Some(u) => format!("{u}; {AGE_UNKNOWN}"),
+            None => AGE_UNKNOWN.to_string(),
+        });
+    }
+    row.verdicts = (!age_unknown || !verdicts.is_empty()).then_some(verdicts);
 }
 
 fn summarize(rows: &[Row]) -> Summary {
@@ -690,6 +728,7 @@ fn summarize(rows: &[Row]) -> Summary {
     Summary {
         images: rows.len(),
         violating: rows.iter().filter(|r| violating(r)).count(),
+        not_judged: rows.iter().filter(|r| r.verdicts.is_none()).count(),
         locations: locations
             .into_iter()
             .map(|((kind, location), (images, violating))| LocationCount {
@@ -834,6 +873,63 @@ mod tests {
         );
         let html = render_html(&inv);
         assert!(html.contains("Incomplete") && html.contains("prod/b"));
+    }
+
+    #[test]
+    fn an_image_of_unknown_age_is_not_judged_by_max_age() {
+        let text = "registries:\n  prod: {url: \"http://127.0.0.1:1\"}\n\
+                    hosts:\n  h1:\n    endpoint: unix:///run/docker.sock\n\
+                    retention:\n  - name: r\n    repos: [prod/a]\n    delete: {older_than: 3650d}\n\
+                    policies:\n  max_age: 30d\n";
+        let d = crate::config::load_texts(
+            std::path::Path::new("/"),
+            &[(std::sync::Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap();
+        let a: RepoAddr = "prod/a".parse().unwrap();
+        let mut o = Observed::default();
+        let mut state = RepoState::default();
+        state.tags.insert("nix".parse().unwrap(), digest(1));
+        state.tags.insert("new".parse().unwrap(), digest(2));
+        o.repos.insert(a.clone(), Fact::Known(state));
+        // No `created` (or a placeholder, which observe makes `None`).
+        o.images
+            .insert((a.clone(), digest(1)), Fact::Known(ImageInfo::default()));
+        o.images.insert(
+            (a.clone(), digest(2)),
+            Fact::Known(ImageInfo {
+                created: Some(NOW),
+                ..Default::default()
+            }),
+        );
+        o.hosts.insert(
+            "h1".into(),
+            Fact::Known(HostState {
+                images: vec![crate::observe::HostImage {
+                    id: format!("sha256:{}", "c".repeat(64)),
+                    tags: vec!["jib/app:1".into()],
+                    ..Default::default()
+                }],
+                containers: Vec::new(),
+            }),
+        );
+        let inv = build(&d, &o, NOW);
+        let row = |tag: &str| inv.images.iter().find(|r| r.tags[0] == tag).unwrap();
+        assert_eq!(row("new").verdicts, Some(Vec::new()));
+        for unknown in ["nix", "jib/app:1"] {
+            let r = row(unknown);
+            assert_eq!(r.verdicts, None, "{unknown}: not judged is not clean");
+            assert_eq!(verdict_words(&r.verdicts), "unknown");
+            assert!(r.unknown.as_deref().unwrap().contains("max_age not judged"));
+        }
+        assert_eq!((inv.summary.violating, inv.summary.not_judged), (0, 2));
+        let json: serde_json::Value = serde_json::from_str(&render_json(&inv)).unwrap();
+        assert_eq!(json["summary"]["not_judged"], 2);
+        assert!(render_text(&inv).contains("0 violating, 2 not judged"));
+        assert!(render_html(&inv).contains("2 not judged"));
+        let csv = render_csv(&inv);
+        let nix = csv.lines().find(|l| l.contains(",nix,")).unwrap();
+        assert!(nix.contains(",unknown,"), "{nix}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub fn render(inv: &Inventory) -> String {
         .map(|l| format!("{} {}", l.location, l.images))
         .collect();
     out.push_str(&format!(
-        "Inventory: {} image{} ({}), {} violating{}.\n",
+        "Inventory: {} image{} ({}), {} violating{}{}.\n",
         inv.summary.images,
         if inv.summary.images == 1 { "" } else { "s" },
         if places.is_empty() {
@@ -108,6 +108,11 @@ pub fn render(inv: &Inventory) -> String {
             places.join(", ")
         },
         inv.summary.violating,
+        if inv.summary.not_judged > 0 {
+            format!(", {} not judged", inv.summary.not_judged)
+        } else {
+            String::new()
+        },
         if inv.complete {
             ""
         } else {

@@ -61,6 +61,12 @@ impl<'d> Checker<'d> {
         self.policies.base_images.is_some() || self.policies.max_age.is_some()
     }
 
+    /// Whether `max_age` judges images: one whose creation time is unknown
+    /// is then not judged, which is not clean.
+    pub fn judges_age(&self) -> bool {
+        self.policies.max_age.is_some()
+    }
+
     /// What `base_images` and `max_age` say about one image.
     pub fn image(&self, info: &ImageInfo, now: Timestamp) -> Vec<ImageViolation> {
         let mut out = Vec::new();
