@@ -13,7 +13,7 @@ use super::intent::age;
 use super::types::Violation;
 use crate::config::{Desired, OnViolation, Policies, RetagSource};
 use crate::model::{Duration, ImageRef, RepoAddr, Timestamp};
-use crate::observe::{Fact, ImageInfo, Observed, BASE_NAME};
+use crate::observe::{Fact, HostContainer, HostState, ImageInfo, Observed, BASE_NAME};
 
 /// One broken rule of one image, before it has a subject.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,6 +220,66 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
     out
 }
 
+/// The names a container's image goes by, for `registries`: its `Image` as
+/// the engine shows it, or, when that is a bare image ID (a container
+/// created by ID), the repo digests and tags of that image in the host's
+/// store. `None` when it has none: where it came from is unknown.
+fn container_names(c: &HostContainer, state: &HostState) -> Option<Vec<String>> {
+    if !is_image_id(&c.image, &c.image_id) {
+        return Some(vec![c.image.clone()]);
+    }
+    let img = state
+        .images
+        .iter()
+        .find(|i| crate::observe::same_id(&i.id, &c.image_id))?;
+    let names: Vec<String> = img.repo_digests.iter().chain(&img.tags).cloned().collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// Whether a container's `Image` is its image's ID (full, `sha256:`-prefixed
+/// or a short prefix of `image_id`) rather than a name. A 64-digit hex name
+/// is always an ID: engines refuse it as a repository name.
+fn is_image_id(image: &str, image_id: &str) -> bool {
+    let hex = image.strip_prefix("sha256:").unwrap_or(image);
+    let is_hex = hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    is_hex
+        && (image.starts_with("sha256:")
+            || hex.len() == 64
+            || image_id.trim_start_matches("sha256:").starts_with(hex))
+}
+
+/// Running containers `registries` cannot judge: their image is known by
+/// ID alone, with no name or repo digest in the host's store, so where it
+/// came from is unknown. Reported as not judged, never a violation (which
+/// `enforce` would stop).
+pub fn unjudged_containers(desired: &Desired, observed: &Observed) -> Vec<(String, String)> {
+    let judges = desired
+        .policies
+        .as_ref()
+        .is_some_and(|p| p.registries.is_some());
+    if !judges {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for name in desired.hosts.keys() {
+        let Some(Fact::Known(state)) = observed.hosts.get(name) else {
+            continue;
+        };
+        for c in state.containers.iter().filter(|c| c.running) {
+            if container_names(c, state).is_none() {
+                out.push((
+                    format!("host:{name}/container/{}", c.name),
+                    format!(
+                        "runs image {}, which has no name or repo digest on the host: its registry is unknown, so policies.registries is not judged",
+                        c.image
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// A violation on a host, with the running container it concerns (which
 /// `on_violation: enforce` stops).
 pub struct HostViolation {
@@ -248,32 +308,43 @@ pub fn host_violations(
         };
         if let Some(allowed) = &policies.registries {
             for c in state.containers.iter().filter(|c| c.running) {
-                let from = addrs.from_engine(&c.image);
-                let bad = match &from {
-                    Some(a) => !allowed.contains(&a.repo.registry),
-                    None => true,
+                // No name at all: not judged (see `unjudged_containers`).
+                let Some(names) = container_names(c, state) else {
+                    continue;
                 };
-                if !bad {
+                let froms: Vec<_> = names.iter().filter_map(|n| addrs.from_engine(n)).collect();
+                if froms.iter().any(|a| allowed.contains(&a.repo.registry)) {
                     continue;
                 }
+                let from = froms.into_iter().next();
                 let list = allowed
                     .iter()
                     .map(|r| r.as_str())
                     .collect::<Vec<_>>()
                     .join(", ");
+                let by_id = names.first() != Some(&c.image);
                 out.push(HostViolation {
                     violation: Violation {
                         policy: "registries".into(),
                         kind: Some("container".into()),
                         subject: format!("host:{name}/container/{}", c.name),
-                        message: match &from {
-                            Some(a) => format!(
+                        message: match (&from, by_id) {
+                            (Some(a), false) => format!(
                                 "runs {a}: registry `{}` is not one of policies.registries ({list})",
                                 a.repo.registry
                             ),
-                            None => format!(
+                            (Some(a), true) => format!(
+                                "runs image {} ({a}): registry `{}` is not one of policies.registries ({list})",
+                                c.image, a.repo.registry
+                            ),
+                            (None, false) => format!(
                                 "runs {}, which is not from a policy registry ({list})",
                                 c.image
+                            ),
+                            (None, true) => format!(
+                                "runs image {} ({}), which is not from a policy registry ({list})",
+                                c.image,
+                                names.join(", ")
                             ),
                         },
                     },
