@@ -345,6 +345,11 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
         let mut groups: Vec<(&Digest, Vec<String>)> = by_digest.into_iter().collect();
         groups.sort_by(|a, b| a.1.cmp(&b.1));
         for (digest, tags) in groups {
+            // An unfinished untag's placeholder is no image (retention removes it).
+            if matches!(observed.image(&repo, digest), Some(Fact::Known(i)) if i.is_regimen_placeholder())
+            {
+                continue;
+            }
             let mut row = Row {
                 location: repo.to_string(),
                 kind: LocationKind::Registry,

@@ -175,6 +175,10 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
                 let Some(Fact::Known(info)) = observed.image(&repo, digest) else {
                     continue;
                 };
+                // An unfinished untag's placeholder is no image (retention removes it).
+                if info.is_regimen_placeholder() {
+                    continue;
+                }
                 for v in checker.image(info, now) {
                     out.push(Violation {
                         policy: v.policy.to_string(),
@@ -437,6 +441,37 @@ mod tests {
         ] {
             assert!(!c.base_allowed(no), "{no}");
         }
+    }
+
+    #[test]
+    fn a_regimen_placeholder_under_a_tag_is_not_judged_as_an_image() {
+        let text = "registries:\n  prod: {url: \"http://127.0.0.1:1\"}\n\
+                    retention:\n  - name: r\n    repos: [prod/a]\n    delete: {older_than: 3650d}\n\
+                    policies:\n  base_images: [\"prod/base/*\"]\n";
+        let d = crate::config::load_texts(
+            std::path::Path::new("/"),
+            &[(std::sync::Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap();
+        let a: RepoAddr = "prod/a".parse().unwrap();
+        let digest: crate::model::Digest = format!("sha256:{}", "e".repeat(64)).parse().unwrap();
+        let mut o = Observed::default();
+        let mut state = crate::observe::RepoState::default();
+        state.tags.insert("gone".parse().unwrap(), digest.clone());
+        o.repos.insert(a.clone(), Fact::Known(state));
+        let placeholder = ImageInfo {
+            artifact_type: Some(crate::registry::PLACEHOLDER_ARTIFACT_TYPE.into()),
+            ..Default::default()
+        };
+        o.images
+            .insert((a.clone(), digest.clone()), Fact::Known(placeholder));
+        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000)), []);
+        let inv = crate::inventory::build(&d, &o, Timestamp(1_800_000_000));
+        assert!(inv.images.is_empty(), "{:?}", inv.images);
+        // An image there is judged.
+        o.images
+            .insert((a, digest), Fact::Known(ImageInfo::default()));
+        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000)).len(), 1);
     }
 
     #[test]
