@@ -302,7 +302,23 @@ impl FromStr for ImageRef {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Timestamp(pub i64);
 
+/// 2013-01-01T00:00:00Z. Docker was released in 2013, so no container image
+/// was built before: an earlier creation time is a reproducible-build
+/// placeholder (the epoch, Nix's and Jib's epoch + 1 s, Go's year 1).
+pub const FIRST_IMAGE_TIME: Timestamp = Timestamp(1_356_998_400);
+
 impl Timestamp {
+    /// This time as an image's (or a scan report's) creation time: `None`
+    /// for a placeholder before [`FIRST_IMAGE_TIME`], which read as an age
+    /// would make the image decades old and the first thing `older_than`
+    /// deletes.
+    pub fn as_created(self) -> Option<Timestamp> {
+        (self >= FIRST_IMAGE_TIME).then_some(self)
+    }
+    /// [`Timestamp::parse_rfc3339`], then [`Timestamp::as_created`].
+    pub fn parse_created(s: &str) -> Option<Timestamp> {
+        Timestamp::parse_rfc3339(s).and_then(Timestamp::as_created)
+    }
     pub fn now() -> Timestamp {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -417,6 +433,24 @@ impl Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creation_times_before_docker_are_placeholders() {
+        for placeholder in [
+            "1970-01-01T00:00:00Z",
+            "1970-01-01T00:00:01Z", // Nix, Jib
+            "0001-01-01T00:00:00Z", // Go's zero time
+            "2012-12-31T23:59:59Z",
+        ] {
+            assert_eq!(Timestamp::parse_created(placeholder), None, "{placeholder}");
+        }
+        assert_eq!(Timestamp(1).as_created(), None);
+        assert_eq!(
+            Timestamp::parse_created("2013-01-01T00:00:00Z"),
+            Some(FIRST_IMAGE_TIME)
+        );
+        assert!(Timestamp::parse_created("2026-01-02T03:04:05Z").is_some());
+    }
 
     #[test]
     fn image_refs_parse_and_print() {

@@ -175,8 +175,9 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 fn time_at(v: &Value, path: &[&str]) -> Result<Option<Timestamp>, String> {
     match str_at(v, path) {
         None | Some("") => Ok(None),
+        // A placeholder before any image existed is no time, as for images.
         Some(s) => Timestamp::parse_rfc3339(s)
-            .map(Some)
+            .map(Timestamp::as_created)
             .ok_or_else(|| format!("`{}` is not an RFC 3339 time: `{s}`", path.join("."))),
     }
 }

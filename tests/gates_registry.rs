@@ -367,10 +367,53 @@ policies:
     let md = redact(&md);
     insta::assert_snapshot!("violations_markdown", md);
 
-    // apply under fail: the changes are made, then exit 1.
-    let (code, out) = apply(dir.path());
+    // A saved plan applied under fail: exit 1, and why, with the violations
+    // (this run never showed them).
+    let planfile = dir.path().join("plan.json");
+    let (code, out) = run(regimen()
+        .arg("plan")
+        .arg("-C")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&planfile));
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = run(regimen()
+        .arg("apply")
+        .arg("-C")
+        .arg(dir.path())
+        .arg(&planfile));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("Apply complete: 1 done"), "{out}");
+    assert!(
+        out.contains("3 policy violations: `on_violation: fail` makes the exit status 1."),
+        "{out}"
+    );
+    assert!(
+        out.contains("! violation base_images(missing) prod/app:nobase: no base image"),
+        "{out}"
+    );
+
+    // apply under fail, nothing left to do: exit 1, and why.
+    let (code, out) = apply(dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("3 policy violations: `on_violation: fail`"),
+        "{out}"
+    );
+
+    // `run --once` under fail logs each violation, and why it failed.
+    let (code, out) = run(regimen()
+        .args(["--log-format", "text", "run", "--once", "-C"])
+        .arg(dir.path()));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("violation: base_images(missing) prod/app:nobase: no base image"),
+        "{out}"
+    );
+    assert!(
+        out.contains("3 policy violations (logged above) under on_violation: fail"),
+        "{out}"
+    );
 
     // warn: same violations, exit 0.
     write_policy(dir.path(), &policy("warn"));

@@ -372,13 +372,16 @@ async fn an_image_whose_tags_two_rules_take_is_deleted_not_left_untagged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reproducible_build_dates_are_no_age() {
-    // ko, Bazel and Nix write the Unix epoch as `created`: such an image is not
-    // 56 years old, its age is unknown, and `older_than` spares it.
+    // ko and Bazel write the Unix epoch as `created`, Nix and Jib a second after
+    // it: such an image is not 56 years old, its age is unknown, and
+    // `older_than` spares it.
     let tmp = tempfile::tempdir().unwrap();
     let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
     let app: Repo = "team/app".parse().unwrap();
     for (tag, created) in [
         ("epoch", "1970-01-01T00:00:00Z".to_string()),
+        ("nix", "1970-01-01T00:00:01Z".to_string()),
+        ("pre-docker", "2012-12-31T23:59:59Z".to_string()),
         ("old", ago(100)),
         ("new", ago(1)),
     ] {
@@ -394,7 +397,10 @@ async fn reproducible_build_dates_are_no_age() {
     let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("- delete dev/team/app:old"), "{out}");
-    assert_eq!(tags(&reg, "team/app").await, ["epoch", "new"]);
+    assert_eq!(
+        tags(&reg, "team/app").await,
+        ["epoch", "new", "nix", "pre-docker"]
+    );
 }
 
 fn write_policy(dir: &Path, yaml: &str) {

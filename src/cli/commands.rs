@@ -374,6 +374,37 @@ fn exit_code(policy: &config::Policy, plan: &Plan, detailed: bool) -> i32 {
     }
 }
 
+/// Why `on_violation: fail` makes this run exit 1, for stderr; `None` when
+/// it does not. `list` adds the violations, as `plan` shows them (a saved
+/// plan's were never printed by this run).
+fn violation_failure(policy: &config::Policy, plan: &Plan, list: bool) -> Option<String> {
+    let fail = policy
+        .policies
+        .as_ref()
+        .is_some_and(|p| p.on_violation == config::OnViolation::Fail);
+    let n = plan.violations.len();
+    if !fail || n == 0 {
+        return None;
+    }
+    let mut s = format!(
+        "{n} policy violation{}: `on_violation: fail` makes the exit status 1.\n",
+        if n == 1 { "" } else { "s" }
+    );
+    if list {
+        for v in &plan.violations {
+            let policy = match &v.kind {
+                Some(k) => format!("{}({k})", v.policy),
+                None => v.policy.clone(),
+            };
+            s.push_str(&format!(
+                "  ! violation {policy} {}: {}\n",
+                v.subject, v.message
+            ));
+        }
+    }
+    Some(s)
+}
+
 /// One line per change (logs, CI), or a progress bar on a terminal.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -531,6 +562,9 @@ fn apply_cmd(
             };
             print!("{}", render(&plan, PlanFormat::Text, verbose));
             if !plan.has_changes() {
+                if let Some(why) = violation_failure(&policy, &plan, false) {
+                    eprint!("{why}");
+                }
                 return exit_code(&policy, &plan, false);
             }
             if !auto_approve {
@@ -580,6 +614,9 @@ fn apply_cmd(
             eprintln!("Stale changes were not applied: run `regimen plan` again to see the current state.");
         }
         return 1;
+    }
+    if let Some(why) = violation_failure(&policy, &plan, planfile.is_some()) {
+        eprint!("{why}");
     }
     exit_code(&policy, &plan, false)
 }

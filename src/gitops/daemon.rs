@@ -302,13 +302,17 @@ async fn one(
                 0
             } else {
                 let why = if r.violation_failure {
-                    "policy violations under on_violation: fail".to_string()
+                    format!(
+                        "{} policy violations (logged above) under on_violation: fail",
+                        r.plan.violations.len()
+                    )
                 } else {
                     format!(
                         "{stale} stale, {failed} failed, {} not started",
                         r.not_started
                     )
                 };
+                tracing::warn!(revision, "reconcile failed: {why}");
                 m.finished("failed", Some(why), took, Some(&revision));
                 1
             }

@@ -175,6 +175,21 @@ pub async fn reconcile(
     for u in &plan.unobserved {
         tracing::warn!(revision, subject = %u.subject, "not observed: {}", u.reason);
     }
+    // Each one, as `plan` lists them: under `on_violation: fail` they are
+    // why the reconcile fails, and a count alone says not what to fix.
+    for v in &plan.violations {
+        tracing::warn!(
+            revision,
+            policy = %v.policy,
+            kind = v.kind.as_deref().unwrap_or(""),
+            subject = %v.subject,
+            "violation: {}{} {}: {}",
+            v.policy,
+            v.kind.as_deref().map(|k| format!("({k})")).unwrap_or_default(),
+            v.subject,
+            v.message
+        );
+    }
     let violation_failure = policy
         .policies
         .as_ref()

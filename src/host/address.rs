@@ -163,7 +163,9 @@ impl EngineName {
     /// means Docker Hub, and a one-segment Hub path is under `library/`.
     pub fn parse(name: &str) -> Option<EngineName> {
         let (rest, reference) = match name.split_once('@') {
-            Some((n, d)) => (n, Some(Reference::Digest(d.parse().ok()?))),
+            // `repo:tag@digest` names the digest; the tag is a label the
+            // engine ignores, and kept it would be read as part of the path.
+            Some((n, d)) => (strip_tag(n)?, Some(Reference::Digest(d.parse().ok()?))),
             None => {
                 let last_slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
                 match name[last_slash..].rfind(':') {
@@ -196,6 +198,20 @@ impl EngineName {
             path,
             reference,
         })
+    }
+}
+
+/// `host:port/repo:tag` → `host:port/repo` (a port is not a tag: it is
+/// followed by a `/`). `None` for an invalid tag.
+fn strip_tag(name: &str) -> Option<&str> {
+    let last_slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match name[last_slash..].rfind(':') {
+        Some(i) => {
+            let (n, t) = name.split_at(last_slash + i);
+            t[1..].parse::<crate::model::Tag>().ok()?;
+            Some(n)
+        }
+        None => Some(name),
     }
 }
 
@@ -236,6 +252,21 @@ mod tests {
         )];
         let p = crate::config::load_texts(std::path::Path::new("."), &files).unwrap();
         Addresses::from_policy(&p)
+    }
+
+    #[test]
+    fn a_name_with_tag_and_digest_maps_by_its_digest() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let a = addrs();
+        let got: Vec<String> = a
+            .from_engine_all(&format!("127.0.0.1:5001/base/x:1@{d}"))
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(got, [format!("prod/base/x@{d}")]);
+        let n = EngineName::parse(&format!("debian:12@{d}")).unwrap();
+        assert_eq!(n.path, "library/debian");
+        assert!(EngineName::parse(&format!("debian:b@d!@{d}")).is_none());
     }
 
     #[test]

@@ -442,27 +442,7 @@ impl Engine {
             .await?;
         let containers = inspected.into_iter().flatten().collect();
         Ok(HostState {
-            images: images
-                .into_iter()
-                .map(|i| HostImage {
-                    id: normal_id(&i.id),
-                    tags: i
-                        .repo_tags
-                        .into_iter()
-                        .filter(|t| t != "<none>:<none>")
-                        .collect(),
-                    repo_digests: i
-                        .repo_digests
-                        .into_iter()
-                        .filter(|t| t != "<none>@<none>")
-                        .collect(),
-                    created: (i.created > 0).then_some(Timestamp(i.created)),
-                    size: i.size.max(0) as u64,
-                    labels: i.labels.into_iter().collect(),
-                    // Docker answers -1 (not counted).
-                    containers: u64::try_from(i.containers).ok(),
-                })
-                .collect(),
+            images: images.into_iter().map(host_image).collect(),
             containers,
         })
     }
@@ -734,5 +714,67 @@ fn normal_id(id: &str) -> String {
         id.to_string()
     } else {
         format!("sha256:{id}")
+    }
+}
+
+/// An engine's listed image as observed.
+fn host_image(i: bollard::models::ImageSummary) -> HostImage {
+    HostImage {
+        id: normal_id(&i.id),
+        tags: i
+            .repo_tags
+            .into_iter()
+            .filter(|t| t != "<none>:<none>")
+            .collect(),
+        repo_digests: i
+            .repo_digests
+            .into_iter()
+            .filter(|t| t != "<none>@<none>")
+            .collect(),
+        // A reproducible build's placeholder time is no age.
+        created: Timestamp(i.created).as_created(),
+        size: i.size.max(0) as u64,
+        // Labels (base name, owner, source) are the image author's text and
+        // the inventory prints them: escaped like a registry image's, so they
+        // cannot drive the terminal.
+        labels: i
+            .labels
+            .into_iter()
+            .map(|(k, v)| (crate::observe::printable(&k), crate::observe::printable(&v)))
+            .collect(),
+        // Docker answers -1 (not counted).
+        containers: u64::try_from(i.containers).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::BASE_NAME;
+
+    #[test]
+    fn host_image_labels_are_escaped() {
+        let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2K\rNo changes.";
+        let i = bollard::models::ImageSummary {
+            id: "sha256:ab".into(),
+            created: 1, // Jib's epoch + 1 s
+            labels: [
+                (BASE_NAME.to_string(), evil.to_string()),
+                ("k\u{1b}[31m".to_string(), "v".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let img = host_image(i);
+        assert_eq!(img.created, None);
+        for (k, v) in &img.labels {
+            assert!(!k.chars().any(char::is_control), "{k:?}");
+            assert!(!v.chars().any(char::is_control), "{v:?}");
+        }
+        assert_eq!(
+            img.labels[BASE_NAME],
+            r"x\u{1b}]0;pwned\u{7}\u{1b}[2K\u{d}No changes."
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! CSV: a header, then one row per image per location (RFC 4180: CRLF line
 //! ends, fields quoted when they hold a comma, quote or line break). Lists
-//! are joined with spaces; unknown facts are the word `unknown`.
+//! are joined with spaces; unknown facts are the word `unknown`; a repo or
+//! host that could not be read is a last row of kind `unobserved`.
 
 use super::{container_words, opt_word, platform_words, provenance_words, Inventory, LocationKind};
 
@@ -65,20 +66,38 @@ pub fn render(inv: &Inventory) -> String {
             referrers,
             scan,
             verdicts,
-            r.verdicts
-                .as_ref()
-                .map(|v| {
-                    v.iter()
-                        .map(|v| format!("{}: {}", v.word(), v.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_else(|| "unknown".into()),
+            match (&r.verdicts, &r.unknown) {
+                (Some(v), _) => v
+                    .iter()
+                    .map(|v| format!("{}: {}", v.word(), v.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                (None, Some(why)) => format!("unknown: {why}"),
+                (None, None) => "unknown".into(),
+            },
             match &r.containers {
                 Some(c) => container_words(c),
                 None => String::new(),
             },
         ];
+        let line: Vec<String> = cells.iter().map(|c| field(c)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    // A CSV has no header block to say it is incomplete: a repo or host that
+    // could not be read is a row of kind `unobserved`, with the reason in
+    // `violations`, so a spreadsheet sorted or filtered by kind shows it.
+    // (An image whose details are unknown is already a row of `unknown`s.)
+    for u in &inv.unobserved {
+        let has_row = |r: &super::Row| format!("{}@{}", r.location, r.digest) == u.subject;
+        if inv.images.iter().any(has_row) {
+            continue;
+        }
+        let mut cells: Vec<String> = vec![u.subject.clone(), "unobserved".into()];
+        cells.extend(["", ""].map(String::from));
+        cells.extend(std::iter::repeat_n("unknown".to_string(), 10));
+        cells.push(format!("unobserved: {}", u.reason));
+        cells.push(String::new());
         let line: Vec<String> = cells.iter().map(|c| field(c)).collect();
         out.push_str(&line.join(","));
         out.push_str("\r\n");
@@ -89,6 +108,43 @@ pub fn render(inv: &Inventory) -> String {
 #[cfg(test)]
 mod tests {
     use super::field;
+
+    #[test]
+    fn unread_locations_are_rows_of_kind_unobserved() {
+        use super::super::{Inventory, Summary, Unobserved};
+        let inv = Inventory {
+            format_version: super::super::FORMAT_VERSION,
+            generated: "2026-01-01T00:00:00Z".into(),
+            complete: false,
+            summary: Summary {
+                images: 0,
+                violating: 0,
+                not_judged: 0,
+                locations: Vec::new(),
+                age_histogram: Vec::new(),
+            },
+            unobserved: vec![
+                Unobserved {
+                    subject: "prod/b".into(),
+                    reason: "503, try later".into(),
+                },
+                Unobserved {
+                    subject: "host:gone".into(),
+                    reason: "cannot connect".into(),
+                },
+            ],
+            images: Vec::new(),
+        };
+        let csv = super::render(&inv);
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(
+            lines[1],
+            "prod/b,unobserved,,,unknown,unknown,unknown,unknown,unknown,unknown,unknown,unknown,unknown,unknown,\"unobserved: 503, try later\","
+        );
+        assert!(lines[2].starts_with("host:gone,unobserved,"), "{csv}");
+        // As many cells as the header (no quoted comma in this one).
+        assert_eq!(lines[2].matches(',').count(), super::HEADER.len() - 1);
+    }
 
     #[test]
     fn fields_are_quoted_per_rfc_4180() {

@@ -64,11 +64,16 @@ pub fn render(inv: &Inventory) -> String {
     h.push_str("</style></head><body>\n");
     h.push_str("<h1>regimen inventory</h1>\n");
     h.push_str(&format!(
-        "<div class=\"meta\">generated {} · {} image{} · {} violating</div>\n",
+        "<div class=\"meta\">generated {} · {} image{} · {} violating{}</div>\n",
         esc(&inv.generated),
         inv.summary.images,
         if inv.summary.images == 1 { "" } else { "s" },
-        inv.summary.violating
+        inv.summary.violating,
+        if inv.summary.not_judged > 0 {
+            format!(" · {} not judged", inv.summary.not_judged)
+        } else {
+            String::new()
+        }
     ));
     if !inv.complete {
         h.push_str("<div class=\"warn\" id=\"unobserved\"><b>Incomplete:</b> not everything could be read.<ul class=\"v\">");

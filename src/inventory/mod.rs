@@ -51,6 +51,8 @@ pub struct Summary {
     pub images: usize,
     /// Rows with at least one violation.
     pub violating: usize,
+    /// Rows not judged (`verdicts: null`): neither clean nor violating.
+    pub not_judged: usize,
     /// Per registry (policy name) and per host (`host:NAME`).
     pub locations: Vec<LocationCount>,
     pub age_histogram: Vec<AgeBucket>,
@@ -311,6 +313,9 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
         .as_ref()
         .and_then(|p| p.owner_label.clone())
         .unwrap_or_else(|| AUTHORS.to_string());
+    let judges_age = checker
+        .as_ref()
+        .is_some_and(crate::plan::policy::Checker::judges_age);
     let mut rows = Vec::new();
     let mut unobserved = Vec::new();
 
@@ -340,6 +345,11 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
         let mut groups: Vec<(&Digest, Vec<String>)> = by_digest.into_iter().collect();
         groups.sort_by(|a, b| a.1.cmp(&b.1));
         for (digest, tags) in groups {
+            // An unfinished untag's placeholder is no image (retention removes it).
+            if matches!(observed.image(&repo, digest), Some(Fact::Known(i)) if i.is_regimen_placeholder())
+            {
+                continue;
+            }
             let mut row = Row {
                 location: repo.to_string(),
                 kind: LocationKind::Registry,
@@ -365,7 +375,7 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
                     row.created = info.created.map(|c| c.to_rfc3339());
                     row.age_seconds = info.created.map(|c| age_secs(now, c));
                     row.size = Some(info.size);
-                    row.verdicts = Some(match &checker {
+                    let verdicts = match &checker {
                         Some(c) => c
                             .image(info, now)
                             .into_iter()
@@ -376,7 +386,8 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
                             })
                             .collect(),
                         None => Vec::new(),
-                    });
+                    };
+                    judge(&mut row, verdicts, judges_age && info.created.is_none());
                 }
                 Some(Fact::Unknown { reason }) => {
                     row.unknown = Some(reason.clone());
@@ -408,7 +419,10 @@ pub fn build(desired: &Desired, observed: &Observed, now: Timestamp) -> Inventor
                     &addrs,
                     &host_violations,
                     observed,
-                    &owner_label,
+                    Judging {
+                        owner_label: &owner_label,
+                        judges_age,
+                    },
                     now,
                 ));
             }
@@ -494,20 +508,17 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
         };
     }
     let mut unreadable = Vec::new();
-    let mut latest: Option<(Option<Timestamp>, &Vec<crate::scan::Report>)> = None;
+    let mut readable: Vec<(Option<Timestamp>, &Vec<crate::scan::Report>)> = Vec::new();
     for d in scans {
         match observed.reports.get(&(repo.clone(), d.clone())) {
             Some(Fact::Known(reports)) => {
-                let created = reports.iter().filter_map(|r| r.created).max();
-                if latest.as_ref().is_none_or(|(c, _)| created >= *c) {
-                    latest = Some((created, reports));
-                }
+                readable.push((reports.iter().filter_map(|r| r.created).max(), reports));
             }
             Some(Fact::Unknown { reason }) => unreadable.push(reason.clone()),
             None => unreadable.push(format!("report {} not read", d.short())),
         }
     }
-    let Some((created, reports)) = latest else {
+    let Some((created, reports, worst)) = newest_reports(&readable) else {
         return Scan::unknown(unreadable.join("; "));
     };
     // A report that cannot be read may be the newest, or the one with the
@@ -519,10 +530,6 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
         ));
     }
     let findings: Vec<&crate::scan::Finding> = reports.iter().flat_map(|r| &r.findings).collect();
-    let worst = findings
-        .iter()
-        .map(|f| f.severity.unwrap_or(Severity::Critical))
-        .max();
     let mut tools: Vec<String> = reports.iter().map(|r| r.tool.clone()).collect();
     tools.sort();
     tools.dedup();
@@ -541,15 +548,57 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
     }
 }
 
+type Reports<'a> = (Option<Timestamp>, &'a Vec<crate::scan::Report>);
+
+/// The newest of an image's readable scan reports, with its worst severity.
+/// Reports with no time or the same time cannot be ordered: of those tied
+/// newest, the worst stands, so the verdict does not hang on push order and
+/// a tied report's finding is never hidden behind a clean one.
+fn newest_reports<'a>(
+    readable: &[Reports<'a>],
+) -> Option<(
+    Option<Timestamp>,
+    &'a Vec<crate::scan::Report>,
+    Option<Severity>,
+)> {
+    let newest = readable.iter().map(|(c, _)| *c).max()?;
+    readable
+        .iter()
+        .filter(|(c, _)| *c == newest)
+        .map(|&(c, reports)| {
+            let worst = reports
+                .iter()
+                .flat_map(|r| &r.findings)
+                .map(|f| f.severity.unwrap_or(Severity::Critical))
+                .max();
+            let count: usize = reports.iter().map(|r| r.findings.len()).sum();
+            (c, reports, worst, count)
+        })
+        .max_by_key(|&(_, _, worst, count)| (worst, count))
+        .map(|(c, reports, worst, _)| (c, reports, worst))
+}
+
+/// What a host row is read and judged by.
+#[derive(Clone, Copy)]
+struct Judging<'a> {
+    owner_label: &'a str,
+    /// `max_age` is set: an image of unknown age is then not judged.
+    judges_age: bool,
+}
+
 fn host_rows(
     name: &str,
     state: &HostState,
     addrs: &Addresses,
     violations: &[crate::plan::policy::HostViolation],
     observed: &Observed,
-    owner_label: &str,
+    judging: Judging<'_>,
     now: Timestamp,
 ) -> Vec<Row> {
+    let Judging {
+        owner_label,
+        judges_age,
+    } = judging;
     let mut rows = Vec::new();
     for img in &state.images {
         let tags = img
@@ -604,10 +653,11 @@ fn host_rows(
             source: img.labels.get(SOURCE).cloned(),
             referrers: None,
             scan: Scan::unknown("not pulled from a read policy registry"),
-            verdicts: Some(verdicts),
+            verdicts: None,
             containers: Some(containers),
             unknown: None,
         };
+        judge(&mut row, verdicts, judges_age && img.created.is_none());
         // What the registry copy it was pulled as says (referrers, scans).
         let registry_copy = img.repo_digests.iter().find_map(|n| {
             let (repo, d) = addrs.repo_digest(n)?;
@@ -624,6 +674,22 @@ fn host_rows(
         rows.push(row);
     }
     rows
+}
+
+/// Why `max_age` could not judge an image.
+const AGE_UNKNOWN: &str =
+    "creation time unknown (none given, or a reproducible build's placeholder before 2013): max_age not judged";
+
+/// Sets a row's verdicts. An image `max_age` cannot judge (its age unknown)
+/// and nothing else found broken is not judged (`null`), never `ok`.
+fn judge(row: &mut Row, verdicts: Vec<Verdict>, age_unknown: bool) {
+    if age_unknown {
+        row.unknown = Some(match row.unknown.take() {
+            Some(u) => format!("{u}; {AGE_UNKNOWN}"),
+            None => AGE_UNKNOWN.to_string(),
+        });
+    }
+    row.verdicts = (!age_unknown || !verdicts.is_empty()).then_some(verdicts);
 }
 
 fn summarize(rows: &[Row]) -> Summary {
@@ -667,6 +733,7 @@ fn summarize(rows: &[Row]) -> Summary {
     Summary {
         images: rows.len(),
         violating: rows.iter().filter(|r| violating(r)).count(),
+        not_judged: rows.iter().filter(|r| r.verdicts.is_none()).count(),
         locations: locations
             .into_iter()
             .map(|((kind, location), (images, violating))| LocationCount {
@@ -814,9 +881,107 @@ mod tests {
     }
 
     #[test]
+    fn an_image_of_unknown_age_is_not_judged_by_max_age() {
+        let text = "registries:\n  prod: {url: \"http://127.0.0.1:1\"}\n\
+                    hosts:\n  h1:\n    endpoint: unix:///run/docker.sock\n\
+                    retention:\n  - name: r\n    repos: [prod/a]\n    delete: {older_than: 3650d}\n\
+                    policies:\n  max_age: 30d\n";
+        let d = crate::config::load_texts(
+            std::path::Path::new("/"),
+            &[(std::sync::Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap();
+        let a: RepoAddr = "prod/a".parse().unwrap();
+        let mut o = Observed::default();
+        let mut state = RepoState::default();
+        state.tags.insert("nix".parse().unwrap(), digest(1));
+        state.tags.insert("new".parse().unwrap(), digest(2));
+        o.repos.insert(a.clone(), Fact::Known(state));
+        // No `created` (or a placeholder, which observe makes `None`).
+        o.images
+            .insert((a.clone(), digest(1)), Fact::Known(ImageInfo::default()));
+        o.images.insert(
+            (a.clone(), digest(2)),
+            Fact::Known(ImageInfo {
+                created: Some(NOW),
+                ..Default::default()
+            }),
+        );
+        o.hosts.insert(
+            "h1".into(),
+            Fact::Known(HostState {
+                images: vec![crate::observe::HostImage {
+                    id: format!("sha256:{}", "c".repeat(64)),
+                    tags: vec!["jib/app:1".into()],
+                    ..Default::default()
+                }],
+                containers: Vec::new(),
+            }),
+        );
+        let inv = build(&d, &o, NOW);
+        let row = |tag: &str| inv.images.iter().find(|r| r.tags[0] == tag).unwrap();
+        assert_eq!(row("new").verdicts, Some(Vec::new()));
+        for unknown in ["nix", "jib/app:1"] {
+            let r = row(unknown);
+            assert_eq!(r.verdicts, None, "{unknown}: not judged is not clean");
+            assert_eq!(verdict_words(&r.verdicts), "unknown");
+            assert!(r.unknown.as_deref().unwrap().contains("max_age not judged"));
+        }
+        assert_eq!((inv.summary.violating, inv.summary.not_judged), (0, 2));
+        let json: serde_json::Value = serde_json::from_str(&render_json(&inv)).unwrap();
+        assert_eq!(json["summary"]["not_judged"], 2);
+        assert!(render_text(&inv).contains("0 violating, 2 not judged"));
+        assert!(render_html(&inv).contains("2 not judged"));
+        let csv = render_csv(&inv);
+        let nix = csv.lines().find(|l| l.contains(",nix,")).unwrap();
+        assert!(nix.contains(",unknown,"), "{nix}");
+    }
+
+    #[test]
     fn a_future_creation_time_is_age_zero_everywhere() {
         assert_eq!(age_secs(NOW, Timestamp(NOW.0 + 86_400)), 0);
         assert_eq!(age_secs(NOW, Timestamp(NOW.0 - 100)), 100);
+    }
+
+    #[test]
+    fn tied_newest_scan_reports_give_the_worst_verdict() {
+        use crate::scan::{Finding, Report};
+        let report = |created: Option<Timestamp>, severity: Option<Severity>| {
+            vec![Report {
+                tool: "trivy".into(),
+                created,
+                findings: severity
+                    .map(|s| Finding {
+                        id: "CVE-2026-1".into(),
+                        severity: Some(s),
+                        fixed: None,
+                        package: "p".into(),
+                    })
+                    .into_iter()
+                    .collect(),
+            }]
+        };
+        let critical = report(None, Some(Severity::Critical));
+        let clean = report(None, None);
+        // No times: whichever order they were pushed in, the finding shows.
+        for order in [[&critical, &clean], [&clean, &critical]] {
+            let readable: Vec<Reports<'_>> = order.iter().map(|r| (None, *r)).collect();
+            let (_, _, worst) = newest_reports(&readable).unwrap();
+            assert_eq!(worst, Some(Severity::Critical));
+        }
+        // Equal times alike.
+        let high = report(Some(NOW), Some(Severity::High));
+        let clean_now = report(Some(NOW), None);
+        for order in [[&high, &clean_now], [&clean_now, &high]] {
+            let readable: Vec<Reports<'_>> = order.iter().map(|r| (Some(NOW), *r)).collect();
+            let (_, _, worst) = newest_reports(&readable).unwrap();
+            assert_eq!(worst, Some(Severity::High));
+        }
+        // A newer clean report still supersedes an older finding.
+        let older = report(Some(Timestamp(NOW.0 - 10)), Some(Severity::Critical));
+        let readable: Vec<Reports<'_>> = vec![(Some(NOW), &clean_now), (older[0].created, &older)];
+        let (created, _, worst) = newest_reports(&readable).unwrap();
+        assert_eq!((created, worst), (Some(NOW), None));
     }
 
     #[test]

@@ -27,15 +27,44 @@ fn short(d: &str) -> String {
         .unwrap_or_else(|_| d.to_string())
 }
 
+/// Tags a row shows before `+N more`.
+const SHOWN_TAGS: usize = 3;
+/// The widest a cell other than the location gets: every row is padded to
+/// the widest cell, so one image with thousands of tags (or a long label)
+/// would make every line that wide. JSON and CSV keep the full values.
+const MAX_CELL: usize = 60;
+
+fn tag_words(tags: &[String]) -> String {
+    match tags.len() {
+        0 => "<none>".into(),
+        n if n <= SHOWN_TAGS => tags.join(","),
+        n => format!("{},+{} more", tags[..SHOWN_TAGS].join(","), n - SHOWN_TAGS),
+    }
+}
+
+/// `s`, cut to [`MAX_CELL`] characters with `…` when longer.
+fn capped(s: String) -> String {
+    if s.chars().count() <= MAX_CELL {
+        return s;
+    }
+    let mut cut: String = s.chars().take(MAX_CELL - 1).collect();
+    cut.push('…');
+    cut
+}
+
 fn cells(r: &Row) -> [String; 13] {
+    let mut c = full_cells(r);
+    for cell in c.iter_mut().skip(1) {
+        *cell = capped(std::mem::take(cell));
+    }
+    c
+}
+
+fn full_cells(r: &Row) -> [String; 13] {
     let [base, owner, source, referrers, scan, verdicts] = provenance_words(r);
     [
         r.location.clone(),
-        if r.tags.is_empty() {
-            "<none>".into()
-        } else {
-            r.tags.join(",")
-        },
+        tag_words(&r.tags),
         short(&r.digest),
         r.age_seconds
             .map(Duration::human)
@@ -99,7 +128,7 @@ pub fn render(inv: &Inventory) -> String {
         .map(|l| format!("{} {}", l.location, l.images))
         .collect();
     out.push_str(&format!(
-        "Inventory: {} image{} ({}), {} violating{}.\n",
+        "Inventory: {} image{} ({}), {} violating{}{}.\n",
         inv.summary.images,
         if inv.summary.images == 1 { "" } else { "s" },
         if places.is_empty() {
@@ -108,6 +137,11 @@ pub fn render(inv: &Inventory) -> String {
             places.join(", ")
         },
         inv.summary.violating,
+        if inv.summary.not_judged > 0 {
+            format!(", {} not judged", inv.summary.not_judged)
+        } else {
+            String::new()
+        },
         if inv.complete {
             ""
         } else {
@@ -115,4 +149,69 @@ pub fn render(inv: &Inventory) -> String {
         }
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Inventory, LocationKind, Row, Scan, ScanStatus, Summary};
+
+    fn row(tags: Vec<String>, owner: &str) -> Row {
+        Row {
+            location: "prod/team/api".into(),
+            kind: LocationKind::Registry,
+            tags,
+            digest: format!("sha256:{}", "a".repeat(64)),
+            repo_digests: None,
+            created: None,
+            age_seconds: Some(86_400),
+            size: Some(1),
+            platforms: Some(Vec::new()),
+            base_image: None,
+            owner: Some(owner.into()),
+            source: None,
+            referrers: None,
+            scan: Scan {
+                status: ScanStatus::NoReport,
+                worst_severity: None,
+                findings: None,
+                tools: Vec::new(),
+                created: None,
+                reason: None,
+            },
+            verdicts: Some(Vec::new()),
+            containers: None,
+            unknown: None,
+        }
+    }
+
+    #[test]
+    fn many_tags_and_long_labels_do_not_widen_every_line() {
+        let many: Vec<String> = (0..5_000).map(|i| format!("build-{i:05}")).collect();
+        let inv = Inventory {
+            format_version: super::super::FORMAT_VERSION,
+            generated: "2026-01-01T00:00:00Z".into(),
+            complete: true,
+            summary: Summary {
+                images: 3,
+                violating: 0,
+                not_judged: 0,
+                locations: Vec::new(),
+                age_histogram: Vec::new(),
+            },
+            unobserved: Vec::new(),
+            images: vec![
+                row(many, "a"),
+                row(vec!["1".into()], &"x".repeat(10_000)),
+                row(vec!["1".into(), "2".into()], "b"),
+            ],
+        };
+        let text = super::render(&inv);
+        assert!(text.len() < 2_000, "{} bytes", text.len());
+        assert!(
+            text.contains("build-00000,build-00001,build-00002,+4997 more"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{}…", "x".repeat(59))), "{text}");
+        assert!(text.contains("1,2 "), "{text}");
+    }
 }

@@ -249,7 +249,7 @@ async fn read_report(
     };
     let annotated = annotations
         .get("org.opencontainers.image.created")
-        .and_then(|s| Timestamp::parse_rfc3339(s));
+        .and_then(|s| Timestamp::parse_created(s));
     if layers.is_empty() {
         return Err(format!("report {} has no layers", digest.short()));
     }
@@ -565,11 +565,11 @@ fn created_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<T
         })
 }
 
-/// An image's creation time. Reproducible builds (ko, Bazel, Nix, `SOURCE_DATE_EPOCH=0`) write
-/// the Unix epoch or year 1 there: that is no age at all, and read as one it would make every
-/// such image decades old and the first thing `older_than` deletes. So it is unknown.
+/// An image's creation time. Reproducible builds (ko, Bazel, Nix, Jib, `SOURCE_DATE_EPOCH=0`)
+/// write the Unix epoch, a second after it or year 1 there: that is no age at all, so it is
+/// unknown (see [`Timestamp::as_created`]).
 fn image_time(s: &str) -> Option<Timestamp> {
-    Timestamp::parse_rfc3339(s).filter(|t| t.0 > 0)
+    Timestamp::parse_created(s)
 }
 
 /// Reads an image's creation time, platforms, size and referrers; `None` if absent.

@@ -681,6 +681,45 @@ mod tests {
     }
 
     #[test]
+    fn a_container_run_by_image_id_is_judged_by_that_image_names() {
+        let p = policy("policies: {registries: [prod], on_violation: enforce}\n");
+        let by_id = |name: &str, img: &HostImage, image: String| HostContainer {
+            image,
+            ..container(name, img, true, 1)
+        };
+        let ours = image(
+            '1',
+            &[],
+            &[&format!("reg.example:5000/team/api@{}", d('a'))],
+            1,
+        );
+        let theirs = image('2', &["quay.io/org/tool:1"], &[], 1);
+        let nameless = image('3', &[], &[], 1);
+        let state = HostState {
+            containers: vec![
+                by_id("ours", &ours, ours.id.clone()),
+                // Podman shows the bare hex, sometimes shortened.
+                by_id("theirs", &theirs, "2".repeat(12)),
+                by_id("nameless", &nameless, "3".repeat(64)),
+            ],
+            images: vec![ours, theirs, nameless],
+        };
+        let plan = plan(&p, &observed(state, None), Timestamp(NOW));
+        // Only the one known to come from elsewhere is a violation and stopped.
+        assert_eq!(
+            changes(&plan, Action::StopContainer),
+            vec!["host:h1/container/theirs"]
+        );
+        let v: Vec<&str> = plan.violations.iter().map(|v| v.subject.as_str()).collect();
+        assert_eq!(v, ["host:h1/container/theirs"]);
+        assert!(plan.violations[0].message.contains("quay.io/org/tool:1"));
+        // The nameless one is not judged, and says so.
+        let u: Vec<&str> = plan.unobserved.iter().map(|u| u.subject.as_str()).collect();
+        assert_eq!(u, ["host:h1/container/nameless"]);
+        assert!(plan.unobserved[0].reason.contains("not judged"));
+    }
+
+    #[test]
     fn a_moved_present_tag_also_removes_the_image_it_replaces() {
         // `present` pulls the moved tag; the image it leaves behind is old
         // and nothing else needs it: the same plan removes it (after the

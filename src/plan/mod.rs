@@ -92,6 +92,9 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     plan.kept = report.kept;
     plan.endpoints = endpoints(desired);
     plan.violations = policy::violations(desired, observed, now);
+    for (subject, reason) in policy::unjudged_containers(desired, observed) {
+        plan.unobserved.push(Unobserved { subject, reason });
+    }
     for (repo, fact) in &observed.repos {
         if let Fact::Unknown { reason } = fact {
             plan.unobserved.push(Unobserved {

@@ -13,7 +13,7 @@ use super::intent::age;
 use super::types::Violation;
 use crate::config::{Desired, OnViolation, Policies, RetagSource};
 use crate::model::{Duration, ImageRef, RepoAddr, Timestamp};
-use crate::observe::{Fact, ImageInfo, Observed, BASE_NAME};
+use crate::observe::{Fact, HostContainer, HostState, ImageInfo, Observed, BASE_NAME};
 
 /// One broken rule of one image, before it has a subject.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +61,12 @@ impl<'d> Checker<'d> {
         self.policies.base_images.is_some() || self.policies.max_age.is_some()
     }
 
+    /// Whether `max_age` judges images: one whose creation time is unknown
+    /// is then not judged, which is not clean.
+    pub fn judges_age(&self) -> bool {
+        self.policies.max_age.is_some()
+    }
+
     /// What `base_images` and `max_age` say about one image.
     pub fn image(&self, info: &ImageInfo, now: Timestamp) -> Vec<ImageViolation> {
         let mut out = Vec::new();
@@ -103,12 +109,16 @@ impl<'d> Checker<'d> {
     /// tag or digest.
     fn base_allowed(&self, base: &str) -> bool {
         let mut forms = vec![base.to_string()];
-        forms.extend(
-            self.addrs
-                .from_engine_all(base)
-                .iter()
-                .map(|r| r.to_string()),
-        );
+        // `repo:tag@digest` is tried with its digest and with its tag.
+        let tagged = base.split_once('@').map(|(n, _)| n).filter(|n| *n != base);
+        for name in std::iter::once(base).chain(tagged) {
+            forms.extend(
+                self.addrs
+                    .from_engine_all(name)
+                    .iter()
+                    .map(|r| r.to_string()),
+            );
+        }
         let bare: Vec<String> = forms.iter().map(|f| strip_reference(f)).collect();
         forms.extend(bare);
         self.base_globs
@@ -165,6 +175,10 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
                 let Some(Fact::Known(info)) = observed.image(&repo, digest) else {
                     continue;
                 };
+                // An unfinished untag's placeholder is no image (retention removes it).
+                if info.is_regimen_placeholder() {
+                    continue;
+                }
                 for v in checker.image(info, now) {
                     out.push(Violation {
                         policy: v.policy.to_string(),
@@ -210,6 +224,66 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
     out
 }
 
+/// The names a container's image goes by, for `registries`: its `Image` as
+/// the engine shows it, or, when that is a bare image ID (a container
+/// created by ID), the repo digests and tags of that image in the host's
+/// store. `None` when it has none: where it came from is unknown.
+fn container_names(c: &HostContainer, state: &HostState) -> Option<Vec<String>> {
+    if !is_image_id(&c.image, &c.image_id) {
+        return Some(vec![c.image.clone()]);
+    }
+    let img = state
+        .images
+        .iter()
+        .find(|i| crate::observe::same_id(&i.id, &c.image_id))?;
+    let names: Vec<String> = img.repo_digests.iter().chain(&img.tags).cloned().collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// Whether a container's `Image` is its image's ID (full, `sha256:`-prefixed
+/// or a short prefix of `image_id`) rather than a name. A 64-digit hex name
+/// is always an ID: engines refuse it as a repository name.
+fn is_image_id(image: &str, image_id: &str) -> bool {
+    let hex = image.strip_prefix("sha256:").unwrap_or(image);
+    let is_hex = hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    is_hex
+        && (image.starts_with("sha256:")
+            || hex.len() == 64
+            || image_id.trim_start_matches("sha256:").starts_with(hex))
+}
+
+/// Running containers `registries` cannot judge: their image is known by
+/// ID alone, with no name or repo digest in the host's store, so where it
+/// came from is unknown. Reported as not judged, never a violation (which
+/// `enforce` would stop).
+pub fn unjudged_containers(desired: &Desired, observed: &Observed) -> Vec<(String, String)> {
+    let judges = desired
+        .policies
+        .as_ref()
+        .is_some_and(|p| p.registries.is_some());
+    if !judges {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for name in desired.hosts.keys() {
+        let Some(Fact::Known(state)) = observed.hosts.get(name) else {
+            continue;
+        };
+        for c in state.containers.iter().filter(|c| c.running) {
+            if container_names(c, state).is_none() {
+                out.push((
+                    format!("host:{name}/container/{}", c.name),
+                    format!(
+                        "runs image {}, which has no name or repo digest on the host: its registry is unknown, so policies.registries is not judged",
+                        c.image
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// A violation on a host, with the running container it concerns (which
 /// `on_violation: enforce` stops).
 pub struct HostViolation {
@@ -238,32 +312,43 @@ pub fn host_violations(
         };
         if let Some(allowed) = &policies.registries {
             for c in state.containers.iter().filter(|c| c.running) {
-                let from = addrs.from_engine(&c.image);
-                let bad = match &from {
-                    Some(a) => !allowed.contains(&a.repo.registry),
-                    None => true,
+                // No name at all: not judged (see `unjudged_containers`).
+                let Some(names) = container_names(c, state) else {
+                    continue;
                 };
-                if !bad {
+                let froms: Vec<_> = names.iter().filter_map(|n| addrs.from_engine(n)).collect();
+                if froms.iter().any(|a| allowed.contains(&a.repo.registry)) {
                     continue;
                 }
+                let from = froms.into_iter().next();
                 let list = allowed
                     .iter()
                     .map(|r| r.as_str())
                     .collect::<Vec<_>>()
                     .join(", ");
+                let by_id = names.first() != Some(&c.image);
                 out.push(HostViolation {
                     violation: Violation {
                         policy: "registries".into(),
                         kind: Some("container".into()),
                         subject: format!("host:{name}/container/{}", c.name),
-                        message: match &from {
-                            Some(a) => format!(
+                        message: match (&from, by_id) {
+                            (Some(a), false) => format!(
                                 "runs {a}: registry `{}` is not one of policies.registries ({list})",
                                 a.repo.registry
                             ),
-                            None => format!(
+                            (Some(a), true) => format!(
+                                "runs image {} ({a}): registry `{}` is not one of policies.registries ({list})",
+                                c.image, a.repo.registry
+                            ),
+                            (None, false) => format!(
                                 "runs {}, which is not from a policy registry ({list})",
                                 c.image
+                            ),
+                            (None, true) => format!(
+                                "runs image {} ({}), which is not from a policy registry ({list})",
+                                c.image,
+                                names.join(", ")
                             ),
                         },
                     },
@@ -344,6 +429,7 @@ mod tests {
             "registry.example.com:443/base/debian:12",
             "REGISTRY.example.com/base/debian:12",
             "127.0.0.1:5000/base/alpine:3.19",
+            &format!("127.0.0.1:5000/base/alpine:3.19@sha256:{}", "a".repeat(64)),
         ] {
             assert!(c.base_allowed(ok), "{ok}");
         }
@@ -351,9 +437,41 @@ mod tests {
             "registry.example.com:8443/base/debian:12",
             "127.0.0.1/base/alpine:3.19",
             "docker.io/library/debian:12",
+            &format!("127.0.0.1:5001/base/alpine:3.19@sha256:{}", "a".repeat(64)),
         ] {
             assert!(!c.base_allowed(no), "{no}");
         }
+    }
+
+    #[test]
+    fn a_regimen_placeholder_under_a_tag_is_not_judged_as_an_image() {
+        let text = "registries:\n  prod: {url: \"http://127.0.0.1:1\"}\n\
+                    retention:\n  - name: r\n    repos: [prod/a]\n    delete: {older_than: 3650d}\n\
+                    policies:\n  base_images: [\"prod/base/*\"]\n";
+        let d = crate::config::load_texts(
+            std::path::Path::new("/"),
+            &[(std::sync::Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap();
+        let a: RepoAddr = "prod/a".parse().unwrap();
+        let digest: crate::model::Digest = format!("sha256:{}", "e".repeat(64)).parse().unwrap();
+        let mut o = Observed::default();
+        let mut state = crate::observe::RepoState::default();
+        state.tags.insert("gone".parse().unwrap(), digest.clone());
+        o.repos.insert(a.clone(), Fact::Known(state));
+        let placeholder = ImageInfo {
+            artifact_type: Some(crate::registry::PLACEHOLDER_ARTIFACT_TYPE.into()),
+            ..Default::default()
+        };
+        o.images
+            .insert((a.clone(), digest.clone()), Fact::Known(placeholder));
+        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000)), []);
+        let inv = crate::inventory::build(&d, &o, Timestamp(1_800_000_000));
+        assert!(inv.images.is_empty(), "{:?}", inv.images);
+        // An image there is judged.
+        o.images
+            .insert((a, digest), Fact::Known(ImageInfo::default()));
+        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000)).len(), 1);
     }
 
     #[test]

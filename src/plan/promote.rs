@@ -150,7 +150,7 @@ fn unmet(
     if let Some(min) = req.min_age {
         match info.created {
             None => failed.push(
-                "creation time unknown (no config `created`, or the Unix epoch of a reproducible build): min_age cannot be checked".into(),
+                "creation time unknown (no config `created`, or a reproducible build's placeholder before 2013): min_age cannot be checked".into(),
             ),
             Some(c) if cx.now.0 - c.0 < min.secs() => failed.push(format!(
                 "{TOO_YOUNG} created {} ago, min_age {}",
