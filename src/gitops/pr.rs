@@ -360,6 +360,38 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// The `--base` section of a big PR fits what the comment has left,
+    /// cut where it says so; a small one is whole.
+    #[test]
+    fn the_base_section_fits_its_budget() {
+        let mut plan = Plan::default();
+        for i in 0..3000 {
+            plan.changes.push(Change {
+                target: format!("prod/app:build-{i:04}"),
+                ..Change::new(crate::plan::Action::Copy)
+            });
+        }
+        let r = BaseReport {
+            revision: "origin/main".into(),
+            policy_diff: (0..2000).map(|i| format!("+  - tag-{i}\n")).collect(),
+            introduced: plan.changes.iter().map(|c| c.target.clone()).collect(),
+            drift: Vec::new(),
+            dropped: Vec::new(),
+            base_invalid: None,
+        };
+        let md = markdown(&plan, &r, 9_000);
+        assert!(md.chars().count() <= 9_000, "{}", md.len());
+        assert!(
+            md.contains("introduces 3000 of 3000"),
+            "the counts are whole"
+        );
+        assert!(md.contains("more not shown"), "says what it cuts");
+        assert!(md.contains("more diff lines not shown"), "the diff too");
+        assert_eq!(md.matches("```").count() % 2, 0, "fences closed");
+        let whole = markdown(&plan, &r, usize::MAX);
+        assert!(!whole.contains("not shown") && whole.contains("build-2999"));
+    }
+
     #[test]
     fn annotations_are_escaped_and_located() {
         let d = Diagnostic {
