@@ -383,6 +383,23 @@ fn sigterm_during_apply_finishes_the_change_in_flight_and_leaves_a_consistent_re
     assert_eq!(wanted, missing, "{out}");
 }
 
+/// Pushes 20 images to `repo`, tagged `{prefix}00` … `{prefix}19`, each
+/// with a layer of its own.
+fn push_numbered(reg: &TestRegistry, repo: &str, prefix: &str) {
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = repo.parse().unwrap();
+    block_on(async {
+        for i in 0..20 {
+            let t = format!("{prefix}{i:02}");
+            let spec =
+                ImageSpec::new("2026-01-01T00:00:00Z").with_layer("data", format!("{repo} {t}"));
+            push_image(r.as_ref(), &repo, Some(&t.parse().unwrap()), &spec)
+                .await
+                .unwrap();
+        }
+    });
+}
+
 /// The executor pulls 16 copies at once; with a slow registry they all wait
 /// for it. A SIGTERM then must stop those that have not written anything
 /// (not run all 16 to the end), promptly, and count the reconcile as
@@ -390,18 +407,7 @@ fn sigterm_during_apply_finishes_the_change_in_flight_and_leaves_a_consistent_re
 #[test]
 fn sigterm_stops_changes_still_waiting_for_the_registry() {
     let reg = TestRegistry::start();
-    let r = open(&reg.host);
-    let src: regimen::model::Repo = "src/slow".parse().unwrap();
-    let all: Vec<String> = (0..20).map(|i| format!("v{i:02}")).collect();
-    block_on(async {
-        for t in &all {
-            let spec =
-                ImageSpec::new("2026-01-01T00:00:00Z").with_layer("data", format!("slow {t}"));
-            push_image(r.as_ref(), &src, Some(&t.parse().unwrap()), &spec)
-                .await
-                .unwrap();
-        }
-    });
+    push_numbered(&reg, "src/slow", "v");
     let tmp = tempfile::tempdir().unwrap();
     // One request at a time, ten a second: 16 copies take some 15 s.
     let dir = policy_dir(
@@ -446,18 +452,7 @@ fn sigterm_stops_changes_still_waiting_for_the_registry() {
 #[test]
 fn sigterm_stops_deletions_still_waiting_for_the_registry() {
     let reg = TestRegistry::start();
-    let r = open(&reg.host);
-    let repo: regimen::model::Repo = "src/old".parse().unwrap();
-    let all: Vec<String> = (0..20).map(|i| format!("pr-{i:02}")).collect();
-    block_on(async {
-        for t in &all {
-            let spec =
-                ImageSpec::new("2026-01-01T00:00:00Z").with_layer("data", format!("old {t}"));
-            push_image(r.as_ref(), &repo, Some(&t.parse().unwrap()), &spec)
-                .await
-                .unwrap();
-        }
-    });
+    push_numbered(&reg, "src/old", "pr-");
     let tmp = tempfile::tempdir().unwrap();
     let dir = policy_dir(
         tmp.path(),
@@ -479,8 +474,9 @@ fn sigterm_stops_deletions_still_waiting_for_the_registry() {
     let took = asked.elapsed();
     let log = d.log();
     let left = tags(&reg, "src/old");
+    // 20 were pushed; one deletion may have begun before the stop.
     assert!(
-        left.len() >= all.len() - 2,
+        left.len() >= 18,
         "deletions that had not begun ran after the stop: {left:?} left\n{log}"
     );
     assert!(

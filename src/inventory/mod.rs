@@ -175,14 +175,23 @@ pub struct Scan {
 }
 
 impl Scan {
-    fn unknown(reason: impl Into<String>) -> Scan {
+    /// No scan report is attached.
+    pub(crate) fn no_report() -> Scan {
         Scan {
-            status: ScanStatus::Unknown,
+            status: ScanStatus::NoReport,
             worst_severity: None,
             findings: None,
             tools: Vec::new(),
             created: None,
+            reason: None,
+        }
+    }
+
+    fn unknown(reason: impl Into<String>) -> Scan {
+        Scan {
+            status: ScanStatus::Unknown,
             reason: Some(reason.into()),
+            ..Scan::no_report()
         }
     }
 
@@ -498,14 +507,7 @@ fn latest_scan(repo: &RepoAddr, info: &ImageInfo, observed: &Observed) -> Scan {
         .map(|r| &r.digest)
         .collect();
     if scans.is_empty() {
-        return Scan {
-            status: ScanStatus::NoReport,
-            worst_severity: None,
-            findings: None,
-            tools: Vec::new(),
-            created: None,
-            reason: None,
-        };
+        return Scan::no_report();
     }
     let mut unreadable = Vec::new();
     let mut readable: Vec<(Option<Timestamp>, &Vec<crate::scan::Report>)> = Vec::new();

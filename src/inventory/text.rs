@@ -153,7 +153,7 @@ pub fn render(inv: &Inventory) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Inventory, LocationKind, Row, Scan, ScanStatus, Summary};
+    use super::super::{Inventory, LocationKind, Row, Scan, Summary};
 
     fn row(tags: Vec<String>, owner: &str) -> Row {
         Row {
@@ -170,14 +170,7 @@ mod tests {
             owner: Some(owner.into()),
             source: None,
             referrers: None,
-            scan: Scan {
-                status: ScanStatus::NoReport,
-                worst_severity: None,
-                findings: None,
-                tools: Vec::new(),
-                created: None,
-                reason: None,
-            },
+            scan: Scan::no_report(),
             verdicts: Some(Vec::new()),
             containers: None,
             unknown: None,
