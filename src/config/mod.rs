@@ -17,6 +17,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::observe::is_invisible;
+
 pub use selector::TagSelector;
 pub use types::*;
 
@@ -56,13 +58,6 @@ fn bad_rule_name(name: &str) -> Option<String> {
         ));
     }
     None
-}
-
-/// Characters that change how text around them reads without showing:
-/// bidirectional overrides and isolates (a name can display reversed),
-/// zero-width ones (two names can look the same).
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Why a host name cannot be used, if it cannot: it is the first part of a

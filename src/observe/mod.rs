@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Digest, RepoAddr, Tag, Timestamp};
 
 pub use hosts::observe_hosts;
-pub use read::{escaped, observe, printable, read_repo, read_repo_heads, read_repos, Registries};
+pub use read::{
+    escaped, is_invisible, observe, printable, read_repo, read_repo_heads, read_repos, Registries,
+};
 pub(crate) use read::{read_details, read_reports};
 
 /// A fact that was either read or could not be.

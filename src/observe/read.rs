@@ -671,9 +671,20 @@ pub async fn image_info(
 }
 
 /// `s` with control characters written as escapes (`\u{1b}`), so text from
-/// registries prints as text.
+/// registries prints as text, and invisible ones too (a label with a
+/// bidirectional override displays reversed), except the zero-width joiner
+/// emoji are made of.
 pub fn printable(s: &str) -> String {
-    escaped(s, char::is_control)
+    escaped(s, |c| {
+        c.is_control() || (is_invisible(c) && c != '\u{200D}')
+    })
+}
+
+/// Characters that change how text around them reads without showing:
+/// bidirectional overrides and isolates (text can display reversed),
+/// zero-width ones (two names can look the same).
+pub fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// `s` with the characters `hide` picks written as `\u{…}` escapes.
@@ -740,6 +751,15 @@ async fn read_orphans(desired: &Desired, registries: &Registries, observed: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_cannot_display_reversed() {
+        // `gnp.exe` after a right-to-left override shows as `exe.png`.
+        assert_eq!(printable(":+1: \u{202E}gnp.exe"), r":+1: \u{202e}gnp.exe");
+        assert_eq!(printable("a\u{200B}b"), r"a\u{200b}b");
+        // Emoji joined by a zero-width joiner stay emoji.
+        assert_eq!(printable("👩\u{200D}💻"), "👩\u{200D}💻");
+    }
 
     #[test]
     fn labels_print_as_text_not_terminal_commands() {

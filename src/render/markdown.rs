@@ -279,9 +279,18 @@ fn no_mention(s: &str) -> String {
     out
 }
 
-/// A table cell: one line, plain text, `|` escaped.
+/// Longest cell text shown: one label of kilobytes must not push every
+/// other row out of the comment's budget.
+const CELL_CHARS: usize = 300;
+
+/// A table cell: one line, plain text, `|` escaped, cut at [`CELL_CHARS`].
 fn cell(s: &str) -> String {
-    text(&one_line(s)).replace('|', "\\|")
+    let line = one_line(s);
+    let line = match line.char_indices().nth(CELL_CHARS) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    };
+    text(&line).replace('|', "\\|")
 }
 
 /// A table cell as inline code (plain when it holds a backtick).

@@ -802,6 +802,18 @@ mod tests {
             md.contains("prod/base@sha256:ab"),
             "a digest reference stays: {md}"
         );
+        // A label of kilobytes is cut, and does not push the other rows out.
+        for i in 0..30 {
+            plan.violations.push(Violation {
+                kind: None,
+                policy: "base_images".to_string(),
+                subject: format!("prod/app:{i}"),
+                message: format!("base docker.io/x:{}", "[a](b)*".repeat(1500)),
+            });
+        }
+        let md = markdown(&plan);
+        assert!(!md.contains("more not shown"), "{}", md.len());
+        assert!(md.contains("prod/app:29"));
     }
 
     #[test]
