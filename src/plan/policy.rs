@@ -110,13 +110,24 @@ impl<'d> Checker<'d> {
     fn base_allowed(&self, base: &str) -> bool {
         let mut forms = vec![base.to_string()];
         // `repo:tag@digest` is tried with its digest and with its tag.
-        let tagged = base.split_once('@').map(|(n, _)| n).filter(|n| *n != base);
-        for name in std::iter::once(base).chain(tagged) {
+        let tagged = base
+            .split_once('@')
+            .filter(|(n, _)| n.rsplit('/').next().is_some_and(|last| last.contains(':')));
+        for name in std::iter::once(base).chain(tagged.map(|(n, _)| n)) {
             forms.extend(
                 self.addrs
                     .from_engine_all(name)
                     .iter()
                     .map(|r| r.to_string()),
+            );
+        }
+        // And whole, as written: `REGISTRY/repo:tag@digest`.
+        if let Some((name, digest)) = tagged {
+            forms.extend(
+                self.addrs
+                    .from_engine_all(name)
+                    .iter()
+                    .map(|r| format!("{r}@{digest}")),
             );
         }
         let bare: Vec<String> = forms.iter().map(|f| strip_reference(f)).collect();
@@ -441,6 +452,23 @@ mod tests {
         ] {
             assert!(!c.base_allowed(no), "{no}");
         }
+    }
+
+    #[test]
+    fn a_base_pattern_with_tag_and_digest_matches_as_written() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let text = format!(
+            "registries:\n  dev: {{url: \"http://127.0.0.1:5000\"}}\n\
+             policies:\n  base_images: [\"dev/base/alpine:3.19@{digest}\"]\n"
+        );
+        let d = crate::config::load_texts(
+            std::path::Path::new("/"),
+            &[(std::sync::Arc::from("p.yaml"), text)],
+        )
+        .unwrap();
+        let c = Checker::new(&d).unwrap();
+        assert!(c.base_allowed(&format!("127.0.0.1:5000/base/alpine:3.19@{digest}")));
+        assert!(!c.base_allowed(&format!("127.0.0.1:5000/base/alpine:3.20@{digest}")));
     }
 
     #[test]
