@@ -229,7 +229,8 @@ fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
         let _ = writeln!(
             out,
             "> **Note:** {}. Every planned change is counted as introduced.\n",
-            why.replace('\n', " ")
+            // The base's errors quote its text: shown as text.
+            crate::render::plain_text(why)
         );
     }
     let _ = writeln!(
@@ -279,11 +280,15 @@ fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
     if r.policy_diff.is_empty() {
         let _ = writeln!(out, "Policy unchanged since `{}`.\n", r.revision);
     } else {
-        let fence = if r.policy_diff.contains("```") {
-            "~~~~"
-        } else {
-            "```"
-        };
+        // Longer than any run of backticks in the diff, so that no line of
+        // it can close the block (policy text may hold fences of both kinds).
+        let longest = r
+            .policy_diff
+            .split(|c| c != '`')
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let fence = "`".repeat(longest.max(2) + 1);
         // Cut with the lists: four diff lines per list entry.
         let lines: Vec<&str> = r.policy_diff.lines().collect();
         let keep = cap.saturating_mul(4).min(lines.len());
@@ -388,6 +393,16 @@ mod tests {
         assert!(md.contains("more not shown"), "says what it cuts");
         assert!(md.contains("more diff lines not shown"), "the diff too");
         assert_eq!(md.matches("```").count() % 2, 0, "fences closed");
+        // Policy text holding fences of both kinds cannot close the diff's.
+        let tricky = BaseReport {
+            policy_diff: " ~~~~~~~~~~~~~~~~\n ````````````````\n+@octocat **x**\n".into(),
+            base_invalid: Some("`x` @octocat **bold** [a](http://evil)".into()),
+            ..r.clone()
+        };
+        let md2 = markdown(&Plan::default(), &tricky, usize::MAX);
+        let fence = "`".repeat(17);
+        assert!(md2.contains(&format!("{fence}diff\n")), "{md2}");
+        assert!(md2.contains("\\`x\\` @\u{200B}octocat \\*\\*bold"), "{md2}");
         let whole = markdown(&plan, &r, usize::MAX);
         assert!(!whole.contains("not shown") && whole.contains("build-2999"));
     }

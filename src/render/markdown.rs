@@ -249,6 +249,11 @@ fn html(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// [`text`], one line: for Markdown written elsewhere (the `--base` section).
+pub fn plain_text(s: &str) -> String {
+    text(&one_line(s))
+}
+
 /// Free text from rules, registries and image labels as plain text in
 /// Markdown: HTML escaped, Markdown's own marks escaped (a label's
 /// `[text](url)` would be a link, `*glob*` emphasis), and no mentions.
