@@ -25,52 +25,14 @@ pub struct Side<'a> {
     pub reg: &'a Arc<dyn Registry>,
     pub repo: &'a Repo,
     /// On a destination: asked before each write (see [`Gate`]).
-    pub gate: Option<&'a Gate<'a>>,
+    pub gate: Option<&'a Gate>,
 }
 
-/// Lets one change stop on a stop request until its first write, and never
-/// after it: a change that has begun writing finishes, so no tag is left
-/// half-done (blobs that land without a tag are harmless).
-pub struct Gate<'a> {
-    stop: &'a (dyn Fn() -> bool + Send + Sync),
-    /// (begun writing, refused a write): one lock, so that two parallel
-    /// blobs of a change cannot see a stop differently.
-    state: std::sync::Mutex<(bool, bool)>,
-}
-
-impl<'a> Gate<'a> {
-    pub fn new(stop: &'a (dyn Fn() -> bool + Send + Sync)) -> Gate<'a> {
-        Gate {
-            stop,
-            state: std::sync::Mutex::new((false, false)),
-        }
-    }
-
-    /// Before a write: an error when nothing was written yet and a stop is
-    /// requested (the change then stops, as not started).
-    pub fn write(&self) -> Result<(), RegistryError> {
-        let Ok(mut st) = self.state.lock() else {
-            return Ok(());
-        };
-        if !st.0 && (st.1 || (self.stop)()) {
-            st.1 = true;
-            return Err(RegistryError::other(
-                "a stop was requested before the change wrote anything",
-            ));
-        }
-        st.0 = true;
-        Ok(())
-    }
-
-    /// Whether a write was refused (the change wrote nothing).
-    pub fn refused(&self) -> bool {
-        self.state.lock().map(|st| st.1).unwrap_or(false)
-    }
-}
+pub use crate::registry::WriteGate as Gate;
 
 impl Side<'_> {
     fn gate(&self) -> Result<(), RegistryError> {
-        self.gate.map_or(Ok(()), Gate::write)
+        self.gate.map_or(Ok(()), Gate::peek)
     }
 }
 

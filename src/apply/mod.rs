@@ -93,6 +93,7 @@ pub async fn apply(
             .push(c);
     }
     let mut report = Report::default();
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut host_use: Option<HostUse> = None;
     for ((action_order, _), phase) in phases {
         // Before the first registry deletion, once: what the managed hosts'
@@ -112,23 +113,45 @@ pub async fn apply(
             // done, not failed).
             .take_while(|_| std::future::ready(!reporter.stop_requested()))
             .map(|c| {
-                let cx = Cx {
-                    copier: &copier,
-                    indexes: &indexes,
-                    reads: &reads,
-                    host_use: host_use.as_ref(),
-                    reporter,
-                };
+                let gate = Arc::new(copy::Gate::new(stopping.clone()));
+                let (copier, indexes, reads, host_use) =
+                    (&copier, &indexes, &reads, host_use.as_ref());
                 async move {
                     reporter.started(c);
-                    let outcome = apply_one(c, registries, hosts, cx)
+                    let cx = Cx {
+                        copier,
+                        indexes,
+                        reads,
+                        host_use,
+                        reporter,
+                        gate: &gate,
+                    };
+                    let outcome = crate::registry::WRITE_GATE
+                        .scope(gate.clone(), apply_one(c, registries, hosts, cx))
                         .await
                         .unwrap_or_else(Outcome::Failed);
+                    // A write its gate refused: the change wrote nothing.
+                    let outcome = match outcome {
+                        Outcome::Failed(_) | Outcome::Stale(_) if gate.refused() => {
+                            Outcome::NotStarted
+                        }
+                        o => o,
+                    };
                     (c, outcome)
                 }
             })
             .buffer_unordered(in_flight);
-        while let Some((c, outcome)) = done.next().await {
+        loop {
+            let next = tokio::select! {
+                n = done.next() => n,
+                // The gates read a flag of their own (a registry backend
+                // asks them from inside a request); it follows the reporter.
+                () = watch_stop(reporter), if !stopping.load(std::sync::atomic::Ordering::SeqCst) => {
+                    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                    continue;
+                }
+            };
+            let Some((c, outcome)) = next else { break };
             match &outcome {
                 Outcome::Done => report.done += 1,
                 Outcome::AlreadyDone => report.already += 1,
@@ -143,6 +166,13 @@ pub async fn apply(
     }
     report.bytes = copier.bytes_copied();
     report
+}
+
+/// Returns once `reporter` asks for a stop (looked at every 50 ms).
+async fn watch_stop(reporter: &dyn Reporter) {
+    while !reporter.stop_requested() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn is_referrer_target(c: &Change) -> bool {
@@ -179,6 +209,8 @@ struct Cx<'a> {
     /// What hosts' containers use, read before the deletions.
     host_use: Option<&'a HostUse>,
     reporter: &'a dyn Reporter,
+    /// This change's: its registry writes ask it too (see [`copy::Gate`]).
+    gate: &'a copy::Gate,
 }
 
 impl Cx<'_> {
@@ -267,8 +299,7 @@ async fn apply_one(
     if cx.stopping() {
         return Ok(Outcome::NotStarted);
     }
-    let stop = || cx.stopping();
-    let gate = copy::Gate::new(&stop);
+    let gate = cx.gate;
     let src = Side {
         reg: src_reg,
         repo: &source.repo.repo,
@@ -277,7 +308,7 @@ async fn apply_one(
     let dst = Side {
         reg: dst_reg,
         repo: &target.repo.repo,
-        gate: Some(&gate),
+        gate: Some(gate),
     };
     // A referrer tag that this run's own referrer pushes (or anyone's) have
     // changed is still written when nothing it lists would be lost.
@@ -355,7 +386,7 @@ async fn apply_one(
         }
         Err(e) => return Err(err(e)),
     }
-    if gate.write().is_err() {
+    if gate.peek().is_err() {
         return Ok(Outcome::NotStarted);
     }
     dst_reg

@@ -833,6 +833,11 @@ impl Distribution {
                         "registry client closed",
                     )
                 })?;
+                // Its turn has come: a change stopped meanwhile that has
+                // written nothing yet does not begin now.
+                if !matches!(req.method, Method::GET | Method::HEAD) {
+                    super::check_write()?;
+                }
                 rb.send().await
             };
             let can_retry = attempt < req.attempts && req.replayable();

@@ -325,6 +325,77 @@ pub fn set_request_observer(f: RequestObserver) {
     let _ = REQUEST_OBSERVER.set(f);
 }
 
+/// Lets one change stop on a stop request until its first write, and never
+/// after it: a change that has begun writing finishes, so no tag is left
+/// half-done (blobs that land without a tag are harmless). The executor
+/// sets one per change ([`WRITE_GATE`]); backends ask it right before a
+/// write is sent, after the write's turn under the registry's `concurrency`
+/// and `rate`, where a change can wait long after a stop came.
+pub struct WriteGate {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// (begun writing, refused a write): one lock, so that two parallel
+    /// blobs of a change cannot see a stop differently.
+    state: std::sync::Mutex<(bool, bool)>,
+}
+
+tokio::task_local! {
+    /// The gate of the change this task is applying, if any.
+    pub static WRITE_GATE: std::sync::Arc<WriteGate>;
+}
+
+impl WriteGate {
+    pub fn new(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> WriteGate {
+        WriteGate {
+            stop,
+            state: std::sync::Mutex::new((false, false)),
+        }
+    }
+
+    /// Before a write: an error when nothing was written yet and a stop is
+    /// requested (the change then stops, as not started).
+    pub fn write(&self) -> Result<(), RegistryError> {
+        let Ok(mut st) = self.state.lock() else {
+            return Ok(());
+        };
+        if !st.0 && (st.1 || self.stop.load(std::sync::atomic::Ordering::SeqCst)) {
+            st.1 = true;
+            return Err(RegistryError::other(
+                "a stop was requested before the change wrote anything",
+            ));
+        }
+        st.0 = true;
+        Ok(())
+    }
+
+    /// Before work that leads to a write (reads for it, a turn in a
+    /// registry's queue): an error when a stop is requested and nothing was
+    /// written yet, without counting as a write (the backend's check right
+    /// before the write does; a check here would let a write that then waits
+    /// long for its turn count as begun).
+    pub fn peek(&self) -> Result<(), RegistryError> {
+        let Ok(mut st) = self.state.lock() else {
+            return Ok(());
+        };
+        if !st.0 && (st.1 || self.stop.load(std::sync::atomic::Ordering::SeqCst)) {
+            st.1 = true;
+            return Err(RegistryError::other(
+                "a stop was requested before the change wrote anything",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a write was refused (the change wrote nothing).
+    pub fn refused(&self) -> bool {
+        self.state.lock().map(|st| st.1).unwrap_or(false)
+    }
+}
+
+/// [`WriteGate::write`] of this task's change; no change, no gate.
+pub fn check_write() -> Result<(), RegistryError> {
+    WRITE_GATE.try_with(|g| g.write()).unwrap_or(Ok(()))
+}
+
 pub(crate) fn observed_request(registry: &str, status: &str, retried: bool) {
     if let Some(f) = REQUEST_OBSERVER.get() {
         f(registry, status, retried);

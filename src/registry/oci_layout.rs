@@ -1047,6 +1047,7 @@ impl Registry for OciLayout {
         tag: Option<&Tag>,
         manifest: &Manifest,
     ) -> Result<Digest> {
+        super::check_write()?;
         let digest = &manifest.digest;
         let op = match tag {
             Some(t) => format!("putting manifest {digest} as {t}"),
@@ -1177,6 +1178,7 @@ impl Registry for OciLayout {
         size: u64,
         data: BlobStream,
     ) -> Result<()> {
+        super::check_write()?;
         let op = format!("writing blob {digest}");
         let Some(hasher) = Hasher::for_digest(digest) else {
             return Err(self.fail(
@@ -1212,6 +1214,7 @@ impl Registry for OciLayout {
     }
 
     async fn mount_blob(&self, repo: &Repo, from: &Repo, digest: &Digest) -> Result<bool> {
+        super::check_write()?;
         if repo == from {
             return Ok(self.blob_size(repo, digest).await?.is_some());
         }
@@ -1268,6 +1271,7 @@ impl Registry for OciLayout {
     /// `index.json` reaches them; their configs and layers are left in place
     /// (no blob garbage collection).
     async fn delete_manifest(&self, repo: &Repo, digest: &Digest) -> Result<()> {
+        super::check_write()?;
         self.delete_manifest_if(repo, digest, None).await
     }
 
@@ -1277,12 +1281,14 @@ impl Registry for OciLayout {
         digest: &Digest,
         planned: &[Tag],
     ) -> Result<()> {
+        super::check_write()?;
         self.delete_manifest_if(repo, digest, Some(planned)).await
     }
 
     /// Removes only the tag's `index.json` entry; the manifest blob stays
     /// (another tag, an index or a digest reference may still use it).
     async fn delete_tag(&self, repo: &Repo, tag: &Tag) -> Result<()> {
+        super::check_write()?;
         let op = format!("deleting tag {tag}");
         let _guard = self.lock_repo(repo, false).await?;
         let Some(mut index) = self.read_index(repo).await? else {
