@@ -354,25 +354,18 @@ impl WriteGate {
     /// Before a write: an error when nothing was written yet and a stop is
     /// requested (the change then stops, as not started).
     pub fn write(&self) -> Result<(), RegistryError> {
-        let Ok(mut st) = self.state.lock() else {
-            return Ok(());
-        };
-        if !st.0 && (st.1 || self.stop.load(std::sync::atomic::Ordering::SeqCst)) {
-            st.1 = true;
-            return Err(RegistryError::other(
-                "a stop was requested before the change wrote anything",
-            ));
-        }
-        st.0 = true;
-        Ok(())
+        self.check(true)
     }
 
     /// Before work that leads to a write (reads for it, a turn in a
-    /// registry's queue): an error when a stop is requested and nothing was
-    /// written yet, without counting as a write (the backend's check right
-    /// before the write does; a check here would let a write that then waits
-    /// long for its turn count as begun).
+    /// registry's queue): as [`WriteGate::write`], without counting as a
+    /// write (the backend's check right before the write does; a check here
+    /// would let a write that then waits long for its turn count as begun).
     pub fn peek(&self) -> Result<(), RegistryError> {
+        self.check(false)
+    }
+
+    fn check(&self, writing: bool) -> Result<(), RegistryError> {
         let Ok(mut st) = self.state.lock() else {
             return Ok(());
         };
@@ -382,6 +375,7 @@ impl WriteGate {
                 "a stop was requested before the change wrote anything",
             ));
         }
+        st.0 |= writing;
         Ok(())
     }
 
