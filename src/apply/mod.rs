@@ -599,7 +599,7 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
                 )
             })?;
     }
-    delete_referrer_tags(reg.as_ref(), repo, &digest, &state.referrer_tags, true)
+    delete_referrer_tags(reg.as_ref(), repo, &digest, &state.referrer_tags)
         .await
         .map_err(err)?;
     Ok(Outcome::Done)
@@ -610,29 +610,23 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
 const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
 
 /// Once `digest` is gone, the tags that only describe it: its fallback
-/// referrers tag (`sha256-<hex>`) and cosign's `sha256-<hex>.sig` / `.att`
-/// / `.sbom`. The fallback tag is looked for always when `always` (it may
-/// have been pushed after `listed`, the repo's referrer tags when read);
-/// the cosign tags where `listed` has them (a HEAD each would cost every
-/// deletion three requests for tags most images never have).
+/// referrers tag (`sha256-<hex>`), looked for always (it may have been
+/// pushed after `listed`, the repo's referrer tags when read), and cosign's
+/// `sha256-<hex>.sig` / `.att` / `.sbom` where `listed` has them (a HEAD
+/// each would cost every deletion three requests for tags most images
+/// never have).
 async fn delete_referrer_tags(
     reg: &dyn Registry,
     repo: &Repo,
     digest: &Digest,
     listed: &std::collections::BTreeSet<Tag>,
-    always: bool,
 ) -> Result<(), RegistryError> {
     let base = digest.referrers_tag();
-    let mut names = vec![base.clone()];
-    for suffix in COSIGN_SUFFIXES {
-        if let Ok(t) = format!("{}{suffix}", base.as_str()).parse::<Tag>() {
-            names.push(t);
-        }
-    }
-    for (i, tag) in names.iter().enumerate() {
-        if !(listed.contains(tag) || (always && i == 0)) {
-            continue;
-        }
+    let cosign = COSIGN_SUFFIXES
+        .iter()
+        .filter_map(|suffix| format!("{}{suffix}", base.as_str()).parse::<Tag>().ok())
+        .filter(|t| listed.contains(t));
+    for tag in std::iter::once(base.clone()).chain(cosign) {
         if let Some(h) = reg.head_manifest(repo, tag.as_str()).await? {
             delete_gone_ok(reg, repo, &h.digest).await?;
         }
@@ -695,7 +689,7 @@ fn delete_with_referrers<'a>(
         }
         // Its own fallback tag (an SBOM's signatures' list), and cosign's
         // tags for it where the repo's read listed them.
-        delete_referrer_tags(reg, repo, digest, listed, true).await
+        delete_referrer_tags(reg, repo, digest, listed).await
     })
 }
 
