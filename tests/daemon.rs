@@ -453,6 +453,89 @@ fn sigterm_stops_changes_still_waiting_for_the_registry() {
     }
 }
 
+/// Plain `regimen apply` (a CI job cancelled mid-apply gets SIGTERM) stops
+/// the same way: what had begun finishes, nothing new starts, exit 1 saying
+/// so; the next apply does the rest.
+#[test]
+fn sigterm_stops_a_plain_apply_between_changes() {
+    let (src, reg) = (TestRegistry::start(), TestRegistry::start());
+    push_numbered(&src, "src/slow", "v");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
+            "registries:\n  up: {{url: \"http://{}\"}}\n  \
+             dev: {{url: \"http://{}\", rate: 4, concurrency: 1}}\n\
+             mirrors:\n  - name: slow\n    from: up/src/slow\n    to: dev/dst/slow\n",
+            src.host, reg.host
+        ),
+    );
+    let out_path = tmp.path().join("apply.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("regimen"))
+        .args(["apply", "--auto-approve", "-C", dir.to_str().unwrap()])
+        .env("DOCKER_CONFIG", common::empty_docker_config())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let output = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !output().contains("dst/slow:v19") {
+        assert!(Instant::now() < deadline, "no plan printed:\n{}", output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let asked = Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "no exit:\n{}",
+            output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = asked.elapsed();
+    let text = output();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?} to stop\n{text}"
+    );
+    assert!(text.contains("Apply stopped:"), "{text}");
+    assert!(text.contains("not started"), "{text}");
+    assert!(!text.contains("FAILED"), "{text}");
+    let present = tags(&reg, "dst/slow");
+    assert!(
+        present.len() <= 4,
+        "copies that had not begun ran: {present:?}\n{text}"
+    );
+    for t in &present {
+        assert_eq!(reg.digest("dst/slow", t), src.digest("src/slow", t), "{t}");
+    }
+    eprintln!("{text}");
+    // The next plan has the rest.
+    let (code, plan, text) = common::json_plan(common::regimen().args([
+        "plan",
+        "--format",
+        "json",
+        "-C",
+        dir.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{text}");
+    let left = plan["changes"].as_array().unwrap().len();
+    assert_eq!(left, 20 - present.len(), "{text}");
+}
+
 /// Deletions too: up to 256 are pulled in at once, all waiting for a slow
 /// registry; after a SIGTERM none that has not deleted anything may start.
 #[test]

@@ -2,7 +2,8 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::{Cli, Command, InventoryFormat, LogFormat, PlanFormat, ValidateFormat};
 use crate::apply::{Outcome, Reporter};
@@ -409,6 +410,8 @@ fn violation_failure(policy: &config::Policy, plan: &Plan, list: bool) -> Option
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     out: Mutex<()>,
+    /// Set by SIGTERM/SIGINT: what has begun writing finishes, nothing new starts.
+    stop: Arc<AtomicBool>,
 }
 
 impl Progress {
@@ -425,6 +428,7 @@ impl Progress {
         Progress {
             bar,
             out: Mutex::new(()),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -442,6 +446,10 @@ fn outcome_line(c: &Change, o: &Outcome) -> String {
 }
 
 impl Reporter for Progress {
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
     fn finished(&self, c: &Change, o: &Outcome, bytes: u64) {
         let line = outcome_line(c, o);
         match &self.bar {
@@ -589,8 +597,27 @@ fn apply_cmd(
     let registries = crate::registry::open_all(&policy);
     let progress = Progress::new(plan.changes.len());
     let report = match block_on(async {
+        // A CI job cancelled mid-apply (SIGTERM) or Ctrl-C: changes that
+        // have begun writing finish, so no tag is left half-done; a second
+        // signal exits at once.
+        let stop = progress.stop.clone();
+        let bar = progress.bar.clone();
+        let signals = tokio::spawn(async move {
+            crate::gitops::wait_signal().await;
+            let say = "stopping: changes that have begun finish, no more start (signal again to exit now)";
+            match &bar {
+                Some(b) => b.println(say),
+                None => eprintln!("{say}"),
+            }
+            stop.store(true, Ordering::SeqCst);
+            crate::gitops::wait_signal().await;
+            eprintln!("second stop request: exiting now");
+            std::process::exit(1);
+        });
         let hosts = crate::host::Hosts::for_plan(&policy, &plan).await;
-        crate::apply::apply(&plan, &registries, &hosts, &progress).await
+        let report = crate::apply::apply(&plan, &registries, &hosts, &progress).await;
+        signals.abort();
+        report
     }) {
         Ok(r) => r,
         Err(e) => {
@@ -600,6 +627,19 @@ fn apply_cmd(
     };
     if let Some(b) = &progress.bar {
         b.finish_and_clear();
+    }
+    let not_started = plan.changes.len().saturating_sub(report.outcomes.len());
+    if progress.stop_requested() {
+        println!(
+            "Apply stopped: {} done, {} already in place, {} stale, {} failed, {not_started} not started; {} copied.",
+            report.done,
+            report.already,
+            report.stale,
+            report.failed,
+            human_bytes(report.bytes)
+        );
+        eprintln!("Stopped before every change was applied: run `regimen plan` again to see what is left.");
+        return 1;
     }
     println!(
         "Apply complete: {} done, {} already in place, {} stale, {} failed; {} copied.",

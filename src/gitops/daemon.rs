@@ -332,7 +332,8 @@ fn spawn_signals(stop: Arc<AtomicBool>, tx: watch::Sender<bool>) {
     });
 }
 
-async fn wait_signal() {
+/// Returns at the next SIGTERM or SIGINT (Ctrl-C).
+pub async fn wait_signal() {
     #[cfg(unix)]
     {
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());

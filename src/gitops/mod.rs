@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use daemon::wait_signal;
 pub use reconcile::{reconcile, Options};
 pub use shard::Shard;
 
