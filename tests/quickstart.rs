@@ -251,6 +251,33 @@ fn saved_plan_naming_a_registry_the_policy_lacks_is_refused_whole() {
     assert!(dir.join("extra/mirror/alpine").exists(), "{out}");
 }
 
+/// A plan whose `endpoints` leave out one registry its changes use (edited
+/// by hand): where that registry was cannot be checked, and apply says so.
+#[test]
+fn saved_plan_missing_one_endpoint_is_applied_with_a_warning() {
+    let (_tmp, dir) = quickstart();
+    let d = dir.to_str().unwrap();
+    let planfile = dir.join("plan.json");
+    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--out"]).arg(&planfile));
+    assert_eq!(code, 0, "{out}");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&planfile).unwrap()).unwrap();
+    let registries = json["endpoints"]["registries"].as_object_mut().unwrap();
+    assert!(registries.remove("local").is_some(), "{json}");
+    assert!(!registries.is_empty(), "{json}");
+    std::fs::write(&planfile, json.to_string()).unwrap();
+    let (code, out) = stdout(regimen().args(["apply", "-C", d, planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("records no endpoint for registry `local` (edited?)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("records no endpoint for registry `upstream`"),
+        "{out}"
+    );
+}
+
 #[test]
 fn target_glob_limits_the_run() {
     let (_tmp, dir) = quickstart();

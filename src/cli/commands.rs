@@ -549,6 +549,16 @@ fn apply_cmd(
                      edited): only its registry and host names could be checked",
                     path.display()
                 );
+            } else {
+                // regimen records every name a plan's changes use: one
+                // missing means an edited plan, whose name is all we can check.
+                for what in plan.undefined_names(&plan.endpoints) {
+                    eprintln!(
+                        "warning: {} records no endpoint for {what} (edited?): only its name \
+                         could be checked",
+                        path.display()
+                    );
+                }
             }
             if !moved.is_empty() || !undefined.is_empty() {
                 eprintln!("Nothing was applied: make a new plan against this policy.");
