@@ -795,6 +795,29 @@ fn another_path_on_the_same_cache_reads_its_own_folder() {
     assert_eq!(code, Some(0), "{out}");
 }
 
+/// A `--path` the commit does not have is a clear error that leaves nothing
+/// behind in the cache (no half-made tree folder).
+#[test]
+fn a_path_the_commit_lacks_is_an_error_that_leaves_no_tree_behind() {
+    let (tmp, sha) = common::policy_remote();
+    let url = format!("file://{}", tmp.path().join("policy.git").display());
+    let cache = tmp.path().join("cache");
+    let out = common::git_plan_once_path(&url, &cache, "nowhere")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("has no folder `nowhere` (--path)"), "{text}");
+    let mut trees = Vec::new();
+    for clone in std::fs::read_dir(&cache).unwrap().flatten() {
+        if let Ok(rd) = std::fs::read_dir(clone.path().join("trees")) {
+            trees.extend(rd.flatten().map(|e| e.file_name()));
+        }
+    }
+    assert!(trees.is_empty(), "left behind for {sha}: {trees:?}");
+}
+
 /// A daemon killed mid-fetch (SIGKILL after a pod's grace period) leaves
 /// Git's ref lock behind; the next start must fetch anyway, not fail with
 /// "failed to lock file" for as long as the cache lives.

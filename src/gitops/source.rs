@@ -210,10 +210,6 @@ impl GitSource {
         let trees = self.cache.join("trees");
         let dest = trees.join(&sha);
         if !dest.is_dir() {
-            let tmp = trees.join(format!(".{sha}.tmp"));
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp)
-                .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
             let root = commit
                 .tree()
                 .map_err(|e| format!("commit {sha}: {}", e.message()))?;
@@ -230,7 +226,14 @@ impl GitSource {
                         )
                     })?
             };
-            write_tree(&repo, &tree, &tmp)?;
+            let tmp = trees.join(format!(".{sha}.tmp"));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp)
+                .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+            if let Err(e) = write_tree(&repo, &tree, &tmp) {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
             // Whole or nothing: the tree appears under its final name only once written.
             std::fs::rename(&tmp, &dest)
                 .map_err(|e| format!("cannot move {} into place: {e}", tmp.display()))?;
