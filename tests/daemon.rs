@@ -664,6 +664,10 @@ fn a_failed_source_read_is_timed() {
         .metric("regimen_reconcile_duration_seconds_sum")
         .unwrap_or(0.0);
     assert!(sum > 0.0, "{}", d.get("/metrics").1);
+    // No policy was ever read: not known to be invalid (an alert on 0 must
+    // not page for a Git outage).
+    let valid = d.metric("regimen_policy_valid ");
+    assert!(valid.is_some_and(f64::is_nan), "{valid:?}");
 }
 
 #[test]

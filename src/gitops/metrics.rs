@@ -24,7 +24,9 @@ pub struct Metrics {
     blocked: Gauge,
     violations: Gauge,
     unobserved: Gauge,
-    policy_valid: Gauge,
+    /// NaN until a policy was read (a daemon that never reached its Git
+    /// source does not know whether the policy is valid: "0" would page).
+    policy_valid: Gauge<f64, std::sync::atomic::AtomicU64>,
     duration: Histogram,
     requests: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
@@ -108,10 +110,11 @@ impl Metrics {
             "Subjects the last plan could not observe (the plan is incomplete when > 0)",
             unobserved.clone(),
         );
-        let policy_valid = Gauge::default();
+        let policy_valid = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        policy_valid.set(f64::NAN);
         registry.register(
             "policy_valid",
-            "1 when the last policy read was valid, 0 when it had errors",
+            "1 when the last policy read was valid, 0 when it had errors, NaN before any was read",
             policy_valid.clone(),
         );
         let duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
@@ -177,7 +180,7 @@ impl Metrics {
     }
 
     pub fn policy_valid(&self, valid: bool) {
-        self.policy_valid.set(i64::from(valid));
+        self.policy_valid.set(if valid { 1.0 } else { 0.0 });
     }
 
     pub fn plan_gauges(&self, plan: &crate::plan::Plan, not_applied: usize) {
