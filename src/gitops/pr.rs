@@ -221,9 +221,8 @@ pub fn markdown(plan: &Plan, r: &BaseReport, budget: usize) -> String {
     out
 }
 
-const NOT_SHOWN: &str = "not shown (a PR comment's size is limited; `regimen plan --base` in a terminal lists them all)";
-
 fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
+    let not_shown = crate::render::not_shown("regimen plan --base");
     let mut out = String::new();
     if let Some(why) = &r.base_invalid {
         let _ = writeln!(
@@ -263,7 +262,7 @@ fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
             let _ = writeln!(out, "- `{}` `{}`", c.action.as_str(), c.target);
         }
         if list.len() > cap {
-            let _ = writeln!(out, "- … {} more {NOT_SHOWN}", list.len() - cap);
+            let _ = writeln!(out, "- … {} more {not_shown}", list.len() - cap);
         }
         out.push('\n');
     }
@@ -273,7 +272,7 @@ fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
             let _ = writeln!(out, "- `{}` `{}`", c.action.as_str(), c.target);
         }
         if r.dropped.len() > cap {
-            let _ = writeln!(out, "- … {} more {NOT_SHOWN}", r.dropped.len() - cap);
+            let _ = writeln!(out, "- … {} more {not_shown}", r.dropped.len() - cap);
         }
         out.push('\n');
     }
@@ -295,7 +294,7 @@ fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
         let mut diff: String = lines[..keep].iter().map(|l| format!("{l}\n")).collect();
         if keep < lines.len() {
             diff.push_str(&format!(
-                "… {} more diff lines {NOT_SHOWN}\n",
+                "… {} more diff lines {not_shown}\n",
                 lines.len() - keep
             ));
         }

@@ -35,12 +35,12 @@ pub(super) fn render_within(plan: &Plan, budget: usize) -> String {
 
 /// `… N more not shown`, for a list cut at `cap` entries.
 fn more(n: usize, cap: usize) -> Option<String> {
-    (n > cap).then(|| {
-        format!(
-            "… {} more not shown (a PR comment's size is limited; `regimen plan` lists them all)",
-            n - cap
-        )
-    })
+    (n > cap).then(|| format!("… {} more {}", n - cap, not_shown("regimen plan")))
+}
+
+/// Why a PR comment leaves entries out, and which `command` lists them all.
+pub fn not_shown(command: &str) -> String {
+    format!("not shown (a PR comment's size is limited; `{command}` lists them all)")
 }
 
 fn render_capped(plan: &Plan, cap: usize) -> String {

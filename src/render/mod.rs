@@ -36,7 +36,7 @@ pub fn text(plan: &Plan, color: bool, verbose: bool) -> String {
 }
 
 /// A pull-request comment: summary first, details collapsible per rule.
-pub use markdown::{plain_text, COMMENT_BUDGET};
+pub use markdown::{not_shown, plain_text, COMMENT_BUDGET};
 
 pub fn markdown(plan: &Plan) -> String {
     markdown::render(plan)
