@@ -421,3 +421,77 @@ policies:
     assert_eq!(code, 0, "{out}");
     assert_eq!(plan["summary"]["violations"], 3, "{out}");
 }
+
+/// The `sha256-<hex>` tag is only a list anyone can write: a report's type
+/// is what its own manifest says, not what its entry there claims. A
+/// critical report whose entry leaves out (or lies about) its type must
+/// still block; an entry claiming a report type for another artifact must
+/// not count as a report.
+#[test]
+fn report_types_come_from_the_manifests_not_the_tag_list() {
+    let reg = TestRegistry::start();
+    let hidden = push(
+        &reg,
+        "team/api",
+        "1.0.0",
+        image("api", "1.0.0"),
+        &[
+            (SARIF, fixture("trivy-low.sarif.json"), Some(days_ago(1))),
+            (TRIVY, dated("trivy-critical.json", 1), None),
+        ],
+    );
+    let faked = push(
+        &reg,
+        "team/api",
+        "2.0.0",
+        image("api", "2.0.0"),
+        &[("application/x-other", "{}".into(), Some(days_ago(1)))],
+    );
+    let rewrite = |subject: &Digest, edit: &dyn Fn(&mut serde_json::Value)| {
+        let tag = format!("sha256-{}", subject.as_str().trim_start_matches("sha256:"));
+        let mut index: serde_json::Value =
+            serde_json::from_str(&reg.raw_manifest("team/api", &tag)).unwrap();
+        for entry in index["manifests"].as_array_mut().unwrap() {
+            edit(entry);
+        }
+        let bytes = serde_json::to_vec(&index).unwrap();
+        reg.push_manifest(
+            "team/api",
+            &tag,
+            "application/vnd.oci.image.index.v1+json",
+            &bytes,
+        );
+    };
+    rewrite(&hidden, &|e| {
+        if e["artifactType"] == TRIVY {
+            e.as_object_mut().unwrap().remove("artifactType");
+        }
+    });
+    rewrite(&faked, &|e| e["artifactType"] = SARIF.into());
+
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        &format!(
+            r#"registries:
+  staging: {{url: "{url}"}}
+promotions:
+  - name: api
+    from: staging/team/api
+    to: staging/prod/api
+    require:
+      vulnerabilities: {{max_severity: high}}
+"#,
+            url = reg.url()
+        ),
+    );
+    let (code, plan, out) = plan_json(dir.path());
+    assert_eq!(code, 0, "{out}");
+    let b = blocked(&plan);
+    assert!(
+        b["staging/team/api:1.0.0"].starts_with("critical vulnerabilities CVE-2026-1234 (trivy)"),
+        "{out}"
+    );
+    assert_eq!(b["staging/team/api:2.0.0"], "no scan report", "{out}");
+    assert!(copies(&plan).is_empty(), "{out}");
+}

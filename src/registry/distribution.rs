@@ -188,10 +188,15 @@ pub struct Distribution {
     page_size: usize,
     backoff: Duration,
     tag_index_locks: std::sync::Mutex<HashMap<(Repo, Digest), SubjectLock>>,
-    /// manifest digest → the digest its `subject` names (`None`: no subject,
-    /// or not a readable manifest). Content addressed, so it never changes.
-    subjects: std::sync::Mutex<HashMap<Digest, Option<Digest>>>,
+    /// manifest digest → the digest its `subject` names and its artifact type
+    /// (`None`: none, or not a readable manifest). Content addressed, so it
+    /// never changes.
+    subjects: std::sync::Mutex<HashMap<Digest, Subject>>,
 }
+
+/// A manifest's `subject` digest and artifact type (`artifactType`, else its
+/// config's media type).
+type Subject = (Option<Digest>, Option<String>);
 
 impl fmt::Debug for Distribution {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1332,7 +1337,7 @@ impl Distribution {
 
     /// The digest the `subject` of manifest `digest` names; `None` when the
     /// manifest is absent, unreadable or has no subject (cached).
-    async fn subject_of(&self, repo: &Repo, digest: &Digest) -> Result<Option<Digest>> {
+    async fn subject_of(&self, repo: &Repo, digest: &Digest) -> Result<Subject> {
         if let Some(s) = self
             .subjects
             .lock()
@@ -1343,12 +1348,12 @@ impl Distribution {
         }
         let Some(m) = self.get_manifest_inner(repo, digest.as_str()).await? else {
             // Absent here (maybe present later): not cached.
-            return Ok(None);
+            return Ok((None, None));
         };
-        let subject = m
-            .parse()
-            .ok()
-            .and_then(|p| p.subject().map(|s| s.digest.clone()));
+        let subject = match m.parse() {
+            Ok(p) => (p.subject().map(|s| s.digest.clone()), p.artifact_type()),
+            Err(_) => (None, None),
+        };
         self.subjects
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1992,9 +1997,16 @@ impl Registry for Distribution {
                 // referrer of `digest` only when its own manifest says so (a
                 // stale or crafted entry naming a tagged image must never be
                 // deleted with this one).
+                // Its artifact type too is the manifest's own: gates judge
+                // reports and SBOMs by it, and an entry may claim any type.
                 let mut verified = Vec::new();
-                for d in descriptors(&body) {
-                    if self.subject_of(repo, &d.digest).await?.as_ref() == Some(digest) {
+                for mut d in descriptors(&body) {
+                    let (subject, artifact_type) = self.subject_of(repo, &d.digest).await?;
+                    if subject.as_ref() == Some(digest) {
+                        if d.artifact_type != artifact_type {
+                            tracing::debug!(registry = %self.name, %repo, entry = %d.digest, listed = ?d.artifact_type, manifest = ?artifact_type, "a referrers index entry's artifactType is not its manifest's: the manifest's counts");
+                        }
+                        d.artifact_type = artifact_type;
                         verified.push(d);
                     } else {
                         tracing::debug!(registry = %self.name, %repo, subject = %digest, entry = %d.digest, "ignoring a referrers index entry whose manifest's subject is not the image");
