@@ -702,3 +702,47 @@ async fn prune_keeps_a_tag_the_source_names_by_full_reference() {
     assert_eq!(code, 0, "nothing is pruned:\n{out}");
     assert_eq!(tags(&reg, "out/app").await, ["1.0.0"]);
 }
+
+/// Prune of a tag whose image is a platform of an index another tag keeps:
+/// the tag goes, the image stays (it is part of the index). Planned so from
+/// the start, not found out by apply as stale on every run.
+#[tokio::test]
+async fn prune_of_an_index_child_untags_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let src: Repo = "team/multi".parse().unwrap();
+    let amd = ImageSpec::new(&ago(10))
+        .with_layer("v", "amd")
+        .with_platform("linux", "amd64");
+    let arm = ImageSpec::new(&ago(10))
+        .with_layer("v", "arm")
+        .with_platform("linux", "arm64");
+    regimen::testkit::push_index(&reg, &src, Some(&t("multi")), &[amd.clone(), arm])
+        .await
+        .unwrap();
+    push_image(&reg, &src, Some(&t("amd64-only")), &amd)
+        .await
+        .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nmirrors:\n  - {from: dev/team/multi, to: dev/mirror/multi, prune: true}\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tags(&reg, "mirror/multi").await, ["amd64-only", "multi"]);
+    regimen::apply::remove_tag(&reg, &src, &t("amd64-only"))
+        .await
+        .unwrap();
+    let (code, out) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("untag  dev/mirror/multi:amd64-only"), "{out}");
+    assert!(!out.contains("- delete"), "{out}");
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("STALE"), "{out}");
+    assert_eq!(tags(&reg, "mirror/multi").await, ["multi"]);
+    let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -92,10 +92,17 @@ pub fn prune_needs(m: &Mirror, cx: &mut PlanCx<'_>) {
     if from.missing {
         return;
     }
+    let mut pruning = false;
     for (t, d) in &to.tags {
         if m.tags.matches(t) && !from.tags.contains_key(t) {
             cx.image(&m.to, d);
+            pruning = true;
         }
+    }
+    // An image going may be a child of an index another tag keeps: the
+    // indexes of TO are read then (only then).
+    if pruning {
+        super::retention::index_children_read(&m.to, &to.tags, cx);
     }
 }
 
@@ -178,7 +185,7 @@ pub fn prune(
         &m.to,
         to,
         &gone,
-        &super::retention::index_children(&m.to, &to.tags, cx.observed),
+        &super::retention::index_children_read(&m.to, &to.tags, cx),
         &going,
         &m.rule_name(),
         cx.now,

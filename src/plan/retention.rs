@@ -519,29 +519,47 @@ pub fn index_children(
 ) -> BTreeSet<Digest> {
     let mut out = BTreeSet::new();
     for d in tags.values() {
-        let Some(Fact::Known(info)) = observed.image(repo, d) else {
-            continue;
-        };
-        let Some(index) = &info.index_manifest else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(index) else {
-            continue;
-        };
-        for m in v
-            .get("manifests")
-            .and_then(|m| m.as_array())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(Ok(child)) = m
-                .get("digest")
-                .and_then(|x| x.as_str())
-                .map(str::parse::<Digest>)
-            {
-                out.insert(child);
-            }
+        if let Some(Fact::Known(info)) = observed.image(repo, d) {
+            add_children(info.index_manifest.as_deref(), &mut out);
         }
     }
     out
+}
+
+/// [`index_children`] where only the manifests of the tags may have been
+/// read (a mirror's prune reads no image details of the tags it keeps); asks
+/// for the indexes not read yet.
+pub fn index_children_read(
+    repo: &RepoAddr,
+    tags: &BTreeMap<Tag, Digest>,
+    cx: &mut PlanCx<'_>,
+) -> BTreeSet<Digest> {
+    let mut out = BTreeSet::new();
+    for d in tags.values() {
+        if let Some(Fact::Known(index)) = cx.index(repo, d) {
+            add_children(index, &mut out);
+        }
+    }
+    out
+}
+
+/// The children an index manifest lists (none for anything else).
+fn add_children(index: Option<&str>, out: &mut BTreeSet<Digest>) {
+    let Some(Ok(v)) = index.map(serde_json::from_str::<serde_json::Value>) else {
+        return;
+    };
+    for m in v
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(Ok(child)) = m
+            .get("digest")
+            .and_then(|x| x.as_str())
+            .map(str::parse::<Digest>)
+        {
+            out.insert(child);
+        }
+    }
 }
