@@ -934,3 +934,88 @@ fn a_deleted_image_takes_its_nested_and_cosign_tags_with_it() {
     let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
     assert_eq!(code, 0, "{again}");
 }
+
+/// A referrer that someone also tagged (an SBOM kept as `sbom-keep`, a
+/// cosign signature archived as `sig-archive`, an image pushed with a
+/// `subject` and tagged `2.0`) lives on when the image it describes is
+/// deleted: deleting it by digest would delete those tags too. Only the
+/// referrers-scheme tag of the signature goes.
+#[test]
+fn tagged_referrers_outlive_the_image_they_describe() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo = "team/r";
+    let (old, sbom, young, spdx) = block_on(async {
+        let rp = repo.parse().unwrap();
+        let old = push_image(
+            r.as_ref(),
+            &rp,
+            Some(&"pr-1".parse().unwrap()),
+            &img(repo, "1", 100),
+        )
+        .await
+        .unwrap();
+        let sbom = push_referrer(
+            r.as_ref(),
+            &rp,
+            &old,
+            "application/vnd.cyclonedx+json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+        let young = push_referrer(r.as_ref(), &rp, &old, "application/vnd.example.young", b"2")
+            .await
+            .unwrap();
+        let spdx = push_referrer(r.as_ref(), &rp, &old, "application/spdx+json", b"{}")
+            .await
+            .unwrap();
+        (old, sbom, young, spdx)
+    });
+    let retag = |from: &str, to: &str| {
+        let bytes = reg.raw_manifest(repo, from);
+        let mt = serde_json::from_str::<serde_json::Value>(&bytes).unwrap()["mediaType"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        reg.push_manifest(repo, to, &mt, bytes.as_bytes());
+    };
+    retag(sbom.as_str(), "sbom-keep");
+    retag(young.as_str(), "2.0");
+    let sig_tag = format!("{}.sig", old.referrers_tag().as_str());
+    block_on(async {
+        push_image(
+            r.as_ref(),
+            &repo.parse().unwrap(),
+            Some(&"sig-archive".parse().unwrap()),
+            &img(repo, "signature", 100),
+        )
+        .await
+        .unwrap();
+    });
+    retag("sig-archive", &sig_tag);
+    let before: std::collections::BTreeMap<String, String> = ["sbom-keep", "2.0", "sig-archive"]
+        .iter()
+        .map(|t| (t.to_string(), reg.digest(repo, t)))
+        .collect();
+
+    let (_tmp, d) = policy(&reg.url(), "dev/team/r", DELETE, "    min_keep: 0\n");
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("delete dev/team/r:pr-1: done"), "{out}");
+    let left = list_tags(&reg, repo);
+    assert!(!left.contains(&"pr-1".to_string()), "{left:?}");
+    assert!(
+        !left.contains(&sig_tag),
+        "the signature's scheme tag goes: {left:?}"
+    );
+    for (t, digest) in &before {
+        assert_eq!(
+            &reg.digest(repo, t),
+            digest,
+            "{t} must still hold its image"
+        );
+    }
+    // The untagged SPDX referrer went with its image.
+    assert_eq!(manifest_status(&reg, repo, spdx.as_str()), 404);
+}

@@ -449,7 +449,10 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         if cx.stopping() {
             return Ok(Outcome::NotStarted);
         }
-        return delete_orphan_referrers(reg.as_ref(), &target, tag, &digest)
+        // What the orphaned list names may be tagged on its own: those stay.
+        let read = reads.read(reg.as_ref(), &target.repo, asked).await;
+        let (state, _) = read.as_ref().as_ref().map_err(|e| e.clone())?;
+        return delete_orphan_referrers(reg.as_ref(), &target, tag, &digest, state)
             .await
             .map_err(err);
     }
@@ -586,7 +589,7 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         Err(e) => return Err(err(e)),
     }
     for r in referrers {
-        delete_with_referrers(reg.as_ref(), repo, &r.digest, &state.referrer_tags)
+        delete_with_referrers(reg.as_ref(), repo, &r.digest, state)
             .await
             .map_err(|e| {
                 format!(
@@ -599,7 +602,7 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
                 )
             })?;
     }
-    delete_referrer_tags(reg.as_ref(), repo, &digest, &state.referrer_tags)
+    delete_referrer_tags(reg.as_ref(), repo, &digest, state)
         .await
         .map_err(err)?;
     Ok(Outcome::Done)
@@ -619,19 +622,32 @@ async fn delete_referrer_tags(
     reg: &dyn Registry,
     repo: &Repo,
     digest: &Digest,
-    listed: &std::collections::BTreeSet<Tag>,
+    state: &crate::observe::RepoState,
 ) -> Result<(), RegistryError> {
     let base = digest.referrers_tag();
     let cosign = COSIGN_SUFFIXES
         .iter()
         .filter_map(|suffix| format!("{}{suffix}", base.as_str()).parse::<Tag>().ok())
-        .filter(|t| listed.contains(t));
+        .filter(|t| state.referrer_tags.contains(t));
     for tag in std::iter::once(base.clone()).chain(cosign) {
         if let Some(h) = reg.head_manifest(repo, tag.as_str()).await? {
-            delete_gone_ok(reg, repo, &h.digest).await?;
+            if kept_by_tags(state, &h.digest) {
+                // A signature also tagged `sig-archive` (say): only this tag goes.
+                crate::registry::remove_tag(reg, repo, &tag).await?;
+            } else {
+                delete_gone_ok(reg, repo, &h.digest).await?;
+            }
         }
     }
     Ok(())
+}
+
+/// Whether a tag of its own (not a referrers-scheme tag) holds `digest`: a
+/// referrer someone tagged (an SBOM kept as `sbom-1.0`, an image pushed with
+/// a `subject`) lives on when what it describes is deleted. Deleting it by
+/// digest would delete that tag too.
+fn kept_by_tags(state: &crate::observe::RepoState, digest: &Digest) -> bool {
+    state.tags.values().any(|d| d == digest)
 }
 
 /// A tag of `repo` that `read` did not list and that now points at
@@ -679,17 +695,22 @@ fn delete_with_referrers<'a>(
     reg: &'a dyn Registry,
     repo: &'a Repo,
     digest: &'a Digest,
-    listed: &'a std::collections::BTreeSet<Tag>,
+    state: &'a crate::observe::RepoState,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 'a>> {
     Box::pin(async move {
+        // Tagged on its own: it stays, and with it what describes it.
+        if kept_by_tags(state, digest) {
+            tracing::info!(%repo, %digest, "a referrer of a deleted image has tags of its own: kept");
+            return Ok(());
+        }
         let referrers = reg.referrers(repo, digest).await?;
         delete_gone_ok(reg, repo, digest).await?;
         for r in &referrers {
-            delete_with_referrers(reg, repo, &r.digest, listed).await?;
+            delete_with_referrers(reg, repo, &r.digest, state).await?;
         }
         // Its own fallback tag (an SBOM's signatures' list), and cosign's
         // tags for it where the repo's read listed them.
-        delete_referrer_tags(reg, repo, digest, listed).await
+        delete_referrer_tags(reg, repo, digest, state).await
     })
 }
 
@@ -700,6 +721,7 @@ async fn delete_orphan_referrers(
     target: &ImageRef,
     tag: &crate::model::Tag,
     digest: &Digest,
+    state: &crate::observe::RepoState,
 ) -> Result<Outcome, RegistryError> {
     let repo = &target.repo.repo;
     let current = reg
@@ -737,7 +759,7 @@ async fn delete_orphan_referrers(
                     None => false,
                 };
                 if names_subject {
-                    delete_with_referrers(reg, repo, &m.digest, &Default::default()).await?;
+                    delete_with_referrers(reg, repo, &m.digest, state).await?;
                 }
             }
         }
