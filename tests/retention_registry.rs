@@ -1019,3 +1019,118 @@ fn tagged_referrers_outlive_the_image_they_describe() {
     // The untagged SPDX referrer went with its image.
     assert_eq!(manifest_status(&reg, repo, spdx.as_str()), 404);
 }
+
+/// A tag that already existed, moved onto an image while its deletion
+/// waits its turn (a roll-back of `stable-N` during a long apply on a
+/// one-request-at-a-time registry), keeps the image: each deletion checks
+/// the repo against a read at most a second old right before its delete,
+/// one deletion of a repo at a time. The first delete is held 3 s by a
+/// proxy; the tags move meanwhile.
+#[test]
+fn a_kept_tag_moved_onto_a_doomed_image_during_apply_keeps_it() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo = "team/race";
+    block_on(async {
+        let rp = repo.parse().unwrap();
+        for i in 0..30 {
+            let t = format!("old-{i:02}");
+            push_image(
+                r.as_ref(),
+                &rp,
+                Some(&t.parse().unwrap()),
+                &img(repo, &t, 100),
+            )
+            .await
+            .unwrap();
+        }
+        for i in 0..5 {
+            let t = format!("stable-{i}");
+            push_image(
+                r.as_ref(),
+                &rp,
+                Some(&t.parse().unwrap()),
+                &img(repo, &t, 1),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let proxy = FaultProxy::start(&reg.host);
+    proxy.delay(
+        "DELETE",
+        "/manifests/",
+        std::time::Duration::from_secs(3),
+        1,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  dev: {{url: \"{}\", concurrency: 1}}\n\
+             retention:\n  - name: clean\n    repos: [dev/team/race]\n\
+             \x20   delete: {{older_than: 90d, tags: {{regex: \"^old-\"}}}}\n\
+             \x20   keep: {{tags: [\"stable-*\"]}}\n    min_keep: 0\n",
+            proxy.url()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("regimen"))
+        .args(["apply", "--auto-approve", "-C"])
+        .arg(tmp.path())
+        .env("DOCKER_CONFIG", common::empty_docker_config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while proxy.count("DELETE", "/manifests/") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no delete began");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The digest being deleted right now is left alone; five others get a
+    // stable tag each.
+    let held = proxy
+        .log()
+        .into_iter()
+        .find(|s| s.method == "DELETE")
+        .map(|s| s.path)
+        .unwrap();
+    let mut moved = Vec::new();
+    for i in (0..30).rev() {
+        let t = format!("old-{i:02}");
+        let d = reg.digest(repo, &t);
+        if held.ends_with(&d) {
+            continue;
+        }
+        let bytes = reg.raw_manifest(repo, &t);
+        let n = moved.len();
+        reg.push_manifest(
+            repo,
+            &format!("stable-{n}"),
+            "application/vnd.oci.image.manifest.v1+json",
+            bytes.as_bytes(),
+        );
+        moved.push((format!("stable-{n}"), d));
+        if moved.len() == 5 {
+            break;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for (t, d) in &moved {
+        assert_eq!(
+            manifest_status(&reg, repo, t),
+            200,
+            "{t} was deleted:\n{text}"
+        );
+        assert_eq!(&reg.digest(repo, t), d, "{t}\n{text}");
+    }
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let stale = text
+        .lines()
+        .filter(|l| l.starts_with("delete ") && l.contains(": STALE"))
+        .count();
+    assert_eq!(stale, 5, "{text}");
+}

@@ -468,45 +468,11 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         return Ok(Outcome::NotStarted);
     }
     let (state, heads) = read.as_ref().as_ref().map_err(|e| e.clone())?;
-    let on_digest: Vec<String> = state
-        .tags
-        .iter()
-        .filter(|(_, d)| **d == digest)
-        .map(|(t, _)| t.to_string())
-        .collect();
-    // Compare-and-swap: every planned tag still on the digest (or already gone).
-    for t in &planned {
-        if let Ok(tag) = t.parse::<crate::model::Tag>() {
-            if let Some(d) = state.tags.get(&tag) {
-                if d != &digest {
-                    return Ok(Outcome::Stale(format!(
-                        "{}:{t} expected {digest}, found {d}",
-                        target.repo
-                    )));
-                }
-            }
-        }
+    if let Some(stale) = tags_changed(state, &planned, &target, &digest) {
+        return Ok(stale);
     }
-    let unexpected: Vec<&String> = on_digest.iter().filter(|t| !planned.contains(t)).collect();
-    if !unexpected.is_empty() {
-        return Ok(Outcome::Stale(format!(
-            "{}: {digest} is now also tagged {}",
-            target.repo,
-            unexpected
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    if let Some(names) = state.other_names.get(&digest) {
-        return Ok(Outcome::Stale(format!(
-            "{}: {digest} is also named {} (not a tag), which keeps it",
-            target.repo,
-            names.join(", ")
-        )));
-    }
-    if on_digest.is_empty()
+    let on_digest = state.tags.values().any(|d| *d == digest);
+    if !on_digest
         && reg
             .head_manifest(repo, digest.as_str())
             .await
@@ -554,10 +520,35 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
                 .join(", ")
         )));
     }
-    // The shared read may be seconds old by now (deletions queue for the
-    // registry's `concurrency`): right before the delete, a cheap list of
-    // the repo's tags, and a HEAD of each name that read did not have, so a
-    // tag put on this digest meanwhile keeps it.
+    // The image first, and only once it is gone its referrers (signatures,
+    // SBOMs), then the fallback referrers tag: an image whose delete fails
+    // keeps everything that describes it. Its referrers are listed before
+    // it goes (a registry may stop listing them after).
+    let referrers = reg.referrers(repo, &digest).await.map_err(err)?;
+    if cx.stopping() {
+        return Ok(Outcome::NotStarted);
+    }
+    // The shared read may be long past by now (deletions queue for the
+    // registry's `concurrency`, hundreds at once): a tag that existed then
+    // and was moved onto this digest since (a roll-back of `stable`) is in
+    // no list of new names. So the last check and the delete are one
+    // deletion of the repo at a time (no queue between them), against a
+    // read begun at most `FINAL_READ_AGE` before (shared by the deletions
+    // that get here together).
+    let turn = reads.turn(&target.repo).await;
+    let recent = tokio::time::Instant::now()
+        .checked_sub(FINAL_READ_AGE)
+        .map_or(asked, |t| t.max(asked));
+    let fresh = reads.read(reg.as_ref(), &target.repo, recent).await;
+    if cx.stopping() {
+        return Ok(Outcome::NotStarted);
+    }
+    let (state, _) = fresh.as_ref().as_ref().map_err(|e| e.clone())?;
+    if let Some(stale) = tags_changed(state, &planned, &target, &digest) {
+        return Ok(stale);
+    }
+    // Then a cheap list of the repo's tags, and a HEAD of each name the
+    // read did not have, so a tag put on this digest meanwhile keeps it.
     if let Some(t) = tagged_since(reg.as_ref(), repo, state, &digest)
         .await
         .map_err(err)?
@@ -566,14 +557,6 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
             "{}: {digest} is now also tagged {t}",
             target.repo
         )));
-    }
-    // The image first, and only once it is gone its referrers (signatures,
-    // SBOMs), then the fallback referrers tag: an image whose delete fails
-    // keeps everything that describes it. Its referrers are listed before
-    // it goes (a registry may stop listing them after).
-    let referrers = reg.referrers(repo, &digest).await.map_err(err)?;
-    if cx.stopping() {
-        return Ok(Outcome::NotStarted);
     }
     let planned_tags: Vec<Tag> = planned.iter().filter_map(|t| t.parse().ok()).collect();
     match reg
@@ -588,6 +571,7 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         }
         Err(e) => return Err(err(e)),
     }
+    drop(turn);
     for r in referrers {
         delete_with_referrers(reg.as_ref(), repo, &r.digest, state)
             .await
@@ -606,6 +590,55 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         .await
         .map_err(err)?;
     Ok(Outcome::Done)
+}
+
+/// How long ago the repo read a deletion last checks may have begun. Up to
+/// `DELETES_IN_FLIGHT` deletions share reads, and on a slow registry one may
+/// run long after the read it began with.
+const FINAL_READ_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The compare-and-swap of a deletion against a read of its repo: every
+/// planned tag still on `digest` (or already gone), no other tag on it, and
+/// no other name (an OCI layout's full reference) keeping it. `Some(Stale)`
+/// when the repo changed.
+fn tags_changed(
+    state: &crate::observe::RepoState,
+    planned: &[String],
+    target: &ImageRef,
+    digest: &Digest,
+) -> Option<Outcome> {
+    for t in planned {
+        if let Ok(tag) = t.parse::<crate::model::Tag>() {
+            if let Some(d) = state.tags.get(&tag) {
+                if d != digest {
+                    return Some(Outcome::Stale(format!(
+                        "{}:{t} expected {digest}, found {d}",
+                        target.repo
+                    )));
+                }
+            }
+        }
+    }
+    let unexpected: Vec<&str> = state
+        .tags
+        .iter()
+        .filter(|(t, d)| *d == digest && !planned.iter().any(|p| p == t.as_str()))
+        .map(|(t, _)| t.as_str())
+        .collect();
+    if !unexpected.is_empty() {
+        return Some(Outcome::Stale(format!(
+            "{}: {digest} is now also tagged {}",
+            target.repo,
+            unexpected.join(", ")
+        )));
+    }
+    state.other_names.get(digest).map(|names| {
+        Outcome::Stale(format!(
+            "{}: {digest} is also named {} (not a tag), which keeps it",
+            target.repo,
+            names.join(", ")
+        ))
+    })
 }
 
 /// Cosign's tags for an image: its signatures, attestations and SBOM, each
@@ -785,6 +818,8 @@ type RepoRead = Arc<Result<(crate::observe::RepoState, BTreeMap<Tag, ManifestHea
 #[derive(Default)]
 struct RepoReads {
     repos: std::sync::Mutex<HashMap<crate::model::RepoAddr, Arc<Mutex<Option<SharedRead>>>>>,
+    /// Per repo: held from a deletion's last check through its delete.
+    turns: std::sync::Mutex<HashMap<crate::model::RepoAddr, Arc<Mutex<()>>>>,
 }
 
 struct SharedRead {
@@ -793,6 +828,15 @@ struct SharedRead {
 }
 
 impl RepoReads {
+    /// The repo's turn for a last check and delete (one at a time).
+    async fn turn(&self, repo: &crate::model::RepoAddr) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+            turns.entry(repo.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
     async fn read(
         &self,
         reg: &dyn Registry,

@@ -993,7 +993,26 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
         let mut g = Fields::new(n, "`delete`", cx)?;
         let d = DeleteWhen {
             older_than: g.opt("older_than", cx, duration),
-            tags: g.opt("tags", cx, selector),
+            tags: g.opt("tags", cx, |n, cx| {
+                let s = selector(n, cx)?;
+                // `latest: N` picks N to keep, never N to delete: a rule
+                // reading it as a filter would delete every match.
+                if s.latest.is_some() {
+                    let at = match &n.value {
+                        Value::Map(entries) => entries
+                            .iter()
+                            .find(|(k, _)| k.as_scalar_text().as_deref() == Some("latest"))
+                            .map_or(&n.loc, |(k, _)| &k.loc),
+                        _ => &n.loc,
+                    };
+                    cx.err(
+                        at,
+                        "`latest` has no meaning in `delete.tags` (it would not limit what is deleted): keep the newest with `keep: {newest: N}`",
+                    );
+                    return None;
+                }
+                Some(s)
+            }),
             untagged_referrers: g.opt("untagged_referrers", cx, boolean),
         };
         g.finish(cx);

@@ -668,3 +668,21 @@ fn odd_addresses_are_refused_with_the_reason() {
     assert!(e.contains("no port") && e.contains("2375"), "{e}");
     accepted("hosts:\n  h: {endpoint: \"tcp://build-host:2375\"}\n  i: {endpoint: \"tcp://[::1]:2375\"}\n");
 }
+
+#[test]
+fn latest_in_delete_tags_is_an_error_at_its_key() {
+    let yaml = format!(
+        "{REG}\
+         retention:\n\
+         \x20 - name: a\n\
+         \x20   repos: [dev/x]\n\
+         \x20   delete: {{tags: {{semver: \"*\", latest: 2}}}}\n"
+    );
+    let e = errors(&yaml);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    insta::assert_snapshot!(e);
+    // A mirror's `latest` picks what is copied: fine there.
+    assert!(loads(&format!(
+        "{REG}mirrors:\n  - {{from: dev/a, to: dev/b, tags: {{semver: \"*\", latest: 2}}}}\n"
+    )));
+}

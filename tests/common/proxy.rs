@@ -34,6 +34,8 @@ pub enum Fault {
     /// length wherever they occur within one read (for small bodies such as
     /// manifests: still valid JSON, but not the bytes the digest names).
     Replace(Vec<u8>, Vec<u8>),
+    /// Forward after holding the request this long (a slow registry).
+    Delay(Duration),
 }
 
 /// Which requests a rule matches: method (any when `None`) and a path
@@ -206,6 +208,11 @@ impl FaultProxy {
         self.add(Some(method), path, false, fault, usize::MAX)
     }
 
+    /// The first `times` matching requests wait `delay` before they are forwarded.
+    pub fn delay(&self, method: &str, path: &str, delay: Duration, times: usize) -> usize {
+        self.add(Some(method), path, false, Fault::Delay(delay), times)
+    }
+
     /// Removes every rule (counters of past requests stay in the log).
     pub fn clear(&self) {
         let mut st = self.state.lock().unwrap();
@@ -328,6 +335,10 @@ fn handle(
         let mut sink = [0u8; 8192];
         while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
         return Ok(());
+    }
+
+    if let Some(Fault::Delay(d)) = &fault {
+        std::thread::sleep(*d);
     }
 
     // Forward the request with `Connection: close`.
