@@ -184,7 +184,7 @@ async fn retention_counts_and_keep_reasons_show_when_nothing_changes() {
             "{v}: {text}"
         );
         assert_eq!(
-            text.matches("keep.newest: one of the 10 newest (dev-cleanup)")
+            text.matches("keep.newest: one of the 10 newest images (dev-cleanup)")
                 .count(),
             10,
             "{v}: {text}"

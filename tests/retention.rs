@@ -746,3 +746,76 @@ async fn prune_of_an_index_child_untags_it() {
     let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// `keep.newest` counts images (three tags on one image are one of the N,
+/// as Harbor and ECR count), among the tags no earlier rule deletes, and
+/// never ranks images whose creation time is unknown (a reproducible
+/// build's 1970): those are kept, not judged by tag text.
+#[tokio::test]
+async fn keep_newest_counts_images_that_stay_and_never_guesses_an_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let img = |n: &str, days: i64| ImageSpec::new(&ago(days)).with_layer("v", n.to_string());
+    // team/a: three tags on the newest image, then two older images.
+    let a: Repo = "team/a".parse().unwrap();
+    for (tag, n, days) in [
+        ("1.2", "12", 10),
+        ("latest", "12", 10),
+        ("main", "12", 10),
+        ("1.1", "11", 20),
+        ("1.0", "10", 30),
+    ] {
+        push_image(&reg, &a, Some(&t(tag)), &img(n, days))
+            .await
+            .unwrap();
+    }
+    // team/b: the two newest are tmp- tags the first rule deletes.
+    let b: Repo = "team/b".parse().unwrap();
+    for (tag, days) in [
+        ("tmp-1", 1),
+        ("tmp-2", 2),
+        ("1.3", 40),
+        ("1.2", 50),
+        ("1.1", 60),
+    ] {
+        push_image(&reg, &b, Some(&t(tag)), &img(tag, days))
+            .await
+            .unwrap();
+    }
+    // team/c: ko-style builds, all created 1970-01-01.
+    let c: Repo = "team/c".parse().unwrap();
+    for i in 1..=12 {
+        let tag = format!("pr-{i}");
+        push_image(
+            &reg,
+            &c,
+            Some(&t(&tag)),
+            &ImageSpec::new("1970-01-01T00:00:00Z").with_layer("v", tag.clone()),
+        )
+        .await
+        .unwrap();
+    }
+    let d = tmp.path().to_str().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nretention:\n\
+         \x20 - {name: tmp, repos: [dev/team/b], delete: {tags: {glob: \"tmp-*\"}}, min_keep: 0}\n\
+         \x20 - {name: newest, repos: [dev/team/a, dev/team/b, dev/team/c], delete: {tags: {glob: \"*\"}}, keep: {newest: 2}, min_keep: 0}\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        tags(&reg, "team/a").await,
+        ["1.1", "1.2", "latest", "main"],
+        "{out}"
+    );
+    assert_eq!(tags(&reg, "team/b").await, ["1.2", "1.3"], "{out}");
+    assert_eq!(tags(&reg, "team/c").await.len(), 12, "{out}");
+    let (code, out) = run(&["plan", "-v", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("dev/team/c:pr-10") && out.contains("creation time unknown"),
+        "{out}"
+    );
+}

@@ -323,15 +323,31 @@ fn plan_repo(
 
     let mut keep: BTreeSet<Tag> = BTreeSet::new();
     let mut delete: Vec<Going> = Vec::new();
-    for (rank, (tag, digest, created)) in tags.iter().enumerate() {
+    // `keep.newest` counts images, as Harbor and ECR do (three tags on one
+    // image are one of the N), among those no earlier rule deletes.
+    let mut image_rank: BTreeMap<&Digest, usize> = BTreeMap::new();
+    for (tag, digest, _) in &tags {
+        if !earlier.contains(tag) {
+            let next = image_rank.len();
+            image_rank.entry(digest).or_insert(next);
+        }
+    }
+    for (tag, digest, created) in tags.iter() {
         if earlier.contains(tag) {
             continue; // an earlier rule already deletes it
         }
+        let rank = image_rank.get(digest).copied().unwrap_or(usize::MAX);
         let why_kept: Option<String> = if rule.keep.tags.iter().any(|g| g.is_match(tag.as_str())) {
             Some("keep.tags".into())
+        } else if let Some(n) = rule.keep.newest.filter(|_| created.is_none()) {
+            // A reproducible build's 1970, or no time at all: which images
+            // are the newest cannot be told, and unknown is not old.
+            Some(format!(
+                "keep.newest: creation time unknown, so whether it is one of the {n} newest cannot be told"
+            ))
         } else if rule.keep.newest.is_some_and(|n| rank < n as usize) {
             Some(format!(
-                "keep.newest: one of the {} newest",
+                "keep.newest: one of the {} newest images",
                 rule.keep.newest.unwrap_or(0)
             ))
         } else if rule
