@@ -819,3 +819,61 @@ async fn keep_newest_counts_images_that_stay_and_never_guesses_an_age() {
         "{out}"
     );
 }
+
+/// An image that is a platform of an index listed by a tagged index (an
+/// index of indexes) is part of what that tag keeps: its own old tag is
+/// only untagged, planned so, not refused by apply as stale every run.
+#[tokio::test]
+async fn a_child_of_a_nested_index_is_untagged_not_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let repo: Repo = "team/n".parse().unwrap();
+    let old = ImageSpec::new(&ago(100))
+        .with_layer("v", "c")
+        .with_platform("linux", "amd64");
+    push_image(&reg, &repo, Some(&t("c-old")), &old)
+        .await
+        .unwrap();
+    let inner = regimen::testkit::push_index(&reg, &repo, None, &[old.clone()])
+        .await
+        .unwrap();
+    let inner_size = reg
+        .get_manifest(&repo, inner.as_str())
+        .await
+        .unwrap()
+        .unwrap()
+        .bytes
+        .len();
+    let outer = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": inner.as_str(),
+            "size": inner_size,
+        }],
+    });
+    let outer = regimen::registry::Manifest::from_bytes(
+        serde_json::to_vec(&outer).unwrap(),
+        Some("application/vnd.oci.image.index.v1+json"),
+    )
+    .unwrap();
+    reg.put_manifest(&repo, Some(&t("multi")), &outer)
+        .await
+        .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nretention:\n  - {name: old, repos: [dev/team/n], delete: {tags: {glob: \"c-*\"}, older_than: 30d}, min_keep: 0}\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("untag  dev/team/n:c-old"), "{out}");
+    assert!(!out.contains("- delete"), "{out}");
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tags(&reg, "team/n").await, ["multi"]);
+    let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+}

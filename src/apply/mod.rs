@@ -450,7 +450,9 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
             return Ok(Outcome::NotStarted);
         }
         // What the orphaned list names may be tagged on its own: those stay.
-        let read = reads.read(reg.as_ref(), &target.repo, asked).await;
+        let read = reads
+            .read(reg.as_ref(), &target.repo, Fresh::StartedAfter(asked))
+            .await;
         let (state, _) = read.as_ref().as_ref().map_err(|e| e.clone())?;
         return delete_orphan_referrers(reg.as_ref(), &target, tag, &digest, state)
             .await
@@ -461,7 +463,9 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         planned.push(t.to_string());
     }
     // Re-read every tag of the repo: a tag the plan did not see on this digest keeps it alive.
-    let read = reads.read(reg.as_ref(), &target.repo, asked).await;
+    let read = reads
+        .read(reg.as_ref(), &target.repo, Fresh::StartedAfter(asked))
+        .await;
     // The shared read may have waited long for the registry: a stop that
     // came meanwhile spares the rest of this deletion's reads.
     if cx.stopping() {
@@ -533,13 +537,15 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     // and was moved onto this digest since (a roll-back of `stable`) is in
     // no list of new names. So the last check and the delete are one
     // deletion of the repo at a time (no queue between them), against a
-    // read begun at most `FINAL_READ_AGE` before (shared by the deletions
-    // that get here together).
+    // read finished at most `FINAL_READ_AGE` before (shared by the
+    // deletions that follow it within that second).
     let turn = reads.turn(&target.repo).await;
     let recent = tokio::time::Instant::now()
         .checked_sub(FINAL_READ_AGE)
         .map_or(asked, |t| t.max(asked));
-    let fresh = reads.read(reg.as_ref(), &target.repo, recent).await;
+    let fresh = reads
+        .read(reg.as_ref(), &target.repo, Fresh::FinishedAfter(recent))
+        .await;
     if cx.stopping() {
         return Ok(Outcome::NotStarted);
     }
@@ -592,9 +598,9 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     Ok(Outcome::Done)
 }
 
-/// How long ago the repo read a deletion last checks may have begun. Up to
-/// `DELETES_IN_FLIGHT` deletions share reads, and on a slow registry one may
-/// run long after the read it began with.
+/// How long ago the repo read a deletion last checks may have finished. Up
+/// to `DELETES_IN_FLIGHT` deletions share reads, and on a slow registry one
+/// may run long after the read it began with.
 const FINAL_READ_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The compare-and-swap of a deletion against a read of its repo: every
@@ -824,7 +830,18 @@ struct RepoReads {
 
 struct SharedRead {
     started: tokio::time::Instant,
+    finished: tokio::time::Instant,
     read: RepoRead,
+}
+
+/// Which shared read will do.
+#[derive(Clone, Copy)]
+enum Fresh {
+    /// One begun at or after this moment: it saw every tag pushed or moved before.
+    StartedAfter(tokio::time::Instant),
+    /// One finished at or after this moment (a big repo's read takes longer
+    /// than any "begun within" bound a deletion could ask for).
+    FinishedAfter(tokio::time::Instant),
 }
 
 impl RepoReads {
@@ -841,7 +858,7 @@ impl RepoReads {
         &self,
         reg: &dyn Registry,
         repo: &crate::model::RepoAddr,
-        asked: tokio::time::Instant,
+        fresh: Fresh,
     ) -> RepoRead {
         let slot = {
             let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
@@ -850,7 +867,11 @@ impl RepoReads {
         // Held while reading: those who start meanwhile wait, then share
         // the read the first of them makes.
         let mut last = slot.lock().await;
-        if let Some(r) = last.as_ref().filter(|r| r.started >= asked) {
+        let will_do = |r: &&SharedRead| match fresh {
+            Fresh::StartedAfter(t) => r.started >= t,
+            Fresh::FinishedAfter(t) => r.finished >= t,
+        };
+        if let Some(r) = last.as_ref().filter(will_do) {
             return r.read.clone();
         }
         let started = tokio::time::Instant::now();
@@ -861,6 +882,7 @@ impl RepoReads {
         );
         *last = Some(SharedRead {
             started,
+            finished: tokio::time::Instant::now(),
             read: read.clone(),
         });
         read

@@ -102,7 +102,7 @@ pub fn prune_needs(m: &Mirror, cx: &mut PlanCx<'_>) {
     // An image going may be a child of an index another tag keeps: the
     // indexes of TO are read then (only then).
     if pruning {
-        super::retention::index_children_read(&m.to, &to.tags, cx);
+        super::retention::index_children(&m.to, &to.tags, cx);
     }
 }
 
@@ -185,7 +185,7 @@ pub fn prune(
         &m.to,
         to,
         &gone,
-        &super::retention::index_children_read(&m.to, &to.tags, cx),
+        &super::retention::index_children(&m.to, &to.tags, cx),
         &going,
         &m.rule_name(),
         cx.now,

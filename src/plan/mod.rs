@@ -197,5 +197,8 @@ fn collect<'o>(desired: &Desired, observed: &'o Observed, now: Timestamp) -> int
     for m in desired.mirrors.iter().filter(|m| m.prune) {
         mirror::prune_needs(m, &mut cx);
     }
+    for r in &desired.retention {
+        retention::needs(r, &mut cx);
+    }
     cx
 }

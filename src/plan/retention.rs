@@ -405,7 +405,7 @@ fn plan_repo(
         tags: (tags.len() + placeholders.len()) as u32,
         deleting: (delete.len() + placeholders.len()) as u32,
     });
-    let children = index_children(repo, &state.tags, cx.observed);
+    let children = index_children(repo, &state.tags, cx);
     out.extend(digest_level(
         repo, state, &earlier, &children, &delete, &rule.name, now,
     ));
@@ -526,44 +526,65 @@ pub fn digest_level(
     out
 }
 
-/// Digests that are children of the repo's tagged indexes (from the index
-/// manifests observe read).
+/// The digests the indexes among `tags` list as children (the platforms
+/// of a multi-arch image), nested indexes followed: those are part of an
+/// image that stays, never deleted on their own. Asks for the indexes not
+/// read yet (a mirror's prune reads no image details of the tags it keeps).
 pub fn index_children(
-    repo: &RepoAddr,
-    tags: &BTreeMap<Tag, Digest>,
-    observed: &Observed,
-) -> BTreeSet<Digest> {
-    let mut out = BTreeSet::new();
-    for d in tags.values() {
-        if let Some(Fact::Known(info)) = observed.image(repo, d) {
-            add_children(info.index_manifest.as_deref(), &mut out);
-        }
-    }
-    out
-}
-
-/// [`index_children`] where only the manifests of the tags may have been
-/// read (a mirror's prune reads no image details of the tags it keeps); asks
-/// for the indexes not read yet.
-pub fn index_children_read(
     repo: &RepoAddr,
     tags: &BTreeMap<Tag, Digest>,
     cx: &mut PlanCx<'_>,
 ) -> BTreeSet<Digest> {
     let mut out = BTreeSet::new();
+    let mut nested = Vec::new();
     for d in tags.values() {
         if let Some(Fact::Known(index)) = cx.index(repo, d) {
-            add_children(index, &mut out);
+            nested.extend(add_children(index, &mut out));
         }
+    }
+    // An index of indexes (a tagged index listing per-variant indexes):
+    // their children are part of it too. Only children the index says are
+    // indexes are read, a few levels deep.
+    let mut seen = BTreeSet::new();
+    for _ in 0..INDEX_DEPTH {
+        let mut next = Vec::new();
+        for d in std::mem::take(&mut nested) {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            if let Some(Fact::Known(index)) = cx.index(repo, &d) {
+                next.extend(add_children(index, &mut out));
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        nested = next;
     }
     out
 }
 
-/// The children an index manifest lists (none for anything else).
-fn add_children(index: Option<&str>, out: &mut BTreeSet<Digest>) {
+/// For `plan::wanted`: the nested indexes of the rule's repos (their
+/// top-level indexes come with the image details retention reads anyway).
+pub fn needs(rule: &Retention, cx: &mut PlanCx<'_>) {
+    let (repos, _) = super::retention_repos(rule, cx.observed);
+    for repo in repos {
+        if let RepoView::Known(state) = cx.repo(&repo) {
+            index_children(&repo, &state.tags, cx);
+        }
+    }
+}
+
+/// How deep nested indexes are followed (as apply does).
+const INDEX_DEPTH: usize = 4;
+
+/// Adds the children an index manifest lists (none for anything else) to
+/// `out`; returns those listed as indexes themselves.
+fn add_children(index: Option<&str>, out: &mut BTreeSet<Digest>) -> Vec<Digest> {
     let Some(Ok(v)) = index.map(serde_json::from_str::<serde_json::Value>) else {
-        return;
+        return Vec::new();
     };
+    let mut indexes = Vec::new();
     for m in v
         .get("manifests")
         .and_then(|m| m.as_array())
@@ -575,7 +596,12 @@ fn add_children(index: Option<&str>, out: &mut BTreeSet<Digest>) {
             .and_then(|x| x.as_str())
             .map(str::parse::<Digest>)
         {
+            let media_type = m.get("mediaType").and_then(|x| x.as_str()).unwrap_or("");
+            if crate::registry::manifest::MediaType::is_index(media_type) {
+                indexes.push(child.clone());
+            }
             out.insert(child);
         }
     }
+    indexes
 }
