@@ -355,3 +355,32 @@ fn platform_filtered_mirror_applies_and_converges() {
     let (code, again) = stdout(regimen().args(["plan", "--detailed-exitcode", "-C", d]));
     assert_eq!(code, 0, "{again}");
 }
+
+/// A saved plan whose copy shows one digest and names another as its source
+/// (edited by hand) is not applied as the source says: what lands must be
+/// what reviewers saw.
+#[test]
+fn saved_plan_whose_digest_was_edited_is_not_applied() {
+    let (_tmp, dir) = quickstart();
+    let d = dir.to_str().unwrap();
+    let planfile = dir.join("plan.json");
+    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--out"]).arg(&planfile));
+    assert_eq!(code, 0, "{out}");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&planfile).unwrap()).unwrap();
+    let change = json["changes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["action"] == "copy" && c["source"].as_str().is_some_and(|s| s.contains('@')))
+        .expect("a copy from a digest");
+    let target = change["target"].as_str().unwrap().to_string();
+    change["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    std::fs::write(&planfile, json.to_string()).unwrap();
+    let (code, out) = stdout(regimen().args(["apply", "-C", d, planfile.to_str().unwrap()]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("copy {target}: FAILED")) && out.contains("was the plan edited?"),
+        "{out}"
+    );
+}

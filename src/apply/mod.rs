@@ -269,6 +269,17 @@ async fn apply_one(
     };
     let digest: Digest = parse("digest", c.digest.as_deref())?;
     let source: ImageRef = parse("source", c.source.as_deref())?;
+    // What lands must be what the plan shows: an unfiltered copy of
+    // `source@X` yields X, so a plan whose `digest` says otherwise (edited)
+    // is refused rather than applied as `source` says.
+    if let (Some(Reference::Digest(from)), None) = (&source.reference, &c.only_platforms) {
+        if from != &digest {
+            return Err(format!(
+                "the plan copies {} but shows digest {digest} for it (was the plan edited?): not applied",
+                c.source.as_deref().unwrap_or_default()
+            ));
+        }
+    }
     let dst_reg = registry(registries, &target)?;
     let src_reg = registry(registries, &source)?;
     let err = |e: RegistryError| e.to_string();
