@@ -256,6 +256,11 @@ fn old_and_undated_reports_do_not_count() {
             "3.0.2",
             img(10),
             vec![(SARIF, Fact::Known(vec![report("trivy", 2, vec![])]))],
+        )
+        .tag(
+            "3.0.3",
+            img(10),
+            vec![(SARIF, Fact::Known(vec![report("trivy", -30, vec![])]))],
         );
     let p = plan(
         &policy(&promotion(
@@ -265,6 +270,11 @@ fn old_and_undated_reports_do_not_count() {
         NOW,
     );
     assert_eq!(copied(&p), ["prod/team/api:3.0.2"]);
+    // Dated 30 days ahead: no age that max_report_age could check.
+    assert_eq!(
+        blocked(&p)["staging/team/api:3.0.3"],
+        "scan report from trivy is dated 30d ahead of now: max_report_age cannot be checked"
+    );
     let b = blocked(&p);
     assert_eq!(
         b["staging/team/api:3.0.0"],

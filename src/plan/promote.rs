@@ -3,6 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// How far ahead of this machine's clock a scan report's time may be and
+/// still count as "now" (clock skew between the scanner and here).
+const FUTURE_SKEW: i64 = 3600;
+
 use super::intent::{age, Intent, PlanCx, RepoView};
 use super::policy::Checker;
 use crate::config::{Promotion, Severity, VulnGate};
@@ -232,6 +236,15 @@ fn vulnerabilities(
                             "scan report from {} has no time: max_report_age cannot be checked",
                             r.tool
                         )),
+                        // Dated ahead of this clock by more than skew
+                        // explains: not a fresh report, an unknown age.
+                        (Some(_), Some(c)) if c.0 - cx.now.0 > FUTURE_SKEW => {
+                            problems.push(format!(
+                                "scan report from {} is dated {} ahead of now: max_report_age cannot be checked",
+                                r.tool,
+                                age(c, cx.now)
+                            ))
+                        }
                         (Some(max), Some(c)) if cx.now.0 - c.0 > max.secs() => {
                             problems.push(format!(
                                 "scan report from {} is too old: {} old, max_report_age {}",
