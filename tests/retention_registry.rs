@@ -934,3 +934,47 @@ fn a_deleted_image_takes_its_nested_and_cosign_tags_with_it() {
     let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
     assert_eq!(code, 0, "{again}");
 }
+
+/// `--target` naming a tag that a delete removes with its image ("also
+/// removes tag …") selects that delete, in a plan and on a saved plan.
+#[test]
+fn target_naming_a_tag_a_delete_also_removes_selects_the_delete() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let rp = "team/t".parse().unwrap();
+    block_on(async {
+        for (tag, n, days) in [("a", "old", 100), ("b", "old", 100), ("new", "new", 1)] {
+            push_image(
+                r.as_ref(),
+                &rp,
+                Some(&tag.parse().unwrap()),
+                &img("team/t", n, days),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let (tmp, d) = policy(&reg.url(), "dev/team/t", "{older_than: 30d}", "");
+    let (code, out) = run(regimen().args(["plan", "-C", &d, "--target", "dev/team/t:b"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("- delete dev/team/t:a") && out.contains("also removes tag b"),
+        "{out}"
+    );
+    assert!(!out.contains("No changes"), "{out}");
+
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) = run(regimen().args(["plan", "-C", &d, "--out", planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(regimen().args([
+        "apply",
+        "-C",
+        &d,
+        "--target",
+        "dev/team/t:b",
+        planfile.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Apply complete: 1 done"), "{out}");
+    assert_eq!(list_tags(&reg, "team/t"), ["new"]);
+}
