@@ -183,6 +183,84 @@ fn conflicting_rules_are_both_blocked() {
     assert!(p.blocked.iter().all(|b| b.reason.starts_with("conflict")));
 }
 
+/// A retag whose source tag is itself in conflict still wants its tag: a
+/// promotion wanting that tag too must not win it silently, and no reason
+/// says the (existing) source "does not exist".
+#[test]
+fn a_retag_on_a_conflicted_source_blocks_its_competitor() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - {name: m, from: a/src, to: b/prod, tags: [edge]}\n\
+         promotions:\n  - {name: p, from: b/dst, to: b/prod, tags: [latest]}\n\
+         retags:\n  - {name: edge-pin, tag: b/prod:edge, from: b/prod:1.0.0}\n\
+         \x20 - {name: latest-pin, tag: b/prod:latest, from: b/prod:edge}\n\
+         \x20 - {name: stable-pin, tag: b/prod:stable, from: b/prod:edge}\n",
+    );
+    let src = [("edge".to_string(), 1)].into();
+    let dst = [("latest".to_string(), 2)].into();
+    let prod = [("1.0.0".to_string(), 3), ("edge".to_string(), 0)].into();
+    let p = plan(&desired, &world(&src, &dst, &prod), NOW);
+    assert!(p.changes.is_empty(), "{:#?}", p.changes);
+    let on = |subject: &str| -> Vec<(String, String)> {
+        p.blocked
+            .iter()
+            .filter(|b| b.subject == subject)
+            .map(|b| (b.rule.clone(), b.reason.clone()))
+            .collect()
+    };
+    let latest = on("b/prod:latest");
+    let rules: Vec<&str> = latest.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(rules, ["latest-pin", "p"], "{:#?}", p.blocked);
+    for (_, reason) in &latest {
+        assert!(reason.starts_with("conflict: p wants sha256:"), "{reason}");
+        assert!(
+            reason.contains("latest-pin wants b/prod:edge (itself in conflict)"),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        on("b/prod:stable"),
+        [(
+            "stable-pin".to_string(),
+            "source b/prod:edge is itself in conflict".to_string()
+        )]
+    );
+    assert!(
+        p.blocked
+            .iter()
+            .all(|b| !b.reason.contains("does not exist")),
+        "{:#?}",
+        p.blocked
+    );
+}
+
+/// `newest:` picking a tag rules disagree on says so, instead of nothing.
+#[test]
+fn newest_on_a_conflicted_tag_is_blocked_with_the_reason() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - {name: m, from: a/src, to: b/prod}\n\
+         retags:\n  - {name: pin, tag: b/prod:2.0.0, from: b/prod:1.0.0}\n\
+         \x20 - {name: top, tag: b/prod:latest, newest: {repo: b/prod, tags: {semver: \"*\"}}}\n",
+    );
+    let src = [("2.0.0".to_string(), 1)].into();
+    let prod = [("1.0.0".to_string(), 3)].into();
+    let p = plan(&desired, &world(&src, &BTreeMap::new(), &prod), NOW);
+    assert!(p.changes.is_empty(), "{:#?}", p.changes);
+    let top: Vec<&str> = p
+        .blocked
+        .iter()
+        .filter(|b| b.rule == "top")
+        .map(|b| b.reason.as_str())
+        .collect();
+    assert_eq!(
+        top,
+        ["newest of b/prod is 2.0.0, which is itself in conflict"],
+        "{:#?}",
+        p.blocked
+    );
+}
+
 #[test]
 fn promotion_gates_block_with_reasons() {
     let desired = policy(

@@ -1075,7 +1075,7 @@ fn a_kept_tag_moved_onto_a_doomed_image_during_apply_keeps_it() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("regimen"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("regimen"))
         .args(["apply", "--auto-approve", "-C"])
         .arg(tmp.path())
         .env("DOCKER_CONFIG", common::empty_docker_config())
@@ -1133,4 +1133,48 @@ fn a_kept_tag_moved_onto_a_doomed_image_during_apply_keeps_it() {
         .filter(|l| l.starts_with("delete ") && l.contains(": STALE"))
         .count();
     assert_eq!(stale, 5, "{text}");
+}
+
+/// `--target` naming a tag that a delete removes with its image ("also
+/// removes tag …") selects that delete, in a plan and on a saved plan.
+#[test]
+fn target_naming_a_tag_a_delete_also_removes_selects_the_delete() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let rp = "team/t".parse().unwrap();
+    block_on(async {
+        for (tag, n, days) in [("a", "old", 100), ("b", "old", 100), ("new", "new", 1)] {
+            push_image(
+                r.as_ref(),
+                &rp,
+                Some(&tag.parse().unwrap()),
+                &img("team/t", n, days),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let (tmp, d) = policy(&reg.url(), "dev/team/t", "{older_than: 30d}", "");
+    let (code, out) = run(regimen().args(["plan", "-C", &d, "--target", "dev/team/t:b"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("- delete dev/team/t:a") && out.contains("also removes tag b"),
+        "{out}"
+    );
+    assert!(!out.contains("No changes"), "{out}");
+
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) = run(regimen().args(["plan", "-C", &d, "--out", planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(regimen().args([
+        "apply",
+        "-C",
+        &d,
+        "--target",
+        "dev/team/t:b",
+        planfile.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Apply complete: 1 done"), "{out}");
+    assert_eq!(list_tags(&reg, "team/t"), ["new"]);
 }

@@ -235,3 +235,31 @@ fn a_folder_without_policy_files_is_an_error_not_an_empty_policy() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("No changes"));
 }
+
+/// A rule name given twice is reported even when a definition has another
+/// error (every error is reported, not only the first of a rule).
+#[test]
+fn a_rule_name_given_twice_is_reported_beside_the_rules_other_errors() {
+    let stderr = rejected_policy(
+        "registries:\n  dev: {url: \"http://127.0.0.1:5000\"}\n\
+         retention:\n\
+         \x20 - {name: a, repos: [dev/team/x], delete: {older_then: 30d}}\n\
+         \x20 - {name: a, repos: [dev/team/y], delete: {older_than: 30d}}\n\
+         mirrors:\n\
+         \x20 - {name: m, from: dev/a, to: dev/b, tags: {semver: \">=banana\"}}\n\
+         \x20 - {name: m, from: dev/c, to: dev/d, tags: {semver: \">=banana\"}}\n",
+    );
+    assert!(
+        stderr.contains("p.yaml:4:45: unknown key `older_then` in `delete`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("p.yaml:5:5: rule `a` is defined twice: here and at p.yaml:4:5"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("p.yaml:8:5: rule `m` is defined twice: here and at p.yaml:7:5"),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("5 errors in the policy\n"), "{stderr}");
+}

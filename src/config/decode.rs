@@ -1296,14 +1296,50 @@ fn named_map<T>(
     out
 }
 
+/// A rule as decoded: usable, or (its errors already reported) only the
+/// `name` it gives, so that a name given twice is reported even where one
+/// of the definitions has other errors.
+pub enum Decoded<T> {
+    Rule(T),
+    Named(String, Loc),
+}
+
+/// The `name` a rule item gives, if it is readable (its own errors are
+/// reported by the rule's decoder, not here).
+fn given_name(n: &Node) -> Option<String> {
+    let Value::Map(m) = &n.value else {
+        return None;
+    };
+    let (_, v) = m
+        .iter()
+        .find(|(k, _)| k.as_scalar_text().as_deref() == Some("name"))?;
+    string(v, &mut Cx::default())
+}
+
+/// Decodes each rule of a section, keeping the names of broken ones.
+fn rules<T>(
+    items: &[Node],
+    cx: &mut Cx,
+    uses: &mut Uses,
+    decode: fn(&Node, &mut Cx, &mut Uses) -> Option<T>,
+) -> Vec<Decoded<T>> {
+    items
+        .iter()
+        .filter_map(|i| match decode(i, cx, uses) {
+            Some(r) => Some(Decoded::Rule(r)),
+            None => given_name(i).map(|name| Decoded::Named(name, i.loc.clone())),
+        })
+        .collect()
+}
+
 /// One file's decoded sections, before merging.
 #[derive(Default)]
 pub struct FilePolicy {
     pub registries: Vec<(String, Loc, Registry)>,
-    pub mirrors: Vec<Mirror>,
-    pub promotions: Vec<Promotion>,
-    pub retags: Vec<Retag>,
-    pub retention: Vec<Retention>,
+    pub mirrors: Vec<Decoded<Mirror>>,
+    pub promotions: Vec<Decoded<Promotion>>,
+    pub retags: Vec<Decoded<Retag>>,
+    pub retention: Vec<Decoded<Retention>>,
     pub hosts: Vec<(String, Loc, Host)>,
     pub policies: Option<Policies>,
     pub uses: Uses,
@@ -1363,28 +1399,16 @@ pub fn file(n: &Node, cx: &mut Cx, root: &std::path::Path) -> FilePolicy {
         }
     };
     if let Some(n) = f.get("mirrors") {
-        out.mirrors = seq(n, "mirrors", cx)
-            .iter()
-            .filter_map(|i| mirror(i, cx, &mut uses))
-            .collect();
+        out.mirrors = rules(&seq(n, "mirrors", cx), cx, &mut uses, mirror);
     }
     if let Some(n) = f.get("promotions") {
-        out.promotions = seq(n, "promotions", cx)
-            .iter()
-            .filter_map(|i| promotion(i, cx, &mut uses))
-            .collect();
+        out.promotions = rules(&seq(n, "promotions", cx), cx, &mut uses, promotion);
     }
     if let Some(n) = f.get("retags") {
-        out.retags = seq(n, "retags", cx)
-            .iter()
-            .filter_map(|i| retag(i, cx, &mut uses))
-            .collect();
+        out.retags = rules(&seq(n, "retags", cx), cx, &mut uses, retag);
     }
     if let Some(n) = f.get("retention") {
-        out.retention = seq(n, "retention", cx)
-            .iter()
-            .filter_map(|i| retention(i, cx, &mut uses))
-            .collect();
+        out.retention = rules(&seq(n, "retention", cx), cx, &mut uses, retention);
     }
     if let Some(n) = f.get("hosts") {
         out.hosts = named_map(n, "hosts", cx, |v, cx| host(v, cx, &mut uses, root));

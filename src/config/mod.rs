@@ -60,6 +60,26 @@ fn bad_rule_name(name: &str) -> Option<String> {
     None
 }
 
+/// Checks a decoded rule's name (`rule`); the rule when it is usable. A
+/// broken rule's name still counts, so a second definition is reported.
+fn named<T>(
+    cx: &mut decode::Cx,
+    rule: &mut impl FnMut(&mut decode::Cx, &str, &Loc) -> bool,
+    d: decode::Decoded<T>,
+    name_of: impl Fn(&T) -> (String, &Loc),
+) -> Option<T> {
+    match d {
+        decode::Decoded::Rule(r) => {
+            let (name, loc) = name_of(&r);
+            rule(cx, &name, loc).then_some(r)
+        }
+        decode::Decoded::Named(name, loc) => {
+            rule(cx, &name, &loc);
+            None
+        }
+    }
+}
+
 /// Why a host name cannot be used, if it cannot: it is the first part of a
 /// host change's target (`host:NAME/IMAGE`).
 fn bad_host_name(name: &str) -> Option<String> {
@@ -270,22 +290,22 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
             dup(cx, &mut rule_locs, "rule", name, loc)
         };
         for m in f.mirrors {
-            if rule(&mut cx, &m.rule_name(), &m.loc) {
+            if let Some(m) = named(&mut cx, &mut rule, m, |m| (m.rule_name(), &m.loc)) {
                 policy.mirrors.push(m);
             }
         }
         for p in f.promotions {
-            if rule(&mut cx, &p.name, &p.loc) {
+            if let Some(p) = named(&mut cx, &mut rule, p, |p| (p.name.clone(), &p.loc)) {
                 policy.promotions.push(p);
             }
         }
         for r in f.retags {
-            if rule(&mut cx, &r.rule_name(), &r.loc) {
+            if let Some(r) = named(&mut cx, &mut rule, r, |r| (r.rule_name(), &r.loc)) {
                 policy.retags.push(r);
             }
         }
         for r in f.retention {
-            if rule(&mut cx, &r.name, &r.loc) {
+            if let Some(r) = named(&mut cx, &mut rule, r, |r| (r.name.clone(), &r.loc)) {
                 policy.retention.push(r);
             }
         }

@@ -121,7 +121,7 @@ fn present(
             None => {
                 let why = match cx.repo(&want.repo) {
                     RepoView::Unknown => format!("{} could not be read", want.repo),
-                    RepoView::Known(s) if s.tags.contains_key(tag) => {
+                    RepoView::Known(_) if cx.in_conflict(&want.repo, tag) => {
                         "rules disagree on where the tag will point".to_string()
                     }
                     RepoView::Known(_) => format!("{want} does not exist in the registry"),

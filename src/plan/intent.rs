@@ -124,10 +124,36 @@ pub struct InPlace {
     pub rule: String,
 }
 
+/// A rule that wants a tag but cannot say at which digest: what it follows
+/// is itself in conflict. Every other rule on that tag is then in conflict
+/// with it, so none wins silently.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub target: RepoAddr,
+    pub tag: Tag,
+    pub rule: String,
+    /// What the rule follows: `b/app:x`.
+    pub follows: String,
+    /// Why it is blocked when no other rule wants the tag.
+    pub reason: String,
+}
+
+/// Where a tag will point once earlier rules' intents are applied.
+pub enum Planned {
+    /// At this digest, its content read from this repo.
+    At(Digest, RepoAddr),
+    /// Rules disagree on it (each is reported): nothing may build on it.
+    Conflict,
+    /// Not there and no rule brings it, or its repo could not be read.
+    Missing,
+}
+
 pub struct PlanCx<'o> {
     pub observed: &'o Observed,
     pub now: Timestamp,
     pub intents: Vec<Intent>,
+    /// Tags rules want without a digest (see [`Claim`]).
+    pub claims: Vec<Claim>,
     /// Promotion candidates held back by `min_age` alone: they pass with
     /// time, so retention must not delete them meanwhile (repo, digest, rule).
     pub soaking: Vec<(RepoAddr, Digest, String)>,
@@ -161,6 +187,7 @@ impl<'o> PlanCx<'o> {
             observed,
             now,
             intents: Vec::new(),
+            claims: Vec::new(),
             soaking: Vec::new(),
             in_place: Vec::new(),
             blocked: Vec::new(),
@@ -242,29 +269,69 @@ impl<'o> PlanCx<'o> {
     }
 
     /// Where a tag will point once earlier rules' intents are applied:
-    /// `(digest, content source)`.
+    /// `(digest, content source)`; `None` when it will not exist or rules
+    /// disagree on it (see [`PlanCx::plans_for`]).
     pub fn planned(&self, r: &RepoAddr, tag: &Tag) -> Option<(Digest, RepoAddr)> {
+        match self.plans_for(r, tag) {
+            Planned::At(d, src) => Some((d, src)),
+            Planned::Conflict | Planned::Missing => None,
+        }
+    }
+
+    /// Whether rules disagree on where the tag will point.
+    pub fn in_conflict(&self, r: &RepoAddr, tag: &Tag) -> bool {
+        matches!(self.plans_for(r, tag), Planned::Conflict)
+    }
+
+    /// Where a tag will point, as `resolve` will decide it.
+    pub fn plans_for(&self, r: &RepoAddr, tag: &Tag) -> Planned {
+        if self.claims.iter().any(|c| &c.target == r && &c.tag == tag) {
+            return Planned::Conflict;
+        }
         let current = match self.repo(r) {
             RepoView::Known(s) => s.tags.get(tag),
             RepoView::Unknown => None,
         };
-        // An intent that may not move an existing tag elsewhere will be
-        // blocked by `resolve`: later rules must not build on it.
-        let mut hits = self.intents.iter().filter(|i| {
-            &i.target == r
-                && &i.tag == tag
-                && (i.may_move || current.is_none_or(|c| *c == i.digest))
-        });
-        if let Some(first) = hits.next() {
-            if hits.all(|i| i.digest == first.digest) {
-                return Some((first.digest.clone(), first.source.clone()));
+        let hits: Vec<&Intent> = self
+            .intents
+            .iter()
+            .filter(|i| &i.target == r && &i.tag == tag)
+            .collect();
+        if let Some(first) = hits.first() {
+            // Different digests block every one of them in `resolve`.
+            if hits.iter().any(|i| i.digest != first.digest) {
+                return Planned::Conflict;
             }
-            return None;
+            // An intent that may not move an existing tag elsewhere is
+            // blocked by `resolve` and the tag stays: later rules must not
+            // build on the move.
+            if current.is_none_or(|c| *c == first.digest) || hits.iter().all(|i| i.may_move) {
+                return Planned::At(first.digest.clone(), first.source.clone());
+            }
         }
-        match self.repo(r) {
-            RepoView::Known(s) => s.tags.get(tag).map(|d| (d.clone(), r.clone())),
-            RepoView::Unknown => None,
+        match current {
+            Some(d) => Planned::At(d.clone(), r.clone()),
+            None => Planned::Missing,
         }
+    }
+
+    /// Records that `rule` wants `tag` of `target` as `follows` will be,
+    /// which is itself in conflict.
+    pub fn claim(
+        &mut self,
+        rule: &str,
+        target: &RepoAddr,
+        tag: &Tag,
+        follows: String,
+        reason: String,
+    ) {
+        self.claims.push(Claim {
+            target: target.clone(),
+            tag: tag.clone(),
+            rule: rule.to_string(),
+            follows,
+            reason,
+        });
     }
 
     /// A repo's tags as they will be once earlier rules' intents are applied,
@@ -274,24 +341,37 @@ impl<'o> PlanCx<'o> {
         let RepoView::Known(state) = self.repo(r) else {
             return None;
         };
-        let mut tags: BTreeMap<Tag, (Digest, RepoAddr)> = state
+        let names: BTreeSet<&Tag> = state
             .tags
-            .iter()
-            .map(|(t, d)| (t.clone(), (d.clone(), r.clone())))
+            .keys()
+            .chain(
+                self.intents
+                    .iter()
+                    .filter(|i| &i.target == r)
+                    .map(|i| &i.tag),
+            )
+            .chain(
+                self.claims
+                    .iter()
+                    .filter(|c| &c.target == r)
+                    .map(|c| &c.tag),
+            )
             .collect();
-        for i in self.intents.iter().filter(|i| &i.target == r) {
-            if let Some((d, src)) = self.planned(r, &i.tag) {
-                tags.insert(i.tag.clone(), (d, src));
-            }
-        }
         Some(
-            tags.into_iter()
-                .map(|(t, (d, src))| {
-                    let created = match self.observed.image(&src, &d) {
-                        Some(Fact::Known(i)) => i.created,
-                        _ => None,
-                    };
-                    (t, created)
+            names
+                .into_iter()
+                .filter_map(|t| match self.plans_for(r, t) {
+                    Planned::At(d, src) => {
+                        let created = match self.observed.image(&src, &d) {
+                            Some(Fact::Known(i)) => i.created,
+                            _ => None,
+                        };
+                        Some((t.clone(), created))
+                    }
+                    // Still a tag rules want: a selector may pick it, and
+                    // what follows it is then in conflict too.
+                    Planned::Conflict => Some((t.clone(), None)),
+                    Planned::Missing => None,
                 })
                 .collect(),
         )
@@ -311,17 +391,49 @@ impl<'o> PlanCx<'o> {
                 .or_default()
                 .push(i);
         }
+        let mut claims: BTreeMap<(RepoAddr, Tag), Vec<Claim>> = BTreeMap::new();
+        for c in self.claims {
+            claims
+                .entry((c.target.clone(), c.tag.clone()))
+                .or_default()
+                .push(c);
+        }
+        // A tag only claims want: each says why it cannot be resolved.
+        for ((repo, tag), cs) in &claims {
+            if by_target.contains_key(&(repo.clone(), tag.clone())) {
+                continue;
+            }
+            let target = ImageRef::tagged(repo.clone(), tag.clone()).to_string();
+            for c in cs {
+                plan.blocked.push(Blocked {
+                    rule: c.rule.clone(),
+                    subject: target.clone(),
+                    reason: c.reason.clone(),
+                });
+            }
+        }
         for ((repo, tag), intents) in by_target {
             let target = ImageRef::tagged(repo.clone(), tag.clone()).to_string();
             let digests: BTreeSet<&Digest> = intents.iter().map(|i| &i.digest).collect();
-            if digests.len() > 1 {
-                let wants: Vec<String> = intents
+            let claimed = claims
+                .remove(&(repo.clone(), tag.clone()))
+                .unwrap_or_default();
+            if digests.len() > 1 || !claimed.is_empty() {
+                let wants: Vec<String> =
+                    intents
+                        .iter()
+                        .map(|i| format!("{} wants {}", i.rule, i.digest.short()))
+                        .chain(claimed.iter().map(|c| {
+                            format!("{} wants {} (itself in conflict)", c.rule, c.follows)
+                        }))
+                        .collect();
+                let rules = intents
                     .iter()
-                    .map(|i| format!("{} wants {}", i.rule, i.digest.short()))
-                    .collect();
-                for i in &intents {
+                    .map(|i| &i.rule)
+                    .chain(claimed.iter().map(|c| &c.rule));
+                for rule in rules {
                     plan.blocked.push(Blocked {
-                        rule: i.rule.clone(),
+                        rule: rule.clone(),
                         subject: target.clone(),
                         reason: format!("conflict: {}", wants.join(", ")),
                     });

@@ -55,6 +55,11 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         // rule copies it from. Gates read it there and the copy comes from
         // there, so it does not wait on the earlier copy.
         let Some((digest, origin)) = cx.planned(&p.from, &tag) else {
+            if cx.in_conflict(&p.from, &tag) {
+                // Still wants the tag: any other rule on it must not win.
+                let reason = format!("{}:{tag} is itself in conflict", p.from);
+                cx.claim(&p.name, &p.to, &tag, format!("{}:{tag}", p.from), reason);
+            }
             continue;
         };
         let at_origin = origin == p.from

@@ -16,6 +16,12 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
         RetagSource::From(src) => match &src.reference {
             Some(Reference::Tag(t)) => match cx.planned(&src.repo, t) {
                 Some((d, from)) => (d, from, format!("pinned to {src}")),
+                None if cx.in_conflict(&src.repo, t) => {
+                    // Still wants the tag: any other rule on it must not win.
+                    let reason = format!("source {src} is itself in conflict");
+                    cx.claim(&rule, &r.tag.repo, &tag, src.to_string(), reason);
+                    return;
+                }
                 None => {
                     if matches!(cx.repo(&src.repo), RepoView::Known(_)) && !cx.collect_needed {
                         cx.block(&rule, subject, format!("source {src} does not exist"));
@@ -59,6 +65,11 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
             };
             match cx.planned(repo, &best) {
                 Some((d, from)) => (d, from, format!("newest of {repo}: {best}")),
+                None if cx.in_conflict(repo, &best) => {
+                    let reason = format!("newest of {repo} is {best}, which is itself in conflict");
+                    cx.claim(&rule, &r.tag.repo, &tag, format!("{repo}:{best}"), reason);
+                    return;
+                }
                 None => return,
             }
         }

@@ -95,6 +95,32 @@ impl Change {
             also_tags: Vec::new(),
         }
     }
+
+    /// Every target the change affects: its own and, for a delete or an
+    /// image removal, the tags or names going with it (`also_tags`), in
+    /// the target's form (`REG/REPO:TAG`, `host:NAME/IMAGE`).
+    pub fn targets(&self) -> Vec<String> {
+        let mut out = vec![self.target.clone()];
+        let prefix = match self.action {
+            // `REG/REPO:TAG`: the other tags are of the same repo.
+            Action::Delete if !self.target.contains('@') => self
+                .target
+                .rfind(':')
+                .filter(|i| !self.target[*i..].contains('/'))
+                .map(|i| &self.target[..=i]),
+            // `host:NAME/…`: the names are the engine's, on the same host.
+            Action::RemoveImage => self
+                .target
+                .strip_prefix("host:")
+                .and_then(|rest| rest.find('/'))
+                .map(|i| &self.target[..="host:".len() + i]),
+            _ => None,
+        };
+        if let Some(prefix) = prefix {
+            out.extend(self.also_tags.iter().map(|t| format!("{prefix}{t}")));
+        }
+        out
+    }
 }
 
 fn yes() -> bool {
@@ -322,13 +348,17 @@ impl Plan {
         !self.changes.is_empty()
     }
 
-    /// Keeps only changes whose target matches one of the globs (`--target`).
+    /// Keeps only changes that affect a target one of the globs matches
+    /// (`--target`): a delete that also removes a matching tag is kept.
     pub fn retain_targets(&mut self, globs: &[globset::GlobMatcher]) {
         if globs.is_empty() {
             return;
         }
-        self.changes
-            .retain(|c| globs.iter().any(|g| g.is_match(&c.target)));
+        self.changes.retain(|c| {
+            c.targets()
+                .iter()
+                .any(|t| globs.iter().any(|g| g.is_match(t)))
+        });
         self.blocked
             .retain(|b| globs.iter().any(|g| g.is_match(&b.subject)));
         self.finish();
@@ -351,6 +381,35 @@ pub fn order(a: Action) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_globs_see_what_a_delete_or_removal_takes_with_it() {
+        let glob = |g: &str| vec![globset::Glob::new(g).unwrap().compile_matcher()];
+        let plan = || Plan {
+            changes: vec![
+                Change {
+                    target: "dev/team/app:a".into(),
+                    also_tags: vec!["b".into()],
+                    ..Change::new(Action::Delete)
+                },
+                Change {
+                    target: "host:web/prod/app:1".into(),
+                    also_tags: vec!["reg:5000/app:1".into(), "reg:5000/app:old".into()],
+                    ..Change::new(Action::RemoveImage)
+                },
+            ],
+            ..Plan::default()
+        };
+        let kept = |g: &str| {
+            let mut p = plan();
+            p.retain_targets(&glob(g));
+            p.changes.into_iter().map(|c| c.target).collect::<Vec<_>>()
+        };
+        assert_eq!(kept("dev/team/app:b"), ["dev/team/app:a"]);
+        assert_eq!(kept("host:web/reg:5000/app:old"), ["host:web/prod/app:1"]);
+        assert!(kept("dev/team/app:c").is_empty());
+        assert!(kept("host:db/*").is_empty());
+    }
 
     #[test]
     fn undefined_names_cover_targets_sources_and_hosts() {

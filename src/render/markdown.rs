@@ -96,8 +96,13 @@ fn render_capped(plan: &Plan, cap: usize) -> String {
         out.push_str("```\n\n</details>\n\n");
     }
 
-    let rows: Vec<String> = plan
-        .blocked
+    let mut blocked: Vec<&crate::plan::Blocked> = plan.blocked.iter().collect();
+    blocked.sort_by(|a, b| {
+        a.rule
+            .cmp(&b.rule)
+            .then_with(|| super::target_order(&a.subject, &b.subject))
+    });
+    let rows: Vec<String> = blocked
         .iter()
         .map(|b| {
             format!(

@@ -4,6 +4,8 @@
 //! Text and Markdown share one line model: changes are grouped by rule (in
 //! the order the plan applies them), each group lists its changes and then
 //! what is blocked under the same rule, columns aligned within the group.
+//! Within a group, tags that read as versions are listed in semver order
+//! (`1.2.0` before `1.10.0`, see [`target_order`]); JSON keeps the plan's order.
 
 mod markdown;
 mod text;
@@ -223,7 +225,44 @@ fn groups(plan: &Plan) -> Vec<Group<'_>> {
             }),
         }
     }
+    for g in &mut groups {
+        g.changes.sort_by(|a, b| {
+            crate::plan::order(a.action)
+                .cmp(&crate::plan::order(b.action))
+                .then_with(|| target_order(&a.target, &b.target))
+        });
+        g.blocked
+            .sort_by(|a, b| target_order(&a.subject, &b.subject));
+    }
     groups
+}
+
+/// The order subjects are listed in: by repository; the repo itself, then
+/// tags that read as versions in semver order (`1.2.0` before `1.10.0`),
+/// then other tags, then digests, each by text (as plain text order puts
+/// them, but for versions). A total order, whatever the strings.
+fn target_order(a: &str, b: &str) -> std::cmp::Ordering {
+    use crate::config::selector::parse_version;
+    let key = |r: &str| {
+        let (repo, tag) = split_ref(r);
+        let version = tag.and_then(parse_version);
+        let class = match (tag, &version) {
+            (None, _) if r.contains('@') => 3,
+            (None, _) => 0,
+            (Some(_), Some(_)) => 1,
+            (Some(_), None) => 2,
+        };
+        (repo.to_string(), class, version)
+    };
+    let (ra, ca, va) = key(a);
+    let (rb, cb, vb) = key(b);
+    ra.cmp(&rb)
+        .then(ca.cmp(&cb))
+        .then_with(|| match (&va, &vb) {
+            (Some(x), Some(y)) => x.cmp_precedence(y),
+            _ => std::cmp::Ordering::Equal,
+        })
+        .then_with(|| a.cmp(b))
 }
 
 fn position(groups: &[Group<'_>], rule: &str) -> Option<usize> {
@@ -721,6 +760,109 @@ mod tests {
     #[test]
     fn json_plan() {
         insta::assert_snapshot!("json_plan", json(&sample()));
+    }
+
+    #[test]
+    fn versions_are_listed_in_semver_order_and_json_keeps_the_plan_order() {
+        let mut plan = Plan::default();
+        for tag in ["1.10.0", "1.2.0", "latest", "v1.9.0", "1.2.0-rc.1"] {
+            plan.changes
+                .push(change(Action::Copy, &format!("prod/api:{tag}"), "m", ""));
+        }
+        for tag in ["1.10.0", "1.9.0"] {
+            plan.blocked.push(Blocked {
+                rule: "m".to_string(),
+                subject: format!("prod/api:{tag}"),
+                reason: "held".to_string(),
+            });
+        }
+        plan.finish();
+        let order = |out: &str, word: &str| -> Vec<String> {
+            out.lines()
+                .filter_map(|l| l.trim_start().strip_prefix(word))
+                .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+                .collect()
+        };
+        let shown = text(&plan, false, false);
+        assert_eq!(
+            order(&shown, "+ copy"),
+            [
+                "prod/api:1.2.0-rc.1",
+                "prod/api:1.2.0",
+                "prod/api:v1.9.0",
+                "prod/api:1.10.0",
+                "prod/api:latest"
+            ],
+            "{shown}"
+        );
+        assert_eq!(
+            order(&shown, "! blocked"),
+            ["prod/api:1.9.0", "prod/api:1.10.0"],
+            "{shown}"
+        );
+        let md = markdown(&plan);
+        assert_eq!(order(&md, "+ copy"), order(&shown, "+ copy"), "{md}");
+        let blocked_rows: Vec<&str> = md.lines().filter(|l| l.contains("`prod/api:1.")).collect();
+        assert!(blocked_rows[0].contains("1.9.0"), "{md}");
+        // JSON (saved plans) keeps the plan's own order.
+        let v: serde_json::Value = serde_json::from_str(&json(&plan)).unwrap();
+        let targets: Vec<&str> = v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["target"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                "prod/api:1.10.0",
+                "prod/api:1.2.0",
+                "prod/api:1.2.0-rc.1",
+                "prod/api:latest",
+                "prod/api:v1.9.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn target_order_is_total_over_odd_subjects() {
+        let mut subjects = vec![
+            "b/x:1.10.0",
+            "b/x",
+            "b/x@sha256:00",
+            "b/x:edge",
+            "b/x:1.9",
+            "a/y:2",
+            "b/x:1.9.0",
+            "host:web/b/x:1",
+            "b/x:v1.9.0",
+            "b/x:1.9.0+build",
+            "",
+        ];
+        subjects.sort_by(|a, b| target_order(a, b));
+        for w in subjects.windows(2) {
+            assert_ne!(
+                target_order(w[0], w[1]),
+                std::cmp::Ordering::Greater,
+                "{w:?}"
+            );
+        }
+        assert_eq!(
+            subjects,
+            [
+                "",
+                "a/y:2",
+                "b/x",
+                "b/x:1.9",
+                "b/x:1.9.0",
+                "b/x:1.9.0+build",
+                "b/x:v1.9.0",
+                "b/x:1.10.0",
+                "b/x:edge",
+                "b/x@sha256:00",
+                "host:web/b/x:1",
+            ]
+        );
     }
 
     #[test]
