@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::types::{Action, Blocked, Change, Plan};
+use super::policy::Checker;
+use super::types::{Action, Blocked, Change, Plan, Violation};
 use crate::config::{Desired, RetagSource};
 use crate::model::{Digest, Duration, ImageRef, RepoAddr, Tag, Timestamp};
 use crate::observe::{Fact, ImageInfo, Observed, RepoState};
@@ -147,6 +148,18 @@ pub struct PlanCx<'o> {
     pub needed_referrer_tags: BTreeSet<(RepoAddr, Tag)>,
     /// For `plan::wanted`: referrer manifests whose entries it compares.
     pub needed_referrer_entries: BTreeSet<(RepoAddr, Digest)>,
+    /// What `policies` says of the images intents would put under a tag,
+    /// kept for those that become changes (see [`PlanCx::bring`]).
+    pub incoming: Vec<Incoming>,
+}
+
+/// A violation of an image an intent would put under `target:tag`.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    pub target: RepoAddr,
+    pub tag: Tag,
+    pub digest: Digest,
+    pub violation: Violation,
 }
 
 /// Why a repo's tags cannot be used.
@@ -170,6 +183,7 @@ impl<'o> PlanCx<'o> {
             needed_reports: BTreeSet::new(),
             needed_referrer_tags: BTreeSet::new(),
             needed_referrer_entries: BTreeSet::new(),
+            incoming: Vec::new(),
         }
     }
 
@@ -267,10 +281,41 @@ impl<'o> PlanCx<'o> {
         }
     }
 
+    /// Whether an earlier rule's intent puts an image under a tag of `r`
+    /// (referrer tags aside: they are no tags a selector sees).
+    pub fn fed(&self, r: &RepoAddr) -> bool {
+        self.intents
+            .iter()
+            .any(|i| &i.target == r && !i.tag.is_referrer_tag())
+    }
+
+    /// For a tag an earlier rule fills with a platform-filtered copy (an
+    /// index that exists nowhere yet): the full index it is made from at
+    /// the intent's source, and the platforms kept. A later rule makes the
+    /// same copy from there, so it need not wait for the first to land.
+    pub fn planned_filter(
+        &self,
+        r: &RepoAddr,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Option<(Digest, Vec<String>)> {
+        self.intents
+            .iter()
+            .filter(|i| &i.target == r && &i.tag == tag && &i.digest == digest)
+            .find_map(|i| Some((i.source_digest.clone()?, i.only_platforms.clone()?)))
+    }
+
     /// A repo's tags as they will be once earlier rules' intents are applied,
-    /// with creation times where read. Lets `newest:` see what a mirror or
-    /// promotion in the same plan brings, so one apply converges.
-    pub fn planned_tags(&self, r: &RepoAddr) -> Option<Vec<(Tag, Option<Timestamp>)>> {
+    /// with creation times where read. Lets `newest:`, mirrors and
+    /// promotions see what a mirror, promotion or retag in the same plan
+    /// brings, so one apply converges. With `created`, the creation times of
+    /// images brought from elsewhere are asked for (selectors that order by
+    /// them).
+    pub fn planned_tags(
+        &mut self,
+        r: &RepoAddr,
+        created: bool,
+    ) -> Option<Vec<(Tag, Option<Timestamp>)>> {
         let RepoView::Known(state) = self.repo(r) else {
             return None;
         };
@@ -279,9 +324,18 @@ impl<'o> PlanCx<'o> {
             .iter()
             .map(|(t, d)| (t.clone(), (d.clone(), r.clone())))
             .collect();
-        for i in self.intents.iter().filter(|i| &i.target == r) {
+        for i in self
+            .intents
+            .iter()
+            .filter(|i| &i.target == r && !i.tag.is_referrer_tag())
+        {
             if let Some((d, src)) = self.planned(r, &i.tag) {
                 tags.insert(i.tag.clone(), (d, src));
+            }
+        }
+        if created && self.collect_needed {
+            for (d, src) in tags.values().filter(|(_, src)| src != r) {
+                self.needed.insert((src.clone(), d.clone()));
             }
         }
         Some(
@@ -295,6 +349,11 @@ impl<'o> PlanCx<'o> {
                 })
                 .collect(),
         )
+    }
+
+    /// Adds an intent.
+    pub fn bring(&mut self, intent: Intent, _checker: Option<&Checker<'_>>) {
+        self.intents.push(intent);
     }
 
     /// Turns intents into changes: same target and digest from several rules
