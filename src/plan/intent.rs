@@ -351,8 +351,75 @@ impl<'o> PlanCx<'o> {
         )
     }
 
-    /// Adds an intent.
-    pub fn bring(&mut self, intent: Intent, _checker: Option<&Checker<'_>>) {
+    /// Adds an intent, after `policies` has judged the image it would put
+    /// under its tag: what a merge brings must be seen in the plan of the
+    /// pull request, not only in the plan after the apply. The violations
+    /// are kept (and reported against the target) for intents that become
+    /// changes; under `on_violation: enforce` a violating image is blocked,
+    /// as promotions are, and later rules do not build on it.
+    pub fn bring(&mut self, intent: Intent, checker: Option<&Checker<'_>>) {
+        let Some(checker) = checker.filter(|c| c.judges_images()) else {
+            self.intents.push(intent);
+            return;
+        };
+        // Referrer tags hold artifacts, not images; a tag already in place
+        // is judged as observed; an unknown target gets no change.
+        let current = match self.repo(&intent.target) {
+            RepoView::Known(s) => s.tags.get(&intent.tag),
+            RepoView::Unknown => {
+                self.intents.push(intent);
+                return;
+            }
+        };
+        if intent.tag.is_referrer_tag() || current == Some(&intent.digest) {
+            self.intents.push(intent);
+            return;
+        }
+        // A filtered copy has the facts of the index it is made from.
+        let read = intent.source_digest.as_ref().unwrap_or(&intent.digest);
+        let subject = ImageRef::tagged(intent.target.clone(), intent.tag.clone()).to_string();
+        let source = intent.source.clone();
+        let found = match self.image(&source, read) {
+            Some(Fact::Known(info)) if info.is_regimen_placeholder() => Vec::new(),
+            Some(Fact::Known(info)) => checker.image(info, self.now),
+            // Listed as unobserved; under enforce, not judged is not clean.
+            Some(Fact::Unknown { reason }) => {
+                if checker.enforces() && !self.collect_needed {
+                    let why = format!("image details could not be read: {reason}");
+                    self.block(&intent.rule, subject, why);
+                    return;
+                }
+                Vec::new()
+            }
+            None => {
+                if checker.enforces() && !self.collect_needed {
+                    self.block(&intent.rule, subject, "image details were not read");
+                    return;
+                }
+                Vec::new()
+            }
+        };
+        if checker.enforces() && !found.is_empty() {
+            let why: Vec<String> = found
+                .iter()
+                .map(|v| format!("policy {}: {}", v.policy, v.message))
+                .collect();
+            self.block(&intent.rule, subject, why.join("; "));
+            return;
+        }
+        for v in found {
+            self.incoming.push(Incoming {
+                target: intent.target.clone(),
+                tag: intent.tag.clone(),
+                digest: intent.digest.clone(),
+                violation: Violation {
+                    policy: v.policy.to_string(),
+                    kind: v.kind.map(str::to_string),
+                    subject: subject.clone(),
+                    message: format!("{}; comes with this plan: {}", v.message, intent.reason),
+                },
+            });
+        }
         self.intents.push(intent);
     }
 
