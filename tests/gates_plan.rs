@@ -395,9 +395,25 @@ fn policies_report_base_images_and_max_age() {
         })
         .collect();
     let s = |x: &str| x.to_string();
+    // The source's images as they are, and the copies the promotion makes
+    // as they will be: a pull request's plan shows what its merge brings.
     assert_eq!(
         v,
         [
+            (
+                s("base_images"),
+                Some(s("missing")),
+                s("prod/team/api:bare"),
+                s("no base image annotation (org.opencontainers.image.base.name); \
+                   comes with this plan: promotion of staging/team/api:bare")
+            ),
+            (
+                s("base_images"),
+                Some(s("not_allowed")),
+                s("prod/team/api:hub"),
+                s("base image docker.io/library/debian:12 matches none of base_images (prod/mirror/*); \
+                   comes with this plan: promotion of staging/team/api:hub")
+            ),
             (
                 s("base_images"),
                 Some(s("missing")),
@@ -413,12 +429,18 @@ fn policies_report_base_images_and_max_age() {
             (
                 s("max_age"),
                 None,
+                s("prod/team/api:old"),
+                s("created 400d ago, max_age 180d; comes with this plan: promotion of staging/team/api:old")
+            ),
+            (
+                s("max_age"),
+                None,
                 s("staging/team/api:old"),
                 s("created 400d ago, max_age 180d")
             ),
         ]
     );
-    assert_eq!(p.summary.violations, 3);
+    assert_eq!(p.summary.violations, 6);
     // warn: promotions go ahead anyway.
     assert_eq!(p.changes.len(), 4);
 }
@@ -438,6 +460,130 @@ fn enforce_blocks_promotions_of_violating_images() {
         blocked(&p)["staging/team/api:old"],
         "policy max_age: created 400d ago, max_age 180d"
     );
+}
+
+fn violations(p: &Plan) -> Vec<(String, String, String)> {
+    p.violations
+        .iter()
+        .map(|v| (v.policy.clone(), v.subject.clone(), v.message.clone()))
+        .collect()
+}
+
+/// A mirror's source is upstream, not judged; what the mirror copies into
+/// the managed target is, before it lands: a pull request's plan must show
+/// what merging it brings, not only the plan after the apply.
+#[test]
+fn images_a_mirror_brings_are_judged_before_they_land() {
+    let mut w = World::new()
+        .tag("ok", img(10), vec![])
+        .tag("old", img(400), vec![]);
+    let pol = policy(
+        "mirrors:\n  - {name: m, from: staging/team/api, to: prod/team/api}\n\
+         policies: {max_age: 180d, on_violation: fail}\n",
+    );
+    let p = plan(&pol, &w.0, NOW);
+    assert_eq!(copied(&p), ["prod/team/api:ok", "prod/team/api:old"]);
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        violations(&p),
+        [(
+            s("max_age"),
+            s("prod/team/api:old"),
+            s("created 400d ago, max_age 180d; comes with this plan: mirror of staging/team/api:old")
+        )]
+    );
+    // Applied: the same violation, now of what is there; a tag in place
+    // is not judged twice.
+    let prod = addr("prod/team/api");
+    for tag in ["ok", "old"] {
+        if let Some(Fact::Known(st)) = w.0.repos.get_mut(&prod) {
+            st.tags.insert(tag.parse().unwrap(), d(tag));
+        }
+        let info = w.0.images[&(addr("staging/team/api"), d(tag))].clone();
+        w.0.images.insert((prod.clone(), d(tag)), info);
+    }
+    let p = plan(&pol, &w.0, NOW);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert_eq!(
+        violations(&p),
+        [(
+            s("max_age"),
+            s("prod/team/api:old"),
+            s("created 400d ago, max_age 180d")
+        )]
+    );
+}
+
+#[test]
+fn enforce_blocks_copies_and_retags_of_violating_images() {
+    let w = World::new()
+        .tag("ok", base(img(10), Some("prod/mirror/debian:12")), vec![])
+        .tag("old", base(img(400), Some("prod/mirror/debian:12")), vec![])
+        .tag(
+            "hub",
+            base(img(10), Some("docker.io/library/debian:12")),
+            vec![],
+        );
+    let pol = policy(
+        "mirrors:\n  - {name: m, from: staging/team/api, to: prod/team/api}\n\
+         retags:\n  - {tag: prod/team/api:stable, from: staging/team/api:old}\n\
+         \x20 - {tag: prod/team/api:latest, from: staging/team/api:ok}\n\
+         \x20 - {tag: prod/team/far:1, from: prod/team/api:hub}\n\
+         policies: {base_images: [\"prod/mirror/*\"], max_age: 180d, on_violation: enforce}\n",
+    );
+    let mut w = w;
+    w.0.repos
+        .insert(addr("prod/team/far"), Fact::Known(RepoState::default()));
+    let p = plan(&pol, &w.0, NOW);
+    assert_eq!(copied(&p), ["prod/team/api:ok", "prod/team/api:latest"]);
+    let b = blocked(&p);
+    assert_eq!(
+        b["prod/team/api:old"],
+        "policy max_age: created 400d ago, max_age 180d"
+    );
+    assert_eq!(
+        b["prod/team/api:stable"],
+        "policy max_age: created 400d ago, max_age 180d"
+    );
+    assert_eq!(
+        b["prod/team/api:hub"],
+        "policy base_images: base image docker.io/library/debian:12 matches none of base_images (prod/mirror/*)"
+    );
+    // Nothing builds on a blocked copy: the retag from it is not planned
+    // (its source is not there, and will not be).
+    assert!(
+        b.get("prod/team/far:1")
+            .is_some_and(|r| r.contains("does not exist")),
+        "{b:?}"
+    );
+    // What is blocked does not come, so it is no violation of the target.
+    assert!(
+        violations(&p).iter().all(|v| !v.1.starts_with("prod/")),
+        "{:?}",
+        p.violations
+    );
+}
+
+#[test]
+fn enforce_blocks_a_copy_whose_image_could_not_be_read() {
+    let mut w = World::new().tag("ok", img(10), vec![]);
+    w.0.images.insert(
+        (addr("staging/team/api"), d("ok")),
+        Fact::Unknown {
+            reason: "timeout".into(),
+        },
+    );
+    let pol = policy(
+        "mirrors:\n  - {name: m, from: staging/team/api, to: prod/team/api}\n\
+         policies: {max_age: 180d, on_violation: enforce}\n",
+    );
+    let p = plan(&pol, &w.0, NOW);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert_eq!(
+        blocked(&p)["prod/team/api:ok"],
+        "image details could not be read: timeout"
+    );
+    assert!(!p.complete);
 }
 
 #[test]

@@ -148,6 +148,52 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// Rules that feed each other, written in any order: a mirror from a
+    /// mirror's target, a promotion from it, retags in a mirror's source
+    /// and in a promotion's source. One apply converges.
+    #[test]
+    fn chains_converge_in_one_apply(
+        src in repo_state(), dst in repo_state(), prod in repo_state(), far in repo_state(),
+        selector in proptest::sample::select(vec!["", "tags: {semver: \">=1.0.0\"}", "tags: [latest, edge]", "tags: {latest: 2}"]),
+        retag_from in proptest::sample::select(TAGS.to_vec()),
+        retag_to in proptest::sample::select(vec!["1.0.0", "stable", "latest"]),
+        newest in any::<bool>(),
+        reversed in any::<bool>(),
+    ) {
+        prop_assume!(newest || retag_to != retag_from);
+        let source_retag = if newest {
+            format!("  - tag: a/src:{retag_to}\n    newest: {{repo: a/src, tags: {{semver: \"*\"}}}}\n")
+        } else {
+            format!("  - tag: a/src:{retag_to}\n    from: a/src:{retag_from}\n")
+        };
+        let mut rules = [
+            format!("mirrors:\n  - from: b/dst\n    to: b/far\n    {selector}\n  - from: a/src\n    to: b/dst\n"),
+            "promotions:\n  - name: promote\n    from: b/dst\n    to: b/prod\n    overwrite: true\n".to_string(),
+            format!("retags:\n  - tag: b/dst:stable\n    from: b/dst:{retag_from}\n{source_retag}"),
+        ];
+        if reversed {
+            rules.reverse();
+        }
+        let yaml = format!("registries:\n  a: {{url: oci:a}}\n  b: {{url: oci:b}}\n{}", rules.concat());
+        let desired = policy(&yaml);
+        let mut observed = world(&src, &dst, &prod);
+        let state = RepoState {
+            tags: far.iter().map(|(t, d)| (t.parse::<Tag>().unwrap(), digest(*d))).collect(),
+            ..Default::default()
+        };
+        observed.repos.insert(addr("b/far"), Fact::Known(state));
+        for i in 0..4 {
+            observed.images.insert((addr("b/far"), digest(i)), Fact::Known(info(i)));
+        }
+        let first = plan(&desired, &observed, NOW);
+        simulate(&mut observed, &first);
+        let second = plan(&desired, &observed, NOW);
+        prop_assert!(second.changes.is_empty(), "second plan not empty:\n{:#?}\nfirst:\n{:#?}\n{yaml}", second.changes, first.changes);
+    }
+}
+
 #[test]
 fn unknown_target_is_never_written() {
     let desired = policy("registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\nmirrors:\n  - from: a/src\n    to: b/dst\n");

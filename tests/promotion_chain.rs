@@ -127,3 +127,177 @@ async fn retention_spares_candidates_waiting_for_min_age() {
     assert!(out.contains("waiting for min_age"), "{out}");
     assert_eq!(oci_tags(&dev, "team/api").await, ["1.1.0"]);
 }
+
+/// The digest under `repo:tag` in an OCI-layout registry.
+async fn digest_of(reg: &OciLayout, repo: &str, tag: &str) -> Option<String> {
+    regimen::registry::Registry::head_manifest(reg, &repo.parse().unwrap(), tag)
+        .await
+        .unwrap()
+        .map(|h| h.digest.to_string())
+}
+
+fn layout(tmp: &tempfile::TempDir, name: &str) -> OciLayout {
+    OciLayout::new(name.parse().unwrap(), tmp.path().join(name))
+}
+
+/// Applies once and checks that the next plan has nothing to do.
+fn apply_converges(d: &str) {
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "one apply must converge:\n{out}");
+}
+
+/// A mirror whose source another mirror fills (`a → b → c`, `b` not there
+/// yet) sees what the first brings and copies it from where it is now.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_of_mirrors_converges_in_one_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = layout(&tmp, "a");
+    let app: Repo = "chain/app".parse().unwrap();
+    for v in ["1.0", "2.0"] {
+        push_image(
+            &a,
+            &app,
+            Some(&t(v)),
+            &ImageSpec::new(&ago(3)).with_layer("v", v),
+        )
+        .await
+        .unwrap();
+    }
+    // Written last-first: the order of the file does not matter.
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n  c: {url: oci:c}\n\
+         mirrors:\n\
+         \x20 - {name: b-to-c, from: b/chain/app, to: c/chain/app, tags: {latest: 1}}\n\
+         \x20 - {name: a-to-b, from: a/chain/app, to: b/chain/app}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("does not exist"), "{out}");
+    assert!(
+        out.contains("a/chain/app:2.0 -> c/chain/app:2.0"),
+        "copied from where the image is now:\n{out}"
+    );
+    apply_converges(d);
+    let (b, c) = (layout(&tmp, "b"), layout(&tmp, "c"));
+    assert_eq!(oci_tags(&b, "chain/app").await, ["1.0", "2.0"]);
+    assert_eq!(oci_tags(&c, "chain/app").await, ["2.0"]);
+    assert_eq!(
+        digest_of(&c, "chain/app", "2.0").await,
+        digest_of(&a, "chain/app", "2.0").await
+    );
+}
+
+/// A platform-filtered mirror's index exists nowhere before the apply: the
+/// next mirror in the chain makes the same index from the same source.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_after_a_filtered_mirror_converges_in_one_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = layout(&tmp, "a");
+    let app: Repo = "multi/app".parse().unwrap();
+    let specs = [
+        ImageSpec::new(&ago(3))
+            .with_layer("v", "amd")
+            .with_platform("linux", "amd64"),
+        ImageSpec::new(&ago(3))
+            .with_layer("v", "arm")
+            .with_platform("linux", "arm64"),
+    ];
+    regimen::testkit::push_index(&a, &app, Some(&t("1.0")), &specs)
+        .await
+        .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n  c: {url: oci:c}\n\
+         mirrors:\n\
+         \x20 - {from: a/multi/app, to: b/multi/app, platforms: [linux/amd64, linux/s390x]}\n\
+         \x20 - {from: b/multi/app, to: c/multi/app}\n\
+         \x20 - {from: b/multi/app, to: c/multi/amd, platforms: [linux/amd64]}\n\
+         \x20 - {from: b/multi/app, to: c/multi/wide, platforms: [linux/amd64, linux/arm64]}\n\
+         retags:\n  - {tag: c/multi/app:stable, from: b/multi/app:1.0}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    apply_converges(d);
+    let (b, c) = (layout(&tmp, "b"), layout(&tmp, "c"));
+    let filtered = digest_of(&b, "multi/app", "1.0").await;
+    assert!(filtered.is_some());
+    assert_ne!(filtered, digest_of(&a, "multi/app", "1.0").await);
+    assert_eq!(digest_of(&c, "multi/app", "1.0").await, filtered);
+    assert_eq!(digest_of(&c, "multi/app", "stable").await, filtered);
+    assert_eq!(digest_of(&c, "multi/amd", "1.0").await, filtered);
+    // b has no arm64 to give.
+    assert_eq!(digest_of(&c, "multi/wide", "1.0").await, filtered);
+}
+
+/// A retag in a promotion's source is promoted in the same apply.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retag_in_a_promotions_source_is_promoted_in_the_same_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = layout(&tmp, "b");
+    let app: Repo = "p/app".parse().unwrap();
+    push_image(
+        &b,
+        &app,
+        Some(&t("1.0")),
+        &ImageSpec::new(&ago(3)).with_layer("v", "1.0"),
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  b: {url: oci:b}\n  c: {url: oci:c}\n\
+         promotions:\n  - {name: p, from: b/p/app, to: c/p/app}\n\
+         retags:\n  - {tag: b/p/app:stable, from: b/p/app:1.0}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("b/p/app:stable -> c/p/app:stable"), "{out}");
+    apply_converges(d);
+    let c = layout(&tmp, "c");
+    assert_eq!(oci_tags(&c, "p/app").await, ["1.0", "stable"]);
+}
+
+/// A retag that moves a tag in a mirror's source: the mirror copies where
+/// the tag is going, not where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retag_in_a_mirrors_source_is_mirrored_in_the_same_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = layout(&tmp, "a");
+    let app: Repo = "rt/app".parse().unwrap();
+    for v in ["1.0.0", "1.1.0"] {
+        push_image(
+            &a,
+            &app,
+            Some(&t(v)),
+            &ImageSpec::new(&ago(3)).with_layer("v", v),
+        )
+        .await
+        .unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - {name: m, from: a/rt/app, to: b/rt/app}\n\
+         retags:\n\
+         \x20 - {tag: a/rt/app:1.0.0, from: a/rt/app:1.1.0}\n\
+         \x20 - {tag: a/rt/app:latest, newest: {repo: a/rt/app, tags: {semver: \"*\"}}}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("a/rt/app:1.0.0 -> b/rt/app:1.0.0"), "{out}");
+    apply_converges(d);
+    let b = layout(&tmp, "b");
+    let new = digest_of(&a, "rt/app", "1.1.0").await;
+    assert_eq!(oci_tags(&b, "rt/app").await, ["1.0.0", "1.1.0", "latest"]);
+    assert_eq!(digest_of(&b, "rt/app", "1.0.0").await, new);
+    assert_eq!(digest_of(&b, "rt/app", "latest").await, new);
+}

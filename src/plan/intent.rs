@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::types::{Action, Blocked, Change, Plan};
+use super::policy::Checker;
+use super::types::{Action, Blocked, Change, Plan, Violation};
 use crate::config::{Desired, RetagSource};
 use crate::model::{Digest, Duration, ImageRef, RepoAddr, Tag, Timestamp};
 use crate::observe::{Fact, ImageInfo, Observed, RepoState};
@@ -173,6 +174,18 @@ pub struct PlanCx<'o> {
     pub needed_referrer_tags: BTreeSet<(RepoAddr, Tag)>,
     /// For `plan::wanted`: referrer manifests whose entries it compares.
     pub needed_referrer_entries: BTreeSet<(RepoAddr, Digest)>,
+    /// What `policies` says of the images intents would put under a tag,
+    /// kept for those that become changes (see [`PlanCx::bring`]).
+    pub incoming: Vec<Incoming>,
+}
+
+/// A violation of an image an intent would put under `target:tag`.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    pub target: RepoAddr,
+    pub tag: Tag,
+    pub digest: Digest,
+    pub violation: Violation,
 }
 
 /// Why a repo's tags cannot be used.
@@ -197,6 +210,7 @@ impl<'o> PlanCx<'o> {
             needed_reports: BTreeSet::new(),
             needed_referrer_tags: BTreeSet::new(),
             needed_referrer_entries: BTreeSet::new(),
+            incoming: Vec::new(),
         }
     }
 
@@ -334,20 +348,51 @@ impl<'o> PlanCx<'o> {
         });
     }
 
+    /// Whether an earlier rule's intent puts an image under a tag of `r`
+    /// (referrer tags aside: they are no tags a selector sees).
+    pub fn fed(&self, r: &RepoAddr) -> bool {
+        self.intents
+            .iter()
+            .any(|i| &i.target == r && !i.tag.is_referrer_tag())
+    }
+
+    /// For a tag an earlier rule fills with a platform-filtered copy (an
+    /// index that exists nowhere yet): the full index it is made from at
+    /// the intent's source, and the platforms kept. A later rule makes the
+    /// same copy from there, so it need not wait for the first to land.
+    pub fn planned_filter(
+        &self,
+        r: &RepoAddr,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Option<(Digest, Vec<String>)> {
+        self.intents
+            .iter()
+            .filter(|i| &i.target == r && &i.tag == tag && &i.digest == digest)
+            .find_map(|i| Some((i.source_digest.clone()?, i.only_platforms.clone()?)))
+    }
+
     /// A repo's tags as they will be once earlier rules' intents are applied,
-    /// with creation times where read. Lets `newest:` see what a mirror or
-    /// promotion in the same plan brings, so one apply converges.
-    pub fn planned_tags(&self, r: &RepoAddr) -> Option<Vec<(Tag, Option<Timestamp>)>> {
+    /// with creation times where read. Lets `newest:`, mirrors and
+    /// promotions see what a mirror, promotion or retag in the same plan
+    /// brings, so one apply converges. With `created`, the creation times of
+    /// images brought from elsewhere are asked for (selectors that order by
+    /// them).
+    pub fn planned_tags(
+        &mut self,
+        r: &RepoAddr,
+        created: bool,
+    ) -> Option<Vec<(Tag, Option<Timestamp>)>> {
         let RepoView::Known(state) = self.repo(r) else {
             return None;
         };
-        let names: BTreeSet<&Tag> = state
+        let names: BTreeSet<Tag> = state
             .tags
             .keys()
             .chain(
                 self.intents
                     .iter()
-                    .filter(|i| &i.target == r)
+                    .filter(|i| &i.target == r && !i.tag.is_referrer_tag())
                     .map(|i| &i.tag),
             )
             .chain(
@@ -356,25 +401,116 @@ impl<'o> PlanCx<'o> {
                     .filter(|c| &c.target == r)
                     .map(|c| &c.tag),
             )
+            .cloned()
             .collect();
+        let planned: Vec<(Tag, Planned)> = names
+            .into_iter()
+            .map(|t| {
+                let p = self.plans_for(r, &t);
+                (t, p)
+            })
+            .collect();
+        // Images brought from elsewhere: their creation times are asked
+        // for (selectors that order by them).
+        if created && self.collect_needed {
+            for (_, p) in &planned {
+                if let Planned::At(d, src) = p {
+                    if src != r {
+                        self.needed.insert((src.clone(), d.clone()));
+                    }
+                }
+            }
+        }
         Some(
-            names
+            planned
                 .into_iter()
-                .filter_map(|t| match self.plans_for(r, t) {
+                .filter_map(|(t, p)| match p {
                     Planned::At(d, src) => {
                         let created = match self.observed.image(&src, &d) {
                             Some(Fact::Known(i)) => i.created,
                             _ => None,
                         };
-                        Some((t.clone(), created))
+                        Some((t, created))
                     }
                     // Still a tag rules want: a selector may pick it, and
                     // what follows it is then in conflict too.
-                    Planned::Conflict => Some((t.clone(), None)),
+                    Planned::Conflict => Some((t, None)),
                     Planned::Missing => None,
                 })
                 .collect(),
         )
+    }
+
+    /// Adds an intent, after `policies` has judged the image it would put
+    /// under its tag: what a merge brings must be seen in the plan of the
+    /// pull request, not only in the plan after the apply. The violations
+    /// are kept (and reported against the target) for intents that become
+    /// changes; under `on_violation: enforce` a violating image is blocked,
+    /// as promotions are, and later rules do not build on it.
+    pub fn bring(&mut self, intent: Intent, checker: Option<&Checker<'_>>) {
+        let Some(checker) = checker.filter(|c| c.judges_images()) else {
+            self.intents.push(intent);
+            return;
+        };
+        // Referrer tags hold artifacts, not images; a tag already in place
+        // is judged as observed; an unknown target gets no change.
+        let current = match self.repo(&intent.target) {
+            RepoView::Known(s) => s.tags.get(&intent.tag),
+            RepoView::Unknown => {
+                self.intents.push(intent);
+                return;
+            }
+        };
+        if intent.tag.is_referrer_tag() || current == Some(&intent.digest) {
+            self.intents.push(intent);
+            return;
+        }
+        // A filtered copy has the facts of the index it is made from.
+        let read = intent.source_digest.as_ref().unwrap_or(&intent.digest);
+        let subject = ImageRef::tagged(intent.target.clone(), intent.tag.clone()).to_string();
+        let source = intent.source.clone();
+        let found = match self.image(&source, read) {
+            Some(Fact::Known(info)) if info.is_regimen_placeholder() => Vec::new(),
+            Some(Fact::Known(info)) => checker.image(info, self.now),
+            // Listed as unobserved; under enforce, not judged is not clean.
+            Some(Fact::Unknown { reason }) => {
+                if checker.enforces() && !self.collect_needed {
+                    let why = format!("image details could not be read: {reason}");
+                    self.block(&intent.rule, subject, why);
+                    return;
+                }
+                Vec::new()
+            }
+            None => {
+                if checker.enforces() && !self.collect_needed {
+                    self.block(&intent.rule, subject, "image details were not read");
+                    return;
+                }
+                Vec::new()
+            }
+        };
+        if checker.enforces() && !found.is_empty() {
+            let why: Vec<String> = found
+                .iter()
+                .map(|v| format!("policy {}: {}", v.policy, v.message))
+                .collect();
+            self.block(&intent.rule, subject, why.join("; "));
+            return;
+        }
+        for v in found {
+            self.incoming.push(Incoming {
+                target: intent.target.clone(),
+                tag: intent.tag.clone(),
+                digest: intent.digest.clone(),
+                violation: Violation {
+                    policy: v.policy.to_string(),
+                    kind: v.kind.map(str::to_string),
+                    subject: subject.clone(),
+                    message: format!("{}; comes with this plan: {}", v.message, intent.reason),
+                },
+            });
+        }
+        self.intents.push(intent);
     }
 
     /// Turns intents into changes: same target and digest from several rules

@@ -1,17 +1,21 @@
 //! `mirrors:` — keep TO a copy of FROM's selected tags.
 
 use super::intent::{Intent, PlanCx, RepoView};
+use super::policy::Checker;
 use crate::config::{Mirror, Platforms};
-use crate::model::Digest;
+use crate::model::{Digest, Tag, Timestamp};
 use crate::observe::Fact;
 use crate::registry::manifest::filter_index;
 
-pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
+pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let rule = m.rule_name();
     let RepoView::Known(src) = cx.repo(&m.from) else {
         return; // reported as unobserved
     };
-    if src.missing {
+    // What earlier rules bring into FROM in this plan counts too: with
+    // `a → b → c`, or a retag in FROM, one apply converges.
+    let fed = cx.fed(&m.from);
+    if src.missing && !fed {
         // Said once here; `prune` stays its hand for the same reason.
         cx.block(
             &rule,
@@ -20,29 +24,72 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
         );
         return;
     }
-    let candidates = cx.tags_with_created(&m.from, src);
-    for tag in m.tags.select(candidates) {
-        let Some(digest) = src.tags.get(&tag) else {
+    let candidates: Vec<(Tag, Option<Timestamp>)> = if fed {
+        cx.planned_tags(&m.from, m.tags.needs_created())
+            .unwrap_or_default()
+    } else {
+        cx.tags_with_created(&m.from, src)
+            .into_iter()
+            .map(|(t, c)| (t.clone(), c))
+            .collect()
+    };
+    for tag in m.tags.select(candidates.iter().map(|(t, c)| (t, *c))) {
+        // `origin` is where the image is now: FROM, or where an earlier
+        // rule copies it from. The copy comes from there, so it does not
+        // wait on the earlier one (changes of one phase run concurrently).
+        let Some((planned, origin)) = cx.planned(&m.from, &tag) else {
             continue;
         };
-        let source_digest = digest.clone();
-        let (digest, only) = match &m.platforms {
-            Platforms::All => (digest.clone(), None),
-            Platforms::Only(wanted) => match cx.index(&m.from, digest) {
+        // An earlier rule's filtered index exists nowhere yet: it is made
+        // again here from the full index it is made from.
+        let upstream = cx.planned_filter(&m.from, &tag, &planned);
+        let full = upstream
+            .as_ref()
+            .map(|(d, _)| d.clone())
+            .unwrap_or_else(|| planned.clone());
+        let (digest, only) = match (&m.platforms, &upstream) {
+            (Platforms::All, None) => (planned.clone(), None),
+            (Platforms::All, Some((_, kept))) => (planned.clone(), Some(kept.clone())),
+            (Platforms::Only(wanted), _) => match cx.index(&origin, &full) {
                 Some(Fact::Known(index)) => match index {
-                    Some(index) => match filter_index(index.as_bytes(), wanted) {
-                        Some(bytes) => (Digest::sha256_of(&bytes), Some(wanted.clone())),
-                        None => {
+                    Some(index) => {
+                        let full_bytes = index.as_bytes();
+                        // What this rule makes of FROM's index: of the
+                        // earlier rule's filtered one, where there is one.
+                        let made = match &upstream {
+                            None => filter_index(full_bytes, wanted),
+                            Some((_, kept)) => filter_index(full_bytes, kept)
+                                .and_then(|b| filter_index(&b, wanted)),
+                        };
+                        let Some(bytes) = made else {
                             cx.block(
                                 &rule,
                                 format!("{}:{tag}", m.from),
                                 format!("no platform of the index matches {}", wanted.join(", ")),
                             );
                             continue;
-                        }
-                    },
+                        };
+                        // Made in one go from the full index (the copy
+                        // filters once), with a platform list that gives
+                        // the same bytes.
+                        let lists =
+                            std::iter::once(wanted).chain(upstream.as_ref().map(|(_, k)| k));
+                        let Some(list) = lists
+                            .into_iter()
+                            .find(|w| filter_index(full_bytes, w).as_ref() == Some(&bytes))
+                        else {
+                            cx.block(
+                                &rule,
+                                format!("{}:{tag}", m.from),
+                                "a filter of an index the plan filters first: copied once that \
+                                 copy has landed, on the next run",
+                            );
+                            continue;
+                        };
+                        (Digest::sha256_of(&bytes), Some(list.clone()))
+                    }
                     // A single-platform image is copied as it is.
-                    None => (digest.clone(), None),
+                    None => (planned.clone(), None),
                 },
                 Some(Fact::Unknown { .. }) => continue,
                 None if cx.collect_needed => continue,
@@ -59,26 +106,29 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>) {
         // No image details are read for plain mirror copies (platform and
         // referrer counts would cost several requests per image on a cold
         // mirror); promotions and filtered mirrors read what they check.
-        let filtered_from = (source_digest != digest).then_some(source_digest);
+        let filtered_from = (full != digest).then_some(full);
         if m.referrers && filtered_from.is_none() {
             let label = format!("{}:{tag}", m.from);
-            super::referrers::follow(cx, &rule, (&m.from, &m.to), (&tag, &digest), &label);
+            super::referrers::follow(cx, &rule, (&origin, &m.to), (&tag, &digest), &label);
         }
-        cx.intents.push(Intent {
-            target: m.to.clone(),
-            tag: tag.clone(),
-            digest,
-            source: m.from.clone(),
-            rule: rule.clone(),
-            reason: format!("mirror of {}:{tag}", m.from),
-            may_move: true,
-            // Signatures and SBOMs name the source index as their subject,
-            // not the filtered one: they do not describe the copy.
-            with_referrers: m.referrers && filtered_from.is_none(),
-            only_platforms: only,
-            is_retag: false,
-            source_digest: filtered_from,
-        });
+        cx.bring(
+            Intent {
+                target: m.to.clone(),
+                tag: tag.clone(),
+                digest,
+                source: origin,
+                rule: rule.clone(),
+                reason: format!("mirror of {}:{tag}", m.from),
+                may_move: true,
+                // Signatures and SBOMs name the source index as their subject,
+                // not the filtered one: they do not describe the copy.
+                with_referrers: m.referrers && filtered_from.is_none(),
+                only_platforms: only,
+                is_retag: false,
+                source_digest: filtered_from,
+            },
+            checker,
+        );
     }
 }
 
@@ -89,7 +139,7 @@ pub fn prune_needs(m: &Mirror, cx: &mut PlanCx<'_>) {
     let (RepoView::Known(from), RepoView::Known(to)) = (cx.repo(&m.from), cx.repo(&m.to)) else {
         return;
     };
-    if from.missing {
+    if from.missing && !cx.fed(&m.from) {
         return;
     }
     let mut pruning = false;
@@ -122,8 +172,11 @@ pub fn prune(
     let (RepoView::Known(from), RepoView::Known(to)) = (cx.repo(&m.from), cx.repo(&m.to)) else {
         return; // unknown on either side: nothing is pruned
     };
-    if from.missing {
-        return; // a missing source is not "every tag gone upstream" (blocked in `plan`)
+    // A missing source is not "every tag gone upstream" (blocked in
+    // `plan`), unless a rule fills it in this plan: what it brings is kept
+    // at TO as this rule's targets.
+    if from.missing && !cx.fed(&m.from) {
+        return;
     }
     let rule = m.rule_name();
     let (gone, min_keep) = retention.going.get(&m.to).cloned().unwrap_or_default();

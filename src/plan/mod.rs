@@ -53,14 +53,8 @@ pub fn endpoints(desired: &Desired) -> types::Endpoints {
 pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     let checker = policy::Checker::new(desired);
     let mut cx = intent::PlanCx::new(observed, now);
-    for m in &desired.mirrors {
-        mirror::plan(m, &mut cx);
-    }
-    for p in promote::ordered(&desired.promotions) {
-        promote::plan(p, &mut cx, checker.as_ref());
-    }
-    for r in &desired.retags {
-        retag::plan(r, &mut cx);
+    for rule in ordered(desired) {
+        rule.plan(&mut cx, checker.as_ref());
     }
     // Retention runs after the other rules, so it knows what they need.
     let protect = retention::protected(desired, &cx);
@@ -85,13 +79,30 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     }
     let mut host_changes = Vec::new();
     hosts::plan(desired, &mut cx, &mut host_changes, &mut report.kept);
+    let incoming = std::mem::take(&mut cx.incoming);
     let mut plan = cx.resolve();
+    // Violations of the images the plan brings, where it brings them (not
+    // those of an intent a conflict or `overwrite: false` holds back).
+    let brought: std::collections::BTreeSet<(&str, &str)> = plan
+        .changes
+        .iter()
+        .filter_map(|c| Some((c.target.as_str(), c.digest.as_deref()?)))
+        .collect();
+    let incoming: Vec<Violation> = incoming
+        .into_iter()
+        .filter(|i| {
+            let target = crate::model::ImageRef::tagged(i.target.clone(), i.tag.clone());
+            brought.contains(&(target.to_string().as_str(), i.digest.as_str()))
+        })
+        .map(|i| i.violation)
+        .collect();
     plan.changes.extend(deletions);
     plan.changes.extend(host_changes);
     plan.retention = report.repos;
     plan.kept = report.kept;
     plan.endpoints = endpoints(desired);
     plan.violations = policy::violations(desired, observed, now);
+    plan.violations.extend(incoming);
     for (subject, reason) in policy::unjudged_containers(desired, observed) {
         plan.unobserved.push(Unobserved { subject, reason });
     }
@@ -185,14 +196,8 @@ fn collect<'o>(desired: &Desired, observed: &'o Observed, now: Timestamp) -> int
     let checker = policy::Checker::new(desired);
     let mut cx = intent::PlanCx::new(observed, now);
     cx.collect_needed = true;
-    for m in &desired.mirrors {
-        mirror::plan(m, &mut cx);
-    }
-    for p in promote::ordered(&desired.promotions) {
-        promote::plan(p, &mut cx, checker.as_ref());
-    }
-    for r in &desired.retags {
-        retag::plan(r, &mut cx);
+    for rule in ordered(desired) {
+        rule.plan(&mut cx, checker.as_ref());
     }
     for m in desired.mirrors.iter().filter(|m| m.prune) {
         mirror::prune_needs(m, &mut cx);
@@ -201,4 +206,177 @@ fn collect<'o>(desired: &Desired, observed: &'o Observed, now: Timestamp) -> int
         retention::needs(r, &mut cx);
     }
     cx
+}
+
+/// A rule that puts images under tags.
+#[derive(Clone, Copy)]
+enum Rule<'d> {
+    Mirror(&'d crate::config::Mirror),
+    Promotion(&'d crate::config::Promotion),
+    Retag(&'d crate::config::Retag),
+}
+
+impl Rule<'_> {
+    fn writes(&self) -> &crate::model::RepoAddr {
+        match self {
+            Rule::Mirror(m) => &m.to,
+            Rule::Promotion(p) => &p.to,
+            Rule::Retag(r) => &r.tag.repo,
+        }
+    }
+
+    fn reads(&self) -> &crate::model::RepoAddr {
+        match self {
+            Rule::Mirror(m) => &m.from,
+            Rule::Promotion(p) => &p.from,
+            Rule::Retag(r) => match &r.source {
+                crate::config::RetagSource::From(src) => &src.repo,
+                crate::config::RetagSource::Newest { repo, .. } => repo,
+            },
+        }
+    }
+
+    fn plan(&self, cx: &mut intent::PlanCx<'_>, checker: Option<&policy::Checker<'_>>) {
+        match self {
+            Rule::Mirror(m) => mirror::plan(m, cx, checker),
+            Rule::Promotion(p) => promote::plan(p, cx, checker),
+            Rule::Retag(r) => retag::plan(r, cx, checker),
+        }
+    }
+}
+
+/// The rules in an order where one that reads a repo comes after every
+/// other that writes it (`a → b` before `b → c`; a retag in a mirror's
+/// source before the mirror), so each sees what the earlier ones bring and
+/// one apply converges. Rules that feed each other in a cycle (two retags
+/// in one repo) stay together, in the written order, after what feeds any
+/// of them; otherwise too the written order holds: mirrors, promotions,
+/// retags.
+fn ordered(desired: &Desired) -> Vec<Rule<'_>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let all: Vec<Rule<'_>> = desired
+        .mirrors
+        .iter()
+        .map(Rule::Mirror)
+        .chain(desired.promotions.iter().map(Rule::Promotion))
+        .chain(desired.retags.iter().map(Rule::Retag))
+        .collect();
+    let n = all.len();
+    let mut writers: BTreeMap<&crate::model::RepoAddr, Vec<usize>> = BTreeMap::new();
+    for (i, r) in all.iter().enumerate() {
+        writers.entry(r.writes()).or_default().push(i);
+    }
+    // `feeds[i]`: the rules that read what rule i writes.
+    let mut feeds: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut fed_by: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (j, r) in all.iter().enumerate() {
+        for &i in writers.get(r.reads()).into_iter().flatten() {
+            if i != j {
+                feeds[i].push(j);
+                fed_by[j].push(i);
+            }
+        }
+    }
+    let comp = cycles(&feeds, &fed_by);
+    let comps = comp.iter().copied().max().map_or(0, |m| m + 1);
+    // Each cycle (or lone rule) waits for those that feed it from outside.
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); comps];
+    for (i, &c) in comp.iter().enumerate() {
+        members[c].push(i);
+    }
+    let mut waits = vec![0usize; comps];
+    let mut after: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); comps];
+    for (i, next) in feeds.iter().enumerate() {
+        for &j in next {
+            if comp[i] != comp[j] && after[comp[i]].insert(comp[j]) {
+                waits[comp[j]] += 1;
+            }
+        }
+    }
+    // Ready cycles by their first rule as written.
+    let mut ready: BTreeSet<(usize, usize)> = (0..comps)
+        .filter(|&c| waits[c] == 0)
+        .filter_map(|c| Some((*members[c].first()?, c)))
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    while let Some((_, c)) = ready.pop_first() {
+        out.extend(members[c].iter().map(|&i| all[i]));
+        for &d in &after[c] {
+            waits[d] = waits[d].saturating_sub(1);
+            if waits[d] == 0 {
+                if let Some(&first) = members[d].first() {
+                    ready.insert((first, d));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The strongly connected components of a graph (Kosaraju, without
+/// recursion: a policy may have thousands of rules): for each node, the
+/// number of its component.
+fn cycles(next: &[Vec<usize>], prev: &[Vec<usize>]) -> Vec<usize> {
+    let n = next.len();
+    // Nodes by the time their depth-first search finished.
+    let mut finished = Vec::with_capacity(n);
+    let mut seen = vec![false; n];
+    for root in 0..n {
+        if seen[root] {
+            continue;
+        }
+        seen[root] = true;
+        let mut stack = vec![(root, 0usize)];
+        while let Some((node, edge)) = stack.pop() {
+            if let Some(&to) = next[node].get(edge) {
+                stack.push((node, edge + 1));
+                if !seen[to] {
+                    seen[to] = true;
+                    stack.push((to, 0));
+                }
+            } else {
+                finished.push(node);
+            }
+        }
+    }
+    let mut comp = vec![usize::MAX; n];
+    let mut count = 0;
+    for &root in finished.iter().rev() {
+        if comp[root] != usize::MAX {
+            continue;
+        }
+        comp[root] = count;
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            for &from in &prev[node] {
+                if comp[from] == usize::MAX {
+                    comp[from] = count;
+                    stack.push(from);
+                }
+            }
+        }
+        count += 1;
+    }
+    comp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cycles;
+
+    #[test]
+    fn cycles_group_nodes_that_reach_each_other() {
+        // 0 → 1 → 2 → 1, 3 alone, 4 → 0
+        let next = vec![vec![1], vec![2], vec![1], vec![], vec![0]];
+        let mut prev = vec![Vec::new(); next.len()];
+        for (i, to) in next.iter().enumerate() {
+            for &j in to {
+                prev[j].push(i);
+            }
+        }
+        let c = cycles(&next, &prev);
+        assert_eq!(c[1], c[2]);
+        let distinct: std::collections::BTreeSet<usize> = [c[0], c[1], c[3], c[4]].into();
+        assert_eq!(distinct.len(), 4, "{c:?}");
+    }
 }

@@ -27,7 +27,7 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     // What earlier rules bring into FROM in this plan counts too: with
     // `dev → staging → prod`, one apply promotes all the way, and the next
     // plan has nothing left to do.
-    let fed = cx.intents.iter().any(|i| i.target == p.from);
+    let fed = cx.fed(&p.from);
     if src.missing && !fed {
         // As for mirrors: a mistyped `from` must not read as "nothing to promote".
         cx.block(
@@ -42,7 +42,8 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         RepoView::Unknown => None,
     };
     let planned = if fed {
-        cx.planned_tags(&p.from).unwrap_or_default()
+        cx.planned_tags(&p.from, p.tags.needs_created())
+            .unwrap_or_default()
     } else {
         cx.tags_with_created(&p.from, src)
             .into_iter()
@@ -95,36 +96,23 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         }
         // cosign's signature tags come in the same apply.
         super::referrers::follow(cx, &p.name, (&origin, &p.to), (&tag, &digest), &subject);
-        cx.intents.push(Intent {
-            target: p.to.clone(),
-            tag: tag.clone(),
-            digest: digest.clone(),
-            source: origin,
-            rule: p.name.clone(),
-            reason: format!("promotion of {subject}"),
-            may_move: p.overwrite,
-            with_referrers: true,
-            only_platforms: None,
-            is_retag: false,
-            source_digest: None,
-        });
+        cx.bring(
+            Intent {
+                target: p.to.clone(),
+                tag: tag.clone(),
+                digest: digest.clone(),
+                source: origin,
+                rule: p.name.clone(),
+                reason: format!("promotion of {subject}"),
+                may_move: p.overwrite,
+                with_referrers: true,
+                only_platforms: None,
+                is_retag: false,
+                source_digest: None,
+            },
+            checker,
+        );
     }
-}
-
-/// Promotions in an order where one whose FROM another fills comes after
-/// it (`dev → staging` before `staging → prod`), else as written; a cycle
-/// keeps the written order for what is left.
-pub fn ordered(promotions: &[Promotion]) -> Vec<&Promotion> {
-    let mut left: Vec<&Promotion> = promotions.iter().collect();
-    let mut out = Vec::with_capacity(left.len());
-    while !left.is_empty() {
-        let ready = left
-            .iter()
-            .position(|p| !left.iter().any(|q| q.to == p.from && q.from != p.from))
-            .unwrap_or(0);
-        out.push(left.remove(ready));
-    }
-    out
 }
 
 /// Every requirement that does not hold, each as a reason for the plan, in

@@ -2,20 +2,30 @@
 //! newest tag matching a selector.
 
 use super::intent::{Intent, PlanCx, RepoView};
+use super::policy::Checker;
 
 use crate::config::{Retag, RetagSource};
-use crate::model::{Reference, Tag};
+use crate::model::{Digest, Reference, RepoAddr, Tag};
 
-pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
+pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let rule = r.rule_name();
     let Some(tag) = r.tag.tag().cloned() else {
         return;
     };
     let subject = r.tag.to_string();
-    let (digest, source, reason) = match &r.source {
+    // Where the source tag (or pinned digest) will be once earlier rules'
+    // intents are applied: (repo, tag) for `planned_filter`.
+    let (digest, source, reason, at): (Digest, RepoAddr, String, Option<(RepoAddr, Tag)>) = match &r
+        .source
+    {
         RetagSource::From(src) => match &src.reference {
             Some(Reference::Tag(t)) => match cx.planned(&src.repo, t) {
-                Some((d, from)) => (d, from, format!("pinned to {src}")),
+                Some((d, from)) => (
+                    d,
+                    from,
+                    format!("pinned to {src}"),
+                    Some((src.repo.clone(), t.clone())),
+                ),
                 None if cx.in_conflict(&src.repo, t) => {
                     // Still wants the tag: any other rule on it must not win.
                     let reason = format!("source {src} is itself in conflict");
@@ -30,21 +40,42 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
                 }
             },
             Some(Reference::Digest(d)) => {
-                let known_tagged = matches!(cx.repo(&src.repo), RepoView::Known(s) if s.tags.values().any(|x| x == d));
-                let exists = known_tagged
-                    || matches!(cx.image(&src.repo, d), Some(crate::observe::Fact::Known(_)));
-                if !exists {
-                    if !cx.collect_needed && matches!(cx.repo(&src.repo), RepoView::Known(_)) {
-                        cx.block(&rule, subject, format!("source {src} does not exist"));
+                // An image a rule brings into that repo in this plan is
+                // there for this retag too (read where that rule reads it).
+                let brought = cx
+                    .intents
+                    .iter()
+                    .find(|i| i.target == src.repo && &i.digest == d && !i.tag.is_referrer_tag())
+                    .map(|i| (i.source.clone(), i.tag.clone()));
+                if let Some((from, t)) = brought {
+                    (
+                        d.clone(),
+                        from,
+                        format!("pinned to {src}"),
+                        Some((src.repo.clone(), t)),
+                    )
+                } else {
+                    let known_tagged = matches!(cx.repo(&src.repo), RepoView::Known(s) if s.tags.values().any(|x| x == d));
+                    let exists = known_tagged
+                        || matches!(cx.image(&src.repo, d), Some(crate::observe::Fact::Known(_)));
+                    if !exists {
+                        if !cx.collect_needed && matches!(cx.repo(&src.repo), RepoView::Known(_)) {
+                            cx.block(&rule, subject, format!("source {src} does not exist"));
+                        }
+                        return;
                     }
-                    return;
+                    (
+                        d.clone(),
+                        src.repo.clone(),
+                        format!("pinned to {src}"),
+                        None,
+                    )
                 }
-                (d.clone(), src.repo.clone(), format!("pinned to {}", src))
             }
             None => return,
         },
         RetagSource::Newest { repo, tags } => {
-            let Some(planned) = cx.planned_tags(repo) else {
+            let Some(planned) = cx.planned_tags(repo, tags.semver.is_none()) else {
                 return;
             };
             // The retagged tag itself (e.g. `latest`) is not a candidate for its own newest.
@@ -64,7 +95,12 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
                 return;
             };
             match cx.planned(repo, &best) {
-                Some((d, from)) => (d, from, format!("newest of {repo}: {best}")),
+                Some((d, from)) => (
+                    d,
+                    from,
+                    format!("newest of {repo}: {best}"),
+                    Some((repo.clone(), best.clone())),
+                ),
                 None if cx.in_conflict(repo, &best) => {
                     let reason = format!("newest of {repo} is {best}, which is itself in conflict");
                     cx.claim(&rule, &r.tag.repo, &tag, format!("{repo}:{best}"), reason);
@@ -74,24 +110,37 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>) {
             }
         }
     };
+    // An earlier rule's platform-filtered index exists nowhere yet: it is
+    // made here the same way, from the full index at the source.
+    let (source_digest, only_platforms) = match at
+        .as_ref()
+        .and_then(|(repo, t)| cx.planned_filter(repo, t, &digest))
+    {
+        Some((full, kept)) => (Some(full), Some(kept)),
+        None => (None, None),
+    };
     let current = match cx.repo(&r.tag.repo) {
         RepoView::Known(s) => s.tags.get(&tag).cloned(),
         RepoView::Unknown => None,
     };
     if cx.collect_needed && current.as_ref() != Some(&digest) {
-        let _ = cx.image(&source, &digest);
+        let _ = cx.image(&source, source_digest.as_ref().unwrap_or(&digest));
     }
-    cx.intents.push(Intent {
-        target: r.tag.repo.clone(),
-        tag,
-        digest,
-        source,
-        rule,
-        reason,
-        may_move: true,
-        with_referrers: true,
-        only_platforms: None,
-        is_retag: true,
-        source_digest: None,
-    });
+    cx.bring(
+        Intent {
+            target: r.tag.repo.clone(),
+            tag,
+            digest,
+            source,
+            rule,
+            reason,
+            may_move: true,
+            // Referrers name the full index, not a filtered one.
+            with_referrers: source_digest.is_none(),
+            only_platforms,
+            is_retag: true,
+            source_digest,
+        },
+        checker,
+    );
 }
