@@ -450,7 +450,6 @@ async fn untag(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcom
 /// no other tag has appeared on it since, and no tagged index lists it.
 async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcome, String> {
     let (indexes, reads) = (cx.indexes, cx.reads);
-    let asked = tokio::time::Instant::now();
     let target: ImageRef = parse("target", Some(&c.target))?;
     let digest: Digest = parse("digest", c.digest.as_deref())?;
     let reg = registry(registries, &target)?;
@@ -461,9 +460,7 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
             return Ok(Outcome::NotStarted);
         }
         // What the orphaned list names may be tagged on its own: those stay.
-        let read = reads
-            .read(reg.as_ref(), &target.repo, Fresh::StartedAfter(asked))
-            .await;
+        let read = reads.read(reg.as_ref(), &target.repo, FINAL_READ_AGE).await;
         let (state, _) = read.as_ref().as_ref().map_err(|e| e.clone())?;
         return delete_orphan_referrers(reg.as_ref(), &target, tag, &digest, state)
             .await
@@ -474,9 +471,9 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         planned.push(t.to_string());
     }
     // Re-read every tag of the repo: a tag the plan did not see on this digest keeps it alive.
-    let read = reads
-        .read(reg.as_ref(), &target.repo, Fresh::StartedAfter(asked))
-        .await;
+    // A first look, to skip early what has changed; the last one, right
+    // before the delete, is what keeps a tag safe.
+    let read = reads.read(reg.as_ref(), &target.repo, FINAL_READ_AGE).await;
     // The shared read may have waited long for the registry: a stop that
     // came meanwhile spares the rest of this deletion's reads.
     if cx.stopping() {
@@ -518,22 +515,11 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
             return Ok(veto);
         }
     }
-    // An index pushed since the plan may list it as a platform: deleting it
-    // would break that index (children are never deleted on their own).
-    let parents = indexes
-        .tags_listing(reg.as_ref(), repo, heads, &digest)
+    if let Some(stale) = listed_by_index(indexes, reg.as_ref(), &target, heads, &digest)
         .await
-        .map_err(err)?;
-    if !parents.is_empty() {
-        return Ok(Outcome::Stale(format!(
-            "{}: {digest} is now listed by the index tagged {}",
-            target.repo,
-            parents
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+        .map_err(err)?
+    {
+        return Ok(stale);
     }
     // The image first, and only once it is gone its referrers (signatures,
     // SBOMs), then the fallback referrers tag: an image whose delete fails
@@ -546,22 +532,24 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     // The shared read may be long past by now (deletions queue for the
     // registry's `concurrency`, hundreds at once): a tag that existed then
     // and was moved onto this digest since (a roll-back of `stable`) is in
-    // no list of new names. So the last check and the delete are one
-    // deletion of the repo at a time (no queue between them), against a
-    // read finished at most `FINAL_READ_AGE` before (shared by the
-    // deletions that follow it within that second).
-    let turn = reads.turn(&target.repo).await;
-    let recent = tokio::time::Instant::now()
-        .checked_sub(FINAL_READ_AGE)
-        .map_or(asked, |t| t.max(asked));
-    let fresh = reads
-        .read(reg.as_ref(), &target.repo, Fresh::FinishedAfter(recent))
-        .await;
+    // no list of new names. So the last check and the delete go a few
+    // deletions of the repo at a time (as many as the registry takes
+    // requests: no long queue between check and delete), against a
+    // read finished at most `FINAL_READ_AGE` before, or as long before as
+    // it took to make (shared by the deletions that follow it meanwhile).
+    let turn = reads.turn(reg.as_ref(), &target.repo).await;
+    let fresh = reads.read(reg.as_ref(), &target.repo, FINAL_READ_AGE).await;
     if cx.stopping() {
         return Ok(Outcome::NotStarted);
     }
-    let (state, _) = fresh.as_ref().as_ref().map_err(|e| e.clone())?;
+    let (state, heads) = fresh.as_ref().as_ref().map_err(|e| e.clone())?;
     if let Some(stale) = tags_changed(state, &planned, &target, &digest) {
+        return Ok(stale);
+    }
+    if let Some(stale) = listed_by_index(indexes, reg.as_ref(), &target, heads, &digest)
+        .await
+        .map_err(err)?
+    {
         return Ok(stale);
     }
     // Then a cheap list of the repo's tags, and a HEAD of each name the
@@ -607,6 +595,32 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         .await
         .map_err(err)?;
     Ok(Outcome::Done)
+}
+
+/// An index pushed since the plan may list `digest` as a platform:
+/// deleting it would break that index (children are never deleted on their
+/// own). `Some(Stale)` naming its tags then.
+async fn listed_by_index(
+    indexes: &IndexChildren,
+    reg: &dyn Registry,
+    target: &ImageRef,
+    heads: &BTreeMap<Tag, ManifestHead>,
+    digest: &Digest,
+) -> Result<Option<Outcome>, RegistryError> {
+    let parents = indexes
+        .tags_listing(reg, &target.repo.repo, heads, digest)
+        .await?;
+    Ok((!parents.is_empty()).then(|| {
+        Outcome::Stale(format!(
+            "{}: {digest} is now listed by the index tagged {}",
+            target.repo,
+            parents
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }))
 }
 
 /// How long ago the repo read a deletion last checks may have finished. Up
@@ -823,20 +837,20 @@ async fn delete_orphan_referrers(
 /// A repo's tags and their HEADs, or why they could not be read.
 type RepoRead = Arc<Result<(crate::observe::RepoState, BTreeMap<Tag, ManifestHead>), String>>;
 
-/// Fresh reads of whole repos, shared by the deletions that wait on them.
-/// A deletion only uses a read that started after it did, so it sees every
-/// tag pushed or moved before it began, as with a read of its own; but the
-/// deletions of one repo that start while a read is under way share the
-/// next one, instead of each listing and HEADing every tag (retention of
-/// thousands of tags in a repo of thousands would otherwise cost millions
-/// of requests). A shared read can be seconds old when a deletion finally
-/// runs (deletions queue for the registry's `concurrency`), so each one also
-/// lists the tags right before its delete ([`tagged_since`]).
+/// Fresh reads of whole repos, shared by the deletions that wait on them:
+/// a read is used while it finished at most a second ago, or as long ago as
+/// it took to make, and the deletions of one repo that come meanwhile share
+/// the next one, instead of each listing and HEADing every tag (retention of
+/// thousands of tags in a repo of thousands would otherwise cost millions of
+/// requests). Right before its delete, each deletion also lists the tags and
+/// reads any new name ([`tagged_since`]).
 #[derive(Default)]
 struct RepoReads {
     repos: std::sync::Mutex<HashMap<crate::model::RepoAddr, Arc<Mutex<Option<SharedRead>>>>>,
-    /// Per repo: held from a deletion's last check through its delete.
-    turns: std::sync::Mutex<HashMap<crate::model::RepoAddr, Arc<Mutex<()>>>>,
+    /// Per repo: held from a deletion's last check through its delete, as
+    /// many at once as the registry takes requests (so none queues between
+    /// its check and its delete for long).
+    turns: std::sync::Mutex<HashMap<crate::model::RepoAddr, Arc<tokio::sync::Semaphore>>>,
 }
 
 struct SharedRead {
@@ -845,31 +859,29 @@ struct SharedRead {
     read: RepoRead,
 }
 
-/// Which shared read will do.
-#[derive(Clone, Copy)]
-enum Fresh {
-    /// One begun at or after this moment: it saw every tag pushed or moved before.
-    StartedAfter(tokio::time::Instant),
-    /// One finished at or after this moment (a big repo's read takes longer
-    /// than any "begun within" bound a deletion could ask for).
-    FinishedAfter(tokio::time::Instant),
-}
-
 impl RepoReads {
-    /// The repo's turn for a last check and delete (one at a time).
-    async fn turn(&self, repo: &crate::model::RepoAddr) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
+    /// A turn for a last check and delete in the repo; `None` only if the
+    /// turns were closed (never: they live as long as the apply).
+    async fn turn(
+        &self,
+        reg: &dyn Registry,
+        repo: &crate::model::RepoAddr,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let turns = {
             let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-            turns.entry(repo.clone()).or_default().clone()
+            turns
+                .entry(repo.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(reg.concurrency().max(1))))
+                .clone()
         };
-        lock.lock_owned().await
+        turns.acquire_owned().await.ok()
     }
 
     async fn read(
         &self,
         reg: &dyn Registry,
         repo: &crate::model::RepoAddr,
-        fresh: Fresh,
+        max_age: std::time::Duration,
     ) -> RepoRead {
         let slot = {
             let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
@@ -878,9 +890,12 @@ impl RepoReads {
         // Held while reading: those who start meanwhile wait, then share
         // the read the first of them makes.
         let mut last = slot.lock().await;
-        let will_do = |r: &&SharedRead| match fresh {
-            Fresh::StartedAfter(t) => r.started >= t,
-            Fresh::FinishedAfter(t) => r.finished >= t,
+        // A big repo's read takes longer than any fixed bound (and
+        // Distribution's DELETE itself reads every tag of the repo): a read
+        // stays good for as long as it took, so reads never crowd out the
+        // deletions they serve.
+        let will_do = |r: &&SharedRead| {
+            r.finished.elapsed() <= max_age.max(r.finished.duration_since(r.started))
         };
         if let Some(r) = last.as_ref().filter(will_do) {
             return r.read.clone();

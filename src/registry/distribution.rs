@@ -169,6 +169,7 @@ pub struct Distribution {
     host: String,
     client: reqwest::Client,
     permits: Semaphore,
+    concurrency: usize,
     rate: Option<Rate>,
     creds: CredSource,
     scheme: std::sync::Mutex<Scheme>,
@@ -433,6 +434,7 @@ impl Distribution {
             host,
             client,
             permits: Semaphore::new(concurrency),
+            concurrency,
             rate,
             creds,
             scheme: std::sync::Mutex::new(Scheme::Unknown),
@@ -1564,6 +1566,10 @@ impl Stream for Verified {
 
 #[async_trait]
 impl Registry for Distribution {
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
     fn name(&self) -> &RegistryName {
         &self.name
     }

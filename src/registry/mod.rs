@@ -140,6 +140,11 @@ pub trait Registry: Send + Sync {
     /// The policy name of this registry (used in messages).
     fn name(&self) -> &RegistryName;
 
+    /// Requests this client sends at once (the registry's `concurrency`).
+    fn concurrency(&self) -> usize {
+        1
+    }
+
     /// Repositories in the registry (catalog). `Unsupported` where there is none.
     async fn list_repos(&self) -> Result<Vec<Repo>>;
 
