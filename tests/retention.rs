@@ -834,7 +834,7 @@ async fn a_child_of_a_nested_index_is_untagged_not_deleted() {
     push_image(&reg, &repo, Some(&t("c-old")), &old)
         .await
         .unwrap();
-    let inner = regimen::testkit::push_index(&reg, &repo, None, &[old.clone()])
+    let inner = regimen::testkit::push_index(&reg, &repo, None, std::slice::from_ref(&old))
         .await
         .unwrap();
     let inner_size = reg
