@@ -987,7 +987,15 @@ fn retention(n: &Node, cx: &mut Cx, uses: &mut Uses) -> Option<Retention> {
     let mut f = Fields::new(n, "retention rule", cx)?;
     let name = f.req("name", cx, string);
     let repos = f.req("repos", cx, |n, cx| {
-        list(n, cx, |i, cx| repo_glob(i, cx, uses))
+        let repos = list(n, cx, |i, cx| repo_glob(i, cx, uses))?;
+        if repos.is_empty() {
+            cx.err(
+                &n.loc,
+                "`repos` is empty: name at least one `REGISTRY/REPO` (globs allowed) for the rule to clean",
+            );
+            return None;
+        }
+        Some(repos)
     });
     let delete = f.take("delete", cx, |n, cx| {
         let mut g = Fields::new(n, "`delete`", cx)?;

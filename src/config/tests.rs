@@ -686,3 +686,12 @@ fn latest_in_delete_tags_is_an_error_at_its_key() {
         "{REG}mirrors:\n  - {{from: dev/a, to: dev/b, tags: {{semver: \"*\", latest: 2}}}}\n"
     )));
 }
+
+#[test]
+fn a_retention_rule_without_repos_is_an_error() {
+    let e = errors(&format!(
+        "{REG}retention:\n  - {{name: a, repos: [], delete: {{older_than: 30d}}}}\n"
+    ));
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.starts_with("p.yaml:4:22: `repos` is empty"), "{e}");
+}
