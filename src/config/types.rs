@@ -406,7 +406,7 @@ pub struct Retention {
     /// Unique rule name.
     pub name: String,
     /// Globs over `REGISTRY/REPO` (`dev/team/*`); the registry part is a name, wildcards use the catalog.
-    #[schemars(with = "Vec<String>")]
+    #[schemars(with = "Vec<String>", length(min = 1))]
     pub repos: Vec<RepoGlob>,
     /// All given conditions must hold for a tag to be deleted (required: without one, the rule would delete everything not kept).
     pub delete: DeleteWhen,
