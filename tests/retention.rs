@@ -877,3 +877,53 @@ async fn a_child_of_a_nested_index_is_untagged_not_deleted() {
     let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// On an OCI layout too, a referrer with a tag of its own outlives the image
+/// it describes; an untagged one goes with it.
+#[tokio::test]
+async fn tagged_referrers_outlive_their_image_in_a_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let repo: Repo = "team/r".parse().unwrap();
+    let old = push_image(
+        &reg,
+        &repo,
+        Some(&t("pr-1")),
+        &ImageSpec::new(&ago(100)).with_layer("v", "1"),
+    )
+    .await
+    .unwrap();
+    let kept = push_referrer(&reg, &repo, &old, "application/vnd.cyclonedx+json", b"{}")
+        .await
+        .unwrap();
+    let gone = push_referrer(&reg, &repo, &old, "application/spdx+json", b"{}")
+        .await
+        .unwrap();
+    let m = reg
+        .get_manifest(&repo, kept.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    reg.put_manifest(&repo, Some(&t("sbom-keep")), &m)
+        .await
+        .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  dev: {url: oci:dev}\nretention:\n  - {name: old, repos: [dev/team/r], delete: {tags: {glob: \"pr-*\"}, older_than: 30d}, min_keep: 0}\n",
+    )
+    .unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tags(&reg, "team/r").await, ["sbom-keep"], "{out}");
+    for (digest, present) in [(&old, false), (&kept, true), (&gone, false)] {
+        assert_eq!(
+            reg.head_manifest(&repo, digest.as_str())
+                .await
+                .unwrap()
+                .is_some(),
+            present,
+            "{digest}"
+        );
+    }
+}

@@ -313,10 +313,20 @@ impl OciLayout {
             }
         }
         let mut doomed: HashSet<Digest> = HashSet::from([digest.clone()]);
+        // A referrer with a name of its own (an SBOM also tagged
+        // `sbom-keep`, an image pushed with a `subject`) is not only
+        // describing the image: it stays, and what refers to it too.
+        let named: HashSet<Digest> = index
+            .entries()
+            .iter()
+            .filter(|e| entry_ref_name(e).is_some())
+            .filter_map(entry_digest)
+            .collect();
         let candidates: Vec<(Digest, Option<String>)> = index
             .entries()
             .iter()
             .filter_map(|e| Some((entry_digest(e)?, entry_media_type(e))))
+            .filter(|(d, _)| !named.contains(d))
             .collect();
         loop {
             let mut grew = false;
@@ -1776,18 +1786,27 @@ mod tests {
         assert_eq!(names[&sbom.digest], ["example.com/sbom:b"]);
         assert_eq!(names.len(), 2);
 
-        // Deleting the image (or one whose referrer has such a name) is refused,
-        // naming it; nothing is removed.
+        // Deleting the image so named is refused, naming it; nothing is removed.
         let before = read_index_json(tmp.path(), "team/api");
-        for (d, name) in [
-            (&a.digest, "docker.io/team/api:1.0"),
-            (&b.digest, "example.com/sbom:b"),
-        ] {
-            let err = r.delete_manifest(&rp, d).await.unwrap_err();
-            assert_eq!(err.kind, ErrorKind::Conflict, "{}", err.message);
-            assert!(err.message.contains(name), "{}", err.message);
-        }
+        let err = r.delete_manifest(&rp, &a.digest).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict, "{}", err.message);
+        assert!(
+            err.message.contains("docker.io/team/api:1.0"),
+            "{}",
+            err.message
+        );
         assert_eq!(read_index_json(tmp.path(), "team/api"), before);
+        // A referrer with a name of its own outlives the image it describes.
+        r.delete_manifest(&rp, &b.digest).await.unwrap();
+        assert!(r
+            .head_manifest(&rp, b.digest.as_str())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            r.other_names(&rp).await.unwrap()[&sbom.digest],
+            ["example.com/sbom:b"]
+        );
         // Untagging leaves the other name alone.
         r.delete_tag(&rp, &tag("pr-1")).await.unwrap();
         assert_eq!(
