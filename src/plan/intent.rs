@@ -1,7 +1,7 @@
 //! Intents ("this tag should point at that digest, for that rule") and their
 //! resolution into changes and conflicts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::policy::Checker;
 use super::types::{Action, Blocked, Change, Plan, Violation};
@@ -152,7 +152,13 @@ pub enum Planned {
 pub struct PlanCx<'o> {
     pub observed: &'o Observed,
     pub now: Timestamp,
+    /// Added through [`PlanCx::push_intent`] only, which keeps the two
+    /// lookups below (a mirror of 5,000 tags asks about each of them).
     pub intents: Vec<Intent>,
+    /// `intents` by target repo and tag (indexes into it).
+    by_target: HashMap<(RepoAddr, Tag), Vec<usize>>,
+    /// Repos some intent puts an image tag into (referrer tags aside).
+    fed: HashSet<RepoAddr>,
     /// Tags rules want without a digest (see [`Claim`]).
     pub claims: Vec<Claim>,
     /// Promotion candidates held back by `min_age` alone: they pass with
@@ -200,6 +206,8 @@ impl<'o> PlanCx<'o> {
             observed,
             now,
             intents: Vec::new(),
+            by_target: HashMap::new(),
+            fed: HashSet::new(),
             claims: Vec::new(),
             soaking: Vec::new(),
             in_place: Vec::new(),
@@ -306,11 +314,7 @@ impl<'o> PlanCx<'o> {
             RepoView::Known(s) => s.tags.get(tag),
             RepoView::Unknown => None,
         };
-        let hits: Vec<&Intent> = self
-            .intents
-            .iter()
-            .filter(|i| &i.target == r && &i.tag == tag)
-            .collect();
+        let hits: Vec<&Intent> = self.intents_on(r, tag).collect();
         if let Some(first) = hits.first() {
             // Different digests block every one of them in `resolve`.
             if hits.iter().any(|i| i.digest != first.digest) {
@@ -351,9 +355,29 @@ impl<'o> PlanCx<'o> {
     /// Whether an earlier rule's intent puts an image under a tag of `r`
     /// (referrer tags aside: they are no tags a selector sees).
     pub fn fed(&self, r: &RepoAddr) -> bool {
-        self.intents
-            .iter()
-            .any(|i| &i.target == r && !i.tag.is_referrer_tag())
+        self.fed.contains(r)
+    }
+
+    /// Adds an intent as it is (see [`PlanCx::bring`] for one `policies`
+    /// judges first).
+    pub fn push_intent(&mut self, i: Intent) {
+        if !i.tag.is_referrer_tag() {
+            self.fed.insert(i.target.clone());
+        }
+        self.by_target
+            .entry((i.target.clone(), i.tag.clone()))
+            .or_default()
+            .push(self.intents.len());
+        self.intents.push(i);
+    }
+
+    /// The intents on `tag` of `r`, in the order rules added them.
+    fn intents_on<'a>(&'a self, r: &RepoAddr, tag: &Tag) -> impl Iterator<Item = &'a Intent> {
+        self.by_target
+            .get(&(r.clone(), tag.clone()))
+            .into_iter()
+            .flatten()
+            .filter_map(|&n| self.intents.get(n))
     }
 
     /// For a tag an earlier rule fills with a platform-filtered copy (an
@@ -366,9 +390,8 @@ impl<'o> PlanCx<'o> {
         tag: &Tag,
         digest: &Digest,
     ) -> Option<(Digest, Vec<String>)> {
-        self.intents
-            .iter()
-            .filter(|i| &i.target == r && &i.tag == tag && &i.digest == digest)
+        self.intents_on(r, tag)
+            .filter(|i| &i.digest == digest)
             .find_map(|i| Some((i.source_digest.clone()?, i.only_platforms.clone()?)))
     }
 
@@ -449,7 +472,7 @@ impl<'o> PlanCx<'o> {
     /// as promotions are, and later rules do not build on it.
     pub fn bring(&mut self, intent: Intent, checker: Option<&Checker<'_>>) {
         let Some(checker) = checker.filter(|c| c.judges_images()) else {
-            self.intents.push(intent);
+            self.push_intent(intent);
             return;
         };
         // Referrer tags hold artifacts, not images; a tag already in place
@@ -457,12 +480,12 @@ impl<'o> PlanCx<'o> {
         let current = match self.repo(&intent.target) {
             RepoView::Known(s) => s.tags.get(&intent.tag),
             RepoView::Unknown => {
-                self.intents.push(intent);
+                self.push_intent(intent);
                 return;
             }
         };
         if intent.tag.is_referrer_tag() || current == Some(&intent.digest) {
-            self.intents.push(intent);
+            self.push_intent(intent);
             return;
         }
         // A filtered copy has the facts of the index it is made from.
@@ -510,7 +533,7 @@ impl<'o> PlanCx<'o> {
                 },
             });
         }
-        self.intents.push(intent);
+        self.push_intent(intent);
     }
 
     /// Turns intents into changes: same target and digest from several rules

@@ -79,7 +79,7 @@ pub fn follow(
                 None => continue,
             }
         }
-        cx.intents.push(Intent {
+        cx.push_intent(Intent {
             target: to.clone(),
             tag: tag.clone(),
             digest: want.clone(),
