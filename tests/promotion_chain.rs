@@ -301,3 +301,44 @@ async fn a_retag_in_a_mirrors_source_is_mirrored_in_the_same_apply() {
     assert_eq!(digest_of(&b, "rt/app", "1.0.0").await, new);
     assert_eq!(digest_of(&b, "rt/app", "latest").await, new);
 }
+
+/// A promotion from a platform-filtered mirror's target: the filtered index
+/// exists nowhere before the apply, so the plan says the promotion waits a
+/// run (not a silent skip), and once it has landed it is promoted, read
+/// where it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promotion_after_a_filtered_mirror_says_it_waits_then_promotes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = layout(&tmp, "a");
+    let app: Repo = "multi/app".parse().unwrap();
+    let specs = [
+        ImageSpec::new(&ago(3))
+            .with_layer("v", "amd")
+            .with_platform("linux", "amd64"),
+        ImageSpec::new(&ago(3))
+            .with_layer("v", "arm")
+            .with_platform("linux", "arm64"),
+    ];
+    regimen::testkit::push_index(&a, &app, Some(&t("multi")), &specs)
+        .await
+        .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n  c: {url: oci:c}\n\
+         mirrors:\n  - {from: a/multi/app, to: b/multi/app, platforms: [linux/amd64]}\n\
+         promotions:\n  - {name: p, from: b/multi/app, to: c/multi/app}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("b/multi/app:multi") && out.contains("promoted on the next run"),
+        "{out}"
+    );
+    apply_converges(d);
+    let (b, c) = (layout(&tmp, "b"), layout(&tmp, "c"));
+    let filtered = digest_of(&b, "multi/app", "multi").await;
+    assert!(filtered.is_some());
+    assert_eq!(digest_of(&c, "multi/app", "multi").await, filtered);
+}

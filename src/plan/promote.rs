@@ -63,14 +63,25 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             }
             continue;
         };
-        let at_origin = origin == p.from
-            || matches!(cx.repo(&origin), RepoView::Known(o) if o.tags.values().any(|d| *d == digest));
-        if !at_origin {
+        let has = |r: &RepoAddr, cx: &PlanCx<'_>| matches!(cx.repo(r), RepoView::Known(o) if o.tags.values().any(|d| *d == digest));
+        let subject = format!("{}:{tag}", p.from);
+        let origin = if origin == p.from || has(&origin, cx) {
+            origin
+        } else if has(&p.from, cx) {
+            // A platform-filtered mirror's copy that has landed: read it where it is.
+            p.from.clone()
+        } else {
             // A filtered mirror's new index exists nowhere yet: promoted
             // once it has landed, on the next run.
+            if !cx.collect_needed {
+                cx.block(
+                    &p.name,
+                    subject,
+                    "its platform-filtered copy lands with this apply: promoted on the next run",
+                );
+            }
             continue;
-        }
-        let subject = format!("{}:{tag}", p.from);
+        };
         // Already promoted: nothing to check; referrers attached since follow.
         if target_state.and_then(|t| t.tags.get(&tag)) == Some(&digest) {
             super::referrers::follow(cx, &p.name, (&origin, &p.to), (&tag, &digest), &subject);
