@@ -470,9 +470,9 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     if let Some(t) = target.tag() {
         planned.push(t.to_string());
     }
-    // Re-read every tag of the repo: a tag the plan did not see on this digest keeps it alive.
-    // A first look, to skip early what has changed; the last one, right
-    // before the delete, is what keeps a tag safe.
+    // A first look at the repo's tags, to skip early what has changed; the
+    // last one, right before the delete (with the index check), is what
+    // keeps a tag safe.
     let read = reads.read(reg.as_ref(), &target.repo, FINAL_READ_AGE).await;
     // The shared read may have waited long for the registry: a stop that
     // came meanwhile spares the rest of this deletion's reads.
@@ -514,12 +514,6 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         if let Some(veto) = host_veto(cx.host_use, &c.target, &children) {
             return Ok(veto);
         }
-    }
-    if let Some(stale) = listed_by_index(indexes, reg.as_ref(), &target, heads, &digest)
-        .await
-        .map_err(err)?
-    {
-        return Ok(stale);
     }
     // The image first, and only once it is gone its referrers (signatures,
     // SBOMs), then the fallback referrers tag: an image whose delete fails
