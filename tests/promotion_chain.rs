@@ -140,6 +140,22 @@ fn layout(tmp: &tempfile::TempDir, name: &str) -> OciLayout {
     OciLayout::new(name.parse().unwrap(), tmp.path().join(name))
 }
 
+/// `multi/app:TAG` in `reg`: an index of a linux/amd64 and a linux/arm64 image.
+async fn push_two_platforms(reg: &OciLayout, tag: &str) {
+    let specs = [
+        ImageSpec::new(&ago(3))
+            .with_layer("v", "amd")
+            .with_platform("linux", "amd64"),
+        ImageSpec::new(&ago(3))
+            .with_layer("v", "arm")
+            .with_platform("linux", "arm64"),
+    ];
+    let app: Repo = "multi/app".parse().unwrap();
+    regimen::testkit::push_index(reg, &app, Some(&t(tag)), &specs)
+        .await
+        .unwrap();
+}
+
 /// Applies once and checks that the next plan has nothing to do.
 fn apply_converges(d: &str) {
     let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
@@ -198,18 +214,7 @@ async fn a_chain_of_mirrors_converges_in_one_apply() {
 async fn a_chain_after_a_filtered_mirror_converges_in_one_apply() {
     let tmp = tempfile::tempdir().unwrap();
     let a = layout(&tmp, "a");
-    let app: Repo = "multi/app".parse().unwrap();
-    let specs = [
-        ImageSpec::new(&ago(3))
-            .with_layer("v", "amd")
-            .with_platform("linux", "amd64"),
-        ImageSpec::new(&ago(3))
-            .with_layer("v", "arm")
-            .with_platform("linux", "arm64"),
-    ];
-    regimen::testkit::push_index(&a, &app, Some(&t("1.0")), &specs)
-        .await
-        .unwrap();
+    push_two_platforms(&a, "1.0").await;
     std::fs::write(
         tmp.path().join("policy.yaml"),
         "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n  c: {url: oci:c}\n\
@@ -310,18 +315,7 @@ async fn a_retag_in_a_mirrors_source_is_mirrored_in_the_same_apply() {
 async fn a_promotion_after_a_filtered_mirror_says_it_waits_then_promotes() {
     let tmp = tempfile::tempdir().unwrap();
     let a = layout(&tmp, "a");
-    let app: Repo = "multi/app".parse().unwrap();
-    let specs = [
-        ImageSpec::new(&ago(3))
-            .with_layer("v", "amd")
-            .with_platform("linux", "amd64"),
-        ImageSpec::new(&ago(3))
-            .with_layer("v", "arm")
-            .with_platform("linux", "arm64"),
-    ];
-    regimen::testkit::push_index(&a, &app, Some(&t("multi")), &specs)
-        .await
-        .unwrap();
+    push_two_platforms(&a, "multi").await;
     std::fs::write(
         tmp.path().join("policy.yaml"),
         "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n  c: {url: oci:c}\n\

@@ -38,6 +38,11 @@ fn quickstart_with_saved_plan() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (tmp, dir, planfile)
 }
 
+/// A saved plan's JSON, to edit as a hand would.
+fn plan_json(planfile: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(planfile).unwrap()).unwrap()
+}
+
 fn digest_of(layout: &Path, tag: &str) -> String {
     let raw = skopeo(&[
         "inspect",
@@ -229,8 +234,7 @@ fn saved_plan_naming_a_registry_the_policy_lacks_is_refused_whole() {
 
     // Without its `endpoints` (an older regimen's plan, or an edited one)
     // the names are still checked.
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&planfile).unwrap()).unwrap();
+    let mut json = plan_json(&planfile);
     json.as_object_mut().unwrap().remove("endpoints");
     std::fs::write(&planfile, json.to_string()).unwrap();
     let (code, out) = stdout(regimen().args(["apply", "-C", d, planfile.to_str().unwrap()]));
@@ -255,13 +259,9 @@ fn saved_plan_naming_a_registry_the_policy_lacks_is_refused_whole() {
 /// by hand): where that registry was cannot be checked, and apply says so.
 #[test]
 fn saved_plan_missing_one_endpoint_is_applied_with_a_warning() {
-    let (_tmp, dir) = quickstart();
+    let (_tmp, dir, planfile) = quickstart_with_saved_plan();
     let d = dir.to_str().unwrap();
-    let planfile = dir.join("plan.json");
-    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--out"]).arg(&planfile));
-    assert_eq!(code, 0, "{out}");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&planfile).unwrap()).unwrap();
+    let mut json = plan_json(&planfile);
     let registries = json["endpoints"]["registries"].as_object_mut().unwrap();
     assert!(registries.remove("local").is_some(), "{json}");
     assert!(!registries.is_empty(), "{json}");
@@ -361,13 +361,9 @@ fn platform_filtered_mirror_applies_and_converges() {
 /// what reviewers saw.
 #[test]
 fn saved_plan_whose_digest_was_edited_is_not_applied() {
-    let (_tmp, dir) = quickstart();
+    let (_tmp, dir, planfile) = quickstart_with_saved_plan();
     let d = dir.to_str().unwrap();
-    let planfile = dir.join("plan.json");
-    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--out"]).arg(&planfile));
-    assert_eq!(code, 0, "{out}");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&planfile).unwrap()).unwrap();
+    let mut json = plan_json(&planfile);
     let change = json["changes"]
         .as_array_mut()
         .unwrap()
