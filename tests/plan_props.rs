@@ -152,7 +152,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     /// Rules that feed each other, written in any order: a mirror from a
     /// mirror's target, a promotion from it, retags in a mirror's source
-    /// and in a promotion's source. One apply converges.
+    /// and in a promotion's source, a retag from another retag's tag in the
+    /// same repo. One apply converges.
     #[test]
     fn chains_converge_in_one_apply(
         src in repo_state(), dst in repo_state(), prod in repo_state(), far in repo_state(),
@@ -161,6 +162,7 @@ proptest! {
         retag_to in proptest::sample::select(vec!["1.0.0", "stable", "latest"]),
         newest in any::<bool>(),
         reversed in any::<bool>(),
+        pin_first in any::<bool>(),
     ) {
         prop_assume!(newest || retag_to != retag_from);
         let source_retag = if newest {
@@ -171,7 +173,12 @@ proptest! {
         let mut rules = [
             format!("mirrors:\n  - from: b/dst\n    to: b/far\n    {selector}\n  - from: a/src\n    to: b/dst\n"),
             "promotions:\n  - name: promote\n    from: b/dst\n    to: b/prod\n    overwrite: true\n".to_string(),
-            format!("retags:\n  - tag: b/dst:stable\n    from: b/dst:{retag_from}\n{source_retag}"),
+            // `prod` follows `stable` in the same repo, written before or after it.
+            if pin_first {
+                format!("retags:\n  - tag: b/dst:prod\n    from: b/dst:stable\n  - tag: b/dst:stable\n    from: b/dst:{retag_from}\n{source_retag}")
+            } else {
+                format!("retags:\n  - tag: b/dst:stable\n    from: b/dst:{retag_from}\n  - tag: b/dst:prod\n    from: b/dst:stable\n{source_retag}")
+            },
         ];
         if reversed {
             rules.reverse();

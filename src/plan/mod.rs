@@ -236,6 +236,36 @@ impl Rule<'_> {
         }
     }
 
+    /// Whether this rule may read `tag` of the repo it reads: a retag reads
+    /// one tag, the others what their selector matches. Pinned digests may
+    /// arrive under any tag.
+    fn may_read(&self, tag: &crate::model::Tag) -> bool {
+        match self {
+            Rule::Mirror(m) => m.tags.matches(tag),
+            Rule::Promotion(p) => p.tags.matches(tag),
+            Rule::Retag(r) => match &r.source {
+                crate::config::RetagSource::From(src) => match &src.reference {
+                    Some(crate::model::Reference::Tag(t)) => t == tag,
+                    _ => true,
+                },
+                crate::config::RetagSource::Newest { tags, .. } => tags.matches(tag),
+            },
+        }
+    }
+
+    /// Whether rule `reader` reads what this one writes: the same repo and,
+    /// for a retag (one tag), that tag. So `rc → stable` feeds
+    /// `stable → prod` in one repo, and not the other way round.
+    fn feeds(&self, reader: &Rule<'_>) -> bool {
+        if self.writes() != reader.reads() {
+            return false;
+        }
+        match self {
+            Rule::Retag(r) => r.tag.tag().is_none_or(|t| reader.may_read(t)),
+            _ => true,
+        }
+    }
+
     fn plan(&self, cx: &mut intent::PlanCx<'_>, checker: Option<&policy::Checker<'_>>) {
         match self {
             Rule::Mirror(m) => mirror::plan(m, cx, checker),
@@ -248,10 +278,11 @@ impl Rule<'_> {
 /// The rules in an order where one that reads a repo comes after every
 /// other that writes it (`a → b` before `b → c`; a retag in a mirror's
 /// source before the mirror), so each sees what the earlier ones bring and
-/// one apply converges. Rules that feed each other in a cycle (two retags
-/// in one repo) stay together, in the written order, after what feeds any
-/// of them; otherwise too the written order holds: mirrors, promotions,
-/// retags.
+/// one apply converges. A retag feeds only rules that read its one tag, so
+/// retags in one repo chain by tag (`rc → stable` before `stable → prod`).
+/// Rules that feed each other in a cycle (`a → b` and `b → a`) stay
+/// together, in the written order, after what feeds any of them; otherwise
+/// too the written order holds: mirrors, promotions, retags.
 fn ordered(desired: &Desired) -> Vec<Rule<'_>> {
     use std::collections::{BTreeMap, BTreeSet};
     let all: Vec<Rule<'_>> = desired
@@ -271,7 +302,7 @@ fn ordered(desired: &Desired) -> Vec<Rule<'_>> {
     let mut fed_by: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (j, r) in all.iter().enumerate() {
         for &i in writers.get(r.reads()).into_iter().flatten() {
-            if i != j {
+            if i != j && all[i].feeds(r) {
                 feeds[i].push(j);
                 fed_by[j].push(i);
             }
