@@ -487,6 +487,28 @@ mod tests {
         assert_eq!(old.expect, format!("sha256:{}", "1".repeat(64)));
     }
 
+    /// A host image prune removes is no `max_age` violation after the
+    /// apply; one it keeps (a stopped container uses it) still is.
+    #[test]
+    fn a_host_image_prune_removes_is_no_violation() {
+        let p = policy(
+            "    images:\n      prune: {older_than: 30d}\npolicies:\n  max_age: 180d\n  on_violation: fail\n",
+        );
+        let old = image('1', &["reg.example:5000/team/old:1"], &[], 400);
+        let used = image('2', &["reg.example:5000/team/used:1"], &[], 400);
+        let state = HostState {
+            containers: vec![container("c-used", &used, false, 50)],
+            images: vec![old, used],
+        };
+        let plan = plan(&p, &observed(state, None), Timestamp(NOW));
+        assert_eq!(
+            changes(&plan, Action::RemoveImage),
+            ["host:h1/prod/team/old:1"]
+        );
+        let subjects: Vec<&str> = plan.violations.iter().map(|v| v.subject.as_str()).collect();
+        assert_eq!(subjects, ["host:h1/prod/team/used:1"]);
+    }
+
     #[test]
     fn removing_an_image_with_several_names_shows_them_all() {
         let p = policy("    images:\n      prune: {older_than: 30d}\n");

@@ -170,10 +170,38 @@ pub fn managed_repos(desired: &Desired, observed: &Observed) -> BTreeSet<RepoAdd
     repos
 }
 
-/// Every violation of `policies` the observed state shows, sorted.
-pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec<Violation> {
+/// Every violation of `policies` the observed state shows and `changes`
+/// leave in place, sorted. A tag the plan deletes, untags or points
+/// elsewhere, or a host image it removes, is no violation after the apply
+/// (what a tag gets instead is judged as it comes in), so `on_violation:
+/// fail` does not fail the run that cleans it up.
+pub fn violations(
+    desired: &Desired,
+    observed: &Observed,
+    now: Timestamp,
+    changes: &[super::types::Change],
+) -> Vec<Violation> {
+    use super::types::Action;
     let Some(checker) = Checker::new(desired) else {
         return Vec::new();
+    };
+    let changed: BTreeSet<String> = changes
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.action,
+                Action::Copy | Action::Retag | Action::Untag | Action::Delete
+            )
+        })
+        .flat_map(|c| c.targets())
+        .collect();
+    let removed = |host: &str, id: &Option<String>| {
+        let prefix = format!("host:{host}/");
+        changes.iter().any(|c| {
+            c.action == Action::RemoveImage
+                && c.target.starts_with(&prefix)
+                && matches!((&c.digest, id), (Some(d), Some(i)) if crate::observe::same_id(d, i))
+        })
     };
     let mut out = Vec::new();
     if checker.judges_images() {
@@ -182,6 +210,10 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
                 continue;
             };
             for (tag, digest) in &state.tags {
+                let subject = ImageRef::tagged(repo.clone(), tag.clone()).to_string();
+                if changed.contains(&subject) {
+                    continue;
+                }
                 // Unknown details are listed as unobserved, never as clean.
                 let Some(Fact::Known(info)) = observed.image(&repo, digest) else {
                     continue;
@@ -194,7 +226,7 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
                     out.push(Violation {
                         policy: v.policy.to_string(),
                         kind: v.kind.map(str::to_string),
-                        subject: ImageRef::tagged(repo.clone(), tag.clone()).to_string(),
+                        subject: subject.clone(),
                         message: v.message,
                     });
                 }
@@ -226,6 +258,7 @@ pub fn violations(desired: &Desired, observed: &Observed, now: Timestamp) -> Vec
     out.extend(
         host_violations(desired, observed, now)
             .into_iter()
+            .filter(|h| h.container.is_some() || !removed(&h.host, &h.image_id))
             .map(|h| h.violation),
     );
     out.sort_by(|a, b| {
@@ -493,13 +526,52 @@ mod tests {
         };
         o.images
             .insert((a.clone(), digest.clone()), Fact::Known(placeholder));
-        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000)), []);
+        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000), &[]), []);
         let inv = crate::inventory::build(&d, &o, Timestamp(1_800_000_000));
         assert!(inv.images.is_empty(), "{:?}", inv.images);
         // An image there is judged.
         o.images
             .insert((a, digest), Fact::Known(ImageInfo::default()));
-        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000)).len(), 1);
+        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000), &[]).len(), 1);
+    }
+
+    /// Violations are those the plan leaves: a tag retention deletes is
+    /// none after the apply, so `fail` does not fail the run removing it;
+    /// a tag it keeps still is.
+    #[test]
+    fn a_tag_the_plan_deletes_is_no_violation() {
+        let text = "registries:\n  prod: {url: \"http://127.0.0.1:1\"}\n\
+                    retention:\n  - name: r\n    repos: [prod/a]\n    delete: {older_than: 365d}\n\
+                    \x20   keep: {tags: [pinned]}\n\
+                    policies:\n  max_age: 180d\n  on_violation: fail\n";
+        let d = crate::config::load_texts(
+            std::path::Path::new("/"),
+            &[(std::sync::Arc::from("p.yaml"), text.to_string())],
+        )
+        .unwrap();
+        let now = Timestamp(1_800_000_000);
+        let a: RepoAddr = "prod/a".parse().unwrap();
+        let mut o = Observed::default();
+        let mut state = crate::observe::RepoState::default();
+        for (i, tag) in ["old", "pinned"].iter().enumerate() {
+            let digest: crate::model::Digest = format!("sha256:{}", i.to_string().repeat(64))
+                .parse()
+                .unwrap();
+            state.tags.insert(tag.parse().unwrap(), digest.clone());
+            let info = ImageInfo {
+                created: Some(Timestamp(now.0 - 400 * 86_400)),
+                ..Default::default()
+            };
+            o.images.insert((a.clone(), digest), Fact::Known(info));
+        }
+        o.repos.insert(a, Fact::Known(state));
+        let p = crate::plan::plan(&d, &o, now);
+        let deleted: Vec<&str> = p.changes.iter().map(|c| c.target.as_str()).collect();
+        assert_eq!(deleted, ["prod/a:old"], "{:#?}", p.changes);
+        let subjects: Vec<&str> = p.violations.iter().map(|v| v.subject.as_str()).collect();
+        assert_eq!(subjects, ["prod/a:pinned"]);
+        // Without the deletion both violate.
+        assert_eq!(violations(&d, &o, now, &[]).len(), 2);
     }
 
     #[test]
