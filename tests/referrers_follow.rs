@@ -321,3 +321,83 @@ fn a_first_copy_with_referrers_converges_in_one_run() {
     let (code, v) = plan(&dir);
     assert_eq!(code, 0, "{v:#}");
 }
+
+/// A chain `src → dst → dst/…/app2` (the second mirror reads the first's
+/// target): a signature and an SBOM attached at the start after the copies
+/// go all the way in one apply, each read where it is.
+#[test]
+fn late_referrers_go_down_a_chain_of_mirrors_in_one_apply() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let s = open(&src.host);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            "registries:\n  src: {{url: \"http://{}\"}}\n  dst: {{url: \"http://{}\"}}\n\
+             mirrors:\n  - {{name: last, from: dst/team/app, to: dst/team/app2}}\n\
+             \x20 - {{name: first, from: src/team/app, to: dst/team/app}}\n",
+            src.host, dst.host
+        ),
+    )
+    .unwrap();
+    let subject = block_on(push_image(
+        s.as_ref(),
+        &repo(),
+        Some(&"1.0".parse().unwrap()),
+        &ImageSpec::new(CREATED).with_layer("app", "v1"),
+    ))
+    .unwrap();
+    apply(&dir);
+    assert_eq!(dst.digest("team/app2", "1.0"), subject.to_string());
+    assert_eq!(plan(&dir).0, 0);
+
+    let sbom = block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &subject,
+        SBOM,
+        b"{\"bom\":1}",
+    ))
+    .unwrap();
+    let sig_tag = ref_tag(&subject, ".sig");
+    block_on(push_image(
+        s.as_ref(),
+        &repo(),
+        Some(&sig_tag),
+        &ImageSpec::new(CREATED).with_layer("sig", "signature 1"),
+    ))
+    .unwrap();
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 2, "{v:#}");
+    let fallback = ref_tag(&subject, "");
+    let mut targets: Vec<(String, String)> =
+        changes(&v).into_iter().map(|(a, t, _)| (a, t)).collect();
+    targets.sort();
+    let mut want: Vec<(String, String)> = ["team/app", "team/app2"]
+        .iter()
+        .flat_map(|r| {
+            [
+                ("copy".to_string(), format!("dst/{r}:{fallback}")),
+                ("copy".to_string(), format!("dst/{r}:{sig_tag}")),
+            ]
+        })
+        .collect();
+    want.sort();
+    assert_eq!(targets, want, "{v:#}");
+    apply(&dir);
+    for r in ["team/app", "team/app2"] {
+        for tag in [&fallback, &sig_tag] {
+            assert_eq!(
+                dst.digest(r, tag.as_str()),
+                src.digest("team/app", tag.as_str()),
+                "{r}:{tag} as at the source"
+            );
+        }
+        assert_eq!(
+            dst.raw_manifest(r, sbom.as_str()),
+            src.raw_manifest("team/app", sbom.as_str()),
+            "{r}: the SBOM byte for byte"
+        );
+    }
+    assert_eq!(plan(&dir).0, 0, "one apply went all the way");
+}
