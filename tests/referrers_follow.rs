@@ -322,11 +322,21 @@ fn a_first_copy_with_referrers_converges_in_one_run() {
     assert_eq!(code, 0, "{v:#}");
 }
 
-/// A chain `src → dst → dst/…/app2` (the second mirror reads the first's
-/// target): a signature and an SBOM attached at the start after the copies
-/// go all the way in one apply, each read where it is.
+/// A chain `src → dst → dst/…/app2` (the second rule reads the first's
+/// target), of mirrors or of promotions: a signature and an SBOM attached at
+/// the start after the copies go all the way in one apply, each read where
+/// it is.
 #[test]
 fn late_referrers_go_down_a_chain_of_mirrors_in_one_apply() {
+    late_referrers_down_a_chain("mirrors");
+}
+
+#[test]
+fn late_referrers_go_down_a_chain_of_promotions_in_one_apply() {
+    late_referrers_down_a_chain("promotions");
+}
+
+fn late_referrers_down_a_chain(kind: &str) {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let s = open(&src.host);
     let dir = tempfile::tempdir().unwrap();
@@ -334,7 +344,7 @@ fn late_referrers_go_down_a_chain_of_mirrors_in_one_apply() {
         dir.path().join("policy.yaml"),
         format!(
             "registries:\n  src: {{url: \"http://{}\"}}\n  dst: {{url: \"http://{}\"}}\n\
-             mirrors:\n  - {{name: last, from: dst/team/app, to: dst/team/app2}}\n\
+             {kind}:\n  - {{name: last, from: dst/team/app, to: dst/team/app2}}\n\
              \x20 - {{name: first, from: src/team/app, to: dst/team/app}}\n",
             src.host, dst.host
         ),

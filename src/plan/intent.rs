@@ -371,6 +371,16 @@ impl<'o> PlanCx<'o> {
         self.intents.push(i);
     }
 
+    /// Where earlier rules' intents put a referrer tag of `r` (when they
+    /// agree), and the repo its content is read from; `None` when no rule
+    /// writes it.
+    pub fn planned_referrer(&self, r: &RepoAddr, tag: &Tag) -> Option<(Digest, RepoAddr)> {
+        let mut hits = self.intents_on(r, tag);
+        let first = hits.next()?;
+        hits.all(|i| i.digest == first.digest)
+            .then(|| (first.digest.clone(), first.source.clone()))
+    }
+
     /// The intents on `tag` of `r`, in the order rules added them.
     fn intents_on<'a>(&'a self, r: &RepoAddr, tag: &Tag) -> impl Iterator<Item = &'a Intent> {
         self.by_target

@@ -29,23 +29,41 @@ pub fn follow(
         return;
     };
     let in_place = dst.tags.get(tag) == Some(subject);
-    let tags: Vec<&Tag> = src
+    // The source's referrer tags, and those an earlier rule brings into it
+    // in this plan: with `dev → staging → prod` promoted long ago and an
+    // SBOM attached in dev since, staging's image is in place (no intent
+    // reads it from dev), and the SBOM goes on to prod now, read in dev.
+    let tags: std::collections::BTreeSet<Tag> = src
         .referrer_tags
         .iter()
+        .chain(
+            cx.intents
+                .iter()
+                .filter(|i| &i.target == from && i.tag.is_referrer_tag())
+                .map(|i| &i.tag),
+        )
         .filter(|t| t.referrer_subject().as_ref() == Some(subject))
         .filter(|t| in_place || t.as_str().contains('.'))
+        .cloned()
         .collect();
-    for tag in tags {
+    for tag in &tags {
         let on_target = dst.referrer_tags.contains(tag);
-        if cx.collect_needed {
-            cx.needed_referrer_tags.insert((from.clone(), tag.clone()));
-            if on_target {
-                cx.needed_referrer_tags.insert((to.clone(), tag.clone()));
-            }
+        if cx.collect_needed && on_target {
+            cx.needed_referrer_tags.insert((to.clone(), tag.clone()));
         }
-        let Some(Fact::Known(want)) = cx.observed.referrer_tag(from, tag) else {
-            continue; // not read: nothing is planned on a guess
+        let (want, read_from) = match cx.planned_referrer(from, tag) {
+            Some(at) => at,
+            None => {
+                if cx.collect_needed {
+                    cx.needed_referrer_tags.insert((from.clone(), tag.clone()));
+                }
+                let Some(Fact::Known(want)) = cx.observed.referrer_tag(from, tag) else {
+                    continue; // not read: nothing is planned on a guess
+                };
+                (want.clone(), from.clone())
+            }
         };
+        let want = &want;
         if on_target {
             let Some(Fact::Known(have)) = cx.observed.referrer_tag(to, tag) else {
                 continue;
@@ -55,14 +73,14 @@ pub fn follow(
             }
             if cx.collect_needed {
                 cx.needed_referrer_entries
-                    .insert((from.clone(), want.clone()));
+                    .insert((read_from.clone(), want.clone()));
                 cx.needed_referrer_entries
                     .insert((to.clone(), have.clone()));
             }
-            match subsumed(cx, to, have, from, want) {
+            match subsumed(cx, to, have, &read_from, want) {
                 Some(true) => {}
                 // The target has everything the source lists, and more.
-                Some(false) if subsumed(cx, from, want, to, have) == Some(true) => continue,
+                Some(false) if subsumed(cx, &read_from, want, to, have) == Some(true) => continue,
                 Some(false) => {
                     cx.block(
                         rule,
@@ -83,7 +101,7 @@ pub fn follow(
             target: to.clone(),
             tag: tag.clone(),
             digest: want.clone(),
-            source: from.clone(),
+            source: read_from,
             rule: rule.to_string(),
             reason: format!("{} of {label}", kind(tag)),
             may_move: true,
