@@ -161,6 +161,14 @@ pub fn diff_dirs(old: &Path, new: &Path) -> Result<String, String> {
     Ok(out)
 }
 
+/// Changes as the plan lists them: by action, then target (versions in
+/// semver order).
+fn listed(changes: &[Change]) -> Vec<&Change> {
+    let mut out: Vec<&Change> = changes.iter().collect();
+    out.sort_by(|a, b| crate::render::change_order(a, b));
+    out
+}
+
 fn change_line(c: &Change) -> String {
     format!("{} {}", c.action.as_str(), c.target)
 }
@@ -188,7 +196,7 @@ pub fn text(plan: &Plan, r: &BaseReport) -> String {
         r.drift.len()
     );
     let drift: BTreeSet<&String> = r.drift.iter().collect();
-    for c in &plan.changes {
+    for c in listed(&plan.changes) {
         let mark = if drift.contains(&c.target) {
             "drift     "
         } else {
@@ -198,7 +206,7 @@ pub fn text(plan: &Plan, r: &BaseReport) -> String {
     }
     if !r.dropped.is_empty() {
         let _ = writeln!(out, "No longer planned because of this change:");
-        for c in &r.dropped {
+        for c in listed(&r.dropped) {
             let _ = writeln!(out, "  dropped    {}", change_line(c));
         }
     }
@@ -240,16 +248,9 @@ fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
         r.drift.len()
     );
     let drift: BTreeSet<&String> = r.drift.iter().collect();
-    let intro: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| !drift.contains(&c.target))
-        .collect();
-    let dr: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| drift.contains(&c.target))
-        .collect();
+    let (dr, intro): (Vec<&Change>, Vec<&Change>) = listed(&plan.changes)
+        .into_iter()
+        .partition(|c| drift.contains(&c.target));
     for (title, list) in [
         ("Introduced by this change", intro),
         ("Drift (happens with or without this change)", dr),
@@ -268,7 +269,7 @@ fn markdown_capped(plan: &Plan, r: &BaseReport, cap: usize) -> String {
     }
     if !r.dropped.is_empty() {
         let _ = writeln!(out, "No longer planned because of this change:");
-        for c in r.dropped.iter().take(cap) {
+        for c in listed(&r.dropped).into_iter().take(cap) {
             let _ = writeln!(out, "- `{}` `{}`", c.action.as_str(), c.target);
         }
         if r.dropped.len() > cap {
@@ -404,6 +405,53 @@ mod tests {
         assert!(md2.contains("\\`x\\` @\u{200B}octocat \\*\\*bold"), "{md2}");
         let whole = markdown(&plan, &r, usize::MAX);
         assert!(!whole.contains("not shown") && whole.contains("build-2999"));
+    }
+
+    /// The base section lists changes as the plan does: by action, then
+    /// versions in semver order (`1.2.0` before `1.10.0`).
+    #[test]
+    fn the_base_section_lists_versions_in_semver_order() {
+        let mut plan = Plan::default();
+        for (action, tag) in [
+            (crate::plan::Action::Delete, "0.9.0"),
+            (crate::plan::Action::Copy, "1.10.0"),
+            (crate::plan::Action::Copy, "1.2.0"),
+        ] {
+            plan.changes.push(Change {
+                target: format!("prod/app:{tag}"),
+                ..Change::new(action)
+            });
+        }
+        let r = BaseReport {
+            revision: "main".into(),
+            policy_diff: String::new(),
+            introduced: plan.changes.iter().map(|c| c.target.clone()).collect(),
+            drift: Vec::new(),
+            dropped: Vec::new(),
+            base_invalid: None,
+        };
+        let lines = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| l.contains("prod/app:"))
+                .map(|l| l.trim().to_string())
+                .collect()
+        };
+        assert_eq!(
+            lines(&text(&plan, &r)),
+            [
+                "introduced copy prod/app:1.2.0",
+                "introduced copy prod/app:1.10.0",
+                "introduced delete prod/app:0.9.0"
+            ]
+        );
+        assert_eq!(
+            lines(&markdown(&plan, &r, usize::MAX)),
+            [
+                "- `copy` `prod/app:1.2.0`",
+                "- `copy` `prod/app:1.10.0`",
+                "- `delete` `prod/app:0.9.0`"
+            ]
+        );
     }
 
     #[test]

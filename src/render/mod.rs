@@ -226,15 +226,19 @@ fn groups(plan: &Plan) -> Vec<Group<'_>> {
         }
     }
     for g in &mut groups {
-        g.changes.sort_by(|a, b| {
-            crate::plan::order(a.action)
-                .cmp(&crate::plan::order(b.action))
-                .then_with(|| target_order(&a.target, &b.target))
-        });
+        g.changes.sort_by(|a, b| change_order(a, b));
         g.blocked
             .sort_by(|a, b| target_order(&a.subject, &b.subject));
     }
     groups
+}
+
+/// The order changes are listed in: by action in the executor's order,
+/// then by target (see [`target_order`]).
+pub fn change_order(a: &crate::plan::Change, b: &crate::plan::Change) -> std::cmp::Ordering {
+    crate::plan::order(a.action)
+        .cmp(&crate::plan::order(b.action))
+        .then_with(|| target_order(&a.target, &b.target))
 }
 
 /// The order subjects are listed in: by repository; the repo itself, then
