@@ -83,6 +83,20 @@ fn plan_base_shows_the_policy_diff_and_marks_introduced_changes() {
     );
     // Still a plan `apply` reads.
     assert_eq!(v["format_version"], "1");
+    // The plan is of edited files, not of the commit alone: it says so.
+    assert_eq!(v["revision_modified"], true, "{out}");
+    let clean = |v: &serde_json::Value| v.get("revision_modified").is_none();
+    git(dir.parent().unwrap(), &["add", "-A"]);
+    git(dir.parent().unwrap(), &["commit", "-q", "-m", "change"]);
+    let (_, v, out) = json_plan(regimen().args(["plan", "--format", "json", "-C"]).arg(&dir));
+    assert!(clean(&v), "committed: {out}");
+    // Edits elsewhere in the repository are not the policy's.
+    std::fs::write(dir.parent().unwrap().join("README"), "notes").unwrap();
+    let (_, v, out) = json_plan(regimen().args(["plan", "--format", "json", "-C"]).arg(&dir));
+    assert!(clean(&v), "outside the policy folder: {out}");
+    std::fs::write(dir.join("new.yaml"), "# nothing yet\n").unwrap();
+    let (_, v, out) = json_plan(regimen().args(["plan", "--format", "json", "-C"]).arg(&dir));
+    assert_eq!(v["revision_modified"], true, "a new file in it: {out}");
 }
 
 #[test]

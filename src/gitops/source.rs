@@ -91,6 +91,13 @@ fn git() {
 
 /// The HEAD commit of the Git work tree `dir` is in, if any.
 pub fn head_revision(dir: &Path) -> Option<String> {
+    head_state(dir, false).map(|(sha, _)| sha)
+}
+
+/// The HEAD commit of the Git work tree `dir` is in, and, with `status`,
+/// whether the files under `dir` differ from it (edited, staged, new and
+/// not ignored): the policy read is then not that commit's.
+pub fn head_state(dir: &Path, status: bool) -> Option<(String, bool)> {
     // Outside any work tree libgit2 is never started: its start-up loads the
     // system CA bundle through OpenSSL, CPU a run outside Git has no use for.
     let abs = std::fs::canonicalize(dir).ok()?;
@@ -100,7 +107,28 @@ pub fn head_revision(dir: &Path) -> Option<String> {
     git();
     let repo = Repository::discover(dir).ok()?;
     let head = repo.head().ok()?.peel_to_commit().ok()?;
-    Some(head.id().to_string())
+    let modified = status && modified_under(&repo, &abs);
+    Some((head.id().to_string(), modified))
+}
+
+/// Whether anything under `dir` differs from HEAD; false when that cannot
+/// be told (a bare repository, a status error).
+fn modified_under(repo: &Repository, dir: &Path) -> bool {
+    let Some(rel) = repo
+        .workdir()
+        .and_then(|w| std::fs::canonicalize(w).ok())
+        .and_then(|w| dir.strip_prefix(&w).ok().map(Path::to_path_buf))
+    else {
+        return false;
+    };
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    if !rel.as_os_str().is_empty() {
+        opts.pathspec(rel);
+    }
+    repo.statuses(Some(&mut opts)).is_ok_and(|s| !s.is_empty())
 }
 
 pub struct GitSource {

@@ -181,6 +181,10 @@ pub struct Plan {
     /// deletions or overwrites where it could not see.
     pub complete: bool,
     pub revision: Option<String>,
+    /// The policy folder had uncommitted changes: the plan is of the files
+    /// as they were, not of `revision` alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revision_modified: bool,
     pub changes: Vec<Change>,
     pub blocked: Vec<Blocked>,
     pub violations: Vec<Violation>,
@@ -297,6 +301,7 @@ impl Default for Plan {
             format_version: FORMAT_VERSION.to_string(),
             complete: true,
             revision: None,
+            revision_modified: false,
             changes: Vec::new(),
             blocked: Vec::new(),
             violations: Vec::new(),

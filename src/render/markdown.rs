@@ -227,7 +227,15 @@ fn footer(plan: &Plan, out: &mut String) {
         if !out.ends_with("\n\n") {
             out.push('\n');
         }
-        out.push_str(&format!("<sub>Policy revision {}</sub>\n", html(rev)));
+        let modified = if plan.revision_modified {
+            ", with uncommitted changes to the policy"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "<sub>Policy revision {}{modified}</sub>\n",
+            html(rev)
+        ));
     }
 }
 
