@@ -608,6 +608,28 @@ pub fn read_challenge(header: &str) -> Result<Challenge, String> {
     })
 }
 
+/// Whether a token for scope `have` also grants scope `want`: the same
+/// resource (`repository:team/api`), and every action of `want` among
+/// those of `have`, in any order (`pull,push` covers `push,pull` and `pull`).
+pub fn scope_covers(have: &str, want: &str) -> bool {
+    let split = |s: &str| -> Option<(String, Vec<String>)> {
+        let (resource, actions) = s.rsplit_once(':')?;
+        Some((
+            resource.to_string(),
+            actions.split(',').map(str::to_string).collect(),
+        ))
+    };
+    match (split(have), split(want)) {
+        (Some((r1, a1)), Some((r2, a2))) => {
+            r1 == r2
+                && a2
+                    .iter()
+                    .all(|a| a1.contains(a) || a1.iter().any(|x| x == "*"))
+        }
+        _ => have == want,
+    }
+}
+
 /// `repository:team/api:pull,push` → `push on repo team/api`, for messages.
 pub fn describe_scope(scope: &str) -> String {
     let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(200).collect() };
@@ -780,6 +802,31 @@ mod tests {
             "pull on repo team/api"
         );
         assert_eq!(describe_scope("registry:catalog:*"), "listing the catalog");
+    }
+
+    #[test]
+    fn scopes_cover_the_same_actions_in_any_order() {
+        assert!(scope_covers(
+            "repository:team/api:pull,push",
+            "repository:team/api:push,pull"
+        ));
+        assert!(scope_covers(
+            "repository:team/api:pull,push",
+            "repository:team/api:pull"
+        ));
+        assert!(!scope_covers(
+            "repository:team/api:pull",
+            "repository:team/api:pull,push"
+        ));
+        assert!(!scope_covers(
+            "repository:team/api:pull,push",
+            "repository:team/web:pull"
+        ));
+        assert!(!scope_covers(
+            "repository:team/api:pull,push",
+            "repository:team/api:delete"
+        ));
+        assert!(scope_covers("registry:catalog:*", "registry:catalog:*"));
     }
 
     #[test]

@@ -185,6 +185,10 @@ pub struct Distribution {
     /// said. Later requests fail at once with it.
     refused: std::sync::Mutex<Option<String>>,
     tokens: AsyncMutex<HashMap<String, Token>>,
+    /// One token fetch per scope set at a time: the requests that start
+    /// together (a plan's HEADs on one repo, a copy's blobs) and those that
+    /// meet the same expired token share one fetch, not one each.
+    token_fetches: std::sync::Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
     referrers_api: AtomicU8,
     page_size: usize,
     backoff: Duration,
@@ -443,6 +447,7 @@ impl Distribution {
             accepted: std::sync::atomic::AtomicBool::new(false),
             refused: std::sync::Mutex::new(None),
             tokens: AsyncMutex::new(HashMap::new()),
+            token_fetches: std::sync::Mutex::new(HashMap::new()),
             referrers_api: AtomicU8::new(REFERRERS_UNKNOWN),
             page_size: PAGE_SIZE,
             backoff: Duration::from_millis(200),
@@ -626,13 +631,14 @@ impl Distribution {
             Scheme::Basic => Ok(self.credentials().await?.basic_header()),
             Scheme::Bearer { realm, service } => {
                 let key = Self::scope_key(scopes);
-                {
-                    let tokens = self.tokens.lock().await;
-                    if let Some(t) = tokens.get(&key) {
-                        if t.expires > Instant::now() {
-                            return Ok(Some(format!("Bearer {}", t.value.expose())));
-                        }
-                    }
+                if let Some(h) = self.cached_token(&key, None).await {
+                    return Ok(Some(h));
+                }
+                let slot = self.token_fetch_slot(&key);
+                let _one = slot.lock().await;
+                // Fetched meanwhile by the request that held the slot.
+                if let Some(h) = self.cached_token(&key, None).await {
+                    return Ok(Some(h));
                 }
                 let t = self.fetch_token(&realm, service.as_deref(), scopes).await?;
                 let h = format!("Bearer {}", t.value.expose());
@@ -642,8 +648,34 @@ impl Distribution {
         }
     }
 
+    /// `Bearer <token>` for the scope set `key` while its token lives,
+    /// unless it is the header `refused` (the one a 401 just turned down).
+    async fn cached_token(&self, key: &str, refused: Option<&str>) -> Option<String> {
+        let tokens = self.tokens.lock().await;
+        let t = tokens.get(key).filter(|t| t.expires > Instant::now())?;
+        let h = format!("Bearer {}", t.value.expose());
+        (Some(h.as_str()) != refused).then_some(h)
+    }
+
+    /// The lock that one fetch of the scope set `key`'s token holds.
+    fn token_fetch_slot(&self, key: &str) -> Arc<AsyncMutex<()>> {
+        self.token_fetches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// Learns from a 401's challenge; afterwards `auth_header` answers it.
-    async fn answer_challenge(&self, ch: Challenge, scopes: &[String]) -> Result<()> {
+    /// `sent` is the `Authorization` the 401 answered: when another request
+    /// has already replaced that token, its replacement is used, not fetched again.
+    async fn answer_challenge(
+        &self,
+        ch: Challenge,
+        scopes: &[String],
+        sent: Option<&str>,
+    ) -> Result<()> {
         match ch {
             Challenge::Basic => {
                 *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = Scheme::Basic;
@@ -658,14 +690,24 @@ impl Distribution {
                     realm: realm.clone(),
                     service: service.clone(),
                 };
+                // What the registry wants beyond the request's scopes.
+                // Distribution's challenge may say `push,pull` for our
+                // `pull,push`: the same scope, not one more to ask.
                 let mut all: Vec<String> = scopes.to_vec();
                 for s in scope {
-                    if !all.contains(&s) {
+                    if !all.iter().any(|a| auth::scope_covers(a, &s)) {
                         all.push(s);
                     }
                 }
+                let key = Self::scope_key(scopes);
+                let slot = self.token_fetch_slot(&key);
+                let _one = slot.lock().await;
+                // Renewed meanwhile by another request the same token failed.
+                if all.len() == scopes.len() && self.cached_token(&key, sent).await.is_some() {
+                    return Ok(());
+                }
                 let t = self.fetch_token(&realm, service.as_deref(), &all).await?;
-                self.tokens.lock().await.insert(Self::scope_key(scopes), t);
+                self.tokens.lock().await.insert(key, t);
             }
         }
         Ok(())
@@ -799,6 +841,7 @@ impl Distribution {
             let auth = self.auth_header(&req.scopes).await?;
             let auth = auth.filter(|_| req.url.origin() == self.base.origin());
             let sent_basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
+            let sent_auth = auth.clone();
             let mut rb = self.client.request(req.method.clone(), req.url.clone());
             for (k, v) in &req.headers {
                 rb = rb.header(k, v);
@@ -932,7 +975,8 @@ impl Distribution {
                                 )
                                 .into());
                         }
-                        self.answer_challenge(ch, &req.scopes).await?;
+                        self.answer_challenge(ch, &req.scopes, sent_auth.as_deref())
+                            .await?;
                         reauthed = true;
                         attempt -= 1;
                         continue;
@@ -941,7 +985,8 @@ impl Distribution {
                         // A consumed upload stream (e.g. the token expired
                         // mid-upload): refresh for the next try, which the
                         // caller makes with a fresh stream.
-                        self.answer_challenge(ch, &req.scopes).await?;
+                        self.answer_challenge(ch, &req.scopes, sent_auth.as_deref())
+                            .await?;
                         return Err(Failure {
                             err: self.fail(
                                 ErrorKind::Other,
@@ -3172,6 +3217,115 @@ mod fake_server_tests {
         }
         assert_eq!(tokens.load(Ordering::SeqCst), 1);
         assert!(!format!("{d:?}").contains("tok123"));
+    }
+
+    /// Requests that start together on one scope set share one token, and
+    /// those that meet the same expired (revoked) token share its renewal:
+    /// against a real `docker-registry` a plan asked one token per HEAD.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_requests_share_one_token_fetch_and_one_renewal() {
+        let issued = Arc::new(AtomicUsize::new(0));
+        // Tokens numbered below this are refused as expired.
+        let valid_from = Arc::new(AtomicUsize::new(1));
+        let (i2, v2) = (issued.clone(), valid_from.clone());
+        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+        let a2 = addr_cell.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target.starts_with("/token") {
+                // Slow enough that the others arrive while it is fetched.
+                std::thread::sleep(Duration::from_millis(100));
+                let n = i2.fetch_add(1, Ordering::SeqCst) + 1;
+                return resp(
+                    200,
+                    &[],
+                    format!(r#"{{"token":"tok{n}","expires_in":300}}"#),
+                );
+            }
+            let n: Option<usize> = r
+                .headers
+                .get("authorization")
+                .and_then(|h| h.strip_prefix("Bearer tok"))
+                .and_then(|n| n.parse().ok());
+            if n.is_some_and(|n| n >= v2.load(Ordering::SeqCst)) {
+                return manifest_ok();
+            }
+            let mut ch = format!(
+                r#"Bearer realm="http://{}/token",service="fake",scope="repository:team/api:pull""#,
+                a2.get().unwrap()
+            );
+            if n.is_some() {
+                ch.push_str(r#",error="invalid_token""#);
+            }
+            resp(401, &[("www-authenticate", &ch)], "")
+        }));
+        addr_cell.set(addr.clone()).unwrap();
+        std::env::set_var("REGIMEN_FAKE_PW3", "pw");
+        let auth = Auth {
+            username: Some("bob".into()),
+            password_env: Some("REGIMEN_FAKE_PW3".into()),
+            ..Auth::default()
+        };
+        let d = dist(&addr, Some(auth));
+        async fn all(d: &Distribution) {
+            futures_util::future::join_all((0..8).map(|_| async {
+                d.get_manifest(&repo(), "1.0").await.unwrap().unwrap();
+            }))
+            .await;
+        }
+        all(&d).await;
+        assert_eq!(issued.load(Ordering::SeqCst), 1, "one token for 8 requests");
+        // tok1 expires at the registry before its `expires_in` says.
+        valid_from.store(2, Ordering::SeqCst);
+        all(&d).await;
+        assert_eq!(
+            issued.load(Ordering::SeqCst),
+            2,
+            "one renewal for 8 refusals"
+        );
+    }
+
+    /// Distribution's challenge lists a scope's actions in any order
+    /// (`push,pull`): renewing a `pull,push` token asks that scope once.
+    #[tokio::test]
+    async fn a_renewal_asks_a_reordered_challenge_scope_once() {
+        let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let a_log = asked.clone();
+        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+        let a2 = addr_cell.clone();
+        let m = Manifest::from_bytes(BODY.to_vec(), None).unwrap();
+        let digest = m.digest.to_string();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target.starts_with("/token") {
+                let mut log = a_log.lock().unwrap();
+                log.push(r.target.clone());
+                return resp(200, &[], format!(r#"{{"token":"tok{}"}}"#, log.len()));
+            }
+            // The first token is refused as expired.
+            if r.headers.get("authorization").map(String::as_str) == Some("Bearer tok2") {
+                return resp(201, &[("docker-content-digest", digest.as_str())], "");
+            }
+            let ch = format!(
+                r#"Bearer realm="http://{}/token",service="fake",scope="repository:team/api:push,pull",error="invalid_token""#,
+                a2.get().unwrap()
+            );
+            resp(401, &[("www-authenticate", &ch)], "")
+        }));
+        addr_cell.set(addr.clone()).unwrap();
+        std::env::set_var("REGIMEN_FAKE_PW4", "pw");
+        let auth = Auth {
+            username: Some("bob".into()),
+            password_env: Some("REGIMEN_FAKE_PW4".into()),
+            ..Auth::default()
+        };
+        let d = dist(&addr, Some(auth));
+        d.put_manifest(&repo(), Some(&"1.0".parse().unwrap()), &m)
+            .await
+            .unwrap();
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        for t in &asked {
+            assert_eq!(t.matches("scope=").count(), 1, "{t}");
+        }
     }
 
     /// Distribution's race on the same manifest PUT into two repos at once:
