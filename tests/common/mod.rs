@@ -1,5 +1,6 @@
 //! Shared harness for tests against real registries: Debian's `docker-registry`
-//! started on loopback (optionally behind htpasswd), `skopeo` as the
+//! started on loopback (optionally behind htpasswd, or token auth backed by
+//! the token server in [`token`]), `skopeo` as the
 //! independent reader/writer, and a tiny raw-HTTP client for what skopeo
 //! cannot do (pushing referrers by digest and their `sha256-<hex>` tag index).
 //!
@@ -11,6 +12,7 @@
 pub mod podman;
 pub mod proxy;
 pub mod tls;
+pub mod token;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -27,12 +29,22 @@ pub struct TestRegistry {
     pub port: u16,
     /// `127.0.0.1:PORT`
     pub host: String,
-    /// `(user, password)` when started with htpasswd auth.
+    /// `(user, password)` when started with htpasswd auth; under token auth,
+    /// the token server's account that skopeo seeds and reads with.
     pub creds: Option<(String, String)>,
     child: Child,
     tempdir: tempfile::TempDir,
     /// Serving HTTPS.
     tls: bool,
+    /// Set when started with token auth: mints the harness's own tokens.
+    bearer: Option<std::sync::Arc<token::Issuer>>,
+}
+
+/// How a [`TestRegistry`] authenticates.
+enum RegistryAuth<'a> {
+    Anonymous,
+    Htpasswd(String, String),
+    Token(&'a token::TokenServer),
 }
 
 impl TestRegistry {
@@ -52,11 +64,28 @@ impl TestRegistry {
         Self::launch_with(None, Some((cert, key)))
     }
 
+    /// A registry with `auth: token:` trusting `server`'s tokens (bearer
+    /// token flow). `admin` (user, password) is an account of `server`
+    /// that skopeo uses to seed and read it (give it pull, push and delete).
+    pub fn start_with_token(server: &token::TokenServer, admin: (&str, &str)) -> TestRegistry {
+        let mut reg = Self::launch_auth(RegistryAuth::Token(server), None);
+        reg.creds = Some((admin.0.to_string(), admin.1.to_string()));
+        reg
+    }
+
     fn launch(creds: Option<(String, String)>) -> TestRegistry {
         Self::launch_with(creds, None)
     }
 
     fn launch_with(creds: Option<(String, String)>, tls: Option<(&Path, &Path)>) -> TestRegistry {
+        let auth = match creds {
+            Some((u, p)) => RegistryAuth::Htpasswd(u, p),
+            None => RegistryAuth::Anonymous,
+        };
+        Self::launch_auth(auth, tls)
+    }
+
+    fn launch_auth(auth_kind: RegistryAuth<'_>, tls: Option<(&Path, &Path)>) -> TestRegistry {
         if !Path::new(REGISTRY_BIN).exists() {
             panic!(
                 "{REGISTRY_BIN} is missing: run `bash scripts/test.sh`, which installs the \
@@ -69,7 +98,14 @@ impl TestRegistry {
         let host = format!("127.0.0.1:{port}");
 
         let mut auth = String::new();
-        if let Some((user, pass)) = &creds {
+        let mut creds = None;
+        let mut bearer = None;
+        if let RegistryAuth::Token(server) = &auth_kind {
+            auth = server.registry_auth_yaml();
+            bearer = Some(server.issuer.clone());
+        }
+        if let RegistryAuth::Htpasswd(user, pass) = &auth_kind {
+            creds = Some((user.clone(), pass.clone()));
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, pass])
                 .output()
@@ -121,6 +157,7 @@ impl TestRegistry {
             child,
             tempdir,
             tls: tls.is_some(),
+            bearer,
         };
         reg.wait_ready();
         reg
@@ -218,7 +255,8 @@ impl TestRegistry {
         }
     }
 
-    /// One HTTP request to this registry, with basic auth when it has credentials.
+    /// One HTTP request to this registry, with basic auth when it has
+    /// credentials, or a token of its own minting under token auth.
     pub fn request(
         &self,
         method: &str,
@@ -230,7 +268,13 @@ impl TestRegistry {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        if let Some((u, p)) = &self.creds {
+        if let Some(issuer) = &self.bearer {
+            let repo = token::repo_of(path).unwrap_or_default();
+            h.push((
+                "Authorization".into(),
+                format!("Bearer {}", issuer.admin_token(&repo)),
+            ));
+        } else if let Some((u, p)) = &self.creds {
             h.push((
                 "Authorization".into(),
                 format!("Basic {}", base64(format!("{u}:{p}").as_bytes())),
