@@ -381,6 +381,32 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
             }
         }
     }
+    // Two names for one registry would hide what the planner guards by
+    // name: retention on one name would not see that a mirror, promotion
+    // or retag under the other needs an image, and two rules writing one
+    // tag through different names would not be reported as a conflict.
+    let mut places: BTreeMap<String, (&str, Option<&Loc>)> = BTreeMap::new();
+    for (name, r) in &policy.registries {
+        let key = registry_place(&r.url);
+        match places.get(&key) {
+            Some((first, at)) => {
+                let at = at.map(|l| format!(" (at {l})")).unwrap_or_default();
+                let Some(loc) = &r.loc else { continue };
+                cx.err(
+                    loc,
+                    format!(
+                        "registry `{name}` is the same registry as `{first}`{at} ({}): \
+                         give each registry one entry (one with push credentials also reads), \
+                         so retention and conflict checks see every rule that uses it",
+                        r.url
+                    ),
+                );
+            }
+            None => {
+                places.insert(key, (name.as_str(), r.loc.as_ref()));
+            }
+        }
+    }
     // Two retags on one tag would fight; say so where the second one is.
     let mut retag_targets: BTreeMap<String, Loc> = BTreeMap::new();
     for r in &policy.retags {
@@ -401,6 +427,46 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
         d.sort();
         d.dedup();
         Err(d)
+    }
+}
+
+/// Where a registry is, so that two spellings of one place compare equal:
+/// the host in lower case with its scheme's default port written out
+/// (`Registry.example.com` = `https://registry.example.com:443`), and plain
+/// and TLS on one host and port taken as one server; a layout path with `.`
+/// and `x/..` taken out.
+fn registry_place(url: &Endpoint) -> String {
+    let authority = |h: &str, port: &str| {
+        let h = h.to_ascii_lowercase();
+        // A port is after the last `:` outside an IPv6 literal's brackets.
+        let has_port = h.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+        if has_port {
+            h
+        } else {
+            format!("{h}:{port}")
+        }
+    };
+    match url {
+        Endpoint::Http(h) => format!("net:{}", authority(h, "80")),
+        Endpoint::Https(h) => format!("net:{}", authority(h, "443")),
+        Endpoint::OciLayout(p) => {
+            let mut out = PathBuf::new();
+            for c in p.components() {
+                match c {
+                    std::path::Component::CurDir => {}
+                    std::path::Component::ParentDir
+                        if matches!(
+                            out.components().next_back(),
+                            Some(std::path::Component::Normal(_))
+                        ) =>
+                    {
+                        out.pop();
+                    }
+                    c => out.push(c),
+                }
+            }
+            format!("oci:{}", out.display())
+        }
     }
 }
 

@@ -695,3 +695,31 @@ fn a_retention_rule_without_repos_is_an_error() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.starts_with("p.yaml:4:22: `repos` is empty"), "{e}");
 }
+
+#[test]
+fn two_names_for_one_registry_are_refused() {
+    let e = errors(
+        "registries:\n  a: {url: \"Reg.example.com\"}\n\
+         \x20 b: {url: \"https://reg.example.com:443/\"}\n\
+         \x20 c: {url: \"http://reg.example.com\"}\n\
+         \x20 d: {url: \"http://127.0.0.1:5000\"}\n\
+         \x20 e: {url: \"https://127.0.0.1:5000\"}\n\
+         \x20 f: {url: \"oci:registry\"}\n\
+         \x20 g: {url: \"oci:./x/../registry\"}\n\
+         \x20 h: {url: \"oci:registry2\"}\n",
+    );
+    assert_eq!(e.lines().count(), 3, "{e}");
+    assert!(
+        e.contains("registry `b` is the same registry as `a`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("registry `e` is the same registry as `d`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("registry `g` is the same registry as `f`"),
+        "{e}"
+    );
+    assert!(e.contains("give each registry one entry"), "{e}");
+}
