@@ -362,11 +362,11 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
         let e = e
             .strip_prefix("https://")
             .map_or(e.to_string(), |r| format!("tcp://{r}"));
-        // Host names are case-insensitive; socket paths are not.
-        let e = if e.starts_with("unix://") {
-            e
-        } else {
-            e.to_ascii_lowercase()
+        // Host names are case-insensitive; socket paths are not, but
+        // `//`, `.` and `x/..` in one name the same socket.
+        let e = match e.strip_prefix("unix://") {
+            Some(path) => format!("unix://{}", lexical(Path::new(path)).display()),
+            None => e.to_ascii_lowercase(),
         };
         match engines.get(&e) {
             Some((first, at)) => cx.err(
@@ -449,25 +449,29 @@ fn registry_place(url: &Endpoint) -> String {
     match url {
         Endpoint::Http(h) => format!("net:{}", authority(h, "80")),
         Endpoint::Https(h) => format!("net:{}", authority(h, "443")),
-        Endpoint::OciLayout(p) => {
-            let mut out = PathBuf::new();
-            for c in p.components() {
-                match c {
-                    std::path::Component::CurDir => {}
-                    std::path::Component::ParentDir
-                        if matches!(
-                            out.components().next_back(),
-                            Some(std::path::Component::Normal(_))
-                        ) =>
-                    {
-                        out.pop();
-                    }
-                    c => out.push(c),
-                }
+        Endpoint::OciLayout(p) => format!("oci:{}", lexical(p).display()),
+    }
+}
+
+/// `p` with `.`, `x/..` and doubled separators taken out, as written (no
+/// symlinks followed: the path need not exist where the policy is checked).
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir
+                if matches!(
+                    out.components().next_back(),
+                    Some(std::path::Component::Normal(_))
+                ) =>
+            {
+                out.pop();
             }
-            format!("oci:{}", out.display())
+            c => out.push(c),
         }
     }
+    out
 }
 
 /// The JSON Schema of a policy file.

@@ -483,9 +483,19 @@ fn two_hosts_on_one_engine_are_refused() {
     let e = errors(
         "hosts:\n  a: {endpoint: \"unix:///run/docker.sock\"}\n\
          \x20 b: {endpoint: \"unix:///run/docker.sock/\"}\n\
-         \x20 c: {endpoint: \"unix:///run/other.sock\"}\n",
+         \x20 c: {endpoint: \"unix:///run/other.sock\"}\n\
+         \x20 d: {endpoint: \"unix:///run//docker.sock\"}\n\
+         \x20 e: {endpoint: \"unix:///var/../run/./docker.sock\"}\n",
     );
-    assert_eq!(e.lines().count(), 1, "{e}");
+    assert_eq!(e.lines().count(), 3, "{e}");
+    assert!(
+        e.contains("host `d` has the same endpoint as host `a`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("host `e` has the same endpoint as host `a`"),
+        "{e}"
+    );
     assert!(
         e.contains("host `b` has the same endpoint as host `a`"),
         "{e}"

@@ -301,14 +301,6 @@ mod tests {
             a.repo_digest(&digest).unwrap().0.to_string(),
             "plain/t7/app"
         );
-        // One registry under two policy names: an engine name is in both.
-        let two = from_urls(&[("a", "http://127.0.0.1"), ("b", "http://127.0.0.1:80")]);
-        let repos: Vec<String> = two
-            .repo_digests(&digest)
-            .into_iter()
-            .map(|(r, _)| r.to_string())
-            .collect();
-        assert_eq!(repos, ["a/t7/app", "b/t7/app"]);
         // Hosts still pull by the name the policy writes.
         let r: ImageRef = "plain/t7/app:pr-1".parse().unwrap();
         assert_eq!(a.to_engine(&r).as_deref(), Some("127.0.0.1:80/t7/app:pr-1"));

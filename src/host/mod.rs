@@ -497,12 +497,7 @@ impl Engine {
             Ok(i) => Ok(Some(HostImage {
                 id: normal_id(&i.id.unwrap_or_default()),
                 // As listed by `observe` (the plan's names compare with these).
-                tags: i
-                    .repo_tags
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|t| t != "<none>:<none>")
-                    .collect(),
+                tags: engine_names(i.repo_tags.unwrap_or_default()),
                 repo_digests: i.repo_digests.unwrap_or_default(),
                 created: None,
                 size: i.size.unwrap_or(0).max(0) as u64,
@@ -717,15 +712,22 @@ fn normal_id(id: &str) -> String {
     }
 }
 
+/// An image's names as the engine lists them, tags first: Podman also
+/// lists `repo@sha256:…` there for an image pulled by digest (as every
+/// `present` pull is), and the first name is the one plans, violations and
+/// the inventory show. The digest names stay (removing an image removes
+/// each of its names).
+fn engine_names(mut names: Vec<String>) -> Vec<String> {
+    names.retain(|t| t != "<none>:<none>");
+    names.sort_by_key(|t| t.contains('@'));
+    names
+}
+
 /// An engine's listed image as observed.
 fn host_image(i: bollard::models::ImageSummary) -> HostImage {
     HostImage {
         id: normal_id(&i.id),
-        tags: i
-            .repo_tags
-            .into_iter()
-            .filter(|t| t != "<none>:<none>")
-            .collect(),
+        tags: engine_names(i.repo_tags),
         repo_digests: i
             .repo_digests
             .into_iter()
@@ -749,6 +751,24 @@ fn host_image(i: bollard::models::ImageSummary) -> HostImage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tags_come_before_digest_names() {
+        let names = super::engine_names(vec![
+            "reg:5000/team/api@sha256:aa".into(),
+            "<none>:<none>".into(),
+            "reg:5000/team/api:1.0.0".into(),
+            "quay.io/x/api:2".into(),
+        ]);
+        assert_eq!(
+            names,
+            [
+                "reg:5000/team/api:1.0.0",
+                "quay.io/x/api:2",
+                "reg:5000/team/api@sha256:aa"
+            ]
+        );
+    }
+
     use super::*;
     use crate::observe::BASE_NAME;
 

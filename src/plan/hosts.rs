@@ -29,12 +29,12 @@ pub fn plan(desired: &Policy, cx: &mut PlanCx<'_>, out: &mut Vec<Change>, kept: 
         prune(name, host, state, &addrs, &moves, cx, out, kept);
         max_age(name, host, state, &addrs, cx, out);
     }
-    enforce(desired, cx, out);
+    enforce(desired, &addrs, cx, out);
 }
 
 /// `on_violation: enforce`: running containers that break `policies` are
 /// stopped (once, even when a `max_age` of the host also stops them).
-fn enforce(desired: &Policy, cx: &PlanCx<'_>, out: &mut Vec<Change>) {
+fn enforce(desired: &Policy, addrs: &Addresses, cx: &PlanCx<'_>, out: &mut Vec<Change>) {
     let enforcing = desired
         .policies
         .as_ref()
@@ -51,9 +51,15 @@ fn enforce(desired: &Policy, cx: &PlanCx<'_>, out: &mut Vec<Change>) {
         {
             continue;
         }
+        // Named as `max_age` names it: the policy's address where a
+        // registry of the policy has the image, else the engine's name.
+        let image = addrs
+            .from_engine(&c.image)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| c.image.clone());
         out.push(Change {
             target: t,
-            source: Some(c.image.clone()),
+            source: Some(image),
             digest: Some(c.image_id.clone()),
             expect: container_expect(&c.id, c.started),
             rule: format!("policies.{}", v.violation.policy),
@@ -82,11 +88,14 @@ pub fn parse_container_expect(expect: &str) -> (&str, Option<Timestamp>) {
     }
 }
 
-/// A `present` pull that takes an engine name off an image: the image's
-/// ID and the name.
+/// A `present` pull that moves an engine name: off an image (the tag
+/// moved), or onto one the host already has by digest (a roll-back to an
+/// image still there, or a tag removed by hand): the image's ID and the name.
 struct Move {
     image: String,
     name: String,
+    /// The name arrives on `image` (else it leaves it).
+    arrives: bool,
 }
 
 /// Pulls what `present` names when the host lacks it or has another digest
@@ -144,6 +153,20 @@ fn present(
             moves.push(Move {
                 image: i.id.clone(),
                 name: engine_tag.clone(),
+                arrives: false,
+            });
+        }
+        // The pull only names an image already here: pruning it would undo
+        // the pull (and fail its own check, the name having arrived).
+        if let Some(i) = state
+            .images
+            .iter()
+            .find(|i| i.repo_digests.contains(&engine_digest))
+        {
+            moves.push(Move {
+                image: i.id.clone(),
+                name: engine_tag.clone(),
+                arrives: true,
             });
         }
         out.push(Change {
@@ -200,16 +223,23 @@ fn prune(
     for img in &state.images {
         let moved: Vec<&str> = moves
             .iter()
-            .filter(|m| m.image == img.id)
+            .filter(|m| m.image == img.id && !m.arrives)
             .map(|m| m.name.as_str())
             .collect();
-        // Its names once this plan's pulls have moved theirs away.
-        let tags: Vec<String> = img
+        let arriving = moves.iter().filter(|m| m.image == img.id && m.arrives);
+        // Its names once this plan's pulls have moved theirs: the ones
+        // they take away gone, the ones they bring added.
+        let mut tags: Vec<String> = img
             .tags
             .iter()
             .filter(|t| !moved.contains(&t.as_str()))
             .cloned()
             .collect();
+        for m in arriving {
+            if !tags.contains(&m.name) {
+                tags.push(m.name.clone());
+            }
+        }
         let names = addresses(&tags, addrs);
         let label = names.first().cloned().unwrap_or_else(|| short_id(&img.id));
         let Some(created) = img.created else {
@@ -698,8 +728,114 @@ mod tests {
             changes(&plan, Action::StopContainer),
             vec!["host:h1/container/theirs"]
         );
-        assert_eq!(plan.violations.len(), 1, "{:?}", plan.violations);
-        assert_eq!(plan.violations[0].subject, "host:h1/container/theirs");
+        // Stopping it ends the violation: the plan leaves none, and says
+        // which one it ends.
+        assert!(plan.violations.is_empty(), "{:?}", plan.violations);
+        assert_eq!(plan.resolved.len(), 1, "{:?}", plan.resolved);
+        assert_eq!(
+            plan.resolved[0].violation.subject,
+            "host:h1/container/theirs"
+        );
+        assert_eq!(plan.resolved[0].by, "host:h1/container/theirs");
+        // Cut from the plan (`--target`), the stop no longer ends it.
+        let mut cut = plan.clone();
+        cut.retain_targets(&[globset::Glob::new("host:h1/other*")
+            .unwrap()
+            .compile_matcher()]);
+        let v: Vec<&str> = cut.violations.iter().map(|v| v.subject.as_str()).collect();
+        assert_eq!(v, ["host:h1/container/theirs"]);
+        assert_eq!(cut.summary.violations, 1);
+        assert!(cut.resolved.is_empty());
+    }
+
+    #[test]
+    fn a_pull_that_only_names_an_image_here_keeps_that_image() {
+        // `stable` was rolled back in the registry to b, which the host
+        // still has by digest only; the host's `stable` is on c. The pull
+        // puts the tag on b: b stays, c goes.
+        let p = policy(
+            "    images:\n      present: [prod/team/api:stable]\n      prune: {older_than: 30d}\n",
+        );
+        let stable = "reg.example:5000/team/api:stable";
+        let back = image(
+            '4',
+            &[],
+            &[&format!("reg.example:5000/team/api@{}", d('b'))],
+            400,
+        );
+        let now_on = image(
+            '5',
+            &[stable],
+            &[&format!("reg.example:5000/team/api@{}", d('c'))],
+            300,
+        );
+        let state = HostState {
+            images: vec![back, now_on],
+            containers: vec![],
+        };
+        let plan = plan(&p, &observed(state, Some(d('b'))), Timestamp(NOW));
+        assert_eq!(
+            changes(&plan, Action::Pull),
+            ["host:h1/prod/team/api:stable"]
+        );
+        let removed: Vec<Option<&str>> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::RemoveImage)
+            .map(|c| c.digest.as_deref())
+            .collect();
+        assert_eq!(
+            removed,
+            [Some(format!("sha256:{}", "5".repeat(64)).as_str())]
+        );
+        assert_eq!(
+            kept_reason(&plan, "host:h1/prod/team/api:stable"),
+            "listed in present (prod/team/api:stable)",
+            "{:?}",
+            plan.kept
+        );
+    }
+
+    #[test]
+    fn enforce_names_a_policy_image_as_max_age_does() {
+        // A container from a policy registry that breaks `max_age`: the stop
+        // names its image by the policy's address, which a saved plan
+        // checks against `registries:`; one from elsewhere keeps the
+        // engine's name, which no saved-plan check reads as a registry.
+        let p = policy(
+            "policies: {registries: [prod], max_age: 30d, on_violation: enforce}
+",
+        );
+        let old = image('1', &["reg.example:5000/team/old:1"], &[], 90);
+        let theirs = image('2', &["quay.io/org/tool:1"], &[], 1);
+        let state = HostState {
+            containers: vec![
+                container("old", &old, true, 1),
+                container("theirs", &theirs, true, 1),
+            ],
+            images: vec![old, theirs],
+        };
+        let plan = plan(&p, &observed(state, None), Timestamp(NOW));
+        let sources: Vec<(&str, Option<&str>)> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::StopContainer)
+            .map(|c| (c.target.as_str(), c.source.as_deref()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("host:h1/container/old", Some("prod/team/old:1")),
+                ("host:h1/container/theirs", Some("quay.io/org/tool:1")),
+            ]
+        );
+        let mut now = crate::plan::types::Endpoints::default();
+        now.registries
+            .insert("prod".into(), "http://reg.example:5000".into());
+        now.registries.insert("local".into(), "oci:/p/store".into());
+        now.hosts
+            .insert("h1".into(), "unix:///run/docker.sock".into());
+        assert_eq!(plan.undefined_names(&now), Vec::<String>::new());
     }
 
     #[test]
@@ -732,9 +868,16 @@ mod tests {
             changes(&plan, Action::StopContainer),
             vec!["host:h1/container/theirs"]
         );
-        let v: Vec<&str> = plan.violations.iter().map(|v| v.subject.as_str()).collect();
+        let v: Vec<&str> = plan
+            .resolved
+            .iter()
+            .map(|r| r.violation.subject.as_str())
+            .collect();
         assert_eq!(v, ["host:h1/container/theirs"]);
-        assert!(plan.violations[0].message.contains("quay.io/org/tool:1"));
+        assert!(plan.resolved[0]
+            .violation
+            .message
+            .contains("quay.io/org/tool:1"));
         // The nameless one is not judged, and says so.
         let u: Vec<&str> = plan.unobserved.iter().map(|u| u.subject.as_str()).collect();
         assert_eq!(u, ["host:h1/container/nameless"]);

@@ -101,7 +101,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     plan.retention = report.repos;
     plan.kept = report.kept;
     plan.endpoints = endpoints(desired);
-    plan.violations = policy::violations(desired, observed, now, &plan.changes);
+    (plan.violations, plan.resolved) = policy::violations(desired, observed, now, &plan.changes);
     plan.violations.extend(incoming);
     for (subject, reason) in policy::unjudged_containers(desired, observed) {
         plan.unobserved.push(Unobserved { subject, reason });

@@ -7,7 +7,7 @@
 //! copy in the target is checked instead. On hosts: `registries` judges what
 //! running containers run, `max_age` every image in the engine's store.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::intent::age;
 use super::types::Violation;
@@ -180,29 +180,42 @@ pub fn violations(
     observed: &Observed,
     now: Timestamp,
     changes: &[super::types::Change],
-) -> Vec<Violation> {
-    use super::types::Action;
+) -> (Vec<Violation>, Vec<super::types::Resolved>) {
+    use super::types::{Action, Resolved};
     let Some(checker) = Checker::new(desired) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    let changed: BTreeSet<String> = changes
-        .iter()
-        .filter(|c| {
-            matches!(
-                c.action,
-                Action::Copy | Action::Retag | Action::Untag | Action::Delete
-            )
-        })
-        .flat_map(|c| c.targets())
-        .collect();
-    let removed = |host: &str, id: &Option<String>| {
+    // Each tag a change copies, retags, untags or deletes → that change.
+    let mut changed: BTreeMap<String, &str> = BTreeMap::new();
+    for c in changes.iter().filter(|c| {
+        matches!(
+            c.action,
+            Action::Copy | Action::Retag | Action::Untag | Action::Delete
+        )
+    }) {
+        for t in c.targets() {
+            changed.entry(t).or_insert(c.target.as_str());
+        }
+    }
+    let removed = |host: &str, id: &Option<String>| -> Option<&str> {
         let prefix = format!("host:{host}/");
-        changes.iter().any(|c| {
-            c.action == Action::RemoveImage
-                && c.target.starts_with(&prefix)
-                && matches!((&c.digest, id), (Some(d), Some(i)) if crate::observe::same_id(d, i))
-        })
+        changes
+            .iter()
+            .find(|c| {
+                c.action == Action::RemoveImage
+                    && c.target.starts_with(&prefix)
+                    && matches!((&c.digest, id), (Some(d), Some(i)) if crate::observe::same_id(d, i))
+            })
+            .map(|c| c.target.as_str())
     };
+    // A running container the plan stops (`containers.max_age`, or
+    // `enforce` itself) no longer runs what it is judged for.
+    let stopped: BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.action == Action::StopContainer)
+        .map(|c| c.target.as_str())
+        .collect();
+    let mut resolved = Vec::new();
     let mut out = Vec::new();
     if checker.judges_images() {
         for repo in managed_repos(desired, observed) {
@@ -211,9 +224,7 @@ pub fn violations(
             };
             for (tag, digest) in &state.tags {
                 let subject = ImageRef::tagged(repo.clone(), tag.clone()).to_string();
-                if changed.contains(&subject) {
-                    continue;
-                }
+                let by = changed.get(&subject);
                 // Unknown details are listed as unobserved, never as clean.
                 let Some(Fact::Known(info)) = observed.image(&repo, digest) else {
                     continue;
@@ -223,12 +234,19 @@ pub fn violations(
                     continue;
                 }
                 for v in checker.image(info, now) {
-                    out.push(Violation {
+                    let v = Violation {
                         policy: v.policy.to_string(),
                         kind: v.kind.map(str::to_string),
                         subject: subject.clone(),
                         message: v.message,
-                    });
+                    };
+                    match by {
+                        Some(by) => resolved.push(Resolved {
+                            violation: v,
+                            by: by.to_string(),
+                        }),
+                        None => out.push(v),
+                    }
                 }
             }
         }
@@ -255,17 +273,26 @@ pub fn violations(
             }
         }
     }
-    out.extend(
-        host_violations(desired, observed, now)
-            .into_iter()
-            .filter(|h| h.container.is_some() || !removed(&h.host, &h.image_id))
-            .map(|h| h.violation),
-    );
+    for h in host_violations(desired, observed, now) {
+        let by = match &h.container {
+            Some(_) => stopped
+                .contains(h.violation.subject.as_str())
+                .then(|| h.violation.subject.clone()),
+            None => removed(&h.host, &h.image_id).map(str::to_string),
+        };
+        match by {
+            Some(by) => resolved.push(Resolved {
+                violation: h.violation,
+                by,
+            }),
+            None => out.push(h.violation),
+        }
+    }
     out.sort_by(|a, b| {
         (&a.policy, &a.subject, &a.message).cmp(&(&b.policy, &b.subject, &b.message))
     });
     out.dedup();
-    out
+    (out, resolved)
 }
 
 /// The names a container's image goes by, for `registries`: its `Image` as
@@ -526,13 +553,13 @@ mod tests {
         };
         o.images
             .insert((a.clone(), digest.clone()), Fact::Known(placeholder));
-        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000), &[]), []);
+        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000), &[]).0, []);
         let inv = crate::inventory::build(&d, &o, Timestamp(1_800_000_000));
         assert!(inv.images.is_empty(), "{:?}", inv.images);
         // An image there is judged.
         o.images
             .insert((a, digest), Fact::Known(ImageInfo::default()));
-        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000), &[]).len(), 1);
+        assert_eq!(violations(&d, &o, Timestamp(1_800_000_000), &[]).0.len(), 1);
     }
 
     /// Violations are those the plan leaves: a tag retention deletes is
@@ -570,8 +597,21 @@ mod tests {
         assert_eq!(deleted, ["prod/a:old"], "{:#?}", p.changes);
         let subjects: Vec<&str> = p.violations.iter().map(|v| v.subject.as_str()).collect();
         assert_eq!(subjects, ["prod/a:pinned"]);
+        let ended: Vec<(&str, &str)> = p
+            .resolved
+            .iter()
+            .map(|r| (r.violation.subject.as_str(), r.by.as_str()))
+            .collect();
+        assert_eq!(ended, [("prod/a:old", "prod/a:old")]);
         // Without the deletion both violate.
-        assert_eq!(violations(&d, &o, now, &[]).len(), 2);
+        assert_eq!(violations(&d, &o, now, &[]).0.len(), 2);
+        // With the deletion cut from the plan (`--target prod/a:p*`), so does
+        // the deleted one again: the cut plan leaves it.
+        let mut cut = p.clone();
+        cut.retain_targets(&[globset::Glob::new("prod/a:p*").unwrap().compile_matcher()]);
+        let subjects: Vec<&str> = cut.violations.iter().map(|v| v.subject.as_str()).collect();
+        assert_eq!(subjects, ["prod/a:old", "prod/a:pinned"]);
+        assert_eq!(cut.summary.violations, 2);
     }
 
     #[test]

@@ -149,6 +149,17 @@ pub struct Violation {
     pub message: String,
 }
 
+/// A violation a change of the plan ends (it deletes or repoints the tag,
+/// removes the host image, stops the container): not one the plan leaves,
+/// unless that change is cut from the plan (`--target`, `--shard`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    #[serde(flatten)]
+    pub violation: Violation,
+    /// The target of the change that ends it.
+    pub by: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unobserved {
     pub subject: String,
@@ -188,6 +199,13 @@ pub struct Plan {
     pub changes: Vec<Change>,
     pub blocked: Vec<Blocked>,
     pub violations: Vec<Violation>,
+    /// Violations the plan's own changes end (listed with `-v`).
+    #[serde(
+        default,
+        rename = "resolved_violations",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub resolved: Vec<Resolved>,
     pub unobserved: Vec<Unobserved>,
     pub summary: Summary,
     /// Per retention rule and repo: how many tags there are and how many go.
@@ -261,7 +279,11 @@ impl Plan {
                     registries.insert(registry_of(&c.target));
                 }
             }
-            if let Some(src) = &c.source {
+            // A container's or image's `source` on a host says what it runs
+            // (an engine name such as `quay.io/x/y:1` when no registry of the
+            // policy has it): no registry is read or written for it.
+            let informational = matches!(c.action, Action::StopContainer | Action::RemoveImage);
+            if let Some(src) = c.source.as_ref().filter(|_| !informational) {
                 registries.insert(registry_of(src));
             }
         }
@@ -305,6 +327,7 @@ impl Default for Plan {
             changes: Vec::new(),
             blocked: Vec::new(),
             violations: Vec::new(),
+            resolved: Vec::new(),
             unobserved: Vec::new(),
             summary: Summary::default(),
             retention: Vec::new(),
@@ -326,6 +349,23 @@ impl Plan {
             .sort_by(|a, b| (&a.rule, &a.subject).cmp(&(&b.rule, &b.subject)));
         self.blocked.dedup();
         self.unobserved.sort_by(|a, b| a.subject.cmp(&b.subject));
+        // A violation whose change was cut from the plan is left by it again.
+        let targets: std::collections::BTreeSet<&str> =
+            self.changes.iter().map(|c| c.target.as_str()).collect();
+        let (ended, left): (Vec<Resolved>, Vec<Resolved>) = std::mem::take(&mut self.resolved)
+            .into_iter()
+            .partition(|r| targets.contains(r.by.as_str()));
+        self.resolved = ended;
+        self.violations
+            .extend(left.into_iter().map(|r| r.violation));
+        self.resolved.sort_by(|a, b| {
+            (&a.violation.policy, &a.violation.subject, &a.by).cmp(&(
+                &b.violation.policy,
+                &b.violation.subject,
+                &b.by,
+            ))
+        });
+        self.resolved.dedup();
         self.violations.sort_by(|a, b| {
             (&a.policy, &a.subject, &a.message).cmp(&(&b.policy, &b.subject, &b.message))
         });
@@ -432,6 +472,12 @@ mod tests {
                 Change {
                     target: "host:db/abc".into(),
                     ..Change::new(Action::RemoveImage)
+                },
+                // What a stopped container runs is no registry the plan uses.
+                Change {
+                    target: "host:web/container/x".into(),
+                    source: Some("quay.io/evil/tool:1".into()),
+                    ..Change::new(Action::StopContainer)
                 },
             ],
             ..Plan::default()

@@ -89,6 +89,25 @@ pub(super) fn render(plan: &Plan, color: bool, verbose: bool) -> String {
         sections.push(s);
     }
 
+    if verbose && !plan.resolved.is_empty() {
+        // What `on_violation` no longer counts, and which change ends it.
+        let mut s = paint.style(BOLD, "# policy violations this plan ends");
+        s.push('\n');
+        for r in &plan.resolved {
+            let v = &r.violation;
+            let by = if r.by == v.subject {
+                String::new()
+            } else {
+                format!(" (by {})", r.by)
+            };
+            s.push_str(&format!(
+                "  = {} {}{GAP}{}{by}\n",
+                v.policy, v.subject, v.message
+            ));
+        }
+        sections.push(s);
+    }
+
     if retention {
         // Host prune keeps (rule `host:NAME`) under their own heading.
         let (host_kept, reg_kept): (Vec<&Kept>, Vec<&Kept>) =
