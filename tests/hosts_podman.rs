@@ -573,3 +573,107 @@ hosts:
         "the plan after a successful apply must be empty:\n{out}"
     );
 }
+
+/// The audit's saved-plan case: `enforce` stops a container running an
+/// image by a name no policy registry has (`quay.io/…`), and a `present`
+/// tag rolled back to an image the host still has by digest. The saved
+/// plan applies as a whole, stops the container, puts the tag on the image
+/// that was there (and removes nothing), and the next plan is empty.
+#[test]
+fn a_saved_plan_enforces_and_rolls_a_present_tag_back_onto_an_image_here() {
+    let reg = TestRegistry::start();
+    let podman = Podman::start(&[&reg.host]);
+    let h = &reg.host;
+    let v1 = runnable("api-v1", 100);
+    let d1 = push(&reg, "team/api", "stable", &v1);
+    push(&reg, "team/api", "stable", &runnable("api-v2", 90));
+    // v1 by digest only (as a `present` pull leaves an image once its tag
+    // moved on), v2 by tag, and v2 again under a name from elsewhere,
+    // running.
+    podman.run(&["pull", "-q", &format!("{h}/team/api@{d1}")]);
+    podman.run(&["pull", "-q", &format!("{h}/team/api:stable")]);
+    podman.run(&[
+        "tag",
+        &format!("{h}/team/api:stable"),
+        "quay.io/evil/tool:1",
+    ]);
+    podman.start_container("foreign", "quay.io/evil/tool:1");
+    // Rolled back: `stable` is v1 again in the registry.
+    assert_eq!(push(&reg, "team/api", "stable", &v1), d1);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            r#"registries:
+  prod: {{url: "http://{h}"}}
+hosts:
+  build-01:
+    endpoint: "{endpoint}"
+    images:
+      present: [prod/team/api:stable]
+      prune: {{older_than: 30d}}
+policies:
+  registries: [prod]
+  on_violation: enforce
+"#,
+            endpoint = podman.endpoint()
+        ),
+    )
+    .unwrap();
+    let file = dir.path().join("plan.json");
+    let plan = save_plan(dir.path(), &file);
+    assert_eq!(
+        targets(&plan, "pull"),
+        ["host:build-01/prod/team/api:stable"],
+        "{plan}"
+    );
+    assert_eq!(first_change(&plan, "pull")["digest"], d1.as_str());
+    // v1 is what the pull names: not pruned under it.
+    assert!(targets(&plan, "remove_image").is_empty(), "{plan}");
+    let stop = first_change(&plan, "stop_container");
+    assert_eq!(stop["target"], "host:build-01/container/foreign");
+    assert_eq!(stop["source"], "quay.io/evil/tool:1");
+    // The stop ends the violation: none left, one resolved by it.
+    assert_eq!(plan["violations"], serde_json::json!([]), "{plan}");
+    assert_eq!(plan["summary"]["violations"], 0);
+    let resolved = plan["resolved_violations"].as_array().unwrap();
+    assert_eq!(resolved.len(), 1, "{plan}");
+    assert_eq!(resolved[0]["subject"], "host:build-01/container/foreign");
+    assert_eq!(resolved[0]["by"], "host:build-01/container/foreign");
+
+    let (code, out) = apply_saved(dir.path(), &file);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        outcome(&out, "stop_container", "host:build-01/container/foreign").ends_with("done"),
+        "{out}"
+    );
+    assert!(podman.running().is_empty(), "{:?}", podman.running());
+    assert_eq!(podman.image_digest(&format!("{h}/team/api:stable")), d1);
+
+    // Converged; the image `stable` names is shown by that tag, not by the
+    // digest name the pull also gave it.
+    let (code, out) = run(regimen()
+        .args(["plan", "--detailed-exitcode", "--format", "json", "-C"])
+        .arg(dir.path()));
+    assert_eq!(code, 0, "{out}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let kept: Vec<(&str, &str)> = plan["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["subject"].as_str().unwrap(),
+                k["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        kept.contains(&(
+            "host:build-01/prod/team/api:stable",
+            "listed in present (prod/team/api:stable)"
+        )),
+        "{kept:?}"
+    );
+}
