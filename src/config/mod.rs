@@ -381,6 +381,34 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
             }
         }
     }
+    // `keep` is matched against policy addresses (`prod/base/*`) when a
+    // policy registry has the image: a glob written with that registry's
+    // engine name (`127.0.0.1:5000/base/*`) would never match, and protect
+    // nothing while looking as if it did.
+    let addrs = crate::host::address::Addresses::from_policy(&policy);
+    for (name, h) in &policy.hosts {
+        let Some(prune) = &h.images.prune else {
+            continue;
+        };
+        for g in &prune.keep {
+            let Some((first, rest)) = g.split_once('/') else {
+                continue;
+            };
+            if first.contains(['*', '?', '[', '{']) || !first.contains(['.', ':']) {
+                continue;
+            }
+            if let Some(a) = addrs.from_engine(&format!("{first}/x")) {
+                cx.err(
+                    &h.loc,
+                    format!(
+                        "host `{name}`: prune keep `{g}` names registry `{}` by its address, \
+                         but keep matches policy addresses for its images: write `{}/{rest}`",
+                        a.repo.registry, a.repo.registry
+                    ),
+                );
+            }
+        }
+    }
     // Two names for one registry would hide what the planner guards by
     // name: retention on one name would not see that a mirror, promotion
     // or retag under the other needs an image, and two rules writing one

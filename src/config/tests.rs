@@ -733,3 +733,22 @@ fn two_names_for_one_registry_are_refused() {
     );
     assert!(e.contains("give each registry one entry"), "{e}");
 }
+
+#[test]
+fn a_host_keep_glob_in_engine_form_for_a_policy_registry_is_refused() {
+    let e = errors(
+        "registries:\n  main: {url: \"http://127.0.0.1:5791\"}\n\
+         hosts:\n  h1:\n    endpoint: \"unix:///run/docker.sock\"\n\
+         \x20   images:\n      prune:\n        keep: [\"127.0.0.1:5791/library/alpine:3.18*\", \
+         \"main/base/*\", \"quay.io/org/*\", \"*/x/*\"]\n",
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains(
+            "prune keep `127.0.0.1:5791/library/alpine:3.18*` names registry `main` by its \
+             address, but keep matches policy addresses for its images: write \
+             `main/library/alpine:3.18*`"
+        ),
+        "{e}"
+    );
+}

@@ -671,6 +671,15 @@ mod tests {
             subject: "dev/team/worker".to_string(),
             reason: "listing tags: 503 Service Unavailable".to_string(),
         });
+        plan.resolved.push(crate::plan::Resolved {
+            violation: Violation {
+                kind: None,
+                policy: "max_age".to_string(),
+                subject: "dev/team/api:pr-119-alias".to_string(),
+                message: "created 400d ago, max_age 365d".to_string(),
+            },
+            by: "dev/team/api:pr-119".to_string(),
+        });
         plan.retention = vec![
             retention_repo("dev-retention", "dev/team/api", 14, 6),
             retention_repo("dev-retention", "dev/team/web", 4, 0),
