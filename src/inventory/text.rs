@@ -116,6 +116,12 @@ pub fn render(inv: &Inventory) -> String {
             let subject = match (r.kind, r.tags.first()) {
                 (super::LocationKind::Registry, Some(t)) => format!("{}:{t}", r.location),
                 (super::LocationKind::Host, Some(t)) => format!("{}/{t}", r.location),
+                // As plans name a host image without a name: by its short ID.
+                (super::LocationKind::Host, None) => format!(
+                    "{}/{}",
+                    r.location,
+                    short(&r.digest).trim_start_matches("sha256:")
+                ),
                 (_, None) => format!("{}@{}", r.location, short(&r.digest)),
             };
             out.push_str(&format!("! {} {subject}: {}\n", v.word(), v.message));

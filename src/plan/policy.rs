@@ -444,7 +444,11 @@ pub fn host_violations(
                             .map(|a| a.to_string())
                             .unwrap_or(t.clone())
                     })
-                    .unwrap_or_else(|| img.id.clone());
+                    // As prune names an image without a name: its short ID.
+                    .unwrap_or_else(|| {
+                        let hex = img.id.trim_start_matches("sha256:");
+                        hex.get(..12).unwrap_or(hex).to_string()
+                    });
                 let message = format!(
                     "created {} ago, max_age {}",
                     age(now, created),
