@@ -646,7 +646,10 @@ fn host_rows(
             age_seconds: img.created.map(|c| age_secs(now, c)),
             size: Some(img.size),
             platforms: None,
-            base_image: img.labels.get(crate::observe::BASE_NAME).cloned(),
+            base_image: img
+                .labels
+                .get(crate::observe::BASE_NAME)
+                .and_then(|b| crate::observe::named(b)),
             owner: img
                 .labels
                 .get(owner_label)

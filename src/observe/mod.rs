@@ -3,6 +3,7 @@
 
 mod hosts;
 mod read;
+pub(crate) use read::named;
 
 use std::collections::BTreeMap;
 

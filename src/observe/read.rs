@@ -540,17 +540,24 @@ fn labels_of(config: &[u8], annotations: &BTreeMap<String, String>) -> BTreeMap<
     out
 }
 
-/// The base-image annotation, else the config label of the same name.
+/// The base-image annotation, else the config label of the same name. An
+/// empty one (buildah writes `""` when it built from scratch) is none.
 fn base_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<String> {
-    if let Some(b) = annotations.get(super::BASE_NAME) {
-        return Some(b.clone());
+    if let Some(b) = annotations.get(super::BASE_NAME).and_then(|b| named(b)) {
+        return Some(b);
     }
     let v: serde_json::Value = serde_json::from_slice(config).ok()?;
     v.get("config")?
         .get("Labels")?
         .get(super::BASE_NAME)?
         .as_str()
-        .map(str::to_string)
+        .and_then(named)
+}
+
+/// A base-image name, unless it is blank.
+pub(crate) fn named(b: &str) -> Option<String> {
+    let b = b.trim();
+    (!b.is_empty()).then(|| b.to_string())
 }
 
 fn created_of(config: &[u8], annotations: &BTreeMap<String, String>) -> Option<Timestamp> {
@@ -610,7 +617,7 @@ pub async fn image_info(
             info.created = annotations
                 .get("org.opencontainers.image.created")
                 .and_then(|s| image_time(s));
-            info.base_name = annotations.get(super::BASE_NAME).cloned();
+            info.base_name = annotations.get(super::BASE_NAME).and_then(|b| named(b));
             let index_annotations = annotations;
             for child in &manifests {
                 if let Some(p) = &child.platform {
@@ -751,6 +758,26 @@ async fn read_orphans(desired: &Desired, registries: &Registries, observed: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::BASE_NAME;
+
+    #[test]
+    fn a_blank_base_name_is_no_base_name() {
+        let label = |v: &str| format!(r#"{{"config":{{"Labels":{{"{BASE_NAME}":"{v}"}}}}}}"#);
+        let ann = |v: &str| BTreeMap::from([(BASE_NAME.to_string(), v.to_string())]);
+        let none = BTreeMap::new();
+        // buildah from scratch: `""` in both places.
+        assert_eq!(base_of(label("").as_bytes(), &ann("")), None);
+        assert_eq!(base_of(label(" ").as_bytes(), &none), None);
+        // A blank annotation does not hide the label.
+        assert_eq!(
+            base_of(label("debian:12").as_bytes(), &ann("")).as_deref(),
+            Some("debian:12")
+        );
+        assert_eq!(
+            base_of(b"{}", &ann("docker.io/library/alpine:3.19")).as_deref(),
+            Some("docker.io/library/alpine:3.19")
+        );
+    }
 
     #[test]
     fn labels_cannot_display_reversed() {
