@@ -1178,3 +1178,170 @@ fn target_naming_a_tag_a_delete_also_removes_selects_the_delete() {
     assert!(out.contains("Apply complete: 1 done"), "{out}");
     assert_eq!(list_tags(&reg, "team/t"), ["new"]);
 }
+
+/// A referrers list also kept under an ordinary tag, and an image someone
+/// tagged `sha256-<hex>` for a subject that does not exist: deleting them
+/// by digest would take those tags (Distribution deletes every tag on a
+/// digest). `untagged_referrers` only untags them, and the kept list still
+/// pulls whole.
+#[test]
+fn untagged_referrers_only_untag_what_has_other_tags() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/o".parse().unwrap();
+    let (gone, sbom, v1, fake_tag) = block_on(async {
+        let gone = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"old".parse().unwrap()),
+            &img("o", "old", 300),
+        )
+        .await
+        .unwrap();
+        let sbom = push_referrer(
+            r.as_ref(),
+            &repo,
+            &gone,
+            "application/vnd.cyclonedx+json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+        // The list, also under `refs-archive`.
+        let list = r
+            .get_manifest(&repo, gone.referrers_tag().as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        r.put_manifest(&repo, Some(&"refs-archive".parse().unwrap()), &list)
+            .await
+            .unwrap();
+        // An image, also tagged like the referrers of an image never pushed.
+        let v1 = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"v1".parse().unwrap()),
+            &img("o", "v1", 10),
+        )
+        .await
+        .unwrap();
+        let fake_tag = format!("sha256-{}", "9".repeat(64));
+        let m = r.get_manifest(&repo, v1.as_str()).await.unwrap().unwrap();
+        r.put_manifest(&repo, Some(&fake_tag.parse().unwrap()), &m)
+            .await
+            .unwrap();
+        // Someone deletes the old image by digest.
+        r.delete_manifest(&repo, &gone).await.unwrap();
+        (gone, sbom, v1, fake_tag)
+    });
+    let list_tag = gone.referrers_tag().to_string();
+
+    let (_tmp, d) = policy(
+        &reg.url(),
+        "\"dev/team/o\"",
+        "{untagged_referrers: true}",
+        "",
+    );
+    let (code, plan, text) = json_plan(regimen().args(["plan", "--format", "json", "-C", &d]));
+    assert_eq!(code, 0, "{text}");
+    let changes: Vec<(&str, &str)> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["action"].as_str().unwrap(), c["target"].as_str().unwrap()))
+        .collect();
+    let mut want = vec![
+        ("untag", format!("dev/team/o:{list_tag}")),
+        ("untag", format!("dev/team/o:{fake_tag}")),
+    ];
+    want.sort();
+    let mut got: Vec<(&str, String)> = changes.iter().map(|(a, t)| (*a, t.to_string())).collect();
+    got.sort();
+    assert_eq!(got, want, "{text}");
+
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/o"), sorted(&["refs-archive", "v1"]));
+    assert_eq!(reg.digest("team/o", "v1"), v1.to_string());
+    // The kept list and what it lists are whole.
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/team/o@{sbom}", reg.host),
+    ]);
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
+    assert_eq!(code, 0, "{again}");
+}
+
+/// Deleting an image whose referrers list is also kept under a tag of its
+/// own: the list stays, and so does every referrer it lists (children of
+/// an index are never deleted on their own), so the kept tag still pulls.
+#[test]
+fn a_deleted_image_keeps_referrers_a_kept_list_names() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let repo: regimen::model::Repo = "team/g".parse().unwrap();
+    let sbom = block_on(async {
+        let old = push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"old-g".parse().unwrap()),
+            &img("g", "old", 300),
+        )
+        .await
+        .unwrap();
+        let sbom = push_referrer(
+            r.as_ref(),
+            &repo,
+            &old,
+            "application/vnd.cyclonedx+json",
+            b"{}",
+        )
+        .await
+        .unwrap();
+        let list = r
+            .get_manifest(&repo, old.referrers_tag().as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        r.put_manifest(&repo, Some(&"refs-archive".parse().unwrap()), &list)
+            .await
+            .unwrap();
+        push_image(
+            r.as_ref(),
+            &repo,
+            Some(&"main".parse().unwrap()),
+            &img("g", "main", 1),
+        )
+        .await
+        .unwrap();
+        sbom
+    });
+    let (_tmp, d) = policy(
+        &reg.url(),
+        "\"dev/team/g\"",
+        "{tags: {glob: \"old-*\"}}",
+        "    min_keep: 0\n",
+    );
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(list_tags(&reg, "team/g"), sorted(&["main", "refs-archive"]));
+    // `skopeo copy --all` of the kept list reads every manifest it lists.
+    let dest = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/g:refs-archive", reg.host),
+        &format!("oci:{}:x", dest.path().display()),
+    ]);
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/team/g@{sbom}", reg.host),
+    ]);
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
+    assert_eq!(code, 0, "{again}");
+}

@@ -461,8 +461,13 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
         }
         // What the orphaned list names may be tagged on its own: those stay.
         let read = reads.read(reg.as_ref(), &target.repo, FINAL_READ_AGE).await;
-        let (state, _) = read.as_ref().as_ref().map_err(|e| e.clone())?;
-        return delete_orphan_referrers(reg.as_ref(), &target, tag, &digest, state)
+        let (state, heads) = read.as_ref().as_ref().map_err(|e| e.clone())?;
+        let view = RepoView {
+            state,
+            heads,
+            indexes,
+        };
+        return delete_orphan_referrers(reg.as_ref(), &target, tag, &digest, view)
             .await
             .map_err(err);
     }
@@ -572,7 +577,12 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     }
     drop(turn);
     for r in referrers {
-        delete_with_referrers(reg.as_ref(), repo, &r.digest, state)
+        let view = RepoView {
+            state,
+            heads,
+            indexes,
+        };
+        delete_with_referrers(reg.as_ref(), repo, &r.digest, view)
             .await
             .map_err(|e| {
                 format!(
@@ -753,23 +763,42 @@ fn delete_with_referrers<'a>(
     reg: &'a dyn Registry,
     repo: &'a Repo,
     digest: &'a Digest,
-    state: &'a crate::observe::RepoState,
+    read: RepoView<'a>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistryError>> + Send + 'a>> {
     Box::pin(async move {
         // Tagged on its own: it stays, and with it what describes it.
-        if kept_by_tags(state, digest) {
+        if kept_by_tags(read.state, digest) {
             tracing::info!(%repo, %digest, "a referrer of a deleted image has tags of its own: kept");
+            return Ok(());
+        }
+        // Listed by a tagged index (a referrers list kept under a tag of its
+        // own, say): children of an index are never deleted on their own.
+        let parents = read
+            .indexes
+            .tags_listing(reg, repo, read.heads, digest)
+            .await?;
+        if !parents.is_empty() {
+            tracing::info!(%repo, %digest, parents = ?parents, "a referrer of a deleted image is listed by a tagged index: kept");
             return Ok(());
         }
         let referrers = reg.referrers(repo, digest).await?;
         delete_gone_ok(reg, repo, digest).await?;
         for r in &referrers {
-            delete_with_referrers(reg, repo, &r.digest, state).await?;
+            delete_with_referrers(reg, repo, &r.digest, read).await?;
         }
         // Its own fallback tag (an SBOM's signatures' list), and cosign's
         // tags for it where the repo's read listed them.
-        delete_referrer_tags(reg, repo, digest, state).await
+        delete_referrer_tags(reg, repo, digest, read.state).await
     })
+}
+
+/// A fresh read of a repo, and the index children read this apply: what
+/// deleting referrers checks each one against.
+#[derive(Clone, Copy)]
+struct RepoView<'a> {
+    state: &'a crate::observe::RepoState,
+    heads: &'a BTreeMap<Tag, ManifestHead>,
+    indexes: &'a IndexChildren,
 }
 
 /// Deletes a referrers-schema tag whose subject is gone: each artifact it
@@ -779,7 +808,7 @@ async fn delete_orphan_referrers(
     target: &ImageRef,
     tag: &crate::model::Tag,
     digest: &Digest,
-    state: &crate::observe::RepoState,
+    read: RepoView<'_>,
 ) -> Result<Outcome, RegistryError> {
     let repo = &target.repo.repo;
     let current = reg
@@ -794,6 +823,25 @@ async fn delete_orphan_referrers(
             )));
         }
         Some(_) => {}
+    }
+    // Deleting by digest takes every tag on it: one that also has an
+    // ordinary tag (the list kept as `refs-archive`, or an image someone
+    // tagged `sha256-…`) is no orphan to delete (the plan untags those).
+    let also = read
+        .state
+        .tags
+        .iter()
+        .find(|(_, d)| *d == digest)
+        .map(|(t, _)| t.clone());
+    let also = match also {
+        Some(t) => Some(t),
+        None => tagged_since(reg, repo, read.state, digest).await?,
+    };
+    if let Some(t) = also {
+        return Ok(Outcome::Stale(format!(
+            "{}: {digest} is now also tagged {t}",
+            target.repo
+        )));
     }
     if let Some(subject) = tag.referrer_subject() {
         if reg.head_manifest(repo, subject.as_str()).await?.is_some() {
@@ -817,7 +865,7 @@ async fn delete_orphan_referrers(
                     None => false,
                 };
                 if names_subject {
-                    delete_with_referrers(reg, repo, &m.digest, state).await?;
+                    delete_with_referrers(reg, repo, &m.digest, read).await?;
                 }
             }
         }
@@ -973,28 +1021,31 @@ impl IndexChildren {
         heads: &BTreeMap<Tag, ManifestHead>,
         digest: &Digest,
     ) -> Result<Vec<Tag>, RegistryError> {
-        let found: Vec<Option<Tag>> = futures_util::stream::iter(
-            heads
-                .iter()
-                .filter(|(_, h)| MediaType::is_index(&h.media_type) && &h.digest != digest),
-        )
-        .map(|(tag, head)| async move {
-            let mut todo = vec![(head.digest.clone(), 0)];
-            while let Some((index, depth)) = todo.pop() {
-                for child in self.children(reg, repo, &index).await? {
-                    if &child.digest == digest {
-                        return Ok::<_, RegistryError>(Some(tag.clone()));
-                    }
-                    if depth + 1 < INDEX_DEPTH && MediaType::is_index(&child.media_type) {
-                        todo.push((child.digest, depth + 1));
+        // Owned, so that the stream's closures take no borrowed arguments
+        // (which a boxed `Send` future around this cannot be proven to be).
+        let candidates: Vec<(Tag, Digest)> = heads
+            .iter()
+            .filter(|(_, h)| MediaType::is_index(&h.media_type) && &h.digest != digest)
+            .map(|(t, h)| (t.clone(), h.digest.clone()))
+            .collect();
+        let found: Vec<Option<Tag>> = futures_util::stream::iter(candidates)
+            .map(|(tag, top)| async move {
+                let mut todo = vec![(top, 0)];
+                while let Some((index, depth)) = todo.pop() {
+                    for child in self.children(reg, repo, &index).await? {
+                        if &child.digest == digest {
+                            return Ok::<_, RegistryError>(Some(tag));
+                        }
+                        if depth + 1 < INDEX_DEPTH && MediaType::is_index(&child.media_type) {
+                            todo.push((child.digest, depth + 1));
+                        }
                     }
                 }
-            }
-            Ok(None)
-        })
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
+                Ok(None)
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
         let mut tags: Vec<Tag> = found.into_iter().flatten().collect();
         tags.sort();
         Ok(tags)

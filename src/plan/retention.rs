@@ -433,13 +433,37 @@ fn plan_repo(
                 continue;
             }
             orphans.push(target.clone());
-            out.push(Change {
-                target,
-                digest: Some(o.digest.to_string()),
-                expect: o.digest.to_string(),
-                rule: rule.name.clone(),
-                reason: format!("referrers of {}, which no longer exists", o.subject.short()),
-                ..Change::new(Action::Delete)
+            // Deleting by digest would take every tag on it: a list also
+            // kept under an ordinary tag (`refs-archive`), or an image someone
+            // tagged `sha256-…`, only loses this tag.
+            let others: Vec<&str> = state
+                .tags
+                .iter()
+                .filter(|(_, d)| **d == o.digest)
+                .map(|(t, _)| t.as_str())
+                .collect();
+            let gone = format!("referrers of {}, which no longer exists", o.subject.short());
+            out.push(if others.is_empty() {
+                Change {
+                    target,
+                    digest: Some(o.digest.to_string()),
+                    expect: o.digest.to_string(),
+                    rule: rule.name.clone(),
+                    reason: gone,
+                    ..Change::new(Action::Delete)
+                }
+            } else {
+                Change {
+                    target,
+                    digest: Some(o.digest.to_string()),
+                    expect: o.digest.to_string(),
+                    rule: rule.name.clone(),
+                    reason: format!(
+                        "{gone} (it stays for its other tags: {})",
+                        others.join(", ")
+                    ),
+                    ..Change::new(Action::Untag)
+                }
             });
         }
     }
