@@ -1345,3 +1345,48 @@ fn a_deleted_image_keeps_referrers_a_kept_list_names() {
     let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
     assert_eq!(code, 0, "{again}");
 }
+
+/// An untag the plan makes because another tag keeps the image is stale
+/// when that tag has moved since: applying it would leave the image with
+/// no tag at all, where retention would never see it again.
+#[test]
+fn saved_plan_refuses_an_untag_whose_keeping_tag_moved() {
+    let reg = TestRegistry::start();
+    seed(&reg);
+    let (tmp, d) = policy(&reg.url(), "dev/team/b", DELETE, KEEP);
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) = run(regimen().args(["plan", "-C", &d, "--out", planfile.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}");
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&planfile).unwrap()).unwrap();
+    let untag = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "untag" && c["target"] == "dev/team/b:pr-shared")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(untag["kept_by"], serde_json::json!(["release-2"]), "{plan}");
+    let shared = reg.digest("team/b", "pr-shared");
+
+    // Meanwhile release-2 moves to a new image.
+    let r = open(&reg.host);
+    block_on(push_image(
+        r.as_ref(),
+        &"team/b".parse().unwrap(),
+        Some(&"release-2".parse().unwrap()),
+        &img("team/b", "release-2-fixed", 1),
+    ))
+    .unwrap();
+
+    let (code, out) = run(regimen().args(["apply", "-C", &d, planfile.to_str().unwrap()]));
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("untag dev/team/b:pr-shared"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("STALE") && line.contains("no longer has its other tag release-2"),
+        "{out}"
+    );
+    assert_eq!(reg.digest("team/b", "pr-shared"), shared);
+}

@@ -437,6 +437,30 @@ async fn untag(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcom
             }
         }
     }
+    // The plan untags because other tags keep the image: one of them must
+    // still be on it, or the image would be left with no tag at all.
+    if !c.kept_by.is_empty() {
+        let mut still = false;
+        for t in &c.kept_by {
+            let head = reg
+                .head_manifest(&target.repo.repo, t)
+                .await
+                .map_err(|e| e.to_string())?;
+            if head.is_some_and(|h| h.digest.as_str() == c.expect) {
+                still = true;
+                break;
+            }
+        }
+        if !still {
+            return Ok(Outcome::Stale(format!(
+                "{}: {} no longer has its other tag{} {}: untagging would leave it with none",
+                target.repo,
+                c.expect,
+                if c.kept_by.len() == 1 { "" } else { "s" },
+                c.kept_by.join(", ")
+            )));
+        }
+    }
     if cx.stopping() {
         return Ok(Outcome::NotStarted);
     }

@@ -677,6 +677,7 @@ impl<'o> PlanCx<'o> {
                 with_referrers: first.with_referrers,
                 only_platforms: first.only_platforms.clone(),
                 also_tags: Vec::new(),
+                kept_by: Vec::new(),
             });
         }
         plan

@@ -535,6 +535,18 @@ pub fn digest_level(
                 }
                 _ => "the image stays for its other tags".to_string(),
             };
+            // Held by tags alone (no index lists it, no other name): the
+            // tags apply checks are still there before it untags.
+            let kept_by: Vec<String> = if children.contains(digest) || other_names.is_some() {
+                Vec::new()
+            } else {
+                all.iter()
+                    .filter(|(t, d)| {
+                        *d == digest && !gone.contains(*t) && !going.iter().any(|g| &g.0 == *t)
+                    })
+                    .map(|(t, _)| t.to_string())
+                    .collect()
+            };
             for g in going {
                 out.push(Change {
                     target: ImageRef::tagged(repo.clone(), g.0.clone()).to_string(),
@@ -542,6 +554,7 @@ pub fn digest_level(
                     expect: digest.to_string(),
                     rule: rule.to_string(),
                     reason: format!("{age_text}; {stays}"),
+                    kept_by: kept_by.clone(),
                     ..Change::new(Action::Untag)
                 });
             }

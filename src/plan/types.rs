@@ -74,6 +74,11 @@ pub struct Change {
     /// being the one the target shows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_tags: Vec<String>,
+    /// For an untag of an image its other tags keep: those tags. Apply
+    /// untags only while one of them is still on the image, so that it is
+    /// never left without a tag (where retention would not see it again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_by: Vec<String>,
 }
 
 impl Change {
@@ -93,6 +98,7 @@ impl Change {
             with_referrers: true,
             only_platforms: None,
             also_tags: Vec::new(),
+            kept_by: Vec::new(),
         }
     }
 
