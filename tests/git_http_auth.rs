@@ -182,3 +182,41 @@ fn git_remote_with_token_auth() {
     assert!(out.contains(&sha[..12]), "the revision is logged:\n{out}");
     assert!(!out.contains(TOKEN), "the token is never printed:\n{out}");
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if std::fs::read(&p)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Some Git hosts take a token in the URL's query: it is never written
+/// into the cache (Git's FETCH_HEAD would record the whole URL there, on a
+/// volume often shared), nor printed.
+#[test]
+fn a_query_token_in_the_git_url_stays_out_of_the_cache() {
+    let (tmp, sha) = policy_remote();
+    let (port, _) = serve_git(tmp.path().to_path_buf());
+    let cache = tmp.path().join("cache-q");
+    let url = format!("http://127.0.0.1:{port}/policy.git?private_token=QSEKRIT");
+    let mut cmd = git_plan_once(&url, &cache);
+    cmd.envs([("REGIMEN_GIT_USERNAME", USER), ("REGIMEN_GIT_TOKEN", TOKEN)]);
+    let (code, out) = run(&mut cmd);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&sha[..12]), "{out}");
+    assert!(!out.contains("QSEKRIT"), "{out}");
+    assert_eq!(files_containing(&cache, "QSEKRIT"), Vec::<PathBuf>::new());
+    assert_eq!(files_containing(&cache, TOKEN), Vec::<PathBuf>::new());
+}

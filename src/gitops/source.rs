@@ -26,6 +26,9 @@ pub struct Snapshot {
     /// Changes whenever the policy may have changed (the commit, plus the
     /// files' contents for a local directory).
     pub version: String,
+    /// For a Git commit's tree in a cache: a shared lock that keeps other
+    /// daemons on the cache from removing the tree while this one reads it.
+    pub in_use: Option<std::sync::Arc<std::fs::File>>,
 }
 
 pub enum Source {
@@ -68,6 +71,7 @@ fn dir_snapshot(dir: &Path) -> Result<Snapshot, String> {
         dir: dir.to_path_buf(),
         version: format!("{}:{:016x}", revision.as_deref().unwrap_or("-"), h.finish()),
         revision,
+        in_use: None,
     })
 }
 
@@ -149,10 +153,13 @@ impl GitSource {
         cache_root: Option<PathBuf>,
     ) -> GitSource {
         let root = cache_root.unwrap_or_else(default_cache_root);
-        let path = match path.trim_matches('/') {
-            "." => String::new(),
-            p => p.to_string(),
-        };
+        // `./policy`, `policy/`, `/policy` and `.` say the folder as a
+        // shell would: the same folder as `policy` (or the whole tree).
+        let path = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect::<Vec<_>>()
+            .join("/");
         let mut h = Fnv::new();
         // One cache per URL, branch and folder: `trees/<sha>` holds only the
         // `--path` folder, so a cache shared across folders would serve one
@@ -206,6 +213,9 @@ impl GitSource {
             fo.remote_callbacks(cbs);
             // A branch deleted on the remote must not live on in the cache.
             fo.prune(git2::FetchPrune::On);
+            // FETCH_HEAD would record the URL, a query token and all, in a
+            // cache that often sits on a shared volume; nothing reads it.
+            fo.update_fetchhead(false);
             remote
                 .fetch(&[&refspec], Some(&mut fo), None)
                 .map_err(|e| {
@@ -237,6 +247,9 @@ impl GitSource {
         }
         let trees = self.cache.join("trees");
         let dest = trees.join(&sha);
+        // Taken before the tree is looked at, under the cache lock: a daemon
+        // cleaning up (also under it) then sees the tree in use.
+        let in_use = TreeLock::shared(&self.cache, &sha)?;
         if !dest.is_dir() {
             let root = commit
                 .tree()
@@ -266,11 +279,24 @@ impl GitSource {
             std::fs::rename(&tmp, &dest)
                 .map_err(|e| format!("cannot move {} into place: {e}", tmp.display()))?;
         }
-        // Older commits' trees are no longer read by anyone.
+        // Older commits' trees, unless another daemon on this cache (a
+        // replica on the same volume) is still reconciling from one. This
+        // one's last tree is let go first (its reconciles run one at a time).
+        self.current = None;
         if let Ok(rd) = std::fs::read_dir(&trees) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy() != sha {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name == sha {
+                    continue;
+                }
+                // A `.SHA.tmp` is only ever written under the cache lock, held here.
+                if name.starts_with('.') {
                     let _ = std::fs::remove_dir_all(e.path());
+                    continue;
+                }
+                if let Some(_unused) = TreeLock::unused(&self.cache, &name) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                    let _ = std::fs::remove_file(TreeLock::path(&self.cache, &name));
                 }
             }
         }
@@ -278,6 +304,7 @@ impl GitSource {
             dir: dest,
             revision: Some(sha.clone()),
             version: sha,
+            in_use: Some(std::sync::Arc::new(in_use)),
         };
         self.current = Some(snap.clone());
         Ok(snap)
@@ -311,6 +338,48 @@ impl CacheLock {
                 return Err(format!("cannot lock {}: {e}", path.display()));
             }
         }
+    }
+}
+
+/// `CACHE/inuse/<sha>`: held shared by each daemon reading `trees/<sha>`,
+/// tried exclusively by one about to remove it. Both happen under the
+/// [`CacheLock`], so a tree is never removed between a daemon choosing it
+/// and locking it.
+struct TreeLock;
+
+impl TreeLock {
+    fn path(cache: &Path, sha: &str) -> PathBuf {
+        cache.join("inuse").join(sha)
+    }
+
+    fn open(cache: &Path, sha: &str) -> Result<std::fs::File, String> {
+        let path = Self::path(cache, sha);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    }
+
+    /// A shared lock on the tree `sha`, held while it is read.
+    fn shared(cache: &Path, sha: &str) -> Result<std::fs::File, String> {
+        let file = Self::open(cache, sha)?;
+        file.lock_shared()
+            .map_err(|e| format!("cannot lock {}: {e}", Self::path(cache, sha).display()))?;
+        Ok(file)
+    }
+
+    /// An exclusive lock on the tree `sha` if no daemon holds it (then it
+    /// may be removed), `None` when one does or the lock cannot be had.
+    fn unused(cache: &Path, sha: &str) -> Option<std::fs::File> {
+        let file = Self::open(cache, sha).ok()?;
+        file.try_lock().ok()?;
+        Some(file)
     }
 }
 
@@ -866,6 +935,85 @@ pub fn materialize_rev(dir: &Path, rev: &str, dest: &Path) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Commits `policy.yaml` with `text` on `main` of the repository at `dir`.
+    fn commit(dir: &Path, text: &str) {
+        let repo = Repository::open(dir)
+            .or_else(|_| Repository::init(dir))
+            .unwrap();
+        std::fs::write(dir.join("policy.yaml"), text).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("policy.yaml")).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let parent = repo
+            .find_reference("refs/heads/main")
+            .ok()
+            .and_then(|r| r.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        repo.commit(Some("refs/heads/main"), &sig, &sig, "c", &tree, &parents)
+            .unwrap();
+    }
+
+    /// Two daemons on one cache (replicas on a volume): the one that moves
+    /// to a new commit does not remove the tree the other still reconciles
+    /// from; once that one lets go of it, the next cleanup removes it.
+    #[test]
+    fn a_tree_in_use_by_another_daemon_on_the_cache_is_not_removed() {
+        git();
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        commit(&src, "registries: {}\n");
+        let url = format!("file://{}", src.display());
+        let cache = tmp.path().join("cache");
+        let source = || {
+            GitSource::new(
+                url.clone(),
+                "main".into(),
+                String::new(),
+                Some(cache.clone()),
+            )
+        };
+        let mut a = source();
+        let first = a.snapshot().unwrap();
+        commit(&src, "registries: {}\n# two\n");
+        let mut b = source();
+        let second = b.snapshot().unwrap();
+        assert_ne!(first.revision, second.revision);
+        assert!(
+            first.dir.join("policy.yaml").is_file(),
+            "removed while daemon A reads it"
+        );
+        // A is done with it and moves on: the old tree goes.
+        drop(first);
+        let again = a.snapshot().unwrap();
+        assert_eq!(again.revision, second.revision);
+        let trees: Vec<String> = std::fs::read_dir(a.cache.join("trees"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(trees, [second.revision.clone().unwrap()]);
+        assert!(second.dir.join("policy.yaml").is_file());
+    }
+
+    #[test]
+    fn a_path_is_the_folder_however_written() {
+        for (written, folder) in [
+            ("./policy", "policy"),
+            ("policy/", "policy"),
+            ("/policy", "policy"),
+            ("./a/./b/", "a/b"),
+            (".", ""),
+            ("./", ""),
+            ("", ""),
+        ] {
+            let g = GitSource::new("file:///x".into(), "main".into(), written.into(), None);
+            assert_eq!(g.path, folder, "{written}");
+        }
+    }
 
     #[test]
     fn urls_lose_credentials() {
