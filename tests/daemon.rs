@@ -670,6 +670,87 @@ fn a_failed_source_read_is_timed() {
     assert!(valid.is_some_and(f64::is_nan), "{valid:?}");
 }
 
+/// With a schedule, the interval only looks for new commits. A Git outage
+/// makes the daemon unready; once the remote answers again, the next look
+/// reconciles and it is ready, not unready until the schedule next fires
+/// (here: next new year).
+#[test]
+fn a_git_outage_ends_at_the_next_interval_even_with_a_schedule() {
+    let (tmp, _) = common::policy_remote();
+    let bare = tmp.path().join("policy.git");
+    let away = tmp.path().join("policy.git.away");
+    let url = format!("file://{}", bare.display());
+    let cache = tmp.path().join("cache");
+    let d = Daemon::start(
+        &[
+            "--git",
+            &url,
+            "--path",
+            "policy",
+            "--plan-only",
+            "--interval",
+            "1s",
+            "--schedule",
+            "0 0 1 1 *",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("ready", Duration::from_secs(30), |d| {
+        d.get("/readyz").0 == 200
+    });
+    std::fs::rename(&bare, &away).unwrap();
+    d.wait_until("unready in the outage", Duration::from_secs(30), |d| {
+        d.get("/readyz").0 == 503
+    });
+    std::fs::rename(&away, &bare).unwrap();
+    d.wait_until("ready again", Duration::from_secs(30), |d| {
+        d.get("/readyz").0 == 200
+    });
+}
+
+/// A Kubernetes ConfigMap volume: `regimen.yaml -> ..data/regimen.yaml`,
+/// `..data -> ..<timestamp>`. The kubelet updates it by swapping `..data`
+/// (every event is on a hidden path); `--watch` reconciles on that swap.
+#[test]
+fn watch_sees_a_configmap_volume_update() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let cm = tmp.path().join("cm");
+    let version = |name: &str, text: &str| {
+        std::fs::create_dir_all(cm.join(name)).unwrap();
+        std::fs::write(cm.join(name).join("regimen.yaml"), text).unwrap();
+    };
+    let reg = tmp.path().join("dev");
+    let text = format!("registries:\n  dev: {{url: \"oci:{}\"}}\n", reg.display());
+    version("..2026_11_24_13_00_00.1", &text);
+    symlink("..2026_11_24_13_00_00.1", cm.join("..data")).unwrap();
+    symlink("..data/regimen.yaml", cm.join("regimen.yaml")).unwrap();
+    let d = Daemon::start(
+        &[
+            "-C",
+            cm.to_str().unwrap(),
+            "--watch",
+            "--plan-only",
+            "--interval",
+            "1h",
+        ],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("the first reconcile", Duration::from_secs(30), |d| {
+        d.metric("regimen_reconciles_total{result=\"success\"}") == Some(1.0)
+    });
+    // The kubelet's atomic update.
+    version("..2026_11_24_13_05_00.2", &format!("{text}# v2\n"));
+    symlink("..2026_11_24_13_05_00.2", cm.join("..data_tmp")).unwrap();
+    std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).unwrap();
+    d.wait_until("a reconcile on the swap", Duration::from_secs(15), |d| {
+        d.metric("regimen_reconciles_total{result=\"success\"}") == Some(2.0)
+    });
+    assert!(d.log().contains("\"trigger\":\"watch\""), "{}", d.log());
+}
+
 #[test]
 fn watch_reconciles_when_a_policy_file_changes() {
     let reg = TestRegistry::start();

@@ -109,6 +109,10 @@ pub async fn run(cfg: Config) -> i32 {
     queue.push(true, "start");
     let source = Arc::new(Mutex::new(cfg.source));
     let mut last_version: Option<String> = None;
+    // The last look at the source failed: that failure is what `/readyz`
+    // and the metrics show, so the next good read reconciles (with a
+    // schedule, an unchanged commit would otherwise wait for it).
+    let mut source_failed = false;
     let mut code = 0;
     loop {
         let pending = tokio::select! {
@@ -141,6 +145,7 @@ pub async fn run(cfg: Config) -> i32 {
                 tracing::error!(error = %e, "cannot read the policy source: {e}");
                 m.finished("error", Some(e), t0.elapsed(), None);
                 code = 1;
+                source_failed = true;
                 if cfg.once {
                     break;
                 }
@@ -150,9 +155,10 @@ pub async fn run(cfg: Config) -> i32 {
         let changed = last_version.as_deref() != Some(snap.version.as_str());
         // With a schedule the interval only looks for new commits; without
         // one, every interval is also a full reconcile (drift correction).
-        if !pending.force && !changed && has_schedule {
+        if !pending.force && !changed && has_schedule && !source_failed {
             continue;
         }
+        source_failed = false;
         last_version = Some(snap.version.clone());
         code = one(
             &snap,
@@ -391,8 +397,14 @@ fn spawn_schedule(queue: Arc<Queue>, cron: croner::Cron) {
 /// files in several steps, and a `git pull` touches many files.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 
-/// A path (relative to the policy folder) that is a policy file.
+/// A path (relative to the policy folder) that is a policy file, or the
+/// `..data` symlink of a Kubernetes ConfigMap or Secret volume, which the
+/// kubelet swaps to update every file at once (its files link through it,
+/// and only hidden paths see events).
 fn is_policy_file(rel: &std::path::Path) -> bool {
+    if rel == std::path::Path::new("..data") {
+        return true;
+    }
     let visible = rel
         .components()
         .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'));
@@ -445,7 +457,7 @@ mod tests {
     #[test]
     fn only_policy_files_wake_the_watch() {
         use std::path::Path;
-        for yes in ["policy.yaml", "teams/api.yml"] {
+        for yes in ["policy.yaml", "teams/api.yml", "..data"] {
             assert!(is_policy_file(Path::new(yes)), "{yes}");
         }
         for no in [
@@ -456,6 +468,8 @@ mod tests {
             ".git/index",
             ".hidden/p.yaml",
             "teams/.p.yaml",
+            "..data_tmp",
+            "..2026_11_24_13_00_00.123/policy.yaml",
         ] {
             assert!(!is_policy_file(Path::new(no)), "{no}");
         }
