@@ -638,6 +638,43 @@ fn metrics_and_logs_of_a_failed_reconcile_outside_git() {
     );
 }
 
+/// A registry that cannot be reached: the reconcile is `incomplete`, not a
+/// success: readiness and the last-success time say so.
+#[test]
+fn an_unreachable_registry_makes_the_reconcile_incomplete_not_successful() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = free_port();
+    let dir = policy_dir(
+        tmp.path(),
+        &format!(
+            "registries:\n  src: {{url: \"http://127.0.0.1:{dead}\"}}\n  dst: {{url: \"oci:{}\"}}\n\
+             mirrors:\n  - {{from: src/app, to: dst/app}}\n",
+            tmp.path().join("dst").display()
+        ),
+    );
+    let d = Daemon::start(
+        &["-C", dir.to_str().unwrap(), "--interval", "1h"],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("the reconcile", Duration::from_secs(60), |d| {
+        d.metric("regimen_reconciles_total{result=\"incomplete\"}") == Some(1.0)
+    });
+    let (code, body) = d.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("incomplete: 1 could not be observed (first: src/app:"),
+        "{body}"
+    );
+    assert_eq!(
+        d.metric("regimen_reconciles_total{result=\"success\"}"),
+        None,
+        "{}",
+        d.get("/metrics").1
+    );
+    let last = d.metric("regimen_last_success_timestamp_seconds");
+    assert!(last.is_none_or(|v| v == 0.0), "{last:?}");
+}
+
 /// A source that cannot be read is a reconcile that took time, not 0 s.
 #[test]
 fn a_failed_source_read_is_timed() {

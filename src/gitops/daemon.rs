@@ -264,7 +264,12 @@ async fn one(
                 && !r.violation_failure
                 && stale == 0
                 && failed == 0;
+            // Something could not be observed (a registry or host down): what
+            // could be seen was reconciled, the rest was not, so this is no
+            // success for `last_success_timestamp_seconds` or `/readyz`.
+            let incomplete = ok && !r.plan.complete;
             let result = match (ok, stopped) {
+                (true, _) if incomplete => "incomplete",
                 (true, _) => "success",
                 (false, true) => "stopped",
                 (false, false) => "failed",
@@ -287,12 +292,24 @@ async fn one(
                     )
                 };
             }
-            if result == "failed" {
+            if result == "failed" || result == "incomplete" {
                 finished_line!(warn);
             } else {
                 finished_line!(info);
             }
-            if ok {
+            if incomplete {
+                let u = &r.plan.unobserved;
+                let why = format!(
+                    "incomplete: {} could not be observed (first: {}: {})",
+                    u.len(),
+                    u.first().map(|x| x.subject.as_str()).unwrap_or("?"),
+                    u.first().map(|x| x.reason.as_str()).unwrap_or("?"),
+                );
+                tracing::warn!(revision, "reconcile {why}");
+                m.finished("incomplete", Some(why), took, Some(&revision));
+                // As `apply` exits: what could be seen was reconciled.
+                0
+            } else if ok {
                 m.finished("success", None, took, Some(&revision));
                 0
             } else if stopped {
