@@ -675,6 +675,42 @@ fn an_unreachable_registry_makes_the_reconcile_incomplete_not_successful() {
     assert!(last.is_none_or(|v| v == 0.0), "{last:?}");
 }
 
+/// `-C` on a Git work tree with edits not committed: the reconcile is of
+/// those files, and `/readyz` does not pass them off as the commit.
+#[test]
+fn readiness_says_when_the_folder_has_uncommitted_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "registries:\n  dev: {{url: \"oci:{}\"}}\n",
+        tmp.path().join("dev").display()
+    );
+    let dir = policy_dir(tmp.path(), &text);
+    common::git(&dir, &["init", "-q", "-b", "main"]);
+    common::git(&dir, &["add", "-A"]);
+    common::git(&dir, &["commit", "-q", "-m", "policy"]);
+    std::fs::write(dir.join("regimen.yaml"), format!("{text}# edited\n")).unwrap();
+    let d = Daemon::start(
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "--plan-only",
+            "--interval",
+            "1h",
+        ],
+        tmp.path().join("daemon.log"),
+    );
+    d.wait_until("ready", Duration::from_secs(30), |d| {
+        d.get("/readyz").0 == 200
+    });
+    let (_, body) = d.get("/readyz");
+    assert!(body.contains("(with uncommitted changes)"), "{body}");
+    assert!(
+        d.log().contains("\"revision_modified\":true"),
+        "{}",
+        d.log()
+    );
+}
+
 /// A source that cannot be read is a reconcile that took time, not 0 s.
 #[test]
 fn a_failed_source_read_is_timed() {

@@ -206,7 +206,13 @@ async fn one(
         .revision
         .clone()
         .unwrap_or_else(|| "(none)".to_string());
-    tracing::info!(revision = %revision, trigger = %reasons.join(","), "reconcile started");
+    // What `/readyz` shows: a folder with uncommitted edits is not its commit.
+    let shown = if snap.modified {
+        format!("{revision} (with uncommitted changes)")
+    } else {
+        revision.clone()
+    };
+    tracing::info!(revision = %revision, revision_modified = snap.modified, trigger = %reasons.join(","), "reconcile started");
     m.started();
     let applying = AtomicBool::new(false);
     let fut = reconcile::reconcile(snap, opts, stop, &applying);
@@ -241,12 +247,12 @@ async fn one(
             );
             tracing::error!(revision = %revision, errors = diags.len(), "{msg}");
             m.policy_valid(false);
-            m.finished("invalid_policy", Some(msg), took, Some(&revision));
+            m.finished("invalid_policy", Some(msg), took, Some(&shown));
             1
         }
         Some(Err(Failure::Error(e))) => {
             tracing::error!(revision = %revision, "reconcile failed: {e}");
-            m.finished("error", Some(e), took, Some(&revision));
+            m.finished("error", Some(e), took, Some(&shown));
             1
         }
         Some(Ok(r)) => {
@@ -306,11 +312,11 @@ async fn one(
                     u.first().map(|x| x.reason.as_str()).unwrap_or("?"),
                 );
                 tracing::warn!(revision, "reconcile {why}");
-                m.finished("incomplete", Some(why), took, Some(&revision));
+                m.finished("incomplete", Some(why), took, Some(&shown));
                 // As `apply` exits: what could be seen was reconciled.
                 0
             } else if ok {
-                m.finished("success", None, took, Some(&revision));
+                m.finished("success", None, took, Some(&shown));
                 0
             } else if stopped {
                 m.finished(
@@ -320,7 +326,7 @@ async fn one(
                         r.not_started
                     )),
                     took,
-                    Some(&revision),
+                    Some(&shown),
                 );
                 0
             } else {
@@ -336,7 +342,7 @@ async fn one(
                     )
                 };
                 tracing::warn!(revision, "reconcile failed: {why}");
-                m.finished("failed", Some(why), took, Some(&revision));
+                m.finished("failed", Some(why), took, Some(&shown));
                 1
             }
         }

@@ -123,6 +123,7 @@ pub async fn plan_snapshot(
     let observed = crate::observe::observe(&policy, &registries, now).await;
     let mut plan = crate::plan::plan(&policy, &observed, now);
     plan.revision = snap.revision.clone();
+    plan.revision_modified = snap.modified;
     if let Some(s) = shard {
         s.retain(&mut plan);
     }

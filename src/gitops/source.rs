@@ -26,6 +26,9 @@ pub struct Snapshot {
     /// Changes whenever the policy may have changed (the commit, plus the
     /// files' contents for a local directory).
     pub version: String,
+    /// A folder whose files differ from its Git HEAD (`-C` with edits not
+    /// committed): the policy read is not `revision` alone.
+    pub modified: bool,
     /// For a Git commit's tree in a cache: a shared lock that keeps other
     /// daemons on the cache from removing the tree while this one reads it.
     pub in_use: Option<std::sync::Arc<std::fs::File>>,
@@ -60,7 +63,10 @@ impl Source {
 }
 
 fn dir_snapshot(dir: &Path) -> Result<Snapshot, String> {
-    let revision = head_revision(dir);
+    let (revision, modified) = match head_state(dir, true) {
+        Some((sha, modified)) => (Some(sha), modified),
+        None => (None, false),
+    };
     // Content hash: an edit without a commit (or outside Git) is a new version too.
     let mut h = Fnv::new();
     for f in crate::config::policy_files(dir)? {
@@ -71,6 +77,7 @@ fn dir_snapshot(dir: &Path) -> Result<Snapshot, String> {
         dir: dir.to_path_buf(),
         version: format!("{}:{:016x}", revision.as_deref().unwrap_or("-"), h.finish()),
         revision,
+        modified,
         in_use: None,
     })
 }
@@ -91,11 +98,6 @@ fn git() {
             let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
         }
     });
-}
-
-/// The HEAD commit of the Git work tree `dir` is in, if any.
-pub fn head_revision(dir: &Path) -> Option<String> {
-    head_state(dir, false).map(|(sha, _)| sha)
 }
 
 /// The HEAD commit of the Git work tree `dir` is in, and, with `status`,
@@ -304,6 +306,7 @@ impl GitSource {
             dir: dest,
             revision: Some(sha.clone()),
             version: sha,
+            modified: false,
             in_use: Some(std::sync::Arc::new(in_use)),
         };
         self.current = Some(snap.clone());
