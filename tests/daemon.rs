@@ -243,6 +243,16 @@ fn daemon_follows_commits_survives_a_bad_one_and_stops_cleanly() {
             })
         },
     );
+    // Its reconcile says what started it: the interval found a new commit.
+    assert!(
+        d.log()
+            .lines()
+            .any(|l| l.contains(&format!("\"revision\":\"{head}\""))
+                && l.contains("\"trigger\":\"interval,commit\"")
+                && l.contains("reconcile started")),
+        "{}",
+        d.log()
+    );
 
     // 3. An invalid policy changes nothing; the error shows in the log,
     //    /metrics and /readyz.
@@ -709,6 +719,37 @@ fn readiness_says_when_the_folder_has_uncommitted_changes() {
         "{}",
         d.log()
     );
+}
+
+/// Under `--log-format json`, an error at start (a bad `--schedule`) is a
+/// JSON line like every other, for log pipelines that read only JSON.
+#[test]
+fn start_errors_are_json_under_log_format_json() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("regimen"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--once",
+            "--schedule",
+            "bogus",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.trim().is_empty());
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["level"], "ERROR", "{line}");
+        assert!(
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--schedule `bogus`")),
+            "{line}"
+        );
+    }
 }
 
 /// A source that cannot be read is a reconcile that took time, not 0 s.

@@ -159,16 +159,17 @@ pub async fn run(cfg: Config) -> i32 {
             continue;
         }
         source_failed = false;
+        // Say what the interval found: a new commit (or edited files).
+        let mut reasons = pending.reasons.clone();
+        if changed && last_version.is_some() {
+            reasons.push(if snap.in_use.is_some() {
+                "commit"
+            } else {
+                "files"
+            });
+        }
         last_version = Some(snap.version.clone());
-        code = one(
-            &snap,
-            &cfg.options,
-            &stop,
-            &mut stop_rx,
-            &pending.reasons,
-            t0,
-        )
-        .await;
+        code = one(&snap, &cfg.options, &stop, &mut stop_rx, &reasons, t0).await;
         if cfg.once || stop.load(Ordering::SeqCst) {
             break;
         }

@@ -121,13 +121,14 @@ pub fn run(args: RunArgs) -> i32 {
                 rt.shutdown_background();
                 code
             }
+            // As the daemon's own errors: JSON under `--log-format json`.
             Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
+                tracing::error!("cannot start the async runtime: {e}");
                 1
             }
         },
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!("{e}");
             1
         }
     }
