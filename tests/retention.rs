@@ -927,3 +927,42 @@ async fn tagged_referrers_outlive_their_image_in_a_layout() {
         );
     }
 }
+
+/// A mirror's prune and a retag disagree about a tag gone upstream that
+/// the retag reads from: it is kept, and the plan says so as blocked (not
+/// "No changes", which would hide that the prune waits for ever).
+#[tokio::test]
+async fn prune_of_a_tag_another_rule_reads_from_is_shown_blocked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let up: Repo = "up/app".parse().unwrap();
+    for v in ["v1", "v2"] {
+        push_image(
+            &reg,
+            &up,
+            Some(&t(v)),
+            &ImageSpec::new(&ago(10)).with_layer("v", v),
+        )
+        .await
+        .unwrap();
+    }
+    let d = tmp.path().to_str().unwrap();
+    write_policy(
+        tmp.path(),
+        "registries:\n  dev: {url: oci:dev}\nmirrors:\n  - {name: m, from: dev/up/app, to: dev/out/app, prune: true}\n\
+         retags:\n  - {tag: \"dev/rel/app:stable\", from: \"dev/out/app:v2\"}\n",
+    );
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    regimen::apply::remove_tag(&reg, &up, &t("v2"))
+        .await
+        .unwrap();
+    let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);
+    assert_eq!(code, 0, "nothing to do:\n{out}");
+    assert!(
+        out.contains("! blocked dev/out/app:v2")
+            && out.contains("gone upstream, but source of retag:dev/rel/app:stable: not pruned"),
+        "{out}"
+    );
+    assert_eq!(tags(&reg, "out/app").await, ["v1", "v2"]);
+}

@@ -190,17 +190,27 @@ pub fn prune(
     };
     let mut going: Vec<super::retention::Going> = Vec::new();
     for (t, d) in &to.tags {
-        if !m.tags.matches(t)
-            || from.tags.contains_key(t)
-            || named_upstream(t)
-            || gone.contains(t)
-            || protect.tags.contains_key(&(m.to.clone(), t.clone()))
-            || protect.digests.contains_key(&(m.to.clone(), d.clone()))
-            || protect.run.contains_key(d)
+        if !m.tags.matches(t) || from.tags.contains_key(t) || named_upstream(t) || gone.contains(t)
         {
             continue;
         }
         let subject = format!("{}:{t}", m.to);
+        // Another rule or a host needs it (a retag's or promotion's
+        // source, a present tag, a running container): the two disagree,
+        // which is shown, not settled silently either way.
+        let needed = protect
+            .tags
+            .get(&(m.to.clone(), t.clone()))
+            .or_else(|| protect.digests.get(&(m.to.clone(), d.clone())))
+            .or_else(|| protect.run.get(d));
+        if let Some(why) = needed {
+            cx.block(
+                &rule,
+                subject,
+                format!("gone upstream, but {why}: not pruned"),
+            );
+            continue;
+        }
         if let Some(k) = retention.kept.iter().find(|k| k.subject == subject) {
             cx.block(
                 &rule,
