@@ -159,9 +159,10 @@ pub async fn run(cfg: Config) -> i32 {
             continue;
         }
         source_failed = false;
-        // Say what the interval found: a new commit (or edited files).
+        // Say what the interval found: a new commit (or edited files). A
+        // watch, schedule or start needs no such word.
         let mut reasons = pending.reasons.clone();
-        if changed && last_version.is_some() {
+        if changed && last_version.is_some() && !pending.force {
             reasons.push(if snap.in_use.is_some() {
                 "commit"
             } else {
