@@ -336,3 +336,63 @@ async fn a_promotion_after_a_filtered_mirror_says_it_waits_then_promotes() {
     assert!(filtered.is_some());
     assert_eq!(digest_of(&c, "multi/app", "multi").await, filtered);
 }
+
+/// `--target` on a retag that follows a tag a promotion of the same plan
+/// puts in place: without that promotion the retag cannot go alone (it
+/// would point `stable` at an image prod does not have under `1.3.0`, for a
+/// reason not yet true), so it is shown blocked; targeting both does both.
+#[tokio::test(flavor = "multi_thread")]
+async fn target_keeps_a_retag_with_the_change_it_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = OciLayout::new("staging".parse().unwrap(), tmp.path().join("staging"));
+    let api: Repo = "team/api".parse().unwrap();
+    push_image(
+        &staging,
+        &api,
+        Some(&t("1.3.0")),
+        &ImageSpec::new(&ago(30)).with_layer("v", "1.3.0"),
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  staging: {url: oci:staging}\n  prod: {url: oci:prod}\n\
+         promotions:\n  - {name: to-prod, from: staging/team/api, to: prod/team/api}\n\
+         retags:\n  - tag: prod/team/api:stable\n    newest: {repo: prod/team/api, tags: {semver: \"*\"}}\n",
+    )
+    .unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let file = tmp.path().join("plan.json");
+    let f = file.to_str().unwrap();
+    let (code, out) = run(&[
+        "plan",
+        "-C",
+        d,
+        "--target",
+        "prod/team/api:stable",
+        "--out",
+        f,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("! blocked prod/team/api:stable")
+            && out.contains("needs prod/team/api:1.3.0 first, which --target leaves out"),
+        "{out}"
+    );
+    assert!(out.contains("Plan: 0 to copy, 0 to retag"), "{out}");
+    let (code, out) = run(&["apply", "-C", d, f]);
+    assert_eq!(code, 0, "{out}");
+    let prod = OciLayout::new("prod".parse().unwrap(), tmp.path().join("prod"));
+    assert!(oci_tags(&prod, "team/api").await.is_empty());
+
+    let (code, out) = run(&[
+        "apply",
+        "--auto-approve",
+        "-C",
+        d,
+        "--target",
+        "prod/team/api:*",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(oci_tags(&prod, "team/api").await, ["1.3.0", "stable"]);
+}

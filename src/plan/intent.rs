@@ -113,6 +113,10 @@ pub struct Intent {
     /// What to read at the source when it differs from `digest` (a
     /// platform-filtered index is made from the source's full index).
     pub source_digest: Option<Digest>,
+    /// The tag this one is read from when a change of the same plan puts it
+    /// there (`staging/api:1.3.0` for a promotion's `prod/api:stable`
+    /// retag): a plan cut without that change must not keep this one.
+    pub after: Option<String>,
 }
 
 /// A tag a rule wants that is already where the rule wants it.
@@ -360,6 +364,18 @@ impl<'o> PlanCx<'o> {
 
     /// Adds an intent as it is (see [`PlanCx::bring`] for one `policies`
     /// judges first).
+    /// `repo:tag` when a change of this plan will put (or move) that tag:
+    /// what reads it depends on that change.
+    pub fn depends_on(&self, r: &RepoAddr, tag: &Tag) -> Option<String> {
+        let current = match self.repo(r) {
+            RepoView::Known(s) => s.tags.get(tag).cloned(),
+            RepoView::Unknown => None,
+        };
+        self.intents_on(r, tag)
+            .any(|i| Some(&i.digest) != current.as_ref())
+            .then(|| format!("{r}:{tag}"))
+    }
+
     pub fn push_intent(&mut self, i: Intent) {
         if !i.tag.is_referrer_tag() {
             self.fed.insert(i.target.clone());
@@ -678,6 +694,7 @@ impl<'o> PlanCx<'o> {
                 only_platforms: first.only_platforms.clone(),
                 also_tags: Vec::new(),
                 kept_by: Vec::new(),
+                after: intents.iter().find_map(|i| i.after.clone()),
             });
         }
         plan

@@ -111,6 +111,7 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             let label = format!("{}:{tag}", m.from);
             super::referrers::follow(cx, &rule, (&origin, &m.to), (&tag, &digest), &label);
         }
+        let after = cx.depends_on(&m.from, &tag);
         cx.bring(
             Intent {
                 target: m.to.clone(),
@@ -126,6 +127,7 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                 only_platforms: only,
                 is_retag: false,
                 source_digest: filtered_from,
+                after,
             },
             checker,
         );

@@ -107,6 +107,7 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         }
         // cosign's signature tags come in the same apply.
         super::referrers::follow(cx, &p.name, (&origin, &p.to), (&tag, &digest), &subject);
+        let after = cx.depends_on(&p.from, &tag);
         cx.bring(
             Intent {
                 target: p.to.clone(),
@@ -120,6 +121,7 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                 only_platforms: None,
                 is_retag: false,
                 source_digest: None,
+                after,
             },
             checker,
         );

@@ -110,6 +110,7 @@ pub fn follow(
             only_platforms: None,
             is_retag: false,
             source_digest: None,
+            after: None,
         });
     }
 }

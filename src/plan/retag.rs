@@ -126,6 +126,7 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     if cx.collect_needed && current.as_ref() != Some(&digest) {
         let _ = cx.image(&source, source_digest.as_ref().unwrap_or(&digest));
     }
+    let after = at.as_ref().and_then(|(repo, t)| cx.depends_on(repo, t));
     cx.bring(
         Intent {
             target: r.tag.repo.clone(),
@@ -140,6 +141,7 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             only_platforms,
             is_retag: true,
             source_digest,
+            after,
         },
         checker,
     );

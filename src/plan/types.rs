@@ -79,6 +79,11 @@ pub struct Change {
     /// never left without a tag (where retention would not see it again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_by: Vec<String>,
+    /// A copy or retag that reads a tag another change of the plan puts in
+    /// place: that change's target (it is applied first; a plan cut
+    /// without it shows this one as blocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 impl Change {
@@ -99,6 +104,7 @@ impl Change {
             only_platforms: None,
             also_tags: Vec::new(),
             kept_by: Vec::new(),
+            after: None,
         }
     }
 
@@ -405,13 +411,43 @@ impl Plan {
         if globs.is_empty() {
             return;
         }
-        self.changes.retain(|c| {
-            c.targets()
-                .iter()
-                .any(|t| globs.iter().any(|g| g.is_match(t)))
-        });
+        let (kept, cut): (Vec<Change>, Vec<Change>) = std::mem::take(&mut self.changes)
+            .into_iter()
+            .partition(|c| {
+                c.targets()
+                    .iter()
+                    .any(|t| globs.iter().any(|g| g.is_match(t)))
+            });
+        self.changes = kept;
+        // A change that reads what a cut change would put there cannot go
+        // alone (it would copy from where that change reads, under a reason
+        // that is not true yet): shown blocked, as far as chains go.
+        let mut cut: std::collections::BTreeSet<String> =
+            cut.into_iter().map(|c| c.target).collect();
+        let mut waiting = Vec::new();
+        loop {
+            let (needs, rest): (Vec<Change>, Vec<Change>) = std::mem::take(&mut self.changes)
+                .into_iter()
+                .partition(|c| c.after.as_ref().is_some_and(|a| cut.contains(a)));
+            self.changes = rest;
+            if needs.is_empty() {
+                break;
+            }
+            for c in needs {
+                let after = c.after.clone().unwrap_or_default();
+                waiting.push(Blocked {
+                    rule: c.rule.clone(),
+                    subject: c.target.clone(),
+                    reason: format!(
+                        "needs {after} first, which --target leaves out: target it too"
+                    ),
+                });
+                cut.insert(c.target);
+            }
+        }
         self.blocked
             .retain(|b| globs.iter().any(|g| g.is_match(&b.subject)));
+        self.blocked.extend(waiting);
         self.finish();
     }
 }
