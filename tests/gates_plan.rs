@@ -652,3 +652,16 @@ fn gate_and_policy_keys_are_validated_with_locations() {
         "{all}"
     );
 }
+
+/// An image created "in the future" (a builder's clock ahead) is too young
+/// for any `min_age`, and the reason says so rather than "0s ago".
+#[test]
+fn a_creation_time_in_the_future_is_said_as_such() {
+    let w = World::new().tag("5.0.0", img(-2), vec![]);
+    let p = plan(&policy(&promotion("{min_age: 1h}")), &w.0, NOW);
+    assert_eq!(
+        blocked(&p)["staging/team/api:5.0.0"],
+        "too young: created 2d in the future (the builder's clock?), min_age 1h"
+    );
+    assert!(copied(&p).is_empty());
+}

@@ -162,6 +162,12 @@ fn unmet(
             None => failed.push(
                 "creation time unknown (no config `created`, or a reproducible build's placeholder before 2013): min_age cannot be checked".into(),
             ),
+            // A clock ahead at build time: its age is not known to be any.
+            Some(c) if c.0 > cx.now.0 => failed.push(format!(
+                "{TOO_YOUNG} created {} in the future (the builder's clock?), min_age {}",
+                Duration::human(c.0 - cx.now.0),
+                Duration::human(min.secs())
+            )),
             Some(c) if cx.now.0 - c.0 < min.secs() => failed.push(format!(
                 "{TOO_YOUNG} created {} ago, min_age {}",
                 age(cx.now, c),
