@@ -1224,6 +1224,24 @@ async fn image_with_kept_list(
     (image, sbom)
 }
 
+/// The SBOM `sbom` still reads in `repo`, and the policy in `d` has
+/// nothing left to do.
+fn sbom_stays_and_nothing_is_left(
+    reg: &TestRegistry,
+    repo: &str,
+    sbom: &regimen::model::Digest,
+    d: &str,
+) {
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}@{sbom}", reg.host),
+    ]);
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", d]));
+    assert_eq!(code, 0, "{again}");
+}
+
 /// A referrers list also kept under an ordinary tag, and an image someone
 /// tagged `sha256-<hex>` for a subject that does not exist: deleting them
 /// by digest would take those tags (Distribution deletes every tag on a
@@ -1284,14 +1302,7 @@ fn untagged_referrers_only_untag_what_has_other_tags() {
     assert_eq!(list_tags(&reg, "team/o"), sorted(&["refs-archive", "v1"]));
     assert_eq!(reg.digest("team/o", "v1"), v1.to_string());
     // The kept list and what it lists are whole.
-    skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{}/team/o@{sbom}", reg.host),
-    ]);
-    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
-    assert_eq!(code, 0, "{again}");
+    sbom_stays_and_nothing_is_left(&reg, "team/o", &sbom, &d);
 }
 
 /// Deleting an image whose referrers list is also kept under a tag of its
@@ -1332,14 +1343,7 @@ fn a_deleted_image_keeps_referrers_a_kept_list_names() {
         &format!("docker://{}/team/g:refs-archive", reg.host),
         &format!("oci:{}:x", dest.path().display()),
     ]);
-    skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{}/team/g@{sbom}", reg.host),
-    ]);
-    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
-    assert_eq!(code, 0, "{again}");
+    sbom_stays_and_nothing_is_left(&reg, "team/g", &sbom, &d);
 }
 
 /// An untag the plan makes because another tag keeps the image is stale

@@ -444,7 +444,21 @@ pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()
     }
     let m = push_placeholder(reg, repo, tag).await?;
     // A retried DELETE that already took effect answers 404: that is success.
-    match reg.delete_manifest(repo, &m.digest).await {
+    // Distribution answers 500 now and then while other deletions in the
+    // repo change its tags (its delete walks every tag): the placeholder is
+    // ours alone, so deleting it again is always safe.
+    let mut result = reg.delete_manifest(repo, &m.digest).await;
+    for attempt in 1..=3u32 {
+        match &result {
+            Err(e) if e.kind == ErrorKind::Other => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+                result = reg.delete_manifest(repo, &m.digest).await;
+            }
+            _ => break,
+        }
+    }
+    match result {
         Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(RegistryError::new(
             e.kind,
