@@ -71,6 +71,42 @@ async fn a_chain_of_promotions_converges_in_one_apply() {
         out.contains("! blocked staging/team/api:1.1.0") && out.contains("too young"),
         "{out}"
     );
+    // Blocked on its way to prod: `--target` on prod shows it (JSON
+    // `target`). And prod alone does not skip staging: 1.0.0 waits for it.
+    let (code, out) = run(&[
+        "plan",
+        "-C",
+        d,
+        "--target",
+        "prod/team/api:*",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let blocked: Vec<(&str, &str)> = v["blocked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["subject"].as_str().unwrap(),
+                b["target"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        blocked,
+        [
+            ("prod/team/api:1.0.0", ""),
+            ("staging/team/api:1.1.0", "prod/team/api:1.1.0")
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("needs staging/team/api:1.0.0 first, which --target leaves out"),
+        "{out}"
+    );
     let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
     assert_eq!(code, 0, "{out}");
     let prod = OciLayout::new("prod".parse().unwrap(), tmp.path().join("prod"));

@@ -288,9 +288,27 @@ impl<'o> PlanCx<'o> {
 
     pub fn block(&mut self, rule: &str, subject: impl Into<String>, reason: impl Into<String>) {
         self.blocked.push(Blocked {
+            target: None,
             rule: rule.to_string(),
             subject: subject.into(),
             reason: reason.into(),
+        });
+    }
+
+    /// As [`PlanCx::block`], for a candidate blocked at its source on its
+    /// way to `target`.
+    pub fn block_to(
+        &mut self,
+        rule: &str,
+        subject: impl Into<String>,
+        target: String,
+        reason: impl Into<String>,
+    ) {
+        self.blocked.push(Blocked {
+            rule: rule.to_string(),
+            subject: subject.into(),
+            reason: reason.into(),
+            target: Some(target),
         });
     }
 
@@ -591,6 +609,7 @@ impl<'o> PlanCx<'o> {
             let target = ImageRef::tagged(repo.clone(), tag.clone()).to_string();
             for c in cs {
                 plan.blocked.push(Blocked {
+                    target: None,
                     rule: c.rule.clone(),
                     subject: target.clone(),
                     reason: c.reason.clone(),
@@ -618,6 +637,7 @@ impl<'o> PlanCx<'o> {
                     .chain(claimed.iter().map(|c| &c.rule));
                 for rule in rules {
                     plan.blocked.push(Blocked {
+                        target: None,
                         rule: rule.clone(),
                         subject: target.clone(),
                         reason: format!("conflict: {}", wants.join(", ")),
@@ -653,6 +673,7 @@ impl<'o> PlanCx<'o> {
                     if !intents.iter().all(|i| i.may_move) {
                         for i in intents.iter().filter(|i| !i.may_move) {
                             plan.blocked.push(Blocked {
+                                target: None,
                                 rule: i.rule.clone(),
                                 subject: target.clone(),
                                 reason: format!(

@@ -74,9 +74,10 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             // A filtered mirror's new index exists nowhere yet: promoted
             // once it has landed, on the next run.
             if !cx.collect_needed {
-                cx.block(
+                cx.block_to(
                     &p.name,
                     subject,
+                    format!("{}:{tag}", p.to),
                     "its platform-filtered copy lands with this apply: promoted on the next run",
                 );
             }
@@ -101,7 +102,12 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         }
         if !failed.is_empty() {
             if !cx.collect_needed {
-                cx.block(&p.name, subject, failed.join("; "));
+                cx.block_to(
+                    &p.name,
+                    subject,
+                    format!("{}:{tag}", p.to),
+                    failed.join("; "),
+                );
             }
             continue;
         }

@@ -147,6 +147,10 @@ pub struct Blocked {
     pub rule: String,
     pub subject: String,
     pub reason: String,
+    /// Where it would have gone, when that is not `subject` (a promotion
+    /// blocked at its source): `--target` selects it by either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +440,7 @@ impl Plan {
             for c in needs {
                 let after = c.after.clone().unwrap_or_default();
                 waiting.push(Blocked {
+                    target: None,
                     rule: c.rule.clone(),
                     subject: c.target.clone(),
                     reason: format!(
@@ -445,8 +450,11 @@ impl Plan {
                 cut.insert(c.target);
             }
         }
-        self.blocked
-            .retain(|b| globs.iter().any(|g| g.is_match(&b.subject)));
+        self.blocked.retain(|b| {
+            std::iter::once(&b.subject)
+                .chain(&b.target)
+                .any(|s| globs.iter().any(|g| g.is_match(s)))
+        });
         self.blocked.extend(waiting);
         self.finish();
     }

@@ -650,11 +650,13 @@ mod tests {
             )
         });
         plan.blocked.push(Blocked {
+            target: None,
             rule: "api-to-prod".to_string(),
             subject: "staging/team/api:1.5.0".to_string(),
             reason: "critical vulnerability CVE-2026-1234 (trivy)".to_string(),
         });
         plan.blocked.push(Blocked {
+            target: None,
             rule: "api-stable".to_string(),
             subject: "prod/team/api:latest".to_string(),
             reason:
@@ -784,6 +786,7 @@ mod tests {
         }
         for tag in ["1.10.0", "1.9.0"] {
             plan.blocked.push(Blocked {
+                target: None,
                 rule: "m".to_string(),
                 subject: format!("prod/api:{tag}"),
                 reason: "held".to_string(),
