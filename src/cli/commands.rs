@@ -253,7 +253,7 @@ fn make_plan(policy: &config::Policy, scope: &Scope) -> Result<Plan, String> {
     let now = Timestamp::now();
     let observed = block_on(crate::observe::observe(policy, &registries, now))?;
     let mut plan = crate::plan::plan(policy, &observed, now);
-    (plan.revision, plan.revision_modified) = revision_of(revision.join().ok().flatten());
+    (plan.revision, plan.revision_modified) = revision.join().unwrap_or((None, false));
     scope.cut(&mut plan)?;
     Ok(plan)
 }
@@ -261,16 +261,8 @@ fn make_plan(policy: &config::Policy, scope: &Scope) -> Result<Plan, String> {
 /// The policy repo's commit, when the directory is in a Git work tree
 /// (libgit2: the container image has no git binary), and whether the
 /// policy folder has uncommitted changes.
-fn git_revision(dir: &Path) -> Option<(String, bool)> {
-    crate::gitops::source::head_state(dir, true)
-}
-
-/// A plan's `revision` and `revision_modified`.
-fn revision_of(state: Option<(String, bool)>) -> (Option<String>, bool) {
-    match state {
-        Some((sha, modified)) => (Some(sha), modified),
-        None => (None, false),
-    }
+fn git_revision(dir: &Path) -> (Option<String>, bool) {
+    crate::gitops::source::revision_state(dir)
 }
 
 fn render(plan: &Plan, format: PlanFormat, verbose: bool) -> String {
@@ -292,7 +284,7 @@ fn plan_cmd(
     let Some(policy) = load(dir) else { return 1 };
     let made = match &scope.base {
         Some(rev) => crate::gitops::pr::plan_with_base(&policy, dir, rev).and_then(|(mut p, b)| {
-            (p.revision, p.revision_modified) = revision_of(git_revision(&policy.root));
+            (p.revision, p.revision_modified) = git_revision(&policy.root);
             scope.cut(&mut p)?;
             Ok((p, Some(b)))
         }),

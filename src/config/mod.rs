@@ -459,25 +459,17 @@ pub fn load_texts(root: &Path, files: &[(Arc<str>, String)]) -> Result<Policy, V
 }
 
 /// Where a registry is, so that two spellings of one place compare equal:
-/// the host in lower case with its scheme's default port written out
-/// (`Registry.example.com` = `https://registry.example.com:443`), and plain
-/// and TLS on one host and port taken as one server; a layout path with `.`
-/// and `x/..` taken out.
+/// host and port as hosts map them ([`host_and_port`]:
+/// `Registry.example.com` = `https://registry.example.com:443`), plain and
+/// TLS on one host and port taken as one server; a layout path with `.` and
+/// `x/..` taken out.
+///
+/// [`host_and_port`]: crate::host::address::host_and_port
 fn registry_place(url: &Endpoint) -> String {
-    let authority = |h: &str, port: &str| {
-        let h = h.to_ascii_lowercase();
-        // A port is after the last `:` outside an IPv6 literal's brackets.
-        let has_port = h.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
-        if has_port {
-            h
-        } else {
-            format!("{h}:{port}")
-        }
-    };
-    match url {
-        Endpoint::Http(h) => format!("net:{}", authority(h, "80")),
-        Endpoint::Https(h) => format!("net:{}", authority(h, "443")),
-        Endpoint::OciLayout(p) => format!("oci:{}", lexical(p).display()),
+    match (url, crate::host::address::host_and_port(url)) {
+        (_, Some((host, port))) => format!("net:{host}:{port}"),
+        (Endpoint::OciLayout(p), None) => format!("oci:{}", lexical(p).display()),
+        (_, None) => url.to_string(),
     }
 }
 

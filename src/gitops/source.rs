@@ -63,10 +63,7 @@ impl Source {
 }
 
 fn dir_snapshot(dir: &Path) -> Result<Snapshot, String> {
-    let (revision, modified) = match head_state(dir, true) {
-        Some((sha, modified)) => (Some(sha), modified),
-        None => (None, false),
-    };
+    let (revision, modified) = revision_state(dir);
     // Content hash: an edit without a commit (or outside Git) is a new version too.
     let mut h = Fnv::new();
     for f in crate::config::policy_files(dir)? {
@@ -115,6 +112,16 @@ pub fn head_state(dir: &Path, status: bool) -> Option<(String, bool)> {
     let head = repo.head().ok()?.peel_to_commit().ok()?;
     let modified = status && modified_under(&repo, &abs);
     Some((head.id().to_string(), modified))
+}
+
+/// A plan's `revision` and `revision_modified` for the policy folder
+/// `dir`: its HEAD commit (none outside Git) and whether files under it
+/// differ from that commit.
+pub fn revision_state(dir: &Path) -> (Option<String>, bool) {
+    match head_state(dir, true) {
+        Some((sha, modified)) => (Some(sha), modified),
+        None => (None, false),
+    }
 }
 
 /// Whether anything under `dir` differs from HEAD; false when that cannot
@@ -322,15 +329,8 @@ struct CacheLock(#[allow(dead_code)] std::fs::File);
 impl CacheLock {
     fn take(cache: &Path) -> Result<CacheLock, String> {
         use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(cache)
-            .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
         let path = cache.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = open_lock_file(&path)?;
         loop {
             // SAFETY: flock on a descriptor this function owns.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
@@ -342,6 +342,20 @@ impl CacheLock {
             }
         }
     }
+}
+
+/// A lock file at `path` (created, with its folder, if missing), open to lock.
+fn open_lock_file(path: &Path) -> Result<std::fs::File, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
 /// `CACHE/inuse/<sha>`: held shared by each daemon reading `trees/<sha>`,
@@ -356,17 +370,7 @@ impl TreeLock {
     }
 
     fn open(cache: &Path, sha: &str) -> Result<std::fs::File, String> {
-        let path = Self::path(cache, sha);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+        open_lock_file(&Self::path(cache, sha))
     }
 
     /// A shared lock on the tree `sha`, held while it is read.

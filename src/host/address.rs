@@ -57,6 +57,20 @@ impl PolicyHost {
     }
 }
 
+/// Where an `http://` or `https://` registry is: its host as engines name it
+/// (lower case, Docker Hub's aliases as one) and the port requests go to
+/// (the written one, else the scheme's default). `None` for a layout.
+pub fn host_and_port(url: &Endpoint) -> Option<(String, u16)> {
+    let (h, default_port) = match url {
+        Endpoint::Http(h) => (h, 80),
+        Endpoint::Https(h) => (h, 443),
+        Endpoint::OciLayout(_) => return None,
+    };
+    let domain = canonical_domain(h.trim_end_matches('/'));
+    let (host, port) = split_port(&domain);
+    Some((host.to_string(), port.unwrap_or(default_port)))
+}
+
 /// `host` and the port of `host[:port]` (`[v6]:port` too). A port that is
 /// not a number stays part of the host.
 fn split_port(domain: &str) -> (&str, Option<u16>) {

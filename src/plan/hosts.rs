@@ -366,7 +366,8 @@ fn max_age(
     }
 }
 
-fn short_id(id: &str) -> String {
+/// An engine image ID's first 12 hex digits, as `docker images` shows it.
+pub(super) fn short_id(id: &str) -> String {
     let hex = id.trim_start_matches("sha256:");
     hex.get(..12).unwrap_or(hex).to_string()
 }

@@ -287,12 +287,7 @@ impl<'o> PlanCx<'o> {
     }
 
     pub fn block(&mut self, rule: &str, subject: impl Into<String>, reason: impl Into<String>) {
-        self.blocked.push(Blocked {
-            target: None,
-            rule: rule.to_string(),
-            subject: subject.into(),
-            reason: reason.into(),
-        });
+        self.push_blocked(rule, subject.into(), None, reason.into());
     }
 
     /// As [`PlanCx::block`], for a candidate blocked at its source on its
@@ -304,11 +299,21 @@ impl<'o> PlanCx<'o> {
         target: String,
         reason: impl Into<String>,
     ) {
+        self.push_blocked(rule, subject.into(), Some(target), reason.into());
+    }
+
+    fn push_blocked(
+        &mut self,
+        rule: &str,
+        subject: String,
+        target: Option<String>,
+        reason: String,
+    ) {
         self.blocked.push(Blocked {
             rule: rule.to_string(),
-            subject: subject.into(),
-            reason: reason.into(),
-            target: Some(target),
+            subject,
+            reason,
+            target,
         });
     }
 

@@ -445,10 +445,7 @@ pub fn host_violations(
                             .unwrap_or(t.clone())
                     })
                     // As prune names an image without a name: its short ID.
-                    .unwrap_or_else(|| {
-                        let hex = img.id.trim_start_matches("sha256:");
-                        hex.get(..12).unwrap_or(hex).to_string()
-                    });
+                    .unwrap_or_else(|| super::hosts::short_id(&img.id));
                 let message = format!(
                     "created {} ago, max_age {}",
                     age(now, created),

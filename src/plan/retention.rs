@@ -443,27 +443,24 @@ fn plan_repo(
                 .map(|(t, _)| t.as_str())
                 .collect();
             let gone = format!("referrers of {}, which no longer exists", o.subject.short());
-            out.push(if others.is_empty() {
-                Change {
-                    target,
-                    digest: Some(o.digest.to_string()),
-                    expect: o.digest.to_string(),
-                    rule: rule.name.clone(),
-                    reason: gone,
-                    ..Change::new(Action::Delete)
-                }
+            let (action, reason) = if others.is_empty() {
+                (Action::Delete, gone)
             } else {
-                Change {
-                    target,
-                    digest: Some(o.digest.to_string()),
-                    expect: o.digest.to_string(),
-                    rule: rule.name.clone(),
-                    reason: format!(
+                (
+                    Action::Untag,
+                    format!(
                         "{gone} (it stays for its other tags: {})",
                         others.join(", ")
                     ),
-                    ..Change::new(Action::Untag)
-                }
+                )
+            };
+            out.push(Change {
+                target,
+                digest: Some(o.digest.to_string()),
+                expect: o.digest.to_string(),
+                rule: rule.name.clone(),
+                reason,
+                ..Change::new(action)
             });
         }
     }
