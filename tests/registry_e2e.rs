@@ -436,16 +436,7 @@ mirrors:
 "#,
         secure.url()
     ));
-    let cfg = tmp.path().join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(
-        cfg.join("config.json"),
-        serde_json::json!({"auths": {secure.host.clone(): {
-            "auth": common::base64(format!("{USER}:{PASS}").as_bytes())
-        }}})
-        .to_string(),
-    )
-    .unwrap();
+    let cfg = common::docker_config(tmp.path(), &secure.host, USER, PASS);
 
     let (code, out) =
         run(regimen()

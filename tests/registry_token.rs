@@ -183,20 +183,7 @@ fn harness_token_registry_takes_the_servers_tokens_only() {
         .iter()
         .any(|r| r.user.as_deref() == Some(BOT) && r.status == 401));
     // A token lacking the action is refused by the registry.
-    let t = ts.issuer.mint(
-        "x",
-        &serde_json::json!([{"type": "repository", "name": "library/alpine", "actions": ["push"]}]),
-        300,
-        1,
-    );
-    let r = common::try_http(
-        &reg.host,
-        "GET",
-        "/v2/library/alpine/tags/list",
-        &[("Authorization", &format!("Bearer {t}"))],
-        &[],
-    )
-    .unwrap();
+    let r = tags_list_with_token(&ts, &reg, "push", 300, 1);
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(
         r.header("www-authenticate")
@@ -206,21 +193,33 @@ fn harness_token_registry_takes_the_servers_tokens_only() {
         r.headers
     );
     // An expired one too (the server's lifetime, Distribution's leeway included).
+    let r = tags_list_with_token(&ts, &reg, "pull", -1, 2);
+    assert_eq!(r.status, 401, "{}", r.text());
+}
+
+/// `GET /v2/library/alpine/tags/list` with a token the test server mints
+/// for `action` on that repo, living `ttl` seconds (numbered `n`).
+fn tags_list_with_token(
+    ts: &TokenServer,
+    reg: &TestRegistry,
+    action: &str,
+    ttl: i64,
+    n: u64,
+) -> common::HttpResponse {
     let t = ts.issuer.mint(
         "x",
-        &serde_json::json!([{"type": "repository", "name": "library/alpine", "actions": ["pull"]}]),
-        -1,
-        2,
+        &serde_json::json!([{"type": "repository", "name": "library/alpine", "actions": [action]}]),
+        ttl,
+        n,
     );
-    let r = common::try_http(
+    common::try_http(
         &reg.host,
         "GET",
         "/v2/library/alpine/tags/list",
         &[("Authorization", &format!("Bearer {t}"))],
         &[],
     )
-    .unwrap();
-    assert_eq!(r.status, 401, "{}", r.text());
+    .unwrap()
 }
 
 #[test]
@@ -555,16 +554,7 @@ fn docker_config_credentials_work_for_the_token_flow() {
         "registries:\n  secure: {{url: \"{}\"}}\nmirrors:\n  - name: alpine-mirror\n    from: secure/library/alpine\n    to: secure/mirror/alpine\n    tags: [3.18.0]\n",
         reg.url()
     ));
-    let cfg = tmp.path().join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(
-        cfg.join("config.json"),
-        serde_json::json!({"auths": {reg.host.clone(): {
-            "auth": common::base64(format!("{BOT}:{PASS}").as_bytes())
-        }}})
-        .to_string(),
-    )
-    .unwrap();
+    let cfg = common::docker_config(tmp.path(), &reg.host, BOT, PASS);
 
     let (code, out) =
         run(regimen()

@@ -552,6 +552,20 @@ pub fn try_http(
     })
 }
 
+/// A docker `config.json` in `dir/docker` whose `auths` has `user:pass`
+/// for `host`; the folder, for `DOCKER_CONFIG`.
+pub fn docker_config(dir: &Path, host: &str, user: &str, pass: &str) -> PathBuf {
+    let cfg = dir.join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("config.json"),
+        serde_json::json!({"auths": {host: {"auth": base64(format!("{user}:{pass}").as_bytes())}}})
+            .to_string(),
+    )
+    .unwrap();
+    cfg
+}
+
 pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
