@@ -411,3 +411,209 @@ fn late_referrers_down_a_chain(kind: &str) {
     }
     assert_eq!(plan(&dir).0, 0, "one apply went all the way");
 }
+
+/// Referrers attached to an index's platform manifests (cosign `--recursive`,
+/// a scan per platform) follow the index: on the first copy, and when
+/// attached later; a no-op run plans nothing.
+#[test]
+fn referrers_of_platform_manifests_follow_the_index() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let s = open(&src.host);
+    let dir = policy(&src, &dst);
+    let specs = [
+        ImageSpec::new(CREATED).with_layer("app", "amd64"),
+        ImageSpec::new(CREATED)
+            .with_layer("app", "arm64")
+            .with_platform("linux", "arm64"),
+    ];
+    let index = block_on(regimen::testkit::push_index(
+        s.as_ref(),
+        &repo(),
+        Some(&"2.0".parse().unwrap()),
+        &specs,
+    ))
+    .unwrap();
+    let raw: Value = serde_json::from_str(&src.raw_manifest("team/app", "2.0")).unwrap();
+    let children: Vec<Digest> = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let top_sbom = block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &index,
+        SBOM,
+        b"{\"top\":1}",
+    ))
+    .unwrap();
+    let amd_sbom = block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &children[0],
+        SBOM,
+        b"{\"amd64\":1}",
+    ))
+    .unwrap();
+    // The arm64 manifest is signed cosign-style: a `.sig` tag.
+    let sig_tag = ref_tag(&children[1], ".sig");
+    block_on(push_image(
+        s.as_ref(),
+        &repo(),
+        Some(&sig_tag),
+        &ImageSpec::new(CREATED).with_layer("sig", "arm64 signature"),
+    ))
+    .unwrap();
+
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 2, "{v:#}");
+    let sig = format!("dst/team/app:{sig_tag}");
+    assert!(
+        changes(&v).contains(&("copy".into(), sig.clone(), "absent".into())),
+        "the platform manifest's signature tag comes with the first copy: {v:#}"
+    );
+    apply(&dir);
+    assert_eq!(listed(&dst, &index), [top_sbom.to_string()]);
+    assert_eq!(
+        listed(&dst, &children[0]),
+        [amd_sbom.to_string()],
+        "the amd64 manifest's SBOM arrives with the index"
+    );
+    assert_eq!(
+        dst.raw_manifest("team/app", amd_sbom.as_str()),
+        src.raw_manifest("team/app", amd_sbom.as_str())
+    );
+    for tag in [ref_tag(&children[0], ""), sig_tag.clone()] {
+        assert_eq!(
+            dst.digest("team/app", tag.as_str()),
+            src.digest("team/app", tag.as_str()),
+            "{tag} as at the source"
+        );
+    }
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 0, "a second run changes nothing: {v:#}");
+
+    // Scanned later, per platform: the arm64 manifest gets a report.
+    let arm_sbom = block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &children[1],
+        SBOM,
+        b"{\"arm64\":1}",
+    ))
+    .unwrap();
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 2, "{v:#}");
+    let fallback = format!("dst/team/app:{}", ref_tag(&children[1], ""));
+    assert_eq!(
+        changes(&v),
+        [("copy".into(), fallback, "absent".into())],
+        "{v:#}"
+    );
+    assert!(
+        v["changes"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("referrers of src/team/app:2.0"),
+        "{v:#}"
+    );
+    apply(&dir);
+    assert_eq!(listed(&dst, &children[1]), [arm_sbom.to_string()]);
+    assert_eq!(plan(&dir).0, 0, "converged");
+}
+
+/// A platform-filtered copy brings the referrers of the platform manifests
+/// it keeps, and none of the full index's or of those it leaves out.
+#[test]
+fn a_filtered_copy_brings_the_referrers_of_the_platforms_it_keeps() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let s = open(&src.host);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            "registries:\n  src: {{url: \"http://{}\"}}\n  dst: {{url: \"http://{}\"}}\n\
+             mirrors:\n  - {{name: arm, from: src/team/app, to: dst/team/app, \
+             platforms: [linux/arm64]}}\n",
+            src.host, dst.host
+        ),
+    )
+    .unwrap();
+    let specs = [
+        ImageSpec::new(CREATED).with_layer("app", "amd64"),
+        ImageSpec::new(CREATED)
+            .with_layer("app", "arm64")
+            .with_platform("linux", "arm64"),
+    ];
+    let index = block_on(regimen::testkit::push_index(
+        s.as_ref(),
+        &repo(),
+        Some(&"2.0".parse().unwrap()),
+        &specs,
+    ))
+    .unwrap();
+    let raw: Value = serde_json::from_str(&src.raw_manifest("team/app", "2.0")).unwrap();
+    let children: Vec<Digest> = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for (subject, payload) in [
+        (&index, "top"),
+        (&children[0], "amd64"),
+        (&children[1], "arm64"),
+    ] {
+        block_on(push_referrer(
+            s.as_ref(),
+            &repo(),
+            subject,
+            SBOM,
+            payload.as_bytes(),
+        ))
+        .unwrap();
+    }
+    let arm_sig = ref_tag(&children[1], ".sig");
+    let amd_sig = ref_tag(&children[0], ".sig");
+    for (tag, body) in [(&arm_sig, "arm64 signature"), (&amd_sig, "amd64 signature")] {
+        block_on(push_image(
+            s.as_ref(),
+            &repo(),
+            Some(tag),
+            &ImageSpec::new(CREATED).with_layer("sig", body),
+        ))
+        .unwrap();
+    }
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 2, "{v:#}");
+    let targets: Vec<String> = changes(&v).into_iter().map(|c| c.1).collect();
+    assert_eq!(
+        targets,
+        [
+            "dst/team/app:2.0".to_string(),
+            format!("dst/team/app:{arm_sig}")
+        ],
+        "{v:#}"
+    );
+    apply(&dir);
+    let copied: Value = serde_json::from_str(&dst.raw_manifest("team/app", "2.0")).unwrap();
+    assert_eq!(copied["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        dst.digest("team/app", ref_tag(&children[1], "").as_str()),
+        src.digest("team/app", ref_tag(&children[1], "").as_str()),
+        "the kept platform's SBOM index, as at the source"
+    );
+    assert_eq!(
+        dst.digest("team/app", arm_sig.as_str()),
+        src.digest("team/app", arm_sig.as_str())
+    );
+    let tags = dst.tags("team/app").unwrap();
+    for absent in [ref_tag(&index, ""), ref_tag(&children[0], ""), amd_sig] {
+        assert!(
+            !tags.contains(&absent.to_string()),
+            "{absent} describes what the filter left out: {tags:?}"
+        );
+    }
+    assert_eq!(plan(&dir).0, 0, "a second run changes nothing");
+}

@@ -61,8 +61,10 @@ pub struct Copier {
     read: Mutex<HashMap<SourceKey, Arc<OnceCell<SourceRead>>>>,
 }
 
-/// A source image's top manifest and its referrers as listed.
-type SourceRead = (Manifest, crate::registry::ReferrerList);
+/// A source image's top manifest and the referrers of it (first) and, for
+/// an index, of each of its manifests, as listed: cosign `--recursive` and
+/// per-platform scans attach to the platform manifests.
+type SourceRead = (Manifest, Vec<(Digest, crate::registry::ReferrerList)>);
 
 /// A source image: registry, repo, digest, and whether its referrers were listed.
 type SourceKey = (RegistryName, Repo, Digest, bool);
@@ -106,14 +108,22 @@ impl Copier {
                 let m = fetch_manifest(src, digest).await?;
                 // Referrers are listed first: only an image without any may
                 // be put under its tag directly (they must land before it).
-                let listed = if referrers {
-                    src.reg.referrers_listed(src.repo, digest).await?
-                } else {
-                    crate::registry::ReferrerList {
-                        descriptors: Vec::new(),
-                        fallback: FallbackIndex::Read(None),
+                let mut listed = Vec::new();
+                if referrers {
+                    let mut subjects = vec![digest.clone()];
+                    if let Ok(Parsed::Index { manifests, .. }) = m.parse() {
+                        subjects.extend(manifests.into_iter().map(|c| c.digest));
                     }
-                };
+                    let lists: Vec<_> = stream::iter(subjects)
+                        .map(|s| async move {
+                            let l = src.reg.referrers_listed(src.repo, &s).await?;
+                            Ok::<_, RegistryError>((s, l))
+                        })
+                        .buffered(PARALLEL)
+                        .try_collect()
+                        .await?;
+                    listed = lists;
+                }
                 Ok::<_, RegistryError>((m, listed))
             })
             .await?
@@ -131,14 +141,29 @@ impl Copier {
             }
             _ => m,
         };
-        let (refs, fallback) = (listed.descriptors, listed.fallback);
-        let top_tag = tag.filter(|_| refs.is_empty() && only_platforms.is_none());
+        // A filtered index is a new manifest: the source's referrers of the
+        // full one do not describe it, and those of platform manifests the
+        // filter left out have no subject at the target.
+        let kept: std::collections::BTreeSet<Digest> = match m.parse() {
+            Ok(Parsed::Index { manifests, .. }) => {
+                manifests.into_iter().map(|c| c.digest).collect()
+            }
+            _ => Default::default(),
+        };
+        let listed: Vec<_> = listed
+            .into_iter()
+            .filter(|(s, l)| {
+                !l.descriptors.is_empty()
+                    && ((s == digest && m.digest == *digest) || kept.contains(s))
+            })
+            .collect();
+        let top_tag = tag.filter(|_| listed.is_empty() && only_platforms.is_none());
         let tagged = self.copy_tree(src, dst, m.clone(), top_tag).await?;
-        let copied: std::collections::BTreeSet<Digest> =
-            refs.iter().map(|r| r.digest.clone()).collect();
-        self.copy_referrer_list(src, dst, refs).await?;
-        if !copied.is_empty() {
-            self.settle_referrers_tag(src, dst, digest, &copied, fallback)
+        for (subject, list) in listed {
+            let copied: std::collections::BTreeSet<Digest> =
+                list.descriptors.iter().map(|r| r.digest.clone()).collect();
+            self.copy_referrer_list(src, dst, list.descriptors).await?;
+            self.settle_referrers_tag(src, dst, &subject, &copied, list.fallback)
                 .await?;
         }
         Ok((m, tagged))

@@ -713,7 +713,7 @@ impl<'o> PlanCx<'o> {
                 reason: first.reason.clone(),
                 platforms: info.map(|i| i.platforms.len() as u32),
                 referrers: info
-                    .filter(|_| first.with_referrers)
+                    .filter(|_| first.with_referrers && first.only_platforms.is_none())
                     .map(|i| i.referrers.len() as u32),
                 size: info.map(|i| i.size),
                 with_referrers: first.with_referrers,

@@ -47,9 +47,17 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             .as_ref()
             .map(|(d, _)| d.clone())
             .unwrap_or_else(|| planned.clone());
-        let (digest, only) = match (&m.platforms, &upstream) {
-            (Platforms::All, None) => (planned.clone(), None),
-            (Platforms::All, Some((_, kept))) => (planned.clone(), Some(kept.clone())),
+        // With a platform filter: the index this rule makes, for the
+        // referrers of the platform manifests it keeps.
+        let (digest, only, made) = match (&m.platforms, &upstream) {
+            (Platforms::All, None) => (planned.clone(), None, None),
+            (Platforms::All, Some((_, kept))) => {
+                let made = match cx.index(&origin, &full) {
+                    Some(Fact::Known(Some(index))) => filter_index(index.as_bytes(), kept),
+                    _ => None,
+                };
+                (planned.clone(), Some(kept.clone()), made)
+            }
             (Platforms::Only(wanted), _) => match cx.index(&origin, &full) {
                 Some(Fact::Known(index)) => match index {
                     Some(index) => {
@@ -86,10 +94,10 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                             );
                             continue;
                         };
-                        (Digest::sha256_of(&bytes), Some(list.clone()))
+                        (Digest::sha256_of(&bytes), Some(list.clone()), Some(bytes))
                     }
                     // A single-platform image is copied as it is.
-                    None => (planned.clone(), None),
+                    None => (planned.clone(), None, None),
                 },
                 Some(Fact::Unknown { .. }) => continue,
                 None if cx.collect_needed => continue,
@@ -107,9 +115,19 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         // referrer counts would cost several requests per image on a cold
         // mirror); promotions and filtered mirrors read what they check.
         let filtered_from = (full != digest).then_some(full);
-        if m.referrers && filtered_from.is_none() {
+        let made = made
+            .filter(|_| filtered_from.is_some())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if m.referrers && (filtered_from.is_none() || made.is_some()) {
             let label = format!("{}:{tag}", m.from);
-            super::referrers::follow(cx, &rule, (&origin, &m.to), (&tag, &digest), &label);
+            super::referrers::follow(
+                cx,
+                &rule,
+                (&origin, &m.to),
+                (&tag, &digest),
+                &label,
+                made.as_deref(),
+            );
         }
         let after = cx.depends_on(&m.from, &tag);
         cx.bring(
@@ -121,9 +139,9 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                 rule: rule.clone(),
                 reason: format!("mirror of {}:{tag}", m.from),
                 may_move: true,
-                // Signatures and SBOMs name the source index as their subject,
-                // not the filtered one: they do not describe the copy.
-                with_referrers: m.referrers && filtered_from.is_none(),
+                // Of a filtered index, only those of the platform manifests
+                // it keeps: the rest name the source's full index.
+                with_referrers: m.referrers,
                 only_platforms: only,
                 is_retag: false,
                 source_digest: filtered_from,

@@ -85,7 +85,14 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         };
         // Already promoted: nothing to check; referrers attached since follow.
         if target_state.and_then(|t| t.tags.get(&tag)) == Some(&digest) {
-            super::referrers::follow(cx, &p.name, (&origin, &p.to), (&tag, &digest), &subject);
+            super::referrers::follow(
+                cx,
+                &p.name,
+                (&origin, &p.to),
+                (&tag, &digest),
+                &subject,
+                None,
+            );
             cx.in_place.push(super::intent::InPlace {
                 target: p.to.clone(),
                 tag: tag.clone(),
@@ -112,7 +119,14 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             continue;
         }
         // cosign's signature tags come in the same apply.
-        super::referrers::follow(cx, &p.name, (&origin, &p.to), (&tag, &digest), &subject);
+        super::referrers::follow(
+            cx,
+            &p.name,
+            (&origin, &p.to),
+            (&tag, &digest),
+            &subject,
+            None,
+        );
         let after = cx.depends_on(&p.from, &tag);
         cx.bring(
             Intent {

@@ -9,40 +9,72 @@
 //! lost (the target's entries are a subset of the source's); a target that
 //! holds entries of its own is left alone and reported.
 
+use std::collections::BTreeSet;
+
 use super::intent::{Intent, PlanCx, RepoView};
 use crate::model::{Digest, RepoAddr, Tag};
 use crate::observe::Fact;
 
-/// Intents for the source's referrer tags whose subject is `subject`, which
-/// the rule keeps at `to` under `tag` (`label` names it in reasons). For a
-/// tag the rule copies now, only cosign's `.sig`/`.att`/`.sbom` tags: the
-/// copy brings the OCI referrers (and their `sha256-<hex>` index) itself,
-/// but cosign's tags are no referrers of anything and would come a run late.
+/// Intents for the source's referrer tags whose subject is `subject` (or
+/// one of its platform manifests), which the rule keeps at `to` under `tag`
+/// (`label` names it in reasons). For a tag the rule copies now, only
+/// cosign's `.sig`/`.att`/`.sbom` tags: the copy brings the OCI referrers
+/// (and their `sha256-<hex>` index) itself, but cosign's tags are no
+/// referrers of anything and would come a run late.
+///
+/// `filtered`: `subject` is an index the rule makes by keeping some
+/// platforms, these bytes; only the referrers of the platform manifests it
+/// lists follow (those of the source's full index do not describe it).
 pub fn follow(
     cx: &mut PlanCx<'_>,
     rule: &str,
     (from, to): (&RepoAddr, &RepoAddr),
     (tag, subject): (&Tag, &Digest),
     label: &str,
+    filtered: Option<&str>,
 ) {
     let (RepoView::Known(src), RepoView::Known(dst)) = (cx.repo(from), cx.repo(to)) else {
         return;
     };
     let in_place = dst.tags.get(tag) == Some(subject);
+    // Brought into `from` by an earlier rule in this plan.
+    let arriving: Vec<Tag> = cx
+        .intents
+        .iter()
+        .filter(|i| &i.target == from && i.tag.is_referrer_tag())
+        .map(|i| i.tag.clone())
+        .collect();
+    // Referrers may hang on an index's platform manifests too (cosign
+    // `--recursive`, per-platform scans). The index is read only when the
+    // source holds referrer tags of something no tag names, so a repo
+    // without such tags costs no request.
+    let tagged: BTreeSet<&Digest> = src.tags.values().collect();
+    let loose = src
+        .referrer_tags
+        .iter()
+        .chain(&arriving)
+        .filter_map(Tag::referrer_subject)
+        .any(|s| !tagged.contains(&s));
+    let subjects = match filtered {
+        Some(bytes) => super::retention::listed_children(bytes),
+        None => {
+            let mut subjects = BTreeSet::from([subject.clone()]);
+            if loose {
+                let one = std::collections::BTreeMap::from([(tag.clone(), subject.clone())]);
+                subjects.extend(super::retention::index_children(from, &one, cx));
+            }
+            subjects
+        }
+    };
     // The source's referrer tags, and those an earlier rule brings into it
     // in this plan: with `dev → staging → prod` promoted long ago and an
     // SBOM attached in dev since, staging's image is in place (no intent
     // reads it from dev), and the SBOM goes on to prod now, read in dev.
-    let tags: std::collections::BTreeSet<Tag> = src
+    let tags: BTreeSet<Tag> = src
         .referrer_tags
         .iter()
-        .chain(
-            cx.intents
-                .iter()
-                .filter(|i| &i.target == from && i.tag.is_referrer_tag())
-                .map(|i| &i.tag),
-        )
-        .filter(|t| t.referrer_subject().as_ref() == Some(subject))
+        .chain(&arriving)
+        .filter(|t| t.referrer_subject().is_some_and(|s| subjects.contains(&s)))
         .filter(|t| in_place || t.as_str().contains('.'))
         .cloned()
         .collect();

@@ -612,6 +612,13 @@ pub fn needs(rule: &Retention, cx: &mut PlanCx<'_>) {
 /// How deep nested indexes are followed (as apply does).
 const INDEX_DEPTH: usize = 4;
 
+/// The manifests an index lists (none for anything else).
+pub fn listed_children(index: &str) -> BTreeSet<Digest> {
+    let mut out = BTreeSet::new();
+    add_children(Some(index), &mut out);
+    out
+}
+
 /// Adds the children an index manifest lists (none for anything else) to
 /// `out`; returns those listed as indexes themselves.
 fn add_children(index: Option<&str>, out: &mut BTreeSet<Digest>) -> Vec<Digest> {
