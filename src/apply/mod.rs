@@ -84,18 +84,16 @@ pub async fn apply(
     // Within an action, referrer tags come after the images they refer to:
     // the images' own referrer pushes land first, and the tag then settles
     // on the source's bytes.
-    let mut phases: std::collections::BTreeMap<(u8, bool), Vec<&Change>> =
+    let mut phases: std::collections::BTreeMap<(u8, bool, u32), Vec<&Change>> =
         std::collections::BTreeMap::new();
-    for c in &plan.changes {
-        phases
-            .entry((order(c.action), is_referrer_target(c)))
-            .or_default()
-            .push(c);
+    let putting = putters(&plan.changes);
+    for (c, key) in plan.changes.iter().zip(phase_keys(&plan.changes, &putting)) {
+        phases.entry(key).or_default().push(c);
     }
     let mut report = Report::default();
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut host_use: Option<HostUse> = None;
-    for ((action_order, _), phase) in phases {
+    for ((action_order, _, _), phase) in phases {
         // Before the first registry deletion, once: what the managed hosts'
         // containers use now (one may have started on an image since the plan).
         if host_use.is_none() && phase.iter().any(|c| c.action.deletes_from_registry()) {
@@ -106,17 +104,31 @@ pub async fn apply(
         } else {
             CHANGES_IN_FLIGHT
         };
+        // Prerequisites ran in an earlier wave: their outcomes are in.
+        let landed: HashMap<&str, &Outcome> = report
+            .outcomes
+            .iter()
+            .filter(|(p, _)| matches!(p.action, Action::Copy | Action::Retag))
+            .map(|(p, o)| (p.target.as_str(), o))
+            .collect();
+        let phase: Vec<(&Change, Option<Outcome>)> = phase
+            .into_iter()
+            .map(|c| (c, unmet_after(c, &putting, &landed)))
+            .collect();
         let mut done = futures_util::stream::iter(phase)
             // Checked as each change is pulled in (`in_flight` at once, so
             // those pulled also check before their first write, see
             // `Cx::stopping`); the rest are left out of the report (not
             // done, not failed).
             .take_while(|_| std::future::ready(!reporter.stop_requested()))
-            .map(|c| {
+            .map(|(c, unmet)| {
                 let gate = Arc::new(copy::Gate::new(stopping.clone()));
                 let (copier, indexes, reads, host_use) =
                     (&copier, &indexes, &reads, host_use.as_ref());
                 async move {
+                    if let Some(outcome) = unmet {
+                        return (c, outcome);
+                    }
                     reporter.started(c);
                     let cx = Cx {
                         copier,
@@ -166,6 +178,70 @@ pub async fn apply(
     }
     report.bytes = copier.bytes_copied();
     report
+}
+
+/// When each change runs: by action (copies, retags, …, deletions), referrer
+/// tags after the images of their action, and a change that reads a tag
+/// another change of the plan puts in place (`after`) in a wave after that
+/// one, so it can go only once that one has landed (see [`unmet_after`]).
+fn phase_keys(changes: &[Change], putting: &HashMap<&str, usize>) -> Vec<(u8, bool, u32)> {
+    let mut keys: Vec<(u8, bool, u32)> = changes
+        .iter()
+        .map(|c| (order(c.action), is_referrer_target(c), 0))
+        .collect();
+    // Each pass moves a change behind its prerequisite; chains are short,
+    // and a cycle (never planned) stops at the bound.
+    for _ in 0..changes.len() {
+        let mut moved = false;
+        for (i, c) in changes.iter().enumerate() {
+            let Some(&p) = c.after.as_deref().and_then(|t| putting.get(t)) else {
+                continue;
+            };
+            let (o, r, w) = keys[p];
+            let behind = (o, r, w.saturating_add(1));
+            if p != i && keys[i] < behind {
+                keys[i] = behind;
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    keys
+}
+
+/// The change that puts each tag in place (copies and retags), by target.
+fn putters(changes: &[Change]) -> HashMap<&str, usize> {
+    let mut out = HashMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        if matches!(c.action, Action::Copy | Action::Retag) {
+            out.entry(c.target.as_str()).or_insert(i);
+        }
+    }
+    out
+}
+
+/// For a change whose `after` change of this plan did not land (stale,
+/// failed, or left out by a stop): its outcome without running it. It reads
+/// the image where that change was to put it; without it, a `latest` would
+/// name a release the repo does not have, a `prod` differ from `stable`.
+fn unmet_after(
+    c: &Change,
+    putting: &HashMap<&str, usize>,
+    landed: &HashMap<&str, &Outcome>,
+) -> Option<Outcome> {
+    let after = c.after.as_deref()?;
+    if !putting.contains_key(after) {
+        return None; // not part of this plan (cut by --target when planned)
+    }
+    match landed.get(after) {
+        Some(Outcome::Done | Outcome::AlreadyDone) => None,
+        Some(Outcome::Stale(why) | Outcome::Failed(why)) => Some(Outcome::Stale(format!(
+            "not done: it needs {after} first, which this apply did not put in place ({why})"
+        ))),
+        Some(Outcome::NotStarted) | None => Some(Outcome::NotStarted),
+    }
 }
 
 /// Returns once `reporter` asks for a stop (looked at every 50 ms).

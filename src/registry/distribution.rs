@@ -49,6 +49,8 @@ pub const SMALL_BLOB: u64 = 4 * 1024 * 1024;
 const PAGE_SIZE: usize = 1000;
 /// Attempts per request (first try included).
 const ATTEMPTS: u32 = 5;
+/// Tries of a read the registry answers with 500 (see `send`).
+const READ_500_ATTEMPTS: u32 = 3;
 /// Upload sessions tried per (replayable) blob.
 const UPLOAD_SESSIONS: u32 = 3;
 /// Longest single wait, whatever `Retry-After` says.
@@ -949,11 +951,15 @@ impl Distribution {
                 }
             };
             let status = resp.status();
-            super::observed_request(
-                self.name.as_str(),
-                status.as_str(),
-                can_retry && matches!(status.as_u16(), 429 | 502 | 503 | 504),
-            );
+            // A 500 on a read is tried again, twice: Distribution answers one
+            // while another request rewrites the link file it reads (the same
+            // image put under several tags at once). A write's 500 is not: it
+            // may have half-happened.
+            let busy = matches!(status.as_u16(), 429 | 502 | 503 | 504)
+                || (status == StatusCode::INTERNAL_SERVER_ERROR
+                    && matches!(req.method, Method::GET | Method::HEAD)
+                    && attempt < READ_500_ATTEMPTS);
+            super::observed_request(self.name.as_str(), status.as_str(), can_retry && busy);
             if sent_basic && status != StatusCode::UNAUTHORIZED {
                 self.accepted.store(true, Ordering::SeqCst);
             }
@@ -1022,7 +1028,7 @@ impl Distribution {
                     }
                 }
             }
-            if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
+            if busy {
                 if can_retry {
                     let wait = retry_after(resp.headers())
                         .unwrap_or(self.backoff * 2u32.pow(attempt - 1))
@@ -1036,6 +1042,8 @@ impl Distribution {
                     tokio::time::sleep(wait).await;
                     continue;
                 }
+            }
+            if busy && status != StatusCode::INTERNAL_SERVER_ERROR {
                 let detail = if attempt > 1 {
                     format!("{status} after {attempt} attempts")
                 } else {
@@ -3065,6 +3073,38 @@ mod fake_server_tests {
             t.elapsed() >= Duration::from_secs(1),
             "Retry-After honoured"
         );
+    }
+
+    /// Distribution answers a read with 500 while another request rewrites
+    /// the link file it reads: a read is asked again, a write is not (it may
+    /// have half-happened), and a lasting 500 ends in its own error.
+    #[tokio::test]
+    async fn a_read_answered_500_is_asked_again_a_write_is_not() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            let k = n2.fetch_add(1, Ordering::SeqCst);
+            match (r.method.as_str(), k) {
+                ("GET", 0) => resp(500, &[], "{\"errors\":[{\"code\":\"UNKNOWN\"}]}"),
+                ("GET", _) => manifest_ok(),
+                _ => resp(500, &[], "{\"errors\":[{\"code\":\"UNKNOWN\"}]}"),
+            }
+        }));
+        let d = dist(&addr, None);
+        let m = d.get_manifest(&repo(), "1.0").await.unwrap().unwrap();
+        assert_eq!(m.digest, Digest::sha256_of(BODY));
+        assert_eq!(n.load(Ordering::SeqCst), 2, "one more GET");
+        n.store(0, Ordering::SeqCst);
+        assert!(d
+            .put_manifest(&repo(), Some(&"1.0".parse().unwrap()), &m)
+            .await
+            .is_err());
+        assert_eq!(n.load(Ordering::SeqCst), 1, "a PUT is sent once");
+        n.store(10, Ordering::SeqCst);
+        let lasting = serve(Arc::new(|_r: &FakeReq| resp(500, &[], "")));
+        let d = dist(&lasting, None);
+        let e = d.head_manifest(&repo(), "1.0").await.unwrap_err();
+        assert!(e.message.contains("500"), "{}", e.message);
     }
 
     #[tokio::test]
