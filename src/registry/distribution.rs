@@ -1028,20 +1028,18 @@ impl Distribution {
                     }
                 }
             }
-            if busy {
-                if can_retry {
-                    let wait = retry_after(resp.headers())
-                        .unwrap_or(self.backoff * 2u32.pow(attempt - 1))
-                        .min(MAX_WAIT);
-                    tracing::debug!(
-                        "registry {}: {} {}: {status}; retrying in {wait:?}",
-                        self.name,
-                        req.method,
-                        req.url.path()
-                    );
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
+            if busy && can_retry {
+                let wait = retry_after(resp.headers())
+                    .unwrap_or(self.backoff * 2u32.pow(attempt - 1))
+                    .min(MAX_WAIT);
+                tracing::debug!(
+                    "registry {}: {} {}: {status}; retrying in {wait:?}",
+                    self.name,
+                    req.method,
+                    req.url.path()
+                );
+                tokio::time::sleep(wait).await;
+                continue;
             }
             if busy && status != StatusCode::INTERNAL_SERVER_ERROR {
                 let detail = if attempt > 1 {
