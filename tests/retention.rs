@@ -966,3 +966,63 @@ async fn prune_of_a_tag_another_rule_reads_from_is_shown_blocked() {
     );
     assert_eq!(tags(&reg, "out/app").await, ["v1", "v2"]);
 }
+
+/// A tag gone upstream leaves a chain of pruning mirrors: the rule reading
+/// the pruned repo already holds its copy, so it does not hold the prune
+/// back (it used to, on every run). A `newest` retag over the pruned repo
+/// moves on to what remains.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_passes_a_withdrawn_tag_down_a_chain_of_mirrors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        "registries:\n  src: {url: oci:src}\n  dst: {url: oci:dst}\n\
+         mirrors:\n  - {name: b, from: src/team/app, to: dst/b/app, tags: {semver: \"*\"}, prune: true}\n\
+         \x20 - {name: c, from: dst/b/app, to: dst/c/app, tags: {semver: \"*\"}, prune: true}\n\
+         retags:\n  - {tag: \"dst/b/app:latest\", newest: {repo: dst/b/app, tags: {semver: \"*\"}}}\n",
+    )
+    .unwrap();
+    let src = OciLayout::new("src".parse().unwrap(), tmp.path().join("src"));
+    let dst = OciLayout::new("dst".parse().unwrap(), tmp.path().join("dst"));
+    let app: Repo = "team/app".parse().unwrap();
+    let img = |n: &str| ImageSpec::new(&ago(3)).with_layer("v", n.to_string());
+    let v1 = push_image(&src, &app, Some(&t("1.0.0")), &img("1"))
+        .await
+        .unwrap();
+    push_image(&src, &app, Some(&t("2.0.0")), &img("2"))
+        .await
+        .unwrap();
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    let b: Repo = "b/app".parse().unwrap();
+    assert_eq!(tags(&dst, "c/app").await, ["1.0.0", "2.0.0"]);
+
+    // 2.0.0 is withdrawn upstream.
+    src.delete_tag(&app, &t("2.0.0")).await.unwrap();
+    let (code, out) = run(&["plan", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("! blocked"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("- untag") && l.contains("dst/b/app:2.0.0")),
+        "{out}"
+    );
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    // The next run: c prunes its copy, and latest moves back to 1.0.0.
+    let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tags(&dst, "c/app").await, ["1.0.0"]);
+    assert_eq!(tags(&dst, "b/app").await, ["1.0.0", "latest"]);
+    assert_eq!(
+        dst.head_manifest(&b, "latest")
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        v1
+    );
+    let (code, out) = run(&["plan", "-C", d, "--detailed-exitcode"]);
+    assert_eq!(code, 0, "converged: {out}");
+}

@@ -58,6 +58,13 @@ pub fn rule_repos(
 pub struct Protected {
     pub tags: BTreeMap<(RepoAddr, Tag), String>,
     pub digests: BTreeMap<(RepoAddr, Digest), String>,
+    /// Sources of copies already in place. Retention keeps them (deleting
+    /// what dev → prod mirrors copied would let a pruning prod follow);
+    /// a mirror's prune does not: a tag gone upstream goes down a chain of
+    /// pruning mirrors (the next rule's copy stays, or its own prune
+    /// follows), and a `newest` retag's image keeps its tag, so pruning the
+    /// version tag untags it and the retag moves on at the next run.
+    pub settled_sources: BTreeMap<(RepoAddr, Digest), String>,
     /// Digests a container on a managed host uses, whatever name (registry,
     /// repo) it was pulled by: never deleted from any registry or repo.
     pub run: BTreeMap<Digest, String>,
@@ -88,7 +95,14 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
         );
         // A platform-filtered copy is made from the source's full index.
         let read = i.source_digest.as_ref().unwrap_or(&i.digest);
-        p.digests.insert(
+        let in_place = matches!(cx.repo(&i.target), RepoView::Known(at)
+            if at.tags.get(&i.tag) == Some(&i.digest));
+        let to = if in_place {
+            &mut p.settled_sources
+        } else {
+            &mut p.digests
+        };
+        to.insert(
             (i.source.clone(), read.clone()),
             format!("source of {}", i.rule),
         );
@@ -359,9 +373,11 @@ fn plan_repo(
         } else if let Some(r) = protect.tags.get(&(repo.clone(), tag.clone())) {
             Some(r.clone())
         } else {
+            let key = (repo.clone(), digest.clone());
             protect
                 .digests
-                .get(&(repo.clone(), digest.clone()))
+                .get(&key)
+                .or_else(|| protect.settled_sources.get(&key))
                 .or_else(|| protect.run.get(digest))
                 .cloned()
         };
