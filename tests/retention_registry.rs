@@ -1390,3 +1390,39 @@ fn saved_plan_refuses_an_untag_whose_keeping_tag_moved() {
     );
     assert_eq!(reg.digest("team/b", "pr-shared"), shared);
 }
+
+/// Many tags of one image untagged in one apply: each is put on a
+/// placeholder that is then deleted by digest, and Distribution's delete
+/// walks every tag link of the repo. Links written meanwhile by the other
+/// untags used to fail that walk half-way (500), leaving tags in the list on
+/// a manifest that is gone: the repo could not be observed again. Every
+/// untag must leave the tag list exactly as planned.
+#[test]
+fn many_untags_in_one_repo_leave_no_tag_on_a_missing_manifest() {
+    let reg = TestRegistry::start();
+    let r = open(&reg.host);
+    let rp: regimen::model::Repo = "team/many".parse().unwrap();
+    block_on(async {
+        let d = push_image(
+            r.as_ref(),
+            &rp,
+            Some(&"keep".parse().unwrap()),
+            &img("team/many", "one", 200),
+        )
+        .await
+        .unwrap();
+        let m = r.get_manifest(&rp, d.as_str()).await.unwrap().unwrap();
+        for n in 0..60 {
+            r.put_manifest(&rp, Some(&format!("t{n:03}").parse().unwrap()), &m)
+                .await
+                .unwrap();
+        }
+    });
+    let (_tmp, d) = policy(&reg.url(), "dev/team/many", "{tags: {regex: \"^t0\"}}", "");
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", &d]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("60 done"), "{out}");
+    assert_eq!(list_tags(&reg, "team/many"), ["keep"]);
+    let (code, again) = run(regimen().args(["plan", "--detailed-exitcode", "-C", &d]));
+    assert_eq!(code, 0, "the repo reads clean: {again}");
+}

@@ -195,6 +195,12 @@ pub struct Distribution {
     page_size: usize,
     backoff: Duration,
     tag_index_locks: std::sync::Mutex<HashMap<(Repo, Digest), SubjectLock>>,
+    /// Per repo: a manifest DELETE alone, tag writes together. Distribution
+    /// deletes a manifest by walking every tag link of the repo, and a link
+    /// another request is writing meanwhile fails the walk half-way (500,
+    /// `invalid checksum digest format`), which can leave a tag on the
+    /// deleted manifest: in the tag list, but never found.
+    repo_writes: std::sync::Mutex<HashMap<Repo, Arc<tokio::sync::RwLock<()>>>>,
     /// manifest digest → the digest its `subject` names and its artifact type
     /// (`None`: none, or not a readable manifest). Content addressed, so it
     /// never changes.
@@ -454,6 +460,7 @@ impl Distribution {
             page_size: PAGE_SIZE,
             backoff: Duration::from_millis(200),
             tag_index_locks: std::sync::Mutex::new(HashMap::new()),
+            repo_writes: std::sync::Mutex::new(HashMap::new()),
             subjects: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -1307,7 +1314,22 @@ impl Distribution {
 
     /// PUT of manifest bytes, without referrers bookkeeping. Returns whether
     /// the registry said it processed a subject (`OCI-Subject`).
+    /// The lock of `repo`'s tag writes and deletions (see `repo_writes`).
+    fn repo_writes(&self, repo: &Repo) -> Arc<tokio::sync::RwLock<()>> {
+        let mut locks = self
+            .repo_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(repo.clone()).or_default().clone()
+    }
+
     async fn put_manifest_raw(&self, repo: &Repo, reference: &str, m: &Manifest) -> Result<bool> {
+        // A PUT under a tag writes a tag link: not while a DELETE walks them.
+        let lock = (!reference.contains(':')).then(|| self.repo_writes(repo));
+        let _shared = match &lock {
+            Some(l) => Some(l.read().await),
+            None => None,
+        };
         let path = format!("/v2/{repo}/manifests/{reference}");
         let mut req = Req::new(Method::PUT, self.url(&path), vec![scope_push(repo)])
             .header(CONTENT_TYPE, m.media_type.clone());
@@ -1961,6 +1983,8 @@ impl Registry for Distribution {
     }
 
     async fn delete_manifest(&self, repo: &Repo, digest: &Digest) -> Result<()> {
+        let lock = self.repo_writes(repo);
+        let _alone = lock.write().await;
         let (req, resp) = self
             .simple(
                 Method::DELETE,
@@ -1975,6 +1999,8 @@ impl Registry for Distribution {
     }
 
     async fn delete_tag(&self, repo: &Repo, tag: &Tag) -> Result<()> {
+        let lock = self.repo_writes(repo);
+        let _alone = lock.write().await;
         let (req, resp) = self
             .simple(
                 Method::DELETE,

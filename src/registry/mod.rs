@@ -444,15 +444,32 @@ pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()
     }
     let m = push_placeholder(reg, repo, tag).await?;
     // A retried DELETE that already took effect answers 404: that is success.
-    // Distribution answers 500 now and then while other deletions in the
-    // repo change its tags (its delete walks every tag): the placeholder is
-    // ours alone, so deleting it again is always safe.
+    // Distribution answers 500 when a tag link it walks is being written
+    // (by another client: regimen's own writes wait, see the distribution
+    // backend's `repo_writes`), after removing the manifest but maybe not
+    // yet the tag: deleting again would answer 404 and leave the tag on a
+    // manifest that is gone. So the tag is put on the placeholder again
+    // (it is ours alone) and the delete made again, unless someone else
+    // has put the tag elsewhere meanwhile.
     let mut result = reg.delete_manifest(repo, &m.digest).await;
     for attempt in 1..=3u32 {
         match &result {
             Err(e) if e.kind == ErrorKind::Other => {
                 tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
                     .await;
+                match reg.head_manifest(repo, tag.as_str()).await? {
+                    Some(h) if h.digest != m.digest => return Err(RegistryError::new(
+                        ErrorKind::Other,
+                        format!(
+                            "{}/{repo}:{tag} was put on {} while regimen removed it: left as is",
+                            reg.name(),
+                            h.digest
+                        ),
+                    )),
+                    _ => {
+                        reg.put_manifest(repo, Some(tag), &m).await?;
+                    }
+                }
                 result = reg.delete_manifest(repo, &m.digest).await;
             }
             _ => break,
