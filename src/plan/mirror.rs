@@ -115,6 +115,8 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         // referrer counts would cost several requests per image on a cold
         // mirror); promotions and filtered mirrors read what they check.
         let filtered_from = (full != digest).then_some(full);
+        // A filter that keeps every platform copies the index as it is.
+        let only = only.filter(|_| filtered_from.is_some());
         let made = made
             .filter(|_| filtered_from.is_some())
             .map(|b| String::from_utf8_lossy(&b).into_owned());

@@ -205,12 +205,14 @@ impl Parsed {
     }
 }
 
-/// The index with only the children of the wanted platforms (`os/arch[/variant]`),
-/// or `None` when none match or `bytes` is not an index. Deterministic, so
-/// plan and apply compute the same digest.
+/// The index with only the children of the wanted platforms (`os/arch[/variant]`,
+/// in any case), or `None` when none match or `bytes` is not an index.
+/// Deterministic, so plan and apply compute the same digest; an index that
+/// loses no child is its own bytes (same digest, its referrers still apply).
 pub fn filter_index(bytes: &[u8], wanted: &[String]) -> Option<Vec<u8>> {
     let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     let manifests = v.get_mut("manifests")?.as_array_mut()?;
+    let before = manifests.len();
     manifests.retain(|m| {
         let Some(p) = m.get("platform") else {
             return false;
@@ -218,15 +220,67 @@ pub fn filter_index(bytes: &[u8], wanted: &[String]) -> Option<Vec<u8>> {
         let os = p.get("os").and_then(|x| x.as_str()).unwrap_or("");
         let arch = p.get("architecture").and_then(|x| x.as_str()).unwrap_or("");
         let variant = p.get("variant").and_then(|x| x.as_str());
+        let same = |a: Option<&str>, b: Option<&str>| match (a, b) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
         wanted.iter().any(|w| {
             let parts: Vec<&str> = w.split('/').collect();
-            parts.first() == Some(&os)
-                && parts.get(1) == Some(&arch)
-                && (parts.len() < 3 || parts.get(2).copied() == variant)
+            same(parts.first().copied(), Some(os))
+                && same(parts.get(1).copied(), Some(arch))
+                && (parts.len() < 3 || same(parts.get(2).copied(), variant))
         })
     });
     if manifests.is_empty() {
         return None;
     }
+    if manifests.len() == before {
+        return Some(bytes.to_vec());
+    }
     serde_json::to_vec(&v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_index;
+
+    const INDEX: &str = r#"{
+  "schemaVersion": 2,
+  "mediaType": "application/vnd.oci.image.index.v1+json",
+  "manifests": [
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:aa", "size": 1,
+     "platform": {"os": "linux", "architecture": "amd64"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:bb", "size": 1,
+     "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+  ]
+}"#;
+
+    fn kept(bytes: &[u8]) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_index_that_loses_no_child_keeps_its_bytes() {
+        let all = ["linux/amd64".to_string(), "linux/arm64".to_string()];
+        assert_eq!(
+            filter_index(INDEX.as_bytes(), &all).unwrap(),
+            INDEX.as_bytes(),
+            "pretty-printed, and still the same digest"
+        );
+        let one = filter_index(INDEX.as_bytes(), &["linux/arm64/v8".to_string()]).unwrap();
+        assert_eq!(kept(&one), ["sha256:bb"]);
+    }
+
+    #[test]
+    fn platforms_match_in_any_case() {
+        let one = filter_index(INDEX.as_bytes(), &["Linux/AMD64".to_string()]).unwrap();
+        assert_eq!(kept(&one), ["sha256:aa"]);
+        assert!(filter_index(INDEX.as_bytes(), &["linux/s390x".to_string()]).is_none());
+    }
 }

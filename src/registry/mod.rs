@@ -458,14 +458,16 @@ pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()
                 tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
                     .await;
                 match reg.head_manifest(repo, tag.as_str()).await? {
-                    Some(h) if h.digest != m.digest => return Err(RegistryError::new(
-                        ErrorKind::Other,
-                        format!(
+                    Some(h) if h.digest != m.digest => {
+                        return Err(RegistryError::new(
+                            ErrorKind::Other,
+                            format!(
                             "{}/{repo}:{tag} was put on {} while regimen removed it: left as is",
                             reg.name(),
                             h.digest
                         ),
-                    )),
+                        ))
+                    }
                     _ => {
                         reg.put_manifest(repo, Some(tag), &m).await?;
                     }
