@@ -56,7 +56,11 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                     )
                 } else {
                     let known_tagged = matches!(cx.repo(&src.repo), RepoView::Known(s) if s.tags.values().any(|x| x == d));
-                    let exists = known_tagged
+                    // Already where it is pinned: nothing to read, and a
+                    // source deleted since does not make it wrong.
+                    let in_place = matches!(cx.repo(&r.tag.repo), RepoView::Known(s) if s.tags.get(&tag) == Some(d));
+                    let exists = in_place
+                        || known_tagged
                         || matches!(cx.image(&src.repo, d), Some(crate::observe::Fact::Known(_)));
                     if !exists {
                         if !cx.collect_needed && matches!(cx.repo(&src.repo), RepoView::Known(_)) {
