@@ -165,6 +165,10 @@ fn lying_source_blob_fails_clearly_and_writes_no_tag() {
         out.contains(layer.as_str()),
         "the error names the digest:\n{out}"
     );
+    assert!(
+        out.contains(&format!("GET /v2/team/app/blobs/{layer}")),
+        "and the source it came from, not only the upload:\n{out}"
+    );
     assert!(s.proxy.counts(rule).1 >= 1);
     let tags = s.dst.tags("mirror/app").unwrap_or_default();
     assert!(!tags.contains(&"1.0".to_string()), "{tags:?}");

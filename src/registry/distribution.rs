@@ -1599,6 +1599,9 @@ struct Verified {
     inner: Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>,
     hasher: Option<Sha256>,
     expected: Digest,
+    /// `registry NAME: GET /v2/…`: a bad blob names where it came from,
+    /// not only the upload it broke.
+    what: String,
     done: bool,
 }
 
@@ -1626,7 +1629,10 @@ impl Stream for Verified {
                     if got != self.expected.hex() {
                         return Poll::Ready(Some(Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
-                            format!("blob {} arrived with digest sha256:{got}", self.expected),
+                            format!(
+                                "{}: blob {} arrived with digest sha256:{got}",
+                                self.what, self.expected
+                            ),
                         ))));
                     }
                 }
@@ -1803,13 +1809,15 @@ impl Registry for Distribution {
             return Err(self.status_error(&req.method, &req.url, resp).await);
         }
         let what = format!("registry {}: GET {}", self.name, req.url.path());
+        let label = what.clone();
         let inner = resp.bytes_stream().map(move |r| {
-            r.map_err(|e| std::io::Error::other(format!("{what}: {}", error_chain(&e))))
+            r.map_err(|e| std::io::Error::other(format!("{label}: {}", error_chain(&e))))
         });
         Ok(Box::pin(Verified {
             inner: Box::pin(inner),
             hasher: (digest.algorithm() == "sha256").then(Sha256::new),
             expected: digest.clone(),
+            what,
             done: false,
         }))
     }
