@@ -5,27 +5,14 @@
 
 mod common;
 
-use common::{ago, tag as t};
+use common::{ago, run_args as run, tag as t};
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use regimen::model::{Digest, Repo};
 use regimen::registry::oci_layout::OciLayout;
 use regimen::registry::Registry;
 use regimen::testkit::{push_image, ImageSpec};
-
-fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::cargo_bin("regimen")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 fn image(n: &str) -> ImageSpec {
     ImageSpec::new(&ago(3)).with_layer("v", n.to_string())

@@ -412,6 +412,32 @@ fn late_referrers_down_a_chain(kind: &str) {
     assert_eq!(plan(&dir).0, 0, "one apply went all the way");
 }
 
+/// `team/app:2.0`, a linux/amd64 + linux/arm64 index: its digest and its
+/// platform manifests' (amd64 first).
+fn two_platform_index(src: &TestRegistry) -> (Digest, Vec<Digest>) {
+    let specs = [
+        ImageSpec::new(CREATED).with_layer("app", "amd64"),
+        ImageSpec::new(CREATED)
+            .with_layer("app", "arm64")
+            .with_platform("linux", "arm64"),
+    ];
+    let index = block_on(regimen::testkit::push_index(
+        open(&src.host).as_ref(),
+        &repo(),
+        Some(&"2.0".parse().unwrap()),
+        &specs,
+    ))
+    .unwrap();
+    let raw: Value = serde_json::from_str(&src.raw_manifest("team/app", "2.0")).unwrap();
+    let children = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().parse().unwrap())
+        .collect();
+    (index, children)
+}
+
 /// Referrers attached to an index's platform manifests (cosign `--recursive`,
 /// a scan per platform) follow the index: on the first copy, and when
 /// attached later; a no-op run plans nothing.
@@ -420,26 +446,7 @@ fn referrers_of_platform_manifests_follow_the_index() {
     let (src, dst) = (TestRegistry::start(), TestRegistry::start());
     let s = open(&src.host);
     let dir = policy(&src, &dst);
-    let specs = [
-        ImageSpec::new(CREATED).with_layer("app", "amd64"),
-        ImageSpec::new(CREATED)
-            .with_layer("app", "arm64")
-            .with_platform("linux", "arm64"),
-    ];
-    let index = block_on(regimen::testkit::push_index(
-        s.as_ref(),
-        &repo(),
-        Some(&"2.0".parse().unwrap()),
-        &specs,
-    ))
-    .unwrap();
-    let raw: Value = serde_json::from_str(&src.raw_manifest("team/app", "2.0")).unwrap();
-    let children: Vec<Digest> = raw["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["digest"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let (index, children) = two_platform_index(&src);
     let top_sbom = block_on(push_referrer(
         s.as_ref(),
         &repo(),
@@ -540,26 +547,7 @@ fn a_filtered_copy_brings_the_referrers_of_the_platforms_it_keeps() {
         ),
     )
     .unwrap();
-    let specs = [
-        ImageSpec::new(CREATED).with_layer("app", "amd64"),
-        ImageSpec::new(CREATED)
-            .with_layer("app", "arm64")
-            .with_platform("linux", "arm64"),
-    ];
-    let index = block_on(regimen::testkit::push_index(
-        s.as_ref(),
-        &repo(),
-        Some(&"2.0".parse().unwrap()),
-        &specs,
-    ))
-    .unwrap();
-    let raw: Value = serde_json::from_str(&src.raw_manifest("team/app", "2.0")).unwrap();
-    let children: Vec<Digest> = raw["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["digest"].as_str().unwrap().parse().unwrap())
-        .collect();
+    let (index, children) = two_platform_index(&src);
     for (subject, payload) in [
         (&index, "top"),
         (&children[0], "amd64"),

@@ -2,29 +2,16 @@
 
 mod common;
 
-use common::{ago, tag as t};
+use common::{ago, run_args as run, tag as t};
 
 use common::oci_tags as tags;
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use regimen::model::Repo;
 use regimen::registry::oci_layout::OciLayout;
 use regimen::registry::Registry;
 use regimen::testkit::{push_image, push_referrer, ImageSpec};
-
-fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::cargo_bin("regimen")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 /// dev/team/api: pr-1 old; pr-2 old sharing its image with release-1; pr-3 young;
 /// pr-4 old with an SBOM; stable old. dev/team/web: three old pr- tags.

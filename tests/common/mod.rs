@@ -611,6 +611,12 @@ pub fn run(cmd: &mut assert_cmd::Command) -> (i32, String) {
     )
 }
 
+/// `regimen ARGS…`: exit code and stdout+stderr.
+#[allow(dead_code)]
+pub fn run_args(args: &[&str]) -> (i32, String) {
+    run(regimen().args(args))
+}
+
 /// Exit code, the JSON plan on stdout, and stdout+stderr.
 #[allow(dead_code)]
 pub fn json_plan(cmd: &mut assert_cmd::Command) -> (i32, serde_json::Value, String) {
