@@ -83,16 +83,14 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             }
             continue;
         };
+        // The source's referrers (and cosign's tags) go where the image goes.
+        let follow = |cx: &mut PlanCx<'_>| {
+            let to = (&origin, &p.to);
+            super::referrers::follow(cx, &p.name, to, (&tag, &digest), &subject, None);
+        };
         // Already promoted: nothing to check; referrers attached since follow.
         if target_state.and_then(|t| t.tags.get(&tag)) == Some(&digest) {
-            super::referrers::follow(
-                cx,
-                &p.name,
-                (&origin, &p.to),
-                (&tag, &digest),
-                &subject,
-                None,
-            );
+            follow(cx);
             cx.in_place.push(super::intent::InPlace {
                 target: p.to.clone(),
                 tag: tag.clone(),
@@ -119,14 +117,7 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             continue;
         }
         // cosign's signature tags come in the same apply.
-        super::referrers::follow(
-            cx,
-            &p.name,
-            (&origin, &p.to),
-            (&tag, &digest),
-            &subject,
-            None,
-        );
+        follow(cx);
         let after = cx.depends_on(&p.from, &tag);
         cx.bring(
             Intent {
