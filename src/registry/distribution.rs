@@ -240,6 +240,14 @@ fn bare_media_type(ct: Option<&str>) -> Option<String> {
         .filter(|c| !c.is_empty())
 }
 
+/// `host[:port]` of a URL, for messages.
+fn host_port(u: &Url) -> String {
+    u.host_str().map_or(String::new(), |h| match u.port() {
+        Some(p) => format!("{h}:{p}"),
+        None => h.to_string(),
+    })
+}
+
 /// Whether `bytes` hash to `d` (sha256 or sha512).
 fn digest_matches(d: &Digest, bytes: &[u8]) -> bool {
     match d.algorithm() {
@@ -919,12 +927,6 @@ impl Distribution {
                         tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
                         continue;
                     }
-                    let host_port = |u: &Url| {
-                        u.host_str().map_or(String::new(), |h| match u.port() {
-                            Some(p) => format!("{h}:{p}"),
-                            None => h.to_string(),
-                        })
-                    };
                     let detail = if attempt > 1 {
                         format!("{chain} after {attempt} attempts")
                     } else if plain_http {
@@ -1149,6 +1151,17 @@ impl Distribution {
         };
         let detail = match entry {
             Some(e) if !e.code.is_empty() => format!("{status} ({}: {})", e.code, e.message),
+            // Go's answer to plain HTTP on a TLS port.
+            _ if status == StatusCode::BAD_REQUEST
+                && url.scheme() == "http"
+                && String::from_utf8_lossy(body).contains("HTTP request to an HTTPS server") =>
+            {
+                format!(
+                    "{status} (the server at {} speaks HTTPS, not plain HTTP: write the \
+                     registry's url as https://)",
+                    host_port(url)
+                )
+            }
             _ => status.to_string(),
         };
         self.fail(kind, method, url, detail)
@@ -3137,6 +3150,26 @@ mod fake_server_tests {
         let d = dist(&lasting, None);
         let e = d.head_manifest(&repo(), "1.0").await.unwrap_err();
         assert!(e.message.contains("500"), "{}", e.message);
+    }
+
+    /// `http://` to a TLS port: Go's TLS server answers plain HTTP with a
+    /// bare 400; the error says to write `https://`.
+    #[tokio::test]
+    async fn plain_http_to_a_tls_port_says_to_use_https() {
+        let addr = serve(Arc::new(|_r: &FakeReq| {
+            resp(
+                400,
+                &[],
+                "Client sent an HTTP request to an HTTPS server.\n",
+            )
+        }));
+        let e = dist(&addr, None).list_tags(&repo()).await.unwrap_err();
+        assert!(
+            e.message
+                .contains("speaks HTTPS, not plain HTTP: write the registry's url as https://"),
+            "{}",
+            e.message
+        );
     }
 
     #[tokio::test]
