@@ -380,30 +380,3 @@ fn saved_plan_whose_digest_was_edited_is_not_applied() {
         "{out}"
     );
 }
-
-/// `--target` with a saved plan is refused (it used to apply nothing and
-/// say "Apply complete"): the plan is applied exactly as reviewed.
-#[test]
-fn target_with_a_saved_plan_is_refused() {
-    let (_tmp, dir) = quickstart();
-    let d = dir.to_str().unwrap();
-    let planfile = dir.join("plan.json");
-    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--out"]).arg(&planfile));
-    assert_eq!(code, 0, "{out}");
-    let (code, out) = stdout(regimen().args([
-        "apply",
-        "--target",
-        "x:*",
-        "-C",
-        d,
-        planfile.to_str().unwrap(),
-    ]));
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("--target does not apply to a saved plan")
-            && out.contains("regimen plan --target GLOB --out FILE"),
-        "{out}"
-    );
-    let (code, out) = stdout(regimen().args(["plan", "-C", d, "--detailed-exitcode"]));
-    assert_eq!(code, 2, "nothing was applied: {out}");
-}

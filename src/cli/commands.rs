@@ -495,16 +495,6 @@ fn apply_cmd(
     planfile: Option<&Path>,
     verbose: bool,
 ) -> i32 {
-    if let (Some(path), false) = (planfile, scope.target.is_empty()) {
-        // A saved plan is applied exactly as reviewed (as Terraform refuses
-        // `-target` with a saved plan); cutting it here would apply part of
-        // what was reviewed, or, as it did, nothing, and say "complete".
-        eprintln!(
-            "error: --target does not apply to a saved plan ({}): it is applied exactly as              reviewed. Make the plan with --target instead: regimen plan --target GLOB --out FILE",
-            path.display()
-        );
-        return 1;
-    }
     let Some(policy) = load(dir) else { return 1 };
     let plan = match planfile {
         Some(path) => {
