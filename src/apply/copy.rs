@@ -108,22 +108,21 @@ impl Copier {
                 let m = fetch_manifest(src, digest).await?;
                 // Referrers are listed first: only an image without any may
                 // be put under its tag directly (they must land before it).
-                let mut listed = Vec::new();
+                let mut subjects = Vec::new();
                 if referrers {
-                    let mut subjects = vec![digest.clone()];
+                    subjects.push(digest.clone());
                     if let Ok(Parsed::Index { manifests, .. }) = m.parse() {
                         subjects.extend(manifests.into_iter().map(|c| c.digest));
                     }
-                    let lists: Vec<_> = stream::iter(subjects)
-                        .map(|s| async move {
-                            let l = src.reg.referrers_listed(src.repo, &s).await?;
-                            Ok::<_, RegistryError>((s, l))
-                        })
-                        .buffered(PARALLEL)
-                        .try_collect()
-                        .await?;
-                    listed = lists;
                 }
+                let listed: Vec<_> = stream::iter(subjects)
+                    .map(|s| async move {
+                        let l = src.reg.referrers_listed(src.repo, &s).await?;
+                        Ok::<_, RegistryError>((s, l))
+                    })
+                    .buffered(PARALLEL)
+                    .try_collect()
+                    .await?;
                 Ok::<_, RegistryError>((m, listed))
             })
             .await?

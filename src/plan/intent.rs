@@ -172,6 +172,9 @@ pub struct PlanCx<'o> {
     /// but retention must keep both ends, or it would delete what the next
     /// run copies again.
     pub in_place: Vec<InPlace>,
+    /// Per repo: whether it holds referrer tags of something none of its
+    /// tags names (see `referrers::follow`), worked out once per plan.
+    pub loose_referrers: BTreeMap<RepoAddr, bool>,
     pub blocked: Vec<Blocked>,
     /// For `plan::wanted`: the image details the rules asked for.
     pub collect_needed: bool,
@@ -215,6 +218,7 @@ impl<'o> PlanCx<'o> {
             claims: Vec::new(),
             soaking: Vec::new(),
             in_place: Vec::new(),
+            loose_referrers: BTreeMap::new(),
             blocked: Vec::new(),
             collect_needed: false,
             needed: BTreeSet::new(),

@@ -48,13 +48,23 @@ pub fn follow(
     // `--recursive`, per-platform scans). The index is read only when the
     // source holds referrer tags of something no tag names, so a repo
     // without such tags costs no request.
-    let tagged: BTreeSet<&Digest> = src.tags.values().collect();
-    let loose = src
-        .referrer_tags
-        .iter()
-        .chain(&arriving)
-        .filter_map(Tag::referrer_subject)
-        .any(|s| !tagged.contains(&s));
+    // Worked out once per repo: a mirror of thousands of tags calls this
+    // for each of them.
+    let loose_seen = *cx.loose_referrers.entry(from.clone()).or_insert_with(|| {
+        if src.referrer_tags.is_empty() {
+            return false;
+        }
+        let tagged: BTreeSet<&Digest> = src.tags.values().collect();
+        src.referrer_tags
+            .iter()
+            .filter_map(Tag::referrer_subject)
+            .any(|s| !tagged.contains(&s))
+    });
+    let loose = loose_seen
+        || arriving
+            .iter()
+            .filter_map(Tag::referrer_subject)
+            .any(|s| !src.tags.values().any(|d| *d == s));
     let subjects = match filtered {
         Some(bytes) => super::retention::listed_children(bytes),
         None => {
