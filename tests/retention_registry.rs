@@ -1180,6 +1180,24 @@ fn target_naming_a_tag_a_delete_also_removes_selects_the_delete() {
     let planfile = tmp.path().join("plan.json");
     let (code, out) = run(regimen().args(["plan", "-C", &d, "--out", planfile.to_str().unwrap()]));
     assert_eq!(code, 0, "{out}");
+    // A --target naming nothing in the saved plan (a typo) is an error,
+    // not "Apply complete: 0 done".
+    let (code, out) = run(regimen().args([
+        "apply",
+        "-C",
+        &d,
+        "--target",
+        "dev/team/t:bb",
+        planfile.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--target dev/team/t:bb matches no change of the saved plan")
+            && out.contains("dev/team/t:a")
+            && out.contains("Nothing was applied"),
+        "{out}"
+    );
+    assert_eq!(list_tags(&reg, "team/t"), ["a", "b", "new"]);
     let (code, out) = run(regimen().args([
         "apply",
         "-C",

@@ -565,8 +565,36 @@ fn apply_cmd(
                 eprintln!("Nothing was applied: make a new plan against this policy.");
                 return 1;
             }
+            let saved: Vec<String> = plan.changes.iter().map(|c| c.target.clone()).collect();
             if let Err(e) = scope.cut(&mut plan) {
                 eprintln!("error: {e}");
+                return 1;
+            }
+            // A --target that selects nothing from a plan that has changes
+            // is a typo, not a finished apply.
+            if !scope.target.is_empty() && !saved.is_empty() && plan.changes.is_empty() {
+                eprintln!(
+                    "error: {} matches no change of the saved plan {} that can go alone; its \
+                     changes are on: {}{}\nNothing was applied.",
+                    scope
+                        .target
+                        .iter()
+                        .map(|t| format!("--target {t}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    path.display(),
+                    saved
+                        .iter()
+                        .take(10)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if saved.len() > 10 {
+                        format!(" and {} more", saved.len() - 10)
+                    } else {
+                        String::new()
+                    }
+                );
                 return 1;
             }
             plan

@@ -163,6 +163,8 @@ pub struct PlanCx<'o> {
     by_target: HashMap<(RepoAddr, Tag), Vec<usize>>,
     /// Repos some intent puts an image tag into (referrer tags aside).
     fed: HashSet<RepoAddr>,
+    /// Referrer tags intents put into each repo, in order.
+    referrer_intents: HashMap<RepoAddr, Vec<Tag>>,
     /// Tags rules want without a digest (see [`Claim`]).
     pub claims: Vec<Claim>,
     /// Promotion candidates held back by `min_age` alone: they pass with
@@ -213,6 +215,7 @@ impl<'o> PlanCx<'o> {
             observed,
             now,
             intents: Vec::new(),
+            referrer_intents: HashMap::new(),
             by_target: HashMap::new(),
             fed: HashSet::new(),
             claims: Vec::new(),
@@ -404,7 +407,12 @@ impl<'o> PlanCx<'o> {
     }
 
     pub fn push_intent(&mut self, i: Intent) {
-        if !i.tag.is_referrer_tag() {
+        if i.tag.is_referrer_tag() {
+            self.referrer_intents
+                .entry(i.target.clone())
+                .or_default()
+                .push(i.tag.clone());
+        } else {
             self.fed.insert(i.target.clone());
         }
         self.by_target
@@ -412,6 +420,11 @@ impl<'o> PlanCx<'o> {
             .or_default()
             .push(self.intents.len());
         self.intents.push(i);
+    }
+
+    /// Referrer tags earlier rules' intents bring into `r`.
+    pub fn arriving_referrers(&self, r: &RepoAddr) -> &[Tag] {
+        self.referrer_intents.get(r).map_or(&[], Vec::as_slice)
     }
 
     /// Where earlier rules' intents put a referrer tag of `r` (when they

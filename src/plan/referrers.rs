@@ -38,12 +38,7 @@ pub fn follow(
     };
     let in_place = dst.tags.get(tag) == Some(subject);
     // Brought into `from` by an earlier rule in this plan.
-    let arriving: Vec<Tag> = cx
-        .intents
-        .iter()
-        .filter(|i| &i.target == from && i.tag.is_referrer_tag())
-        .map(|i| i.tag.clone())
-        .collect();
+    let arriving: Vec<Tag> = cx.arriving_referrers(from).to_vec();
     // Referrers may hang on an index's platform manifests too (cosign
     // `--recursive`, per-platform scans). The index is read only when the
     // source holds referrer tags of something no tag names, so a repo
