@@ -45,7 +45,9 @@ YML
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
   printf -v "PORT_$name" '%s' "$port"
 }
-requests() { grep -c 'response completed' "$WORK/$1.log" || true; }
+# every request, from the access log (the app log's "response completed" misses requests to routes
+# the registry does not have, such as the referrers API on Distribution 2.8)
+requests() { grep -cE '^[0-9.:]+ - - \[[^]]*\] "[A-Z]+ ' "$WORK/$1.log" || true; }
 # CPU seconds a registry process has used so far
 cpu() { local pid_var="PID_$1"; awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/${!pid_var}/stat"; }
 # server floor: CPU seconds the registries spent serving a run, spread over every core. No client

@@ -340,6 +340,9 @@ async fn apply_one(
         }
     }
     let target: ImageRef = parse("target", Some(&c.target))?;
+    if c.action == Action::Copy && matches!(target.reference, Some(Reference::Digest(_))) {
+        return copy_referrer(c, &target, registries, cx).await;
+    }
     let Some(Reference::Tag(tag)) = target.reference.clone() else {
         return Err(format!("target `{}` has no tag", c.target));
     };
@@ -548,6 +551,87 @@ async fn untag(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcom
 
 /// Deletes a digest (and its referrers) once every tag on it is as planned,
 /// no other tag has appeared on it since, and no tagged index lists it.
+/// A referrer attached to a source image after it was copied, copied on its
+/// own by digest (with its blobs and its own referrers). Done once the
+/// target lists it as a referrer of its subject: a registry with the
+/// referrers API indexes it as it lands, one without gets it added to the
+/// subject's `sha256-<hex>` index.
+async fn copy_referrer(
+    c: &Change,
+    target: &ImageRef,
+    registries: &Registries,
+    cx: Cx<'_>,
+) -> Result<Outcome, String> {
+    let digest: Digest = parse("digest", c.digest.as_deref())?;
+    let source: ImageRef = parse("source", c.source.as_deref())?;
+    let by_digest =
+        |r: &ImageRef| matches!(&r.reference, Some(Reference::Digest(d)) if *d == digest);
+    if !by_digest(target) || !by_digest(&source) {
+        return Err(format!(
+            "the plan copies {} to {} but shows digest {digest} (was the plan edited?): not applied",
+            c.source.as_deref().unwrap_or_default(),
+            c.target
+        ));
+    }
+    let err = |e: RegistryError| e.to_string();
+    let src = copy::Side {
+        reg: registry(registries, &source)?,
+        repo: &source.repo.repo,
+        gate: None,
+    };
+    let dst = copy::Side {
+        reg: registry(registries, target)?,
+        repo: &target.repo.repo,
+        gate: Some(cx.gate),
+    };
+    let manifest = copy::fetch_manifest(&src, &digest).await.map_err(err)?;
+    let subject = manifest
+        .parse()
+        .map_err(err)?
+        .subject()
+        .map(|s| s.digest.clone());
+    let listed = || async {
+        match &subject {
+            Some(s) => Ok::<_, RegistryError>(
+                dst.reg
+                    .referrers(dst.repo, s)
+                    .await?
+                    .iter()
+                    .any(|r| r.digest == digest),
+            ),
+            None => Ok(dst
+                .reg
+                .head_manifest(dst.repo, digest.as_str())
+                .await?
+                .is_some()),
+        }
+    };
+    if listed().await.map_err(err)? {
+        return Ok(Outcome::AlreadyDone);
+    }
+    if cx.stopping() {
+        return Ok(Outcome::NotStarted);
+    }
+    let copied = cx
+        .copier
+        .copy_image(&src, &dst, &digest, c.with_referrers, None, None)
+        .await;
+    if cx.gate.refused() {
+        return Ok(Outcome::NotStarted);
+    }
+    copied.map_err(err)?;
+    // Already stored there by digest (the copy then writes nothing) but not
+    // listed: storing it again is what lists it.
+    if !listed().await.map_err(err)? {
+        cx.gate.peek().map_err(err)?;
+        dst.reg
+            .put_manifest(dst.repo, None, &manifest)
+            .await
+            .map_err(err)?;
+    }
+    Ok(Outcome::Done)
+}
+
 async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcome, String> {
     let (indexes, reads) = (cx.indexes, cx.reads);
     let target: ImageRef = parse("target", Some(&c.target))?;

@@ -61,6 +61,14 @@ pub struct Observed {
     /// signature's layers), by (repo, digest); read only where the two sides
     /// of a rule hold different digests under one referrer tag.
     pub referrer_entries: BTreeMap<(RepoAddr, Digest), Fact<std::collections::BTreeSet<Digest>>>,
+    /// Referrers a source registry indexes itself (the OCI 1.1 referrers
+    /// API, a layout's `subject` manifests) by (repo, subject); `None` where
+    /// it keeps no such index. Read for images a rule has already copied,
+    /// so that a referrer attached since follows them.
+    pub api_referrers: BTreeMap<(RepoAddr, Digest), Fact<Option<Vec<ReferrerInfo>>>>,
+    /// Referrers the target lists for such an image (API or tag schema),
+    /// read only where the source's own index lists some.
+    pub listed_referrers: BTreeMap<(RepoAddr, Digest), Fact<std::collections::BTreeSet<Digest>>>,
 }
 
 /// What a Docker/Podman engine holds.

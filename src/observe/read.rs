@@ -103,11 +103,54 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
 
     // Referrer tags of what the rules keep in sync (one HEAD each, like any
     // tag), then, only where the sides differ, what each lists.
-    let tags = crate::plan::wanted(desired, &observed, now).referrer_tags;
-    read_referrer_tags(registries, &mut observed, tags).await;
-    let entries = crate::plan::wanted(desired, &observed, now).referrer_entries;
-    read_referrer_entries(registries, &mut observed, entries).await;
+    // Images already copied also get the referrers their source registry
+    // indexes itself (one request each where it has the referrers API; one
+    // in all where it has not).
+    let w = crate::plan::wanted(desired, &observed, now);
+    read_referrer_tags(registries, &mut observed, w.referrer_tags).await;
+    read_api_referrers(registries, &mut observed, w.api_referrers).await;
+    let w = crate::plan::wanted(desired, &observed, now);
+    read_referrer_entries(registries, &mut observed, w.referrer_entries).await;
+    read_listed_referrers(registries, &mut observed, w.listed_referrers).await;
     observed
+}
+
+async fn read_api_referrers(
+    registries: &Registries,
+    observed: &mut Observed,
+    want: Vec<(RepoAddr, Digest)>,
+) {
+    let got = read_each(registries, want, |reg, repo, digest| async move {
+        let list = reg
+            .referrers_api(&repo.repo, &digest)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list.map(|l| {
+            l.into_iter()
+                .map(|d| super::ReferrerInfo {
+                    digest: d.digest,
+                    artifact_type: d.artifact_type.unwrap_or_default(),
+                })
+                .collect()
+        }))
+    })
+    .await;
+    observed.api_referrers.extend(got);
+}
+
+async fn read_listed_referrers(
+    registries: &Registries,
+    observed: &mut Observed,
+    want: Vec<(RepoAddr, Digest)>,
+) {
+    let got = read_each(registries, want, |reg, repo, digest| async move {
+        match reg.referrers(&repo.repo, &digest).await {
+            Ok(l) => Ok(l.into_iter().map(|d| d.digest).collect()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    observed.listed_referrers.extend(got);
 }
 
 /// Orders reads round-robin over the registries they go to. Sorted input

@@ -189,6 +189,12 @@ pub struct PlanCx<'o> {
     pub needed_referrer_tags: BTreeSet<(RepoAddr, Tag)>,
     /// For `plan::wanted`: referrer manifests whose entries it compares.
     pub needed_referrer_entries: BTreeSet<(RepoAddr, Digest)>,
+    /// For `plan::wanted`: (source repo, subject) whose own referrer index it compares.
+    pub needed_api_referrers: BTreeSet<(RepoAddr, Digest)>,
+    /// For `plan::wanted`: (target repo, subject) whose listed referrers it compares.
+    pub needed_listed_referrers: BTreeSet<(RepoAddr, Digest)>,
+    /// Referrers to copy on their own, by (target repo, referrer digest).
+    pub referrer_copies: BTreeMap<(RepoAddr, Digest), ReferrerCopy>,
     /// What `policies` says of the images intents would put under a tag,
     /// kept for those that become changes (see [`PlanCx::bring`]).
     pub incoming: Vec<Incoming>,
@@ -229,6 +235,9 @@ impl<'o> PlanCx<'o> {
             needed_reports: BTreeSet::new(),
             needed_referrer_tags: BTreeSet::new(),
             needed_referrer_entries: BTreeSet::new(),
+            needed_api_referrers: BTreeSet::new(),
+            needed_listed_referrers: BTreeSet::new(),
+            referrer_copies: BTreeMap::new(),
             incoming: Vec::new(),
         }
     }
@@ -740,8 +749,29 @@ impl<'o> PlanCx<'o> {
                 after: intents.iter().find_map(|i| i.after.clone()),
             });
         }
+        for ((to, digest), r) in self.referrer_copies {
+            let rules = r.rules;
+            plan.changes.push(Change {
+                target: format!("{to}@{digest}"),
+                source: Some(format!("{}@{digest}", r.source)),
+                digest: Some(digest.to_string()),
+                expect: "absent".into(),
+                rule: rules.join(", "),
+                reason: r.reason,
+                ..Change::new(Action::Copy)
+            });
+        }
         plan
     }
+}
+
+/// A referrer the source's registry indexes for an image already at the
+/// target, which the target does not list: copied on its own, untagged.
+#[derive(Debug)]
+pub struct ReferrerCopy {
+    pub source: RepoAddr,
+    pub rules: Vec<String>,
+    pub reason: String,
 }
 
 /// `5d` style age of a creation time, for reasons.

@@ -130,6 +130,28 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             });
         }
     }
+    let referrer_lists = observed
+        .api_referrers
+        .iter()
+        .filter_map(|(k, f)| match f {
+            Fact::Unknown { reason } => Some((k, reason)),
+            Fact::Known(_) => None,
+        })
+        .chain(
+            observed
+                .listed_referrers
+                .iter()
+                .filter_map(|(k, f)| match f {
+                    Fact::Unknown { reason } => Some((k, reason)),
+                    Fact::Known(_) => None,
+                }),
+        );
+    for ((repo, digest), reason) in referrer_lists {
+        plan.unobserved.push(Unobserved {
+            subject: format!("{repo}@{digest} (referrers)"),
+            reason: reason.clone(),
+        });
+    }
     for ((repo, digest), fact) in &observed.images {
         if let Fact::Unknown { reason } = fact {
             plan.unobserved.push(Unobserved {
@@ -178,6 +200,11 @@ pub struct Wanted {
     /// Referrer manifests whose entries it compares, where the two sides
     /// hold different digests under one referrer tag.
     pub referrer_entries: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
+    /// Images in place at a rule's target whose source's own referrer index
+    /// (API) the plan compares, by (source repo, subject).
+    pub api_referrers: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
+    /// The target side of those, where the source lists some.
+    pub listed_referrers: Vec<(crate::model::RepoAddr, crate::model::Digest)>,
 }
 
 pub fn wanted(desired: &Desired, observed: &Observed, now: Timestamp) -> Wanted {
@@ -188,6 +215,8 @@ pub fn wanted(desired: &Desired, observed: &Observed, now: Timestamp) -> Wanted 
         reports: cx.needed_reports.into_iter().collect(),
         referrer_tags: cx.needed_referrer_tags.into_iter().collect(),
         referrer_entries: cx.needed_referrer_entries.into_iter().collect(),
+        api_referrers: cx.needed_api_referrers.into_iter().collect(),
+        listed_referrers: cx.needed_listed_referrers.into_iter().collect(),
     }
 }
 

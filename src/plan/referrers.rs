@@ -37,6 +37,12 @@ pub fn follow(
         return;
     };
     let in_place = dst.tags.get(tag) == Some(subject);
+    // Where the source registry indexes referrers itself and keeps no tag
+    // schema list for this image, a referrer attached since the copy shows
+    // only there.
+    if in_place && filtered.is_none() && !src.referrer_tags.contains(&subject.referrers_tag()) {
+        follow_indexed(cx, rule, (from, to), subject, label);
+    }
     // Brought into `from` by an earlier rule in this plan.
     let arriving: Vec<Tag> = cx.arriving_referrers(from).to_vec();
     // Referrers may hang on an index's platform manifests too (cosign
@@ -149,6 +155,55 @@ pub fn follow(
             source_digest: None,
             after: None,
         });
+    }
+}
+
+/// Copies of the referrers the source registry lists for `subject` (already
+/// at `to`) through its own index, which the target does not list. Each is
+/// one manifest (with its blobs and its own referrers), copied by digest: a
+/// target with the referrers API indexes it as it lands, one without gets
+/// it added to its `sha256-<hex>` index.
+fn follow_indexed(
+    cx: &mut PlanCx<'_>,
+    rule: &str,
+    (from, to): (&RepoAddr, &RepoAddr),
+    subject: &Digest,
+    label: &str,
+) {
+    let key = (from.clone(), subject.clone());
+    if cx.collect_needed {
+        cx.needed_api_referrers.insert(key.clone());
+    }
+    let Some(Fact::Known(Some(listed))) = cx.observed.api_referrers.get(&key) else {
+        return; // no such index (its tags say all), or not read: listed as unobserved
+    };
+    if listed.is_empty() {
+        return;
+    }
+    let at_target = (to.clone(), subject.clone());
+    if cx.collect_needed {
+        cx.needed_listed_referrers.insert(at_target.clone());
+    }
+    let Some(Fact::Known(have)) = cx.observed.listed_referrers.get(&at_target) else {
+        return;
+    };
+    for r in listed.iter().filter(|r| !have.contains(&r.digest)) {
+        let what = if r.artifact_type.is_empty() {
+            "referrer".to_string()
+        } else {
+            format!("referrer ({})", r.artifact_type)
+        };
+        let copy = cx
+            .referrer_copies
+            .entry((to.clone(), r.digest.clone()))
+            .or_insert_with(|| super::intent::ReferrerCopy {
+                source: from.clone(),
+                rules: Vec::new(),
+                reason: format!("{what} of {label}, attached after the copy"),
+            });
+        if !copy.rules.iter().any(|r| r == rule) {
+            copy.rules.push(rule.to_string());
+        }
     }
 }
 

@@ -192,6 +192,10 @@ pub struct Distribution {
     /// meet the same expired token share one fetch, not one each.
     token_fetches: std::sync::Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
     referrers_api: AtomicU8,
+    /// Held by the one request that finds out whether the registry has the
+    /// referrers API: a plan asks it of every copied image at once, and a
+    /// registry without it should see one such request, not one per image.
+    referrers_probe: AsyncMutex<()>,
     page_size: usize,
     backoff: Duration,
     tag_index_locks: std::sync::Mutex<HashMap<(Repo, Digest), SubjectLock>>,
@@ -465,6 +469,7 @@ impl Distribution {
             tokens: AsyncMutex::new(HashMap::new()),
             token_fetches: std::sync::Mutex::new(HashMap::new()),
             referrers_api: AtomicU8::new(REFERRERS_UNKNOWN),
+            referrers_probe: AsyncMutex::new(()),
             page_size: PAGE_SIZE,
             backoff: Duration::from_millis(200),
             tag_index_locks: std::sync::Mutex::new(HashMap::new()),
@@ -2045,50 +2050,66 @@ impl Registry for Distribution {
         Ok(self.referrers_listed(repo, digest).await?.descriptors)
     }
 
-    async fn referrers_listed(&self, repo: &Repo, digest: &Digest) -> Result<ReferrerList> {
-        let from_api = |descriptors| ReferrerList {
-            descriptors,
-            fallback: FallbackIndex::NotRead,
-        };
-        if self.referrers_api.load(Ordering::Relaxed) != REFERRERS_NO {
-            let path = format!("/v2/{repo}/referrers/{digest}");
-            let mut req = Req::new(Method::GET, self.url(&path), vec![scope_pull(repo)])
-                .header(ACCEPT, MediaType::OCI_INDEX);
-            let resp = self.send(&mut req).await?;
-            let status = resp.status();
-            let is_index = bare_media_type(header_str(resp.headers(), "content-type"))
-                .is_some_and(|m| m == MediaType::OCI_INDEX);
-            if status.is_success() && is_index {
-                self.referrers_api.store(REFERRERS_YES, Ordering::Relaxed);
-                let body: Value = resp.json().await.map_err(|e| {
-                    self.fail(
-                        ErrorKind::Other,
-                        &req.method,
-                        &req.url,
-                        format!("unreadable index: {e}"),
-                    )
-                })?;
-                return Ok(from_api(descriptors(&body)));
-            }
-            match status.as_u16() {
-                404 | 400 | 405 | 501 | 200..=299 => {
-                    let body = resp.bytes().await.unwrap_or_default();
-                    let code = serde_json::from_slice::<ErrorBody>(&body)
-                        .ok()
-                        .and_then(|b| b.errors.into_iter().next())
-                        .map(|e| e.code)
-                        .unwrap_or_default();
-                    if self.referrers_api.load(Ordering::Relaxed) == REFERRERS_YES
-                        || (status == StatusCode::NOT_FOUND && code == "NAME_UNKNOWN")
-                    {
-                        // The API exists; the repository does not.
-                        return Ok(from_api(Vec::new()));
-                    }
-                    // An unknown route (Distribution 2.8: plain `404 page not found`).
-                    self.referrers_api.store(REFERRERS_NO, Ordering::Relaxed);
+    async fn referrers_api(&self, repo: &Repo, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
+        // Until one answer says whether the API exists, ask one at a time.
+        let _probe = match self.referrers_api.load(Ordering::Relaxed) {
+            REFERRERS_NO => return Ok(None),
+            REFERRERS_YES => None,
+            _ => {
+                let guard = self.referrers_probe.lock().await;
+                if self.referrers_api.load(Ordering::Relaxed) == REFERRERS_NO {
+                    return Ok(None);
                 }
-                _ => return Err(self.status_error(&req.method, &req.url, resp).await),
+                Some(guard)
             }
+        };
+        let path = format!("/v2/{repo}/referrers/{digest}");
+        let mut req = Req::new(Method::GET, self.url(&path), vec![scope_pull(repo)])
+            .header(ACCEPT, MediaType::OCI_INDEX);
+        let resp = self.send(&mut req).await?;
+        let status = resp.status();
+        let is_index = bare_media_type(header_str(resp.headers(), "content-type"))
+            .is_some_and(|m| m == MediaType::OCI_INDEX);
+        if status.is_success() && is_index {
+            self.referrers_api.store(REFERRERS_YES, Ordering::Relaxed);
+            let body: Value = resp.json().await.map_err(|e| {
+                self.fail(
+                    ErrorKind::Other,
+                    &req.method,
+                    &req.url,
+                    format!("unreadable index: {e}"),
+                )
+            })?;
+            return Ok(Some(descriptors(&body)));
+        }
+        match status.as_u16() {
+            404 | 400 | 405 | 501 | 200..=299 => {
+                let body = resp.bytes().await.unwrap_or_default();
+                let code = serde_json::from_slice::<ErrorBody>(&body)
+                    .ok()
+                    .and_then(|b| b.errors.into_iter().next())
+                    .map(|e| e.code)
+                    .unwrap_or_default();
+                if self.referrers_api.load(Ordering::Relaxed) == REFERRERS_YES
+                    || (status == StatusCode::NOT_FOUND && code == "NAME_UNKNOWN")
+                {
+                    // The API exists; the repository does not.
+                    return Ok(Some(Vec::new()));
+                }
+                // An unknown route (Distribution 2.8: plain `404 page not found`).
+                self.referrers_api.store(REFERRERS_NO, Ordering::Relaxed);
+                Ok(None)
+            }
+            _ => Err(self.status_error(&req.method, &req.url, resp).await),
+        }
+    }
+
+    async fn referrers_listed(&self, repo: &Repo, digest: &Digest) -> Result<ReferrerList> {
+        if let Some(descriptors) = self.referrers_api(repo, digest).await? {
+            return Ok(ReferrerList {
+                descriptors,
+                fallback: FallbackIndex::NotRead,
+            });
         }
         // Always asked, never inferred from a tag list: a pull-through cache
         // lists only what it holds, and a signature pushed after the list
@@ -2804,6 +2825,55 @@ mod fake_server_tests {
             "{:?}",
             gets.lock().unwrap()
         );
+    }
+
+    /// A plan asks every copied image's referrers at once: a registry
+    /// without the API sees one such request in all; one with it answers
+    /// each, and its index is what is returned.
+    #[tokio::test]
+    async fn the_referrers_api_is_probed_once_and_read_where_it_exists() {
+        let a = Digest::sha256_of(b"a");
+        let b = Digest::sha256_of(b"b");
+        for has_api in [false, true] {
+            let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let seen = asked.clone();
+            let sbom = Digest::sha256_of(b"sbom");
+            let index = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{sbom}","size":10,"artifactType":"application/spdx+json"}}]}}"#
+            );
+            let addr = serve(Arc::new(move |r: &FakeReq| {
+                if r.target.contains("/referrers/") {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if has_api {
+                        return resp(
+                            200,
+                            &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+                            index.clone(),
+                        );
+                    }
+                }
+                resp(404, &[], "404 page not found")
+            }));
+            let d = Arc::new(dist(&addr, None));
+            let lists: Vec<_> = futures_util::future::join_all((0..8).map(|i| {
+                let d = d.clone();
+                let subject = if i % 2 == 0 { a.clone() } else { b.clone() };
+                async move { d.referrers_api(&repo(), &subject).await.unwrap() }
+            }))
+            .await;
+            if has_api {
+                assert_eq!(asked.load(Ordering::SeqCst), 8);
+                for l in lists {
+                    let l = l.expect("the API answered");
+                    assert_eq!(l.len(), 1);
+                    assert_eq!(l[0].digest, sbom);
+                    assert_eq!(l[0].artifact_type.as_deref(), Some("application/spdx+json"));
+                }
+            } else {
+                assert_eq!(asked.load(Ordering::SeqCst), 1);
+                assert!(lists.iter().all(Option::is_none), "{lists:?}");
+            }
+        }
     }
 
     #[tokio::test]

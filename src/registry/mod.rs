@@ -266,6 +266,16 @@ pub trait Registry: Send + Sync {
     /// `sha256-<hex>` tag schema where the registry has no referrers API).
     async fn referrers(&self, repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>>;
 
+    /// The subject's referrers as the registry itself indexes them (the OCI
+    /// 1.1 referrers API, or a layout's `subject` manifests); `None` where
+    /// it keeps no such index (then only the `sha256-<hex>` tag schema
+    /// lists them, which the tag list shows). The plan asks this of images
+    /// already copied, so that a referrer attached later follows them.
+    async fn referrers_api(&self, repo: &Repo, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
+        let _ = (repo, digest);
+        Ok(None)
+    }
+
     /// [`Registry::referrers`], plus where the list came from: the
     /// `sha256-<hex>` fallback index it was read from (its exact bytes, so a
     /// copier can store the same index at the target without reading it

@@ -1313,6 +1313,12 @@ impl Registry for OciLayout {
         self.write_index(repo, &index).await
     }
 
+    /// A layout indexes its referrers itself: `index.json` holds each
+    /// manifest whose `subject` is the image.
+    async fn referrers_api(&self, repo: &Repo, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
+        self.referrers(repo, digest).await.map(Some)
+    }
+
     async fn referrers(&self, repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
         let Some(index) = self.read_index(repo).await? else {
             return Ok(Vec::new());

@@ -381,6 +381,11 @@ fn copy_notes(c: &Change, verbose: bool) -> Vec<String> {
     if !c.with_referrers {
         notes.push("without referrers".to_string());
     }
+    // An untagged copy (a referrer attached after its image was copied):
+    // what it is and whose, which the digests alone do not say.
+    if split_ref(&c.target).1.is_none() && !c.reason.is_empty() && !verbose {
+        notes.push(c.reason.clone());
+    }
     if verbose {
         if let Some(size) = c.size.filter(|s| *s > 0) {
             notes.push(human_bytes(size));

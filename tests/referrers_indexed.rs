@@ -1,0 +1,171 @@
+//! Referrers that a source registry indexes itself (the OCI 1.1 referrers
+//! API; an OCI layout's `subject` manifests) follow images copied before
+//! they were attached. The source here is an OCI layout, which keeps no
+//! `sha256-<hex>` tags; the target a real `docker-registry` (no referrers
+//! API), which gets each one added to its tag-schema index.
+
+mod common;
+
+use common::{block_on, json_plan, open, regimen, run, TestRegistry};
+use regimen::model::{Digest, Repo};
+use regimen::registry::oci_layout::OciLayout;
+use regimen::registry::Registry;
+use regimen::testkit::{push_image, push_referrer, ImageSpec};
+use serde_json::Value;
+
+const SBOM: &str = "application/vnd.cyclonedx+json";
+const SCAN: &str = "application/vnd.trivy.report+json";
+
+fn repo() -> Repo {
+    "team/app".parse().unwrap()
+}
+
+fn plan(dir: &std::path::Path) -> (i32, Value, String) {
+    let (code, v, out) = json_plan(
+        regimen()
+            .args(["plan", "--format", "json", "--detailed-exitcode", "-C"])
+            .arg(dir),
+    );
+    assert!(code == 0 || code == 2, "plan failed ({code}):\n{out}");
+    (code, v, out)
+}
+
+fn apply(dir: &std::path::Path) -> String {
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C"]).arg(dir));
+    assert_eq!(code, 0, "apply:\n{out}");
+    out
+}
+
+/// Digests the target lists as referrers of `subject`.
+fn listed(dst: &TestRegistry, subject: &Digest) -> Vec<Digest> {
+    let d = open(&dst.host);
+    let mut l: Vec<Digest> = block_on(d.referrers(&repo(), subject))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.digest)
+        .collect();
+    l.sort();
+    l
+}
+
+#[test]
+fn referrers_attached_at_an_indexing_source_after_the_copy_follow_it() {
+    let dst = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = OciLayout::new("src".parse().unwrap(), tmp.path().join("src"));
+    let subject = block_on(push_image(
+        &src,
+        &repo(),
+        Some(&"1.0".parse().unwrap()),
+        &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", "v1"),
+    ))
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  src: {{url: oci:src}}\n  dst: {{url: \"http://{}\"}}\n\
+             mirrors:\n  - {{name: app, from: src/team/app, to: dst/team/app}}\n",
+            dst.host
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path();
+    apply(dir);
+    assert_eq!(dst.digest("team/app", "1.0"), subject.to_string());
+    assert_eq!(plan(dir).0, 0);
+
+    // An SBOM attached at the source since: the layout lists it only as a
+    // manifest whose subject is the image (no tag names it).
+    let sbom = block_on(push_referrer(&src, &repo(), &subject, SBOM, b"{\"bom\":1}")).unwrap();
+    let tags = block_on(src.list_tags(&repo())).unwrap();
+    assert_eq!(tags, vec!["1.0".parse().unwrap()], "the layout made a tag");
+
+    let (code, v, out) = plan(dir);
+    assert_eq!(code, 2, "{out}");
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{out}");
+    let c = &changes[0];
+    assert_eq!(c["action"], "copy");
+    assert_eq!(c["target"], format!("dst/team/app@{sbom}"));
+    assert_eq!(c["source"], format!("src/team/app@{sbom}"));
+    assert_eq!(c["expect"], "absent");
+    assert_eq!(c["rule"], "app");
+    let reason = c["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(SBOM) && reason.contains("src/team/app:1.0"),
+        "{reason}"
+    );
+    let (_, text) = run(regimen().args(["plan", "-C"]).arg(dir));
+    let short = &sbom.as_str()["sha256:".len().."sha256:".len() + 12];
+    assert!(
+        text.contains(&format!(
+            "+ copy   src/team/app@sha256:{short} -> dst/team/app@sha256:{short}   \
+             sha256:{short} (referrer ({SBOM}) of src/team/app:1.0, attached after the copy)"
+        )),
+        "{text}"
+    );
+
+    let out = apply(dir);
+    assert!(out.contains("1 done"), "{out}");
+    assert_eq!(listed(&dst, &subject), vec![sbom.clone()]);
+    assert_eq!(plan(dir).0, 0, "a second run has nothing to do");
+
+    // One more: only the new one is copied, the first stays listed.
+    let scan = block_on(push_referrer(&src, &repo(), &subject, SCAN, b"{\"r\":[]}")).unwrap();
+    let (code, v, out) = plan(dir);
+    assert_eq!(code, 2, "{out}");
+    let targets: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, [format!("dst/team/app@{scan}")], "{out}");
+    apply(dir);
+    let mut both = vec![sbom, scan];
+    both.sort();
+    assert_eq!(listed(&dst, &subject), both);
+    // skopeo reads what landed, by digest.
+    let inspected = common::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/team/app@{}", dst.host, both[0]),
+    ]);
+    assert!(inspected.contains(&subject.to_string()), "{inspected}");
+    assert_eq!(plan(dir).0, 0);
+}
+
+/// A registry without the referrers API (Distribution 2.8) is asked whether
+/// it has it once per run, not once per copied image: a no-op stays at one
+/// tag list per repo and one HEAD per tag per side.
+#[test]
+fn a_registry_without_the_referrers_api_is_asked_once_per_run() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let s = open(&src.host);
+    for t in ["1.0", "1.1", "2.0", "2.1", "3.0"] {
+        block_on(push_image(
+            s.as_ref(),
+            &repo(),
+            Some(&t.parse().unwrap()),
+            &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", t),
+        ))
+        .unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  src: {{url: \"http://{}\"}}\n  dst: {{url: \"http://{}\"}}\n\
+             mirrors:\n  - {{name: app, from: src/team/app, to: dst/team/app}}\n",
+            src.host, dst.host
+        ),
+    )
+    .unwrap();
+    apply(tmp.path());
+    let asked = |reg: &TestRegistry| reg.log().matches("/referrers/").count();
+    let before = (asked(&src), asked(&dst));
+    assert_eq!(plan(tmp.path()).0, 0);
+    assert_eq!(asked(&src) - before.0, 1, "{}", src.log());
+    assert_eq!(asked(&dst) - before.1, 0);
+}
