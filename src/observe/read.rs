@@ -53,7 +53,20 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
         needs.repos.extend(repos);
     }
 
-    let repo_reads = read_repos(registries, needs.repos.iter().cloned()).await;
+    // Whether each source registry indexes referrers itself (the OCI 1.1
+    // API), asked once while the tags are read rather than after them: the
+    // plan asks it of every image already copied.
+    let probes =
+        futures_util::future::join_all(referrer_sources(desired).into_iter().filter_map(|from| {
+            let reg = registries.get(&from.registry)?.as_ref().ok()?.clone();
+            Some(async move {
+                // Any digest will do: a registry with the API answers an
+                // empty list, one without has no such route.
+                let _ = reg.referrers_api(&from.repo, &Digest::sha256_of(b"")).await;
+            })
+        }));
+    let (repo_reads, _) =
+        futures_util::join!(read_repos(registries, needs.repos.iter().cloned()), probes);
     observed.repos.extend(repo_reads);
     read_orphans(desired, registries, &mut observed).await;
 
@@ -113,6 +126,21 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     read_referrer_entries(registries, &mut observed, w.referrer_entries).await;
     read_listed_referrers(registries, &mut observed, w.listed_referrers).await;
     observed
+}
+
+/// One source repo per registry that rules follow referrers from.
+fn referrer_sources(desired: &Desired) -> Vec<RepoAddr> {
+    let mut by_registry: BTreeMap<&RegistryName, &RepoAddr> = BTreeMap::new();
+    let froms = desired
+        .mirrors
+        .iter()
+        .filter(|m| m.referrers)
+        .map(|m| &m.from)
+        .chain(desired.promotions.iter().map(|p| &p.from));
+    for from in froms {
+        by_registry.entry(&from.registry).or_insert(from);
+    }
+    by_registry.into_values().cloned().collect()
 }
 
 async fn read_api_referrers(
