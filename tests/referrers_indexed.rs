@@ -169,3 +169,175 @@ fn a_registry_without_the_referrers_api_is_asked_once_per_run() {
     assert_eq!(asked(&src) - before.0, 1, "{}", src.log());
     assert_eq!(asked(&dst) - before.1, 0);
 }
+
+/// dev (an OCI layout) → staging → prod (real registries), with a referrer
+/// attached at dev after both copies: one plan brings it to both, prod's
+/// read at dev (where staging's own copy reads it).
+#[test]
+fn a_referrer_attached_later_goes_down_a_chain_in_one_run() {
+    let (staging, prod) = (TestRegistry::start(), TestRegistry::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = OciLayout::new("dev".parse().unwrap(), tmp.path().join("dev"));
+    let subject = block_on(push_image(
+        &dev,
+        &repo(),
+        Some(&"1.0".parse().unwrap()),
+        &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", "chain"),
+    ))
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  dev: {{url: oci:dev}}\n  staging: {{url: \"http://{}\"}}\n  \
+             prod: {{url: \"http://{}\"}}\n\
+             mirrors:\n  - {{name: to-staging, from: dev/team/app, to: staging/team/app}}\n  \
+             - {{name: to-prod, from: staging/team/app, to: prod/team/app}}\n",
+            staging.host, prod.host
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path();
+    apply(dir);
+    assert_eq!(prod.digest("team/app", "1.0"), subject.to_string());
+    assert_eq!(plan(dir).0, 0);
+
+    let sbom = block_on(push_referrer(&dev, &repo(), &subject, SBOM, b"{\"bom\":2}")).unwrap();
+    let (code, v, out) = plan(dir);
+    assert_eq!(code, 2, "{out}");
+    let mut got: Vec<(String, String)> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["target"].as_str().unwrap().to_string(),
+                c["source"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                format!("prod/team/app@{sbom}"),
+                format!("dev/team/app@{sbom}")
+            ),
+            (
+                format!("staging/team/app@{sbom}"),
+                format!("dev/team/app@{sbom}")
+            ),
+        ],
+        "{out}"
+    );
+    apply(dir);
+    assert_eq!(listed(&staging, &subject), vec![sbom.clone()]);
+    assert_eq!(listed(&prod, &subject), vec![sbom]);
+    assert_eq!(plan(dir).0, 0);
+}
+
+/// A source that indexes referrers itself *and* holds the image's
+/// `sha256-<hex>` tag (an earlier copy from a tag-schema registry left it
+/// there): one attached there since through the index still follows.
+#[test]
+fn an_indexed_referrer_follows_though_the_source_also_has_the_tag_index() {
+    let (dev, prod) = (TestRegistry::start(), TestRegistry::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let d = open(&dev.host);
+    let subject = block_on(push_image(
+        d.as_ref(),
+        &repo(),
+        Some(&"1.0".parse().unwrap()),
+        &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", "mixed"),
+    ))
+    .unwrap();
+    let sbom = block_on(push_referrer(d.as_ref(), &repo(), &subject, SBOM, b"{}")).unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  dev: {{url: \"http://{}\"}}\n  staging: {{url: oci:staging}}\n  \
+             prod: {{url: \"http://{}\"}}\n\
+             mirrors:\n  - {{name: to-staging, from: dev/team/app, to: staging/team/app}}\n  \
+             - {{name: to-prod, from: staging/team/app, to: prod/team/app}}\n",
+            dev.host, prod.host
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path();
+    apply(dir);
+    let staging = OciLayout::new("staging".parse().unwrap(), tmp.path().join("staging"));
+    let tags = block_on(staging.list_tags(&repo())).unwrap();
+    assert!(
+        tags.contains(&subject.referrers_tag()),
+        "the copy from a tag-schema registry leaves the tag index: {tags:?}"
+    );
+    assert_eq!(listed(&prod, &subject), vec![sbom.clone()]);
+    assert_eq!(plan(dir).0, 0);
+
+    // Signed at staging, through its own index (no tag).
+    let sig = block_on(push_referrer(
+        &staging,
+        &repo(),
+        &subject,
+        "application/vnd.cncf.notary.signature",
+        b"sig",
+    ))
+    .unwrap();
+    let (code, v, out) = plan(dir);
+    assert_eq!(code, 2, "{out}");
+    let targets: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, [format!("prod/team/app@{sig}")], "{out}");
+    apply(dir);
+    let mut both = vec![sbom, sig];
+    both.sort();
+    assert_eq!(listed(&prod, &subject), both);
+    assert_eq!(plan(dir).0, 0);
+}
+
+/// A saved plan's referrer copy whose image is gone from the target since
+/// is stale, not pushed to describe nothing.
+#[test]
+fn a_saved_referrer_copy_whose_image_left_the_target_is_stale() {
+    let dst = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = OciLayout::new("src".parse().unwrap(), tmp.path().join("src"));
+    let subject = block_on(push_image(
+        &src,
+        &repo(),
+        Some(&"1.0".parse().unwrap()),
+        &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", "gone"),
+    ))
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  src: {{url: oci:src}}\n  dst: {{url: \"http://{}\"}}\n\
+             mirrors:\n  - {{name: app, from: src/team/app, to: dst/team/app}}\n",
+            dst.host
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path();
+    apply(dir);
+    block_on(push_referrer(&src, &repo(), &subject, SBOM, b"{}")).unwrap();
+    let planfile = tmp.path().join("plan.json");
+    let (code, out) = run(regimen()
+        .args(["plan", "--detailed-exitcode", "--out"])
+        .arg(&planfile)
+        .arg("-C")
+        .arg(dir));
+    assert_eq!(code, 2, "{out}");
+    block_on(open(&dst.host).delete_manifest(&repo(), &subject)).unwrap();
+    let (code, out) = run(regimen().args(["apply", "-C"]).arg(dir).arg(&planfile));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("STALE") && out.contains("is no longer there"),
+        "{out}"
+    );
+    assert!(listed(&dst, &subject).is_empty());
+}

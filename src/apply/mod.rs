@@ -549,8 +549,6 @@ async fn untag(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcom
     Ok(Outcome::Done)
 }
 
-/// Deletes a digest (and its referrers) once every tag on it is as planned,
-/// no other tag has appeared on it since, and no tagged index lists it.
 /// A referrer attached to a source image after it was copied, copied on its
 /// own by digest (with its blobs and its own referrers). Done once the
 /// target lists it as a referrer of its subject: a registry with the
@@ -609,6 +607,23 @@ async fn copy_referrer(
     if listed().await.map_err(err)? {
         return Ok(Outcome::AlreadyDone);
     }
+    // Planned for an image at the target: if that is gone since (deleted,
+    // its tag moved and the image collected), the referrer would describe
+    // nothing there.
+    if let Some(s) = &subject {
+        if dst
+            .reg
+            .head_manifest(dst.repo, s.as_str())
+            .await
+            .map_err(err)?
+            .is_none()
+        {
+            return Ok(Outcome::Stale(format!(
+                "{}: its subject {s} is no longer there",
+                c.target
+            )));
+        }
+    }
     if cx.stopping() {
         return Ok(Outcome::NotStarted);
     }
@@ -632,6 +647,8 @@ async fn copy_referrer(
     Ok(Outcome::Done)
 }
 
+/// Deletes a digest (and its referrers) once every tag on it is as planned,
+/// no other tag has appeared on it since, and no tagged index lists it.
 async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcome, String> {
     let (indexes, reads) = (cx.indexes, cx.reads);
     let target: ImageRef = parse("target", Some(&c.target))?;

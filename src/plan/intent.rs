@@ -194,7 +194,9 @@ pub struct PlanCx<'o> {
     /// For `plan::wanted`: (target repo, subject) whose listed referrers it compares.
     pub needed_listed_referrers: BTreeSet<(RepoAddr, Digest)>,
     /// Referrers to copy on their own, by (target repo, referrer digest).
-    pub referrer_copies: BTreeMap<(RepoAddr, Digest), ReferrerCopy>,
+    referrer_copies: BTreeMap<(RepoAddr, Digest), ReferrerCopy>,
+    /// The same by (target repo, subject): what arrives there for later rules.
+    referrer_arrivals: HashMap<(RepoAddr, Digest), Vec<Digest>>,
     /// What `policies` says of the images intents would put under a tag,
     /// kept for those that become changes (see [`PlanCx::bring`]).
     pub incoming: Vec<Incoming>,
@@ -238,6 +240,7 @@ impl<'o> PlanCx<'o> {
             needed_api_referrers: BTreeSet::new(),
             needed_listed_referrers: BTreeSet::new(),
             referrer_copies: BTreeMap::new(),
+            referrer_arrivals: HashMap::new(),
             incoming: Vec::new(),
         }
     }
@@ -429,6 +432,50 @@ impl<'o> PlanCx<'o> {
             .or_default()
             .push(self.intents.len());
         self.intents.push(i);
+    }
+
+    /// Whether some rule's intent puts `r:tag`.
+    pub fn has_intent_on(&self, r: &RepoAddr, tag: &Tag) -> bool {
+        self.intents_on(r, tag).next().is_some()
+    }
+
+    /// Plans the copy of referrer `digest` of `subject` into `to` (merging
+    /// the rules of several that want it).
+    pub fn plan_referrer_copy(
+        &mut self,
+        (to, subject, digest): (&RepoAddr, &Digest, &Digest),
+        copy: ReferrerCopy,
+    ) {
+        match self.referrer_copies.entry((to.clone(), digest.clone())) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                for r in copy.rules {
+                    if !e.get().rules.contains(&r) {
+                        e.get_mut().rules.push(r);
+                    }
+                }
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(copy);
+                self.referrer_arrivals
+                    .entry((to.clone(), subject.clone()))
+                    .or_default()
+                    .push(digest.clone());
+            }
+        }
+    }
+
+    /// Referrers of `subject` an earlier rule's copy brings into the repo
+    /// (`key`: repo, subject): (digest, artifact type, repo it is read from).
+    pub fn indexed_arrivals(&self, key: &(RepoAddr, Digest)) -> Vec<(Digest, String, RepoAddr)> {
+        self.referrer_arrivals
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                let c = self.referrer_copies.get(&(key.0.clone(), d.clone()))?;
+                Some((d.clone(), c.artifact_type.clone(), c.source.clone()))
+            })
+            .collect()
     }
 
     /// Referrer tags earlier rules' intents bring into `r`.
@@ -772,6 +819,7 @@ pub struct ReferrerCopy {
     pub source: RepoAddr,
     pub rules: Vec<String>,
     pub reason: String,
+    pub artifact_type: String,
 }
 
 /// `5d` style age of a creation time, for reasons.

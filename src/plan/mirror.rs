@@ -125,7 +125,7 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             super::referrers::follow(
                 cx,
                 &rule,
-                (&origin, &m.to),
+                (&origin, &m.from, &m.to),
                 (&tag, &digest),
                 &label,
                 made.as_deref(),

@@ -146,9 +146,25 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                     Fact::Known(_) => None,
                 }),
         );
+    // One refusal of a registry's referrers route fails every image's ask
+    // alike: one line per registry and reason, not one per image.
+    let mut by_reason: std::collections::BTreeMap<
+        (&crate::model::RegistryName, &String),
+        Vec<String>,
+    > = Default::default();
     for ((repo, digest), reason) in referrer_lists {
+        by_reason
+            .entry((&repo.registry, reason))
+            .or_default()
+            .push(format!("{repo}@{digest}"));
+    }
+    for ((registry, reason), images) in by_reason {
+        let subject = match images.as_slice() {
+            [one] => format!("{one} (referrers)"),
+            many => format!("{registry}: referrers of {} images", many.len()),
+        };
         plan.unobserved.push(Unobserved {
-            subject: format!("{repo}@{digest} (referrers)"),
+            subject,
             reason: reason.clone(),
         });
     }

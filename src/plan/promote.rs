@@ -85,7 +85,7 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         };
         // The source's referrers (and cosign's tags) go where the image goes.
         let follow = |cx: &mut PlanCx<'_>| {
-            let to = (&origin, &p.to);
+            let to = (&origin, &p.from, &p.to);
             super::referrers::follow(cx, &p.name, to, (&tag, &digest), &subject, None);
         };
         // Already promoted: nothing to check; referrers attached since follow.

@@ -2,8 +2,13 @@
 //! stored under the `sha256-<hex>` tag schema (the OCI 1.1 fallback index,
 //! and cosign's `.sig`/`.att`/`.sbom`) are kept at the target like tags,
 //! byte for byte. So one attached to a source image *after* it was copied
-//! reaches the target on the next run, and a no-op run stays at one HEAD
-//! per tag per side.
+//! reaches the target on the next run, and on a registry without the
+//! referrers API a no-op run stays at one HEAD per tag per side.
+//!
+//! Where the source registry indexes referrers itself (the OCI 1.1
+//! referrers API, an OCI layout), its list for each image already copied is
+//! read too (one request per image) and what the target does not list is
+//! copied by digest (`follow_indexed`).
 //!
 //! A target tag that differs is moved only when nothing it lists would be
 //! lost (the target's entries are a subset of the source's); a target that
@@ -25,10 +30,14 @@ use crate::observe::Fact;
 /// `filtered`: `subject` is an index the rule makes by keeping some
 /// platforms, these bytes; only the referrers of the platform manifests it
 /// lists follow (those of the source's full index do not describe it).
+///
+/// `from` is where the image is read (an upstream rule's source, when the
+/// rule's own one holds the same image); `declared` the rule's own source,
+/// whose own referrer index is asked too.
 pub fn follow(
     cx: &mut PlanCx<'_>,
     rule: &str,
-    (from, to): (&RepoAddr, &RepoAddr),
+    (from, declared, to): (&RepoAddr, &RepoAddr, &RepoAddr),
     (tag, subject): (&Tag, &Digest),
     label: &str,
     filtered: Option<&str>,
@@ -37,12 +46,6 @@ pub fn follow(
         return;
     };
     let in_place = dst.tags.get(tag) == Some(subject);
-    // Where the source registry indexes referrers itself and keeps no tag
-    // schema list for this image, a referrer attached since the copy shows
-    // only there.
-    if in_place && filtered.is_none() && !src.referrer_tags.contains(&subject.referrers_tag()) {
-        follow_indexed(cx, rule, (from, to), subject, label);
-    }
     // Brought into `from` by an earlier rule in this plan.
     let arriving: Vec<Tag> = cx.arriving_referrers(from).to_vec();
     // Referrers may hang on an index's platform manifests too (cosign
@@ -156,13 +159,22 @@ pub fn follow(
             after: None,
         });
     }
+    // Where the source registry indexes referrers itself, one attached
+    // since the copy may show only there (`oras attach`, `notation sign`
+    // against a registry with the referrers API). Not while this plan moves
+    // the image's `sha256-<hex>` index at the target: that copy brings what
+    // it lists, and the next run compares again.
+    if in_place && filtered.is_none() && !cx.has_intent_on(to, &subject.referrers_tag()) {
+        follow_indexed(cx, rule, (declared, to), subject, label);
+    }
 }
 
 /// Copies of the referrers the source registry lists for `subject` (already
 /// at `to`) through its own index, which the target does not list. Each is
 /// one manifest (with its blobs and its own referrers), copied by digest: a
 /// target with the referrers API indexes it as it lands, one without gets
-/// it added to its `sha256-<hex>` index.
+/// it added to its `sha256-<hex>` index. Those an earlier rule of this plan
+/// brings into `from` go on too, read where that rule reads them.
 fn follow_indexed(
     cx: &mut PlanCx<'_>,
     rule: &str,
@@ -174,36 +186,53 @@ fn follow_indexed(
     if cx.collect_needed {
         cx.needed_api_referrers.insert(key.clone());
     }
-    let Some(Fact::Known(Some(listed))) = cx.observed.api_referrers.get(&key) else {
-        return; // no such index (its tags say all), or not read: listed as unobserved
+    // (referrer, artifact type, repo it is read from)
+    let mut wanted: Vec<(Digest, String, RepoAddr)> = match cx.observed.api_referrers.get(&key) {
+        // Not read: listed as unobserved, nothing planned on a guess.
+        Some(Fact::Known(Some(listed))) => listed
+            .iter()
+            .map(|r| (r.digest.clone(), r.artifact_type.clone(), from.clone()))
+            .collect(),
+        _ => Vec::new(),
     };
-    if listed.is_empty() {
+    for arriving in cx.indexed_arrivals(&key) {
+        if !wanted.iter().any(|w| w.0 == arriving.0) {
+            wanted.push(arriving);
+        }
+    }
+    if wanted.is_empty() {
         return;
     }
     let at_target = (to.clone(), subject.clone());
     if cx.collect_needed {
         cx.needed_listed_referrers.insert(at_target.clone());
     }
-    let Some(Fact::Known(have)) = cx.observed.listed_referrers.get(&at_target) else {
-        return;
+    let missing: Vec<_> = match cx.observed.listed_referrers.get(&at_target) {
+        Some(Fact::Known(have)) => wanted
+            .into_iter()
+            .filter(|(d, _, _)| !have.contains(d))
+            .collect(),
+        // Not read yet: asking what to read, any of them may arrive at `to`,
+        // and a rule reading `to` then needs its own target's list too (a
+        // chain is then followed in one run).
+        _ if cx.collect_needed => wanted,
+        _ => return,
     };
-    for r in listed.iter().filter(|r| !have.contains(&r.digest)) {
-        let what = if r.artifact_type.is_empty() {
+    for (digest, artifact_type, read_from) in missing {
+        let what = if artifact_type.is_empty() {
             "referrer".to_string()
         } else {
-            format!("referrer ({})", r.artifact_type)
+            format!("referrer ({artifact_type})")
         };
-        let copy = cx
-            .referrer_copies
-            .entry((to.clone(), r.digest.clone()))
-            .or_insert_with(|| super::intent::ReferrerCopy {
-                source: from.clone(),
-                rules: Vec::new(),
+        cx.plan_referrer_copy(
+            (to, subject, &digest),
+            super::intent::ReferrerCopy {
+                source: read_from,
+                rules: vec![rule.to_string()],
                 reason: format!("{what} of {label}, attached after the copy"),
-            });
-        if !copy.rules.iter().any(|r| r == rule) {
-            copy.rules.push(rule.to_string());
-        }
+                artifact_type,
+            },
+        );
     }
 }
 

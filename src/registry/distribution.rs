@@ -58,6 +58,15 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Longest a bearer token is used, whatever its `expires_in` says.
 const MAX_TOKEN_LIFE: u64 = 24 * 60 * 60;
 
+/// The first ask of the referrers API in a run, and how it went.
+enum ReferrersProbe {
+    NotYet,
+    /// It answered (whether or not the API exists: see `referrers_api`).
+    Answered,
+    /// It failed: later asks fail alike, without a request.
+    Failed(RegistryError),
+}
+
 const REFERRERS_UNKNOWN: u8 = 0;
 const REFERRERS_YES: u8 = 1;
 const REFERRERS_NO: u8 = 2;
@@ -195,7 +204,7 @@ pub struct Distribution {
     /// Held by the one request that finds out whether the registry has the
     /// referrers API: a plan asks it of every copied image at once, and a
     /// registry without it should see one such request, not one per image.
-    referrers_probe: AsyncMutex<()>,
+    referrers_probe: AsyncMutex<ReferrersProbe>,
     page_size: usize,
     backoff: Duration,
     tag_index_locks: std::sync::Mutex<HashMap<(Repo, Digest), SubjectLock>>,
@@ -469,7 +478,7 @@ impl Distribution {
             tokens: AsyncMutex::new(HashMap::new()),
             token_fetches: std::sync::Mutex::new(HashMap::new()),
             referrers_api: AtomicU8::new(REFERRERS_UNKNOWN),
-            referrers_probe: AsyncMutex::new(()),
+            referrers_probe: AsyncMutex::new(ReferrersProbe::NotYet),
             page_size: PAGE_SIZE,
             backoff: Duration::from_millis(200),
             tag_index_locks: std::sync::Mutex::new(HashMap::new()),
@@ -1269,6 +1278,91 @@ impl Distribution {
         Ok(Some(out))
     }
 
+    /// `GET /v2/<repo>/referrers/<digest>`, every page (`Link`): the list,
+    /// or `None` where the registry has no such route.
+    async fn referrers_pages(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Descriptor>>> {
+        let mut url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
+        let mut out: Vec<Descriptor> = Vec::new();
+        let mut seen_urls = std::collections::HashSet::new();
+        let mut pages = 0usize;
+        loop {
+            if !seen_urls.insert(url.to_string()) {
+                return Err(self.repeats(&url, pages));
+            }
+            pages += 1;
+            let mut req = Req::new(Method::GET, url.clone(), vec![scope_pull(repo)])
+                .header(ACCEPT, MediaType::OCI_INDEX);
+            let resp = self.send(&mut req).await?;
+            let status = resp.status();
+            let is_index = bare_media_type(header_str(resp.headers(), "content-type"))
+                .is_some_and(|m| m == MediaType::OCI_INDEX);
+            if status.is_success() && is_index {
+                self.referrers_api.store(REFERRERS_YES, Ordering::Relaxed);
+                let next = next_link(resp.headers());
+                let body: Value = resp.json().await.map_err(|e| {
+                    self.fail(
+                        ErrorKind::Other,
+                        &req.method,
+                        &req.url,
+                        format!("unreadable index: {e}"),
+                    )
+                })?;
+                for d in descriptors(&body) {
+                    if !out.iter().any(|o| o.digest == d.digest) {
+                        out.push(d);
+                    }
+                }
+                match next {
+                    Some(n) => {
+                        url = self.base.join(&n).map_err(|e| {
+                            self.fail(
+                                ErrorKind::Other,
+                                &req.method,
+                                &req.url,
+                                format!("bad Link header: {e}"),
+                            )
+                        })?;
+                        continue;
+                    }
+                    None => return Ok(Some(out)),
+                }
+            }
+            if pages > 1 {
+                // Half a list is not the list.
+                return Err(self.fail(
+                    ErrorKind::Other,
+                    &req.method,
+                    &req.url,
+                    format!("page {pages} of the referrers list answered {status}: the list is incomplete"),
+                ));
+            }
+            return match status.as_u16() {
+                404 | 400 | 405 | 501 | 200..=299 => {
+                    let body = resp.bytes().await.unwrap_or_default();
+                    let code = serde_json::from_slice::<ErrorBody>(&body)
+                        .ok()
+                        .and_then(|b| b.errors.into_iter().next())
+                        .map(|e| e.code)
+                        .unwrap_or_default();
+                    if self.referrers_api.load(Ordering::Relaxed) == REFERRERS_YES
+                        || (status == StatusCode::NOT_FOUND && code == "NAME_UNKNOWN")
+                    {
+                        // The API exists; the repository does not.
+                        return Ok(Some(Vec::new()));
+                    }
+                    // An unknown route (Distribution 2.8: plain `404 page not found`).
+                    self.referrers_api.store(REFERRERS_NO, Ordering::Relaxed);
+                    Ok(None)
+                }
+                _ => Err(self.status_error(&req.method, &req.url, resp).await),
+            };
+        }
+    }
+
     fn repeats(&self, url: &Url, page: usize) -> RegistryError {
         self.fail(
             ErrorKind::Other,
@@ -2051,57 +2145,38 @@ impl Registry for Distribution {
     }
 
     async fn referrers_api(&self, repo: &Repo, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
-        // Until one answer says whether the API exists, ask one at a time.
-        let _probe = match self.referrers_api.load(Ordering::Relaxed) {
+        // Until one answer says whether the API exists, ask one at a time;
+        // a probe that failed fails the rest of the run's asks alike (a
+        // registry or proxy refusing the route is asked once, not per image).
+        let mut probing = None;
+        match self.referrers_api.load(Ordering::Relaxed) {
             REFERRERS_NO => return Ok(None),
-            REFERRERS_YES => None,
+            REFERRERS_YES => {}
             _ => {
-                let guard = self.referrers_probe.lock().await;
-                if self.referrers_api.load(Ordering::Relaxed) == REFERRERS_NO {
-                    return Ok(None);
+                let probe = self.referrers_probe.lock().await;
+                match &*probe {
+                    ReferrersProbe::Failed(e) => {
+                        return Err(RegistryError::new(e.kind, e.message.clone()))
+                    }
+                    _ if self.referrers_api.load(Ordering::Relaxed) == REFERRERS_NO => {
+                        return Ok(None)
+                    }
+                    ReferrersProbe::NotYet => probing = Some(probe),
+                    ReferrersProbe::Answered => {}
                 }
-                Some(guard)
             }
-        };
-        let path = format!("/v2/{repo}/referrers/{digest}");
-        let mut req = Req::new(Method::GET, self.url(&path), vec![scope_pull(repo)])
-            .header(ACCEPT, MediaType::OCI_INDEX);
-        let resp = self.send(&mut req).await?;
-        let status = resp.status();
-        let is_index = bare_media_type(header_str(resp.headers(), "content-type"))
-            .is_some_and(|m| m == MediaType::OCI_INDEX);
-        if status.is_success() && is_index {
-            self.referrers_api.store(REFERRERS_YES, Ordering::Relaxed);
-            let body: Value = resp.json().await.map_err(|e| {
-                self.fail(
-                    ErrorKind::Other,
-                    &req.method,
-                    &req.url,
-                    format!("unreadable index: {e}"),
-                )
-            })?;
-            return Ok(Some(descriptors(&body)));
         }
-        match status.as_u16() {
-            404 | 400 | 405 | 501 | 200..=299 => {
-                let body = resp.bytes().await.unwrap_or_default();
-                let code = serde_json::from_slice::<ErrorBody>(&body)
-                    .ok()
-                    .and_then(|b| b.errors.into_iter().next())
-                    .map(|e| e.code)
-                    .unwrap_or_default();
-                if self.referrers_api.load(Ordering::Relaxed) == REFERRERS_YES
-                    || (status == StatusCode::NOT_FOUND && code == "NAME_UNKNOWN")
-                {
-                    // The API exists; the repository does not.
-                    return Ok(Some(Vec::new()));
-                }
-                // An unknown route (Distribution 2.8: plain `404 page not found`).
-                self.referrers_api.store(REFERRERS_NO, Ordering::Relaxed);
-                Ok(None)
-            }
-            _ => Err(self.status_error(&req.method, &req.url, resp).await),
+        let answer = self.referrers_pages(repo, digest).await;
+        if let Some(mut probe) = probing {
+            *probe = match &answer {
+                Err(e) => ReferrersProbe::Failed(RegistryError::new(
+                    e.kind,
+                    format!("{e} (asking whether the registry has the referrers API)"),
+                )),
+                Ok(_) => ReferrersProbe::Answered,
+            };
         }
+        answer
     }
 
     async fn referrers_listed(&self, repo: &Repo, digest: &Digest) -> Result<ReferrerList> {
@@ -2874,6 +2949,68 @@ mod fake_server_tests {
                 assert!(lists.iter().all(Option::is_none), "{lists:?}");
             }
         }
+    }
+
+    /// A registry (or a proxy before it) that refuses the referrers route
+    /// is asked once per run: the rest fail alike without a request.
+    #[tokio::test]
+    async fn a_failed_referrers_probe_is_not_repeated_per_image() {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = asked.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target.contains("/referrers/") {
+                seen.fetch_add(1, Ordering::SeqCst);
+                return resp(403, &[], r#"{"errors":[{"code":"DENIED","message":"no"}]}"#);
+            }
+            resp(404, &[], "404 page not found")
+        }));
+        let d = Arc::new(dist(&addr, None));
+        let answers: Vec<_> = futures_util::future::join_all((0..6).map(|i| {
+            let d = d.clone();
+            async move {
+                d.referrers_api(&repo(), &Digest::sha256_of(&[i as u8]))
+                    .await
+            }
+        }))
+        .await;
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        for a in answers {
+            let e = a.expect_err("refused");
+            assert!(e.message.contains("403"), "{e}");
+        }
+    }
+
+    /// A referrers list the registry pages (`Link`) is read whole.
+    #[tokio::test]
+    async fn a_paged_referrers_list_is_read_whole() {
+        let (one, two) = (Digest::sha256_of(b"one"), Digest::sha256_of(b"two"));
+        let page = |d: &Digest| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":10}}]}}"#
+            )
+        };
+        let (p1, p2) = (page(&one), page(&two));
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            let ct = ("Content-Type", "application/vnd.oci.image.index.v1+json");
+            if r.target.contains("/referrers/") && r.target.contains("page=2") {
+                resp(200, &[ct], p2.clone())
+            } else if r.target.contains("/referrers/") {
+                let link = format!("<{}?page=2>; rel=\"next\"", r.target);
+                resp(200, &[ct, ("Link", link.as_str())], p1.clone())
+            } else {
+                resp(404, &[], "404 page not found")
+            }
+        }));
+        let d = dist(&addr, None);
+        let got: Vec<Digest> = d
+            .referrers_api(&repo(), &Digest::sha256_of(b"subject"))
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.digest)
+            .collect();
+        assert_eq!(got, [one, two]);
     }
 
     #[tokio::test]
