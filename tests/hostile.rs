@@ -236,3 +236,48 @@ fn the_bytes_copied_count_only_uploads_that_landed() {
     );
     assert_mirrored(&s, &digest);
 }
+
+/// A source (or a proxy before it) that refuses the referrers route: asked
+/// once in the run, not once per image, and the plan says once which
+/// images' referrers it could not read (the run is not complete).
+#[test]
+fn a_refused_referrers_route_is_asked_once_and_reported_once() {
+    let src = TestRegistry::start();
+    let dst = TestRegistry::start();
+    let proxy = FaultProxy::start(&src.host);
+    for t in ["1.0", "1.1", "1.2"] {
+        seed(&src.host, "team/app", t, &small().with_layer("v", t));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  src: {{url: \"{}\"}}\n  dst: {{url: \"{}\"}}\n\
+             mirrors:\n  - {{name: app, from: src/team/app, to: dst/team/app}}\n",
+            proxy.url(),
+            dst.url()
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let (code, out) = run(regimen().args(["apply", "--auto-approve", "-C", dir]));
+    assert_eq!(code, 0, "{out}");
+
+    proxy.status_times("GET", "/referrers/", 403, &[], usize::MAX);
+    let before = proxy.count("GET", "/referrers/");
+    let (code, v, out) = common::json_plan(regimen().args(["plan", "--format", "json", "-C", dir]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(proxy.count("GET", "/referrers/") - before, 1, "{out}");
+    assert_eq!(v["complete"], false, "{out}");
+    let unobserved = v["unobserved"].as_array().unwrap();
+    assert_eq!(unobserved.len(), 1, "{out}");
+    assert_eq!(
+        unobserved[0]["subject"], "src: referrers of 3 images",
+        "{out}"
+    );
+    assert!(
+        unobserved[0]["reason"].as_str().unwrap().contains("403"),
+        "{out}"
+    );
+    assert!(v["changes"].as_array().unwrap().is_empty(), "{out}");
+}
