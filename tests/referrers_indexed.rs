@@ -341,3 +341,56 @@ fn a_saved_referrer_copy_whose_image_left_the_target_is_stale() {
     );
     assert!(listed(&dst, &subject).is_empty());
 }
+
+/// Promotions follow them too: a signature added through staging's own
+/// index after the promotion reaches prod on the next run.
+#[test]
+fn a_promoted_image_gets_referrers_attached_after_the_promotion() {
+    let prod = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = OciLayout::new("staging".parse().unwrap(), tmp.path().join("staging"));
+    let subject = block_on(push_image(
+        &staging,
+        &repo(),
+        Some(&"2.0.0".parse().unwrap()),
+        &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", "promoted"),
+    ))
+    .unwrap();
+    block_on(push_referrer(&staging, &repo(), &subject, SBOM, b"{}")).unwrap();
+    std::fs::write(
+        tmp.path().join("policy.yaml"),
+        format!(
+            "registries:\n  staging: {{url: oci:staging}}\n  prod: {{url: \"http://{}\"}}\n\
+             promotions:\n  - {{name: to-prod, from: staging/team/app, to: prod/team/app,\n    \
+             require: {{referrers: [{SBOM}]}}}}\n",
+            prod.host
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path();
+    apply(dir);
+    assert_eq!(prod.digest("team/app", "2.0.0"), subject.to_string());
+    assert_eq!(listed(&prod, &subject).len(), 1);
+    assert_eq!(plan(dir).0, 0);
+
+    let sig = block_on(push_referrer(
+        &staging,
+        &repo(),
+        &subject,
+        "application/vnd.cncf.notary.signature",
+        b"signed",
+    ))
+    .unwrap();
+    let (code, v, out) = plan(dir);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(
+        v["changes"][0]["target"],
+        format!("prod/team/app@{sig}"),
+        "{out}"
+    );
+    assert_eq!(v["changes"][0]["rule"], "to-prod", "{out}");
+    assert_eq!(v["changes"].as_array().unwrap().len(), 1, "{out}");
+    apply(dir);
+    assert!(listed(&prod, &subject).contains(&sig));
+    assert_eq!(plan(dir).0, 0);
+}
