@@ -48,8 +48,10 @@ fn listed(dst: &TestRegistry, subject: &Digest) -> Vec<Digest> {
     l
 }
 
-#[test]
-fn referrers_attached_at_an_indexing_source_after_the_copy_follow_it() {
+/// An OCI layout `src` holding `team/app:1.0` (one layer of `content`), a
+/// real registry `dst`, and a policy mirroring one to the other, applied
+/// once: (dst, the policy folder, src, the image's digest).
+fn layout_mirrored(content: &str) -> (TestRegistry, tempfile::TempDir, OciLayout, Digest) {
     let dst = TestRegistry::start();
     let tmp = tempfile::tempdir().unwrap();
     let src = OciLayout::new("src".parse().unwrap(), tmp.path().join("src"));
@@ -57,7 +59,7 @@ fn referrers_attached_at_an_indexing_source_after_the_copy_follow_it() {
         &src,
         &repo(),
         Some(&"1.0".parse().unwrap()),
-        &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", "v1"),
+        &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", content),
     ))
     .unwrap();
     std::fs::write(
@@ -69,8 +71,14 @@ fn referrers_attached_at_an_indexing_source_after_the_copy_follow_it() {
         ),
     )
     .unwrap();
+    apply(tmp.path());
+    (dst, tmp, src, subject)
+}
+
+#[test]
+fn referrers_attached_at_an_indexing_source_after_the_copy_follow_it() {
+    let (dst, tmp, src, subject) = layout_mirrored("v1");
     let dir = tmp.path();
-    apply(dir);
     assert_eq!(dst.digest("team/app", "1.0"), subject.to_string());
     assert_eq!(plan(dir).0, 0);
 
@@ -303,27 +311,8 @@ fn an_indexed_referrer_follows_though_the_source_also_has_the_tag_index() {
 /// is stale, not pushed to describe nothing.
 #[test]
 fn a_saved_referrer_copy_whose_image_left_the_target_is_stale() {
-    let dst = TestRegistry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let src = OciLayout::new("src".parse().unwrap(), tmp.path().join("src"));
-    let subject = block_on(push_image(
-        &src,
-        &repo(),
-        Some(&"1.0".parse().unwrap()),
-        &ImageSpec::new("2026-01-02T03:04:05Z").with_layer("app", "gone"),
-    ))
-    .unwrap();
-    std::fs::write(
-        tmp.path().join("policy.yaml"),
-        format!(
-            "registries:\n  src: {{url: oci:src}}\n  dst: {{url: \"http://{}\"}}\n\
-             mirrors:\n  - {{name: app, from: src/team/app, to: dst/team/app}}\n",
-            dst.host
-        ),
-    )
-    .unwrap();
+    let (dst, tmp, src, subject) = layout_mirrored("gone");
     let dir = tmp.path();
-    apply(dir);
     block_on(push_referrer(&src, &repo(), &subject, SBOM, b"{}")).unwrap();
     let planfile = tmp.path().join("plan.json");
     let (code, out) = run(regimen()

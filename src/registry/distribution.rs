@@ -1263,14 +1263,7 @@ impl Distribution {
                     return Err(self.repeats(&req.url, pages));
                 }
                 Some(n) if out.len() > before => {
-                    url = self.base.join(&n).map_err(|e| {
-                        self.fail(
-                            ErrorKind::Other,
-                            &req.method,
-                            &req.url,
-                            format!("bad Link header: {e}"),
-                        )
-                    })?;
+                    url = self.next_page(&req, &n)?;
                 }
                 _ => break,
             }
@@ -1318,14 +1311,7 @@ impl Distribution {
                 }
                 match next {
                     Some(n) => {
-                        url = self.base.join(&n).map_err(|e| {
-                            self.fail(
-                                ErrorKind::Other,
-                                &req.method,
-                                &req.url,
-                                format!("bad Link header: {e}"),
-                            )
-                        })?;
+                        url = self.next_page(&req, &n)?;
                         continue;
                     }
                     None => return Ok(Some(out)),
@@ -1361,6 +1347,18 @@ impl Distribution {
                 _ => Err(self.status_error(&req.method, &req.url, resp).await),
             };
         }
+    }
+
+    /// The next page a `Link` header names, relative to the registry.
+    fn next_page(&self, req: &Req, next: &str) -> Result<Url> {
+        self.base.join(next).map_err(|e| {
+            self.fail(
+                ErrorKind::Other,
+                &req.method,
+                &req.url,
+                format!("bad Link header: {e}"),
+            )
+        })
     }
 
     fn repeats(&self, url: &Url, page: usize) -> RegistryError {
