@@ -36,6 +36,16 @@ fn apply(dir: &std::path::Path) -> String {
     out
 }
 
+/// The targets of a JSON plan's changes.
+fn change_targets(v: &Value) -> Vec<String> {
+    v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["target"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Digests the target lists as referrers of `subject`.
 fn listed(dst: &TestRegistry, subject: &Digest) -> Vec<Digest> {
     let d = open(&dst.host);
@@ -122,12 +132,7 @@ fn referrers_attached_at_an_indexing_source_after_the_copy_follow_it() {
     let scan = block_on(push_referrer(&src, &repo(), &subject, SCAN, b"{\"r\":[]}")).unwrap();
     let (code, v, out) = plan(dir);
     assert_eq!(code, 2, "{out}");
-    let targets: Vec<&str> = v["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["target"].as_str().unwrap())
-        .collect();
+    let targets = change_targets(&v);
     assert_eq!(targets, [format!("dst/team/app@{scan}")], "{out}");
     apply(dir);
     let mut both = vec![sbom, scan];
@@ -293,12 +298,7 @@ fn an_indexed_referrer_follows_though_the_source_also_has_the_tag_index() {
     .unwrap();
     let (code, v, out) = plan(dir);
     assert_eq!(code, 2, "{out}");
-    let targets: Vec<&str> = v["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["target"].as_str().unwrap())
-        .collect();
+    let targets = change_targets(&v);
     assert_eq!(targets, [format!("prod/team/app@{sig}")], "{out}");
     apply(dir);
     let mut both = vec![sbom, sig];
