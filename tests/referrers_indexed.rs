@@ -122,6 +122,15 @@ fn referrers_attached_at_an_indexing_source_after_the_copy_follow_it() {
         )),
         "{text}"
     );
+    let (_, md) = run(regimen()
+        .args(["plan", "--format", "markdown", "-C"])
+        .arg(dir));
+    assert!(
+        md.contains(&format!("dst/team/app@sha256:{short}"))
+            && md.contains("attached after the copy")
+            && md.contains("1 to copy"),
+        "{md}"
+    );
 
     let out = apply(dir);
     assert!(out.contains("1 done"), "{out}");
