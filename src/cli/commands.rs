@@ -91,11 +91,32 @@ pub fn dispatch(cli: Cli) -> i32 {
 /// share that thread, some hundreds of MB/s, more than most links to a
 /// registry carry. `run` (the daemon) keeps its multi-threaded runtime.
 fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    Ok(runtime()?.block_on(fut))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    Ok(rt.block_on(fut))
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// The registries and the runtime they are used on: `apply` plans and then
+/// applies through the same ones (a reqwest pool's connections live on the
+/// runtime that made them), keeping connections, tokens and what it learnt
+/// of each registry (whether it has the referrers API).
+struct Session {
+    rt: tokio::runtime::Runtime,
+    registries: crate::observe::Registries,
+}
+
+impl Session {
+    fn open(policy: &config::Policy) -> Result<Session, String> {
+        Ok(Session {
+            rt: runtime()?,
+            registries: crate::registry::open_all(policy),
+        })
+    }
 }
 
 fn print_diagnostics(diags: &[config::Diagnostic]) {
@@ -242,16 +263,17 @@ impl Scope {
 }
 
 /// Observes and plans.
-fn make_plan(policy: &config::Policy, scope: &Scope) -> Result<Plan, String> {
+fn make_plan(policy: &config::Policy, scope: &Scope, session: &Session) -> Result<Plan, String> {
     target_globs(&scope.target)?;
     crate::gitops::parse_shard(scope.shard.as_deref())?;
     // libgit2's first use loads OpenSSL and the system CA bundle (tens of
     // milliseconds): do it while the registries are read, not after.
     let root = policy.root.clone();
     let revision = std::thread::spawn(move || git_revision(&root));
-    let registries = crate::registry::open_all(policy);
     let now = Timestamp::now();
-    let observed = block_on(crate::observe::observe(policy, &registries, now))?;
+    let observed = session
+        .rt
+        .block_on(crate::observe::observe(policy, &session.registries, now));
     let mut plan = crate::plan::plan(policy, &observed, now);
     (plan.revision, plan.revision_modified) = revision.join().unwrap_or((None, false));
     scope.cut(&mut plan)?;
@@ -288,7 +310,9 @@ fn plan_cmd(
             scope.cut(&mut p)?;
             Ok((p, Some(b)))
         }),
-        None => make_plan(&policy, scope).map(|p| (p, None)),
+        None => Session::open(&policy)
+            .and_then(|session| make_plan(&policy, scope, &session))
+            .map(|p| (p, None)),
     };
     let (plan, base) = match made {
         Ok(p) => p,
@@ -496,6 +520,13 @@ fn apply_cmd(
     verbose: bool,
 ) -> i32 {
     let Some(policy) = load(dir) else { return 1 };
+    let session = match Session::open(&policy) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
     let plan = match planfile {
         Some(path) => {
             let text = match std::fs::read_to_string(path) {
@@ -600,7 +631,7 @@ fn apply_cmd(
             plan
         }
         None => {
-            let plan = match make_plan(&policy, scope) {
+            let plan = match make_plan(&policy, scope, &session) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -633,9 +664,9 @@ fn apply_cmd(
             plan
         }
     };
-    let registries = crate::registry::open_all(&policy);
+    let registries = &session.registries;
     let progress = Progress::new(plan.changes.len());
-    let report = match block_on(async {
+    let report = session.rt.block_on(async {
         // A CI job cancelled mid-apply (SIGTERM) or Ctrl-C: changes that
         // have begun writing finish, so no tag is left half-done; a second
         // signal exits at once.
@@ -654,16 +685,10 @@ fn apply_cmd(
             std::process::exit(1);
         });
         let hosts = crate::host::Hosts::for_plan(&policy, &plan).await;
-        let report = crate::apply::apply(&plan, &registries, &hosts, &progress).await;
+        let report = crate::apply::apply(&plan, registries, &hosts, &progress).await;
         signals.abort();
         report
-    }) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
+    });
     if let Some(b) = &progress.bar {
         b.finish_and_clear();
     }
