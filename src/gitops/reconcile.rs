@@ -110,11 +110,12 @@ impl Reporter for DaemonReporter<'_> {
 }
 
 /// Loads, observes and plans: the plan carries the snapshot's revision and
-/// is cut to the shard.
+/// is cut to the shard. The registries it read go on to the apply (their
+/// connections, tokens, and whether each has the referrers API).
 pub async fn plan_snapshot(
     snap: &Snapshot,
     shard: Option<Shard>,
-) -> Result<(config::Policy, Plan), Failure> {
+) -> Result<(config::Policy, Plan, crate::observe::Registries), Failure> {
     let policy = config::load(&snap.dir).map_err(Failure::Invalid)?;
     // Valid from now on, not only once the reconcile (observe, apply) ends.
     metrics::get().policy_valid(true);
@@ -127,7 +128,7 @@ pub async fn plan_snapshot(
     if let Some(s) = shard {
         s.retain(&mut plan);
     }
-    Ok((policy, plan))
+    Ok((policy, plan, registries))
 }
 
 /// One reconcile of `snap`. `stop` is read between changes; `applying` is
@@ -140,7 +141,7 @@ pub async fn reconcile(
     applying: &AtomicBool,
 ) -> Result<Reconciled, Failure> {
     let revision = snap.revision.as_deref().unwrap_or("(none)");
-    let (policy, plan) = plan_snapshot(snap, opts.shard).await?;
+    let (policy, plan, registries) = plan_snapshot(snap, opts.shard).await?;
     let s = &plan.summary;
     tracing::info!(
         revision,
@@ -206,7 +207,6 @@ pub async fn reconcile(
             violation_failure,
         });
     }
-    let registries = crate::registry::open_all(&policy);
     applying.store(true, Ordering::SeqCst);
     let hosts = crate::host::Hosts::for_plan(&policy, &plan).await;
     let report = crate::apply::apply(
