@@ -1239,14 +1239,9 @@ impl Distribution {
                 return Err(self.status_error(&req.method, &req.url, resp).await);
             }
             let next = next_link(resp.headers());
-            let body: Value = resp.json().await.map_err(|e| {
-                self.fail(
-                    ErrorKind::Other,
-                    &req.method,
-                    &req.url,
-                    format!("unreadable list: {e}"),
-                )
-            })?;
+            let body = self
+                .json_body((&req.method, &req.url), resp, "list")
+                .await?;
             let before = out.len();
             if let Some(arr) = body.get(key).and_then(|v| v.as_array()) {
                 if pages == 1 {
@@ -1296,14 +1291,9 @@ impl Distribution {
             if status.is_success() && is_index {
                 self.referrers_api.store(REFERRERS_YES, Ordering::Relaxed);
                 let next = next_link(resp.headers());
-                let body: Value = resp.json().await.map_err(|e| {
-                    self.fail(
-                        ErrorKind::Other,
-                        &req.method,
-                        &req.url,
-                        format!("unreadable index: {e}"),
-                    )
-                })?;
+                let body = self
+                    .json_body((&req.method, &req.url), resp, "index")
+                    .await?;
                 for d in descriptors(&body) {
                     if !out.iter().any(|o| o.digest == d.digest) {
                         out.push(d);
@@ -1347,6 +1337,23 @@ impl Distribution {
                 _ => Err(self.status_error(&req.method, &req.url, resp).await),
             };
         }
+    }
+
+    /// A response's JSON body (`what` names it in the error).
+    async fn json_body(
+        &self,
+        (method, url): (&Method, &Url),
+        resp: reqwest::Response,
+        what: &str,
+    ) -> Result<Value> {
+        resp.json().await.map_err(|e| {
+            self.fail(
+                ErrorKind::Other,
+                method,
+                url,
+                format!("unreadable {what}: {e}"),
+            )
+        })
     }
 
     /// The next page a `Link` header names, relative to the registry.
