@@ -55,6 +55,13 @@ const READ_500_ATTEMPTS: u32 = 3;
 const UPLOAD_SESSIONS: u32 = 3;
 /// Longest single wait, whatever `Retry-After` says.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How long a response may keep the client waiting between reads, and a
+/// streamed upload go without the registry taking more of it.
+const IDLE: Duration = Duration::from_secs(120);
+/// Once the last byte of a streamed upload is handed over, the registry
+/// gets `IDLE` plus this long per byte to answer: committing a big blob
+/// (hashing it again, moving it in object storage) takes time in proportion.
+const COMMIT_BYTES_PER_SEC: u64 = 16 << 20;
 /// Longest a bearer token is used, whatever its `expires_in` says.
 const MAX_TOKEN_LIFE: u64 = 24 * 60 * 60;
 
@@ -149,6 +156,77 @@ impl Req {
     }
 }
 
+/// How far a streamed upload has got: the registry takes more of it only as
+/// fast as it reads, so a registry that stopped reading shows as no progress.
+struct Progress {
+    len: u64,
+    state: std::sync::Mutex<(u64, tokio::time::Instant)>,
+}
+
+impl Progress {
+    fn new(len: u64) -> Progress {
+        Progress {
+            len,
+            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
+        }
+    }
+
+    fn sent(&self, n: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s = (s.0 + n, tokio::time::Instant::now());
+    }
+
+    /// Until when the registry may stay silent: `idle` after the last chunk
+    /// it took, and once it has them all, the time to commit that many bytes.
+    fn deadline(&self, idle: Duration) -> tokio::time::Instant {
+        let (sent, at) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let commit = if sent >= self.len {
+            Duration::from_secs(self.len / COMMIT_BYTES_PER_SEC)
+        } else {
+            Duration::ZERO
+        };
+        at + idle + commit
+    }
+
+    fn stalled_text(&self, idle: Duration) -> String {
+        let (sent, at) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if sent >= self.len {
+            format!(
+                "all {} bytes sent, then no answer for {}s",
+                self.len,
+                at.elapsed().as_secs()
+            )
+        } else {
+            format!(
+                "the upload stalled at {sent} of {} bytes: the registry took none for {}s",
+                self.len,
+                idle.as_secs()
+            )
+        }
+    }
+}
+
+/// `fut`'s output, or `None` once `progress` has stood still past its
+/// deadline (checked again whenever the deadline comes, as it moves on).
+async fn until_idle<F: std::future::Future>(
+    fut: F,
+    progress: &Progress,
+    idle: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        let deadline = progress.deadline(idle);
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep_until(deadline) => {
+                if progress.deadline(idle) <= tokio::time::Instant::now() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// A failed request: the error, and whether trying again later might help.
 struct Failure {
     err: RegistryError,
@@ -179,6 +257,10 @@ pub struct Distribution {
     base: Url,
     host: String,
     client: reqwest::Client,
+    /// For streamed uploads: no read timeout (see `send`).
+    upload_client: reqwest::Client,
+    /// How long a streamed upload may go without progress.
+    idle: Duration,
     permits: Semaphore,
     concurrency: usize,
     rate: Option<Rate>,
@@ -399,6 +481,16 @@ impl Distribution {
         cfg: &crate::config::Registry,
         root: &Path,
     ) -> std::result::Result<Distribution, String> {
+        Distribution::with_idle(name, cfg, root, IDLE)
+    }
+
+    /// `new`, waiting `idle` (not `IDLE`) on a silent registry: tests.
+    fn with_idle(
+        name: RegistryName,
+        cfg: &crate::config::Registry,
+        root: &Path,
+        idle: Duration,
+    ) -> std::result::Result<Distribution, String> {
         use crate::config::Endpoint;
         let (scheme, host) = match &cfg.url {
             Endpoint::Http(h) => ("http", h),
@@ -427,28 +519,40 @@ impl Distribution {
             }
             None => CredSource::DockerConfig(OnceCell::new()),
         };
-        let mut client = reqwest::Client::builder()
-            .user_agent(concat!("regimen/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(64);
-        if scheme == "https" {
-            // Trusted: the system's CAs (`SSL_CERT_FILE`/`SSL_CERT_DIR` when
-            // set), the public web roots, and the registry's own CA files
-            // where Podman and Docker keep them.
-            for ca in certs_d_cas(&CERTS_D.map(Path::new), api_host)
+        // Trusted over https: the system's CAs (`SSL_CERT_FILE`/`SSL_CERT_DIR`
+        // when set), the public web roots, and the registry's own CA files
+        // where Podman and Docker keep them.
+        let cas = if scheme == "https" {
+            certs_d_cas(&CERTS_D.map(Path::new), api_host)
                 .map_err(|e| format!("registry `{name}`: {e}"))?
-            {
-                client = client.add_root_certificate(ca);
-            }
         } else {
-            // Plain HTTP: loading the system's CA bundle would only cost time
-            // (the public roots still cover a redirect to https storage).
-            client = client.tls_built_in_native_certs(false);
-        }
-        let client = client
-            .build()
-            .map_err(|e| format!("registry `{name}`: cannot build an HTTP client: {e}"))?;
+            Vec::new()
+        };
+        let build = |read_timeout: Option<Duration>| {
+            let mut client = reqwest::Client::builder()
+                .user_agent(concat!("regimen/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(64);
+            if let Some(t) = read_timeout {
+                client = client.read_timeout(t);
+            }
+            for ca in &cas {
+                client = client.add_root_certificate(ca.clone());
+            }
+            if scheme != "https" {
+                // Plain HTTP: loading the system's CA bundle would only cost
+                // time (the public roots still cover a redirect to https storage).
+                client = client.tls_built_in_native_certs(false);
+            }
+            client
+                .build()
+                .map_err(|e| format!("registry `{name}`: cannot build an HTTP client: {e}"))
+        };
+        let client = build(Some(idle))?;
+        // reqwest's read timeout runs from the send to the response headers
+        // without a reset, so it would fail every upload that takes longer;
+        // streamed uploads have their own watch instead (`until_idle`).
+        let upload_client = build(None)?;
         let concurrency = cfg
             .concurrency
             .unwrap_or(crate::config::Registry::DEFAULT_CONCURRENCY)
@@ -466,6 +570,8 @@ impl Distribution {
             base,
             host,
             client,
+            upload_client,
+            idle,
             permits: Semaphore::new(concurrency),
             concurrency,
             rate,
@@ -808,6 +914,19 @@ impl Distribution {
                 tokio::time::sleep(wait).await;
                 continue;
             }
+            if status == StatusCode::FORBIDDEN && !creds.is_anonymous() {
+                // Known credentials, refused this scope (GitLab, for one,
+                // answers 403 for a push the account may not make): not a
+                // wrong password, so other requests still go.
+                return Err(RegistryError::new(
+                    ErrorKind::Denied,
+                    format!(
+                        "{what}: {status} for {} (the account lacks that right; check its \
+                         permissions on the repository)",
+                        scopes.join(" ")
+                    ),
+                ));
+            }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 if creds.is_anonymous() {
                     return Err(RegistryError::new(
@@ -873,7 +992,11 @@ impl Distribution {
             let auth = auth.filter(|_| req.url.origin() == self.base.origin());
             let sent_basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
             let sent_auth = auth.clone();
-            let mut rb = self.client.request(req.method.clone(), req.url.clone());
+            let client = match req.body {
+                Body::Stream(..) => &self.upload_client,
+                _ => &self.client,
+            };
+            let mut rb = client.request(req.method.clone(), req.url.clone());
             for (k, v) in &req.headers {
                 rb = rb.header(k, v);
             }
@@ -882,13 +1005,21 @@ impl Distribution {
             if let Some(a) = auth {
                 rb = rb.header(AUTHORIZATION, a);
             }
+            let mut progress = None;
             rb = match &mut req.body {
                 Body::Empty => rb,
                 Body::Bytes(b) => rb.header(CONTENT_LENGTH, b.len()).body(b.clone()),
                 Body::Stream(s, len) => match s.take() {
-                    Some(s) => rb
-                        .header(CONTENT_LENGTH, *len)
-                        .body(reqwest::Body::wrap_stream(s)),
+                    Some(s) => {
+                        let p = Arc::new(Progress::new(*len));
+                        progress = Some(p.clone());
+                        rb.header(CONTENT_LENGTH, *len)
+                            .body(reqwest::Body::wrap_stream(s.inspect(move |chunk| {
+                                if let Ok(c) = chunk {
+                                    p.sent(c.len() as u64)
+                                }
+                            })))
+                    }
                     None => {
                         return Err(Failure {
                             err: self.fail(
@@ -919,7 +1050,23 @@ impl Distribution {
                 if !matches!(req.method, Method::GET | Method::HEAD) {
                     super::check_write()?;
                 }
-                rb.send().await
+                match &progress {
+                    None => rb.send().await,
+                    Some(p) => match until_idle(rb.send(), p, self.idle).await {
+                        Some(r) => r,
+                        None => {
+                            return Err(Failure {
+                                err: self.fail(
+                                    ErrorKind::Other,
+                                    &req.method,
+                                    &req.url,
+                                    p.stalled_text(self.idle),
+                                ),
+                                transient: true,
+                            })
+                        }
+                    },
+                }
             };
             let can_retry = attempt < req.attempts && req.replayable();
             let resp = match result {
@@ -1358,7 +1505,9 @@ impl Distribution {
 
     /// The next page a `Link` header names, relative to the registry.
     fn next_page(&self, req: &Req, next: &str) -> Result<Url> {
-        self.base.join(next).map_err(|e| {
+        // Relative to the request (RFC 8288), which for the usual
+        // `</v2/...>` is the registry's root.
+        req.url.join(next).map_err(|e| {
             self.fail(
                 ErrorKind::Other,
                 &req.method,
@@ -1873,9 +2022,16 @@ impl Registry for Distribution {
             if processed {
                 self.referrers_api.store(REFERRERS_YES, Ordering::Relaxed);
             } else {
-                // No `OCI-Subject`: the registry has no referrers API; keep
-                // the tag schema index up to date so others find this one.
-                self.referrers_api.store(REFERRERS_NO, Ordering::Relaxed);
+                // No `OCI-Subject`: the registry has no referrers API (or
+                // this answer lost the header on the way: an API seen
+                // working stays in use); keep the tag schema index up to
+                // date so others find this one either way.
+                let _ = self.referrers_api.compare_exchange(
+                    REFERRERS_UNKNOWN,
+                    REFERRERS_NO,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 let mut desc = json!({
                     "mediaType": manifest.media_type,
                     "digest": manifest.digest,
@@ -2103,7 +2259,13 @@ impl Registry for Distribution {
                 }
                 Ok(false)
             }
-            _ => Err(self.status_error(&req.method, &req.url, resp).await),
+            // Refused outright (404, 405, 400, or 403 for lacking pull on
+            // `from`): declined, so the blob is copied the plain way (which
+            // says so if pushing is what is refused).
+            status => {
+                tracing::debug!(%status, "mount POST refused; the blob will be uploaded");
+                Ok(false)
+            }
         }
     }
 
@@ -2863,6 +3025,107 @@ mod fake_server_tests {
         "team/api".parse().unwrap()
     }
 
+    /// A registry that takes a PUT's body 256 KiB per `pace` (none of it,
+    /// when `None`) and then answers 201; any other request gets 204.
+    fn slow_reader(pace: Option<Duration>) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let (mut first, mut len) = (String::new(), 0usize);
+                    r.read_line(&mut first).unwrap();
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                            break;
+                        }
+                        let line = line.to_ascii_lowercase();
+                        if let Some(v) = line.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    if first.starts_with("PUT ") {
+                        let Some(pace) = pace else {
+                            std::thread::sleep(Duration::from_secs(60));
+                            return;
+                        };
+                        let (mut buf, mut got) = (vec![0u8; 256 << 10], 0);
+                        while got < len {
+                            match r.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got += n,
+                            }
+                            std::thread::sleep(pace);
+                        }
+                        let _ = write!(s, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+                    } else {
+                        let _ = write!(s, "HTTP/1.1 204 No Content\r\n\r\n");
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn zeros(size: usize) -> BlobStream {
+        let chunk = Bytes::from(vec![0u8; 64 << 10]);
+        Box::pin(futures_util::stream::iter(
+            (0..size / chunk.len()).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        ))
+    }
+
+    fn dist_idle(addr: &str, idle: Duration) -> Distribution {
+        let cfg = crate::config::Registry {
+            url: Endpoint::Http(addr.to_string()),
+            auth: None,
+            concurrency: Some(2),
+            rate: None,
+            loc: None,
+        };
+        Distribution::with_idle("dev".parse().unwrap(), &cfg, Path::new("."), idle).unwrap()
+    }
+
+    /// An upload that takes longer than the idle timeout succeeds as long
+    /// as the registry keeps taking it (reqwest's read timeout would count
+    /// from the send and fail it).
+    #[tokio::test]
+    async fn a_slow_upload_that_keeps_moving_is_not_cut_off() {
+        let addr = slow_reader(Some(Duration::from_millis(20)));
+        let d = dist_idle(&addr, Duration::from_millis(300));
+        let session = UploadSession(format!("http://{addr}/v2/team/api/blobs/uploads/1"));
+        let digest = Digest::sha256_of(b"not checked by this server");
+        let started = std::time::Instant::now();
+        d.put_blob_in(&repo(), &digest, 16 << 20, zeros(16 << 20), Some(session))
+            .await
+            .unwrap();
+        assert!(started.elapsed() > Duration::from_millis(600));
+    }
+
+    /// A registry that stops taking an upload fails it after the idle
+    /// timeout, with an error that says so (and may be retried).
+    #[tokio::test]
+    async fn an_upload_the_registry_stops_taking_fails_after_the_idle_timeout() {
+        let addr = slow_reader(None);
+        let d = dist_idle(&addr, Duration::from_millis(300));
+        let session = UploadSession(format!("http://{addr}/v2/team/api/blobs/uploads/1"));
+        let digest = Digest::sha256_of(b"never stored");
+        let repo = repo();
+        let put = d.put_blob_in(&repo, &digest, 256 << 20, zeros(256 << 20), Some(session));
+        let err = tokio::time::timeout(Duration::from_secs(20), put)
+            .await
+            .expect("the stalled upload ends on its own")
+            .unwrap_err();
+        assert!(
+            err.message.contains("the upload stalled at"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("may be retried"), "{}", err.message);
+    }
+
     const BODY: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
 
     fn manifest_ok() -> FakeResp {
@@ -3174,6 +3437,13 @@ mod fake_server_tests {
             ));
         }
         assert_eq!(heads.load(Ordering::SeqCst), 4);
+        // From another repo, the refused mount is a decline: upload it.
+        let other: Repo = "team/other".parse().unwrap();
+        assert!(matches!(
+            d.start_blob(&absent, &repo(), &other).await.unwrap(),
+            BlobStart::Upload(None)
+        ));
+        assert!(!d.mount_blob(&repo(), &other, &absent.digest).await.unwrap());
     }
 
     #[tokio::test]
@@ -3266,6 +3536,31 @@ mod fake_server_tests {
         assert_eq!(
             tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             ["a", "b", "c", "d", "e"]
+        );
+    }
+
+    /// A `Link` that gives only the query is relative to the list's own path.
+    #[tokio::test]
+    async fn a_query_only_link_pages_the_same_list() {
+        let addr = serve(Arc::new(|r: &FakeReq| {
+            if !r.target.starts_with("/v2/team/api/tags/list") {
+                return resp(404, &[], "");
+            }
+            if r.target.contains("last=b") {
+                resp(200, &[], r#"{"name":"team/api","tags":["c"]}"#)
+            } else {
+                resp(
+                    200,
+                    &[("link", r#"<?n=2&last=b>; rel="next""#)],
+                    r#"{"name":"team/api","tags":["a","b"]}"#,
+                )
+            }
+        }));
+        let d = dist(&addr, None).with_page_size(2);
+        let tags = d.list_tags(&repo()).await.unwrap();
+        assert_eq!(
+            tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
         );
     }
 
@@ -3706,6 +4001,49 @@ mod fake_server_tests {
         assert_eq!(e.kind, ErrorKind::Denied, "{e}");
         assert!(e.message.contains("credentials refused"), "{e}");
         assert_eq!(n.load(Ordering::SeqCst), 2, "no retry storm");
+    }
+
+    /// A token server refusing one scope (push) with 403 says the account
+    /// lacks the right, and the credentials still serve the scopes it has.
+    #[tokio::test]
+    async fn a_forbidden_scope_is_not_a_wrong_password() {
+        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+        let a2 = addr_cell.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target.starts_with("/token") {
+                return if r.target.contains("push") {
+                    resp(403, &[], "access forbidden")
+                } else {
+                    resp(200, &[], r#"{"token":"pull-only"}"#)
+                };
+            }
+            if r.headers.get("authorization").map(String::as_str) == Some("Bearer pull-only") {
+                return resp(200, &[], r#"{"name":"team/api","tags":["1.0"]}"#);
+            }
+            let realm = format!(
+                r#"Bearer realm="http://{}/token",service="fake""#,
+                a2.get().unwrap()
+            );
+            resp(401, &[("www-authenticate", &realm)], "")
+        }));
+        addr_cell.set(addr.clone()).unwrap();
+        std::env::set_var("REGIMEN_FAKE_PW_403", "right");
+        let auth = Auth {
+            username: Some("bob".into()),
+            password_env: Some("REGIMEN_FAKE_PW_403".into()),
+            ..Auth::default()
+        };
+        let d = dist(&addr, Some(auth));
+        let other: Repo = "team/other".parse().unwrap();
+        let e = d
+            .mount_blob(&repo(), &other, &Digest::sha256_of(b"x"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+        assert!(e.message.contains("lacks that right"), "{e}");
+        assert!(!e.message.contains("password"), "{e}");
+        let tags = d.list_tags(&repo()).await.unwrap();
+        assert_eq!(tags.len(), 1);
     }
 
     #[test]
