@@ -931,6 +931,7 @@ fn schedule_repairs_drift_without_a_new_commit() {
             r.as_ref(),
             &"dst/app".parse().unwrap(),
             &"1.0".parse().unwrap(),
+            None,
         )
         .await
         .unwrap();

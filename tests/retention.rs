@@ -162,7 +162,7 @@ async fn mirror_targets_are_protected_and_prune_removes_only_its_own_tags() {
     );
     let api: Repo = "team/api".parse().unwrap();
     let mirror: Repo = "mirror/api".parse().unwrap();
-    regimen::apply::remove_tag(&reg, &api, &t("pr-1"))
+    regimen::apply::remove_tag(&reg, &api, &t("pr-1"), None)
         .await
         .unwrap();
     push_image(
@@ -475,7 +475,7 @@ async fn mirror_prune_heeds_retention_keeps_and_min_keep() {
     assert_eq!(code, 0, "{out}");
     // Upstream drops every tag.
     for tag in ["1.1.0", "1.2.0", "1.3.0"] {
-        regimen::apply::remove_tag(&reg, &up, &t(tag))
+        regimen::apply::remove_tag(&reg, &up, &t(tag), None)
             .await
             .unwrap();
     }
@@ -719,7 +719,7 @@ async fn prune_of_an_index_child_untags_it() {
     let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(tags(&reg, "mirror/multi").await, ["amd64-only", "multi"]);
-    regimen::apply::remove_tag(&reg, &src, &t("amd64-only"))
+    regimen::apply::remove_tag(&reg, &src, &t("amd64-only"), None)
         .await
         .unwrap();
     let (code, out) = run(&["plan", "-C", d]);
@@ -941,7 +941,7 @@ async fn prune_of_a_tag_another_rule_reads_from_is_shown_blocked() {
     );
     let (code, out) = run(&["apply", "--auto-approve", "-C", d]);
     assert_eq!(code, 0, "{out}");
-    regimen::apply::remove_tag(&reg, &up, &t("v2"))
+    regimen::apply::remove_tag(&reg, &up, &t("v2"), None)
         .await
         .unwrap();
     let (code, out) = run(&["plan", "--detailed-exitcode", "-C", d]);

@@ -543,10 +543,15 @@ async fn untag(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcom
     if cx.stopping() {
         return Ok(Outcome::NotStarted);
     }
-    remove_tag(reg.as_ref(), &target.repo.repo, &tag)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Outcome::Done)
+    let expect: Option<Digest> = c.expect.parse().ok();
+    match remove_tag(reg.as_ref(), &target.repo.repo, &tag, expect.as_ref()).await {
+        Ok(()) => Ok(Outcome::Done),
+        // Removed by someone else meanwhile: as the plan wanted.
+        Err(e) if e.is_not_found() => Ok(Outcome::AlreadyDone),
+        // Pushed again meanwhile: the new image keeps its tag.
+        Err(e) if e.kind == crate::registry::ErrorKind::Conflict => Ok(Outcome::Stale(e.message)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A referrer attached to a source image after it was copied, copied on its
@@ -754,14 +759,18 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     }
     // Then a cheap list of the repo's tags, and a HEAD of each name the
     // read did not have, so a tag put on this digest meanwhile keeps it.
-    if let Some(t) = tagged_since(reg.as_ref(), repo, state, &digest)
+    if let Some((t, by_index)) = tagged_since(reg.as_ref(), indexes, repo, state, &digest)
         .await
         .map_err(err)?
     {
-        return Ok(Outcome::Stale(format!(
-            "{}: {digest} is now also tagged {t}",
-            target.repo
-        )));
+        return Ok(Outcome::Stale(if by_index {
+            format!(
+                "{}: {digest} is now listed by the index tagged {t}",
+                target.repo
+            )
+        } else {
+            format!("{}: {digest} is now also tagged {t}", target.repo)
+        }));
     }
     let planned_tags: Vec<Tag> = planned.iter().filter_map(|t| t.parse().ok()).collect();
     match reg
@@ -902,7 +911,11 @@ async fn delete_referrer_tags(
         if let Some(h) = reg.head_manifest(repo, tag.as_str()).await? {
             if kept_by_tags(state, &h.digest) {
                 // A signature also tagged `sig-archive` (say): only this tag goes.
-                crate::registry::remove_tag(reg, repo, &tag).await?;
+                match crate::registry::remove_tag(reg, repo, &tag, Some(&h.digest)).await {
+                    // Put on another index meanwhile: not this image's any more.
+                    Err(e) if e.kind == crate::registry::ErrorKind::Conflict => {}
+                    other => other?,
+                }
             } else {
                 delete_gone_ok(reg, repo, &h.digest).await?;
             }
@@ -920,13 +933,14 @@ fn kept_by_tags(state: &crate::observe::RepoState, digest: &Digest) -> bool {
 }
 
 /// A tag of `repo` that `read` did not list and that now points at
-/// `digest`, if any.
+/// `digest`, or at an index listing it (`true`), if any.
 async fn tagged_since(
     reg: &dyn Registry,
+    indexes: &IndexChildren,
     repo: &Repo,
     read: &crate::observe::RepoState,
     digest: &Digest,
-) -> Result<Option<Tag>, RegistryError> {
+) -> Result<Option<(Tag, bool)>, RegistryError> {
     let Some(now) = reg.list_tags_if_exists(repo).await? else {
         return Ok(None);
     };
@@ -934,12 +948,22 @@ async fn tagged_since(
         if read.tags.contains_key(&t) || read.referrer_tags.contains(&t) || t.is_referrer_tag() {
             continue;
         }
-        if reg
-            .head_manifest(repo, t.as_str())
-            .await?
-            .is_some_and(|h| &h.digest == digest)
-        {
-            return Ok(Some(t));
+        let Some(head) = reg.head_manifest(repo, t.as_str()).await? else {
+            continue;
+        };
+        if &head.digest == digest {
+            return Ok(Some((t, false)));
+        }
+        // A multi-arch image pushed meanwhile that reuses this one as a platform.
+        if MediaType::is_index(&head.media_type) {
+            let one = BTreeMap::from([(t.clone(), head)]);
+            if !indexes
+                .tags_listing(reg, repo, &one, digest)
+                .await?
+                .is_empty()
+            {
+                return Ok(Some((t, true)));
+            }
         }
     }
     Ok(None)
@@ -1036,7 +1060,9 @@ async fn delete_orphan_referrers(
         .map(|(t, _)| t.clone());
     let also = match also {
         Some(t) => Some(t),
-        None => tagged_since(reg, repo, read.state, digest).await?,
+        None => tagged_since(reg, read.indexes, repo, read.state, digest)
+            .await?
+            .map(|(t, _)| t),
     };
     if let Some(t) = also {
         return Ok(Outcome::Stale(format!(
@@ -1275,8 +1301,11 @@ mod tests {
             .await
             .unwrap();
         let (read, _) = crate::observe::read_repo_heads(&reg, &addr).await.unwrap();
+        let indexes = IndexChildren::default();
         assert_eq!(
-            tagged_since(&reg, repo, &read, &doomed).await.unwrap(),
+            tagged_since(&reg, &indexes, repo, &read, &doomed)
+                .await
+                .unwrap(),
             None
         );
         let m = reg
@@ -1288,7 +1317,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            tagged_since(&reg, repo, &read, &doomed).await.unwrap(),
+            tagged_since(&reg, &indexes, repo, &read, &doomed)
+                .await
+                .unwrap(),
             None
         );
         let m = reg
@@ -1300,8 +1331,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            tagged_since(&reg, repo, &read, &doomed).await.unwrap(),
-            Some("keep-1".parse().unwrap())
+            tagged_since(&reg, &indexes, repo, &read, &doomed)
+                .await
+                .unwrap(),
+            Some(("keep-1".parse().unwrap(), false))
+        );
+        // A new multi-arch image reusing it as a platform keeps it too.
+        let (read, _) = crate::observe::read_repo_heads(&reg, &addr).await.unwrap();
+        let fresh = IndexChildren::default();
+        assert_eq!(
+            tagged_since(&reg, &fresh, repo, &read, &doomed)
+                .await
+                .unwrap(),
+            None
+        );
+        // The same bytes as `pr-1`'s image, as one of its platforms.
+        crate::testkit::push_index(
+            &reg,
+            repo,
+            Some(&"multi".parse().unwrap()),
+            &[img("1"), img("2")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            tagged_since(&reg, &fresh, repo, &read, &doomed)
+                .await
+                .unwrap(),
+            Some(("multi".parse().unwrap(), true))
         );
     }
 }

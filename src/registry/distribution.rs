@@ -2815,7 +2815,17 @@ mod tests {
         d.put_manifest(&app, Some(&tag("drop")), &m).await.unwrap();
         let e = d.delete_tag(&app, &tag("drop")).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
-        crate::registry::remove_tag(&d, &app, &tag("drop"))
+        // Expected on another image (pushed again since the plan): kept.
+        let other = Digest::sha256_of(b"the image the plan saw");
+        let e = crate::registry::remove_tag(&d, &app, &tag("drop"), Some(&other))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+        assert_eq!(
+            d.head_manifest(&app, "drop").await.unwrap().unwrap().digest,
+            img
+        );
+        crate::registry::remove_tag(&d, &app, &tag("drop"), Some(&img))
             .await
             .unwrap();
         let tags = d.list_tags(&app).await.unwrap();
@@ -2825,7 +2835,7 @@ mod tests {
             img
         );
         assert!(d.get_manifest(&app, img.as_str()).await.unwrap().is_some());
-        let e = crate::registry::remove_tag(&d, &app, &tag("drop"))
+        let e = crate::registry::remove_tag(&d, &app, &tag("drop"), None)
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
@@ -2844,7 +2854,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let e = crate::registry::remove_tag(&d, &app, &tag("drop"))
+        let e = crate::registry::remove_tag(&d, &app, &tag("drop"), None)
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");

@@ -422,17 +422,18 @@ pub fn open_all(policy: &crate::config::Policy) -> crate::observe::Registries {
 /// Removes `tag` from `repo` without touching the image it points at (which
 /// other tags may share): DELETE by tag where the registry allows it, else
 /// point the tag at a tiny unique placeholder manifest and delete that by
-/// digest (the distribution registry refuses DELETE by tag).
-pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()> {
+/// digest (the distribution registry refuses DELETE by tag). With `expect`,
+/// a tag found on another digest right before the placeholder goes on (a
+/// new push meanwhile) is left alone: a `Conflict`.
+pub async fn remove_tag(
+    reg: &dyn Registry,
+    repo: &Repo,
+    tag: &Tag,
+    expect: Option<&Digest>,
+) -> Result<()> {
     match reg.delete_tag(repo, tag).await {
         Err(e) if e.kind == ErrorKind::Unsupported => {}
         other => return other,
-    }
-    if reg.head_manifest(repo, tag.as_str()).await?.is_none() {
-        return Err(RegistryError::not_found(format!(
-            "{}/{repo}:{tag}",
-            reg.name()
-        )));
     }
     // Deleting by digest must work, or the tag would be left on the
     // placeholder: probe with a digest that cannot exist.
@@ -451,6 +452,26 @@ pub async fn remove_tag(reg: &dyn Registry, repo: &Repo, tag: &Tag) -> Result<()
             ))
         }
         Err(e) => return Err(e),
+    }
+    // The last look, one request before the placeholder overwrites the tag.
+    match reg.head_manifest(repo, tag.as_str()).await? {
+        None => {
+            return Err(RegistryError::not_found(format!(
+                "{}/{repo}:{tag}",
+                reg.name()
+            )))
+        }
+        Some(h) if expect.is_some_and(|d| *d != h.digest) => {
+            return Err(RegistryError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{}/{repo}:{tag} now points at {}: left in place",
+                    reg.name(),
+                    h.digest
+                ),
+            ))
+        }
+        Some(_) => {}
     }
     let m = push_placeholder(reg, repo, tag).await?;
     // A retried DELETE that already took effect answers 404: that is success.
