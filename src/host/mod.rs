@@ -527,6 +527,11 @@ impl Engine {
                 serveraddress: repo.split('/').next().map(str::to_string),
                 ..Default::default()
             }),
+            Credentials::IdentityToken(token) => Some(bollard::auth::DockerCredentials {
+                identitytoken: Some(token.expose().to_string()),
+                serveraddress: repo.split('/').next().map(str::to_string),
+                ..Default::default()
+            }),
         };
         let mut stream = self.docker.create_image(
             Some(CreateImageOptions {

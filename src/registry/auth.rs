@@ -46,7 +46,14 @@ impl fmt::Display for Secret {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     Anonymous,
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// Docker's identity token (`auths.<host>.identitytoken`, or a credential
+    /// helper answering user `<token>`): an OAuth2 refresh token, traded at
+    /// the token server for access tokens (`az acr login` leaves one).
+    IdentityToken(Secret),
 }
 
 impl fmt::Debug for Credentials {
@@ -58,15 +65,16 @@ impl fmt::Debug for Credentials {
                 .field("username", username)
                 .field("password", &"<redacted>")
                 .finish(),
+            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
         }
     }
 }
 
 impl Credentials {
-    /// `Basic base64(user:pass)`, or `None` when anonymous.
+    /// `Basic base64(user:pass)`, or `None` when anonymous (or a token).
     pub fn basic_header(&self) -> Option<String> {
         match self {
-            Credentials::Anonymous => None,
+            Credentials::Anonymous | Credentials::IdentityToken(_) => None,
             Credentials::Basic { username, password } => Some(format!(
                 "Basic {}",
                 B64.encode(format!("{username}:{}", password.expose()))
@@ -75,6 +83,12 @@ impl Credentials {
     }
     pub fn is_anonymous(&self) -> bool {
         matches!(self, Credentials::Anonymous)
+    }
+    pub fn identity_token(&self) -> Option<&Secret> {
+        match self {
+            Credentials::IdentityToken(t) => Some(t),
+            _ => None,
+        }
     }
 }
 
@@ -137,6 +151,8 @@ struct DockerAuth {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
 
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
@@ -315,6 +331,12 @@ fn lookup(path: &Path, host: &str, ask: Ask<'_>) -> Result<Found, String> {
         };
     }
     if let Some((key, a)) = entry_for(&cfg.auths, host) {
+        // As docker: an identity token stands in for the password.
+        if let Some(t) = a.identitytoken.as_deref().filter(|s| !s.is_empty()) {
+            return Ok(Found::plain(Credentials::IdentityToken(Secret(
+                t.to_string(),
+            ))));
+        }
         if let Some(enc) = a.auth.as_deref().filter(|s| !s.is_empty()) {
             let raw = B64
                 .decode(enc.trim())
@@ -492,6 +514,10 @@ pub fn run_helper(
         return Err(HelperError::Failed(status.to_string()));
     }
     let h: HelperOut = serde_json::from_slice(&out).map_err(|_| HelperError::Unreadable)?;
+    // The credential helpers' convention for an identity token.
+    if h.username == "<token>" {
+        return Ok(Credentials::IdentityToken(Secret(h.secret)));
+    }
     Ok(Credentials::Basic {
         username: h.username,
         password: Secret(h.secret),
@@ -1033,6 +1059,15 @@ mod tests {
                 password: Secret::new("reg.example-pw")
             }
         );
+        // The helpers' way of handing over an identity token.
+        let p = script(
+            dir.path(),
+            r#"printf '{"Username":"<token>","Secret":"refresh-1"}'"#,
+        );
+        assert_eq!(
+            run_helper(&p, "acr.example", t).unwrap(),
+            Credentials::IdentityToken(Secret::new("refresh-1"))
+        );
         let p = script(
             dir.path(),
             "echo 'credentials not found in native keychain'; exit 1",
@@ -1089,10 +1124,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("config.json");
         let enc = B64.encode("carol:pa:ss");
+        let acr = B64.encode("00000000-0000-0000-0000-000000000000:");
         std::fs::write(
             &cfg,
             format!(
-                r#"{{"auths":{{"https://reg.example:5000":{{"auth":"{enc}"}},"other.example":{{}}}},
+                r#"{{"auths":{{"https://reg.example:5000":{{"auth":"{enc}"}},"other.example":{{}},
+                "acr.example":{{"auth":"{acr}","identitytoken":"refresh-2"}}}},
                 "credHelpers":{{"helped.example":"regimen-surely-missing"}}}}"#
             ),
         )
@@ -1107,6 +1144,11 @@ mod tests {
         assert_eq!(
             from_docker_config_file(&cfg, "other.example").unwrap(),
             Credentials::Anonymous
+        );
+        // `az acr login`'s entry: the identity token, not the empty password.
+        assert_eq!(
+            from_docker_config_file(&cfg, "acr.example").unwrap(),
+            Credentials::IdentityToken(Secret::new("refresh-2"))
         );
         assert_eq!(
             from_docker_config_file(&cfg, "unknown.example").unwrap(),

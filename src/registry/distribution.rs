@@ -893,10 +893,39 @@ impl Distribution {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut rb = self.client.get(url.clone());
-            if let Some(h) = creds.basic_header() {
-                rb = rb.header(AUTHORIZATION, h);
-            }
+            let rb = match creds.identity_token() {
+                // OAuth2's refresh-token grant, as docker trades an identity
+                // token: a form POST to the realm itself.
+                Some(token) => {
+                    let mut form = Url::parse("form:").map_err(|e| {
+                        RegistryError::other(format!("{what}: cannot build the form: {e}"))
+                    })?;
+                    {
+                        let mut q = form.query_pairs_mut();
+                        q.append_pair("grant_type", "refresh_token")
+                            .append_pair("client_id", "regimen")
+                            .append_pair("refresh_token", token.expose());
+                        if let Some(s) = service {
+                            q.append_pair("service", s);
+                        }
+                        q.append_pair("scope", &scopes.join(" "));
+                    }
+                    let body = form.query().unwrap_or("").to_string();
+                    let realm_url = Url::parse(realm)
+                        .map_err(|e| RegistryError::other(format!("{what}: bad realm: {e}")))?;
+                    self.client
+                        .post(realm_url)
+                        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(body)
+                }
+                None => {
+                    let mut rb = self.client.get(url.clone());
+                    if let Some(h) = creds.basic_header() {
+                        rb = rb.header(AUTHORIZATION, h);
+                    }
+                    rb
+                }
+            };
             let resp = match rb.send().await {
                 Ok(r) => r,
                 Err(e) if attempt < ATTEMPTS => {
@@ -927,7 +956,12 @@ impl Distribution {
                     ),
                 ));
             }
-            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let refused_grant =
+                status == StatusCode::BAD_REQUEST && creds.identity_token().is_some();
+            if status == StatusCode::UNAUTHORIZED
+                || status == StatusCode::FORBIDDEN
+                || refused_grant
+            {
                 if creds.is_anonymous() {
                     return Err(RegistryError::new(
                         ErrorKind::Denied,
@@ -2934,6 +2968,7 @@ mod fake_server_tests {
         method: String,
         target: String,
         headers: HashMap<String, String>,
+        body: Vec<u8>,
     }
 
     /// `status == 0` drops the connection without answering.
@@ -2992,6 +3027,7 @@ mod fake_server_tests {
                         method,
                         target,
                         headers,
+                        body,
                     });
                     if out.status == 0 {
                         let _ = s.shutdown(std::net::Shutdown::Both);
@@ -4011,6 +4047,61 @@ mod fake_server_tests {
         assert_eq!(e.kind, ErrorKind::Denied, "{e}");
         assert!(e.message.contains("credentials refused"), "{e}");
         assert_eq!(n.load(Ordering::SeqCst), 2, "no retry storm");
+    }
+
+    /// Docker's identity token (as `az acr login` leaves) is traded at the
+    /// realm by a refresh-token POST; the access token it gives is used, and
+    /// a refused grant is one clear error.
+    #[tokio::test]
+    async fn an_identity_token_is_traded_for_access_tokens() {
+        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+        let a2 = addr_cell.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            if r.target.starts_with("/oauth2/token") {
+                let body = String::from_utf8_lossy(&r.body);
+                let form: HashMap<String, String> = Url::parse(&format!("form:?{body}"))
+                    .unwrap()
+                    .query_pairs()
+                    .into_owned()
+                    .collect();
+                let want = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", "refresh-xyz"),
+                    ("service", "fake"),
+                    ("scope", "repository:team/api:pull"),
+                ];
+                return if r.method == "POST"
+                    && want
+                        .iter()
+                        .all(|(k, v)| form.get(*k).map(String::as_str) == Some(*v))
+                {
+                    resp(200, &[], r#"{"access_token":"at-1","expires_in":300}"#)
+                } else {
+                    resp(400, &[], r#"{"error":"invalid_grant"}"#)
+                };
+            }
+            if r.headers.get("authorization").map(String::as_str) == Some("Bearer at-1") {
+                return resp(200, &[], r#"{"name":"team/api","tags":["1.0"]}"#);
+            }
+            let realm = format!(
+                r#"Bearer realm="http://{}/oauth2/token",service="fake""#,
+                a2.get().unwrap()
+            );
+            resp(401, &[("www-authenticate", &realm)], "")
+        }));
+        addr_cell.set(addr.clone()).unwrap();
+        let mut d = dist(&addr, None);
+        d.creds = CredSource::Fixed(Credentials::IdentityToken(Secret::new("refresh-xyz")));
+        assert_eq!(d.list_tags(&repo()).await.unwrap().len(), 1);
+        let mut d = dist(&addr, None);
+        d.creds = CredSource::Fixed(Credentials::IdentityToken(Secret::new("expired")));
+        let e = d.list_tags(&repo()).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied, "{e}");
+        assert!(e.message.contains("credentials refused"), "{e}");
+        assert!(
+            !e.message.contains("expired"),
+            "the token stays secret: {e}"
+        );
     }
 
     /// A token server refusing one scope (push) with 403 says the account
