@@ -1232,10 +1232,27 @@ impl Distribution {
                     }
                 }
             }
+            let asked = retry_after(resp.headers()).filter(|_| busy);
+            if let Some(asked) = asked.filter(|a| *a > MAX_WAIT) {
+                // Waiting that long, request after request, would stall the
+                // run; trying sooner is what the registry said not to do.
+                return Err(Failure {
+                    err: self.fail(
+                        ErrorKind::Other,
+                        &req.method,
+                        &req.url,
+                        format!(
+                            "{status}: the registry asks to wait {}s before trying again \
+                             (regimen waits at most {}s): run again later",
+                            asked.as_secs(),
+                            MAX_WAIT.as_secs()
+                        ),
+                    ),
+                    transient: false,
+                });
+            }
             if busy && can_retry {
-                let wait = retry_after(resp.headers())
-                    .unwrap_or(self.backoff * 2u32.pow(attempt - 1))
-                    .min(MAX_WAIT);
+                let wait = asked.unwrap_or(self.backoff * 2u32.pow(attempt - 1));
                 tracing::debug!(
                     "registry {}: {} {}: {status}; retrying in {wait:?}",
                     self.name,
@@ -1246,6 +1263,11 @@ impl Distribution {
                 continue;
             }
             if busy && status != StatusCode::INTERNAL_SERVER_ERROR {
+                if !req.replayable() {
+                    // A streamed upload is restarted by its caller, at once:
+                    // the wait the registry asked for comes first.
+                    tokio::time::sleep(asked.unwrap_or(self.backoff)).await;
+                }
                 let detail = if attempt > 1 {
                     format!("{status} after {attempt} attempts")
                 } else {
@@ -3671,6 +3693,23 @@ mod fake_server_tests {
             t.elapsed() >= Duration::from_secs(1),
             "Retry-After honoured"
         );
+    }
+
+    /// A registry asking for a longer wait than regimen makes is not asked
+    /// again sooner: one request, and an error that says to run later.
+    #[tokio::test]
+    async fn a_retry_after_longer_than_the_longest_wait_ends_at_once() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        let addr = serve(Arc::new(move |_r: &FakeReq| {
+            n2.fetch_add(1, Ordering::SeqCst);
+            resp(429, &[("retry-after", "3600")], "")
+        }));
+        let d = dist(&addr, None);
+        let e = d.get_manifest(&repo(), "1.0").await.unwrap_err();
+        assert!(e.message.contains("asks to wait 3600s"), "{e}");
+        assert!(e.message.contains("run again later"), "{e}");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
     }
 
     /// Distribution answers a read with 500 while another request rewrites
