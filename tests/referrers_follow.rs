@@ -605,3 +605,50 @@ fn a_filtered_copy_brings_the_referrers_of_the_platforms_it_keeps() {
     }
     assert_eq!(plan(&dir).0, 0, "a second run changes nothing");
 }
+
+/// Several tags of one signed image: each tag's copy brings the image's
+/// referrers, but a referrer is read from the source and written once.
+#[test]
+fn a_referrer_shared_by_many_copied_tags_is_read_once() {
+    let (src, dst) = (TestRegistry::start(), TestRegistry::start());
+    let s = open(&src.host);
+    let dir = policy(&src, &dst);
+    let spec = ImageSpec::new(CREATED).with_layer("app", "shared");
+    let subject = block_on(push_image(
+        s.as_ref(),
+        &repo(),
+        Some(&"1.0".parse().unwrap()),
+        &spec,
+    ))
+    .unwrap();
+    let m = block_on(s.get_manifest(&repo(), subject.as_str()))
+        .unwrap()
+        .unwrap();
+    for t in ["1", "latest", "stable"] {
+        block_on(s.put_manifest(&repo(), Some(&t.parse().unwrap()), &m)).unwrap();
+    }
+    let sbom = block_on(push_referrer(
+        s.as_ref(),
+        &repo(),
+        &subject,
+        SBOM,
+        b"{\"bom\":1}",
+    ))
+    .unwrap();
+    let before = src.log().lines().count();
+    apply(&dir);
+    let sbom_reads = src
+        .log()
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains(&format!("\"GET /v2/team/app/manifests/{sbom} ")))
+        .count();
+    // One look at its subject while planning, one read to copy it.
+    assert!(
+        (1..=2).contains(&sbom_reads),
+        "the SBOM was read {sbom_reads} times for 4 tags"
+    );
+    assert_eq!(listed(&dst, &subject), vec![sbom.to_string()]);
+    let (code, v) = plan(&dir);
+    assert_eq!(code, 0, "{v:#}");
+}

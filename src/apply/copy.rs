@@ -59,6 +59,11 @@ pub struct Copier {
     /// Top manifests and referrer lists read from a source this run, by
     /// (registry, repo, digest): a thousand tags on one image read it once.
     read: Mutex<HashMap<SourceKey, Arc<OnceCell<SourceRead>>>>,
+    /// Referrers copied whole (with their own referrers) this run, by
+    /// destination `(registry, repo, digest)`: the tags of one signed image,
+    /// copied at once, each bring its signature, which is read and written
+    /// once while the others wait for it.
+    referrers_copied: Mutex<HashMap<(RegistryName, Repo, Digest), Arc<OnceCell<()>>>>,
 }
 
 /// A source image's top manifest and the referrers of it (first) and, for
@@ -201,10 +206,21 @@ impl Copier {
         refs: Vec<Descriptor>,
     ) -> Result<(), RegistryError> {
         for r in refs {
-            let m = fetch_manifest(src, &r.digest).await?;
-            self.copy_tree(src, dst, m, None).await?;
-            // Signatures of signatures follow too.
-            Box::pin(self.copy_referrers(src, dst, &r.digest)).await?;
+            let key = (dst.reg.name().clone(), dst.repo.clone(), r.digest.clone());
+            let once = self
+                .referrers_copied
+                .lock()
+                .await
+                .entry(key)
+                .or_default()
+                .clone();
+            once.get_or_try_init(|| async {
+                let m = fetch_manifest(src, &r.digest).await?;
+                self.copy_tree(src, dst, m, None).await?;
+                // Signatures of signatures follow too.
+                Box::pin(self.copy_referrers(src, dst, &r.digest)).await
+            })
+            .await?;
         }
         Ok(())
     }
