@@ -51,7 +51,7 @@ pub struct Copier {
     /// Bytes of blobs that landed at a destination (not of failed uploads).
     pub bytes: Arc<AtomicU64>,
     /// Blobs known present at a destination this run: `(registry, repo, digest)`.
-    present: Mutex<HashSet<(RegistryName, Repo, Digest)>>,
+    present: Mutex<HashSet<AtDest>>,
     /// Per destination registry and blob: where it first landed this run.
     /// Concurrent copies of one blob wait on one transfer, then mount from it,
     /// so a blob is fetched from the source once per run.
@@ -63,13 +63,16 @@ pub struct Copier {
     /// destination `(registry, repo, digest)`: the tags of one signed image,
     /// copied at once, each bring its signature, which is read and written
     /// once while the others wait for it.
-    referrers_copied: Mutex<HashMap<(RegistryName, Repo, Digest), Arc<OnceCell<()>>>>,
+    referrers_copied: Mutex<HashMap<AtDest, Arc<OnceCell<()>>>>,
 }
 
 /// A source image's top manifest and the referrers of it (first) and, for
 /// an index, of each of its manifests, as listed: cosign `--recursive` and
 /// per-platform scans attach to the platform manifests.
 type SourceRead = (Manifest, Vec<(Digest, crate::registry::ReferrerList)>);
+
+/// Content at a destination: registry, repo, digest.
+type AtDest = (RegistryName, Repo, Digest);
 
 /// A source image: registry, repo, digest, and whether its referrers were listed.
 type SourceKey = (RegistryName, Repo, Digest, bool);
