@@ -63,7 +63,7 @@ pub struct Copier {
     /// destination `(registry, repo, digest)`: the tags of one signed image,
     /// copied at once, each bring its signature, which is read and written
     /// once while the others wait for it.
-    referrers_copied: Mutex<HashMap<AtDest, Arc<OnceCell<()>>>>,
+    referrers_copied: Mutex<HashMap<ReferrerCopy, Arc<OnceCell<()>>>>,
 }
 
 /// A source image's top manifest and the referrers of it (first) and, for
@@ -73,6 +73,9 @@ type SourceRead = (Manifest, Vec<(Digest, crate::registry::ReferrerList)>);
 
 /// Content at a destination: registry, repo, digest.
 type AtDest = (RegistryName, Repo, Digest);
+
+/// A referrer copied from a source (registry, repo) to a destination.
+type ReferrerCopy = (RegistryName, Repo, AtDest);
 
 /// A source image: registry, repo, digest, and whether its referrers were listed.
 type SourceKey = (RegistryName, Repo, Digest, bool);
@@ -169,7 +172,8 @@ impl Copier {
         for (subject, list) in listed {
             let copied: std::collections::BTreeSet<Digest> =
                 list.descriptors.iter().map(|r| r.digest.clone()).collect();
-            self.copy_referrer_list(src, dst, list.descriptors).await?;
+            self.copy_referrer_list(src, dst, list.descriptors, std::slice::from_ref(&subject))
+                .await?;
             self.settle_referrers_tag(src, dst, &subject, &copied, list.fallback)
                 .await?;
         }
@@ -186,30 +190,46 @@ impl Copier {
     ) -> Result<(), RegistryError> {
         if let Ok(Parsed::Index { manifests, .. }) = index.parse() {
             for m in manifests {
-                self.copy_referrers(src, dst, &m.digest).await?;
+                self.copy_referrers(src, dst, std::slice::from_ref(&m.digest))
+                    .await?;
             }
         }
         Ok(())
     }
 
+    /// The referrers of the last of `chain` (the subjects above it first).
     async fn copy_referrers(
         &self,
         src: &Side<'_>,
         dst: &Side<'_>,
-        subject: &Digest,
+        chain: &[Digest],
     ) -> Result<(), RegistryError> {
+        let Some(subject) = chain.last() else {
+            return Ok(());
+        };
         let refs = src.reg.referrers(src.repo, subject).await?;
-        self.copy_referrer_list(src, dst, refs).await
+        self.copy_referrer_list(src, dst, refs, chain).await
     }
 
+    /// `refs`, referrers of the last of `chain`, each with its own referrers.
+    /// One already in `chain` (a registry listing a subject among its own
+    /// referrers' referrers) is not followed again.
     async fn copy_referrer_list(
         &self,
         src: &Side<'_>,
         dst: &Side<'_>,
         refs: Vec<Descriptor>,
+        chain: &[Digest],
     ) -> Result<(), RegistryError> {
         for r in refs {
-            let key = (dst.reg.name().clone(), dst.repo.clone(), r.digest.clone());
+            if chain.contains(&r.digest) {
+                continue;
+            }
+            let key = (
+                src.reg.name().clone(),
+                src.repo.clone(),
+                (dst.reg.name().clone(), dst.repo.clone(), r.digest.clone()),
+            );
             let once = self
                 .referrers_copied
                 .lock()
@@ -221,7 +241,8 @@ impl Copier {
                 let m = fetch_manifest(src, &r.digest).await?;
                 self.copy_tree(src, dst, m, None).await?;
                 // Signatures of signatures follow too.
-                Box::pin(self.copy_referrers(src, dst, &r.digest)).await
+                let chain: Vec<Digest> = chain.iter().chain([&r.digest]).cloned().collect();
+                Box::pin(self.copy_referrers(src, dst, &chain)).await
             })
             .await?;
         }

@@ -546,8 +546,14 @@ async fn untag(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outcom
     let expect: Option<Digest> = c.expect.parse().ok();
     match remove_tag(reg.as_ref(), &target.repo.repo, &tag, expect.as_ref()).await {
         Ok(()) => Ok(Outcome::Done),
-        // Removed by someone else meanwhile: as the plan wanted.
-        Err(e) if e.is_not_found() => Ok(Outcome::AlreadyDone),
+        // Removed by someone else meanwhile (as the plan wanted), if a
+        // last look agrees: a registry may answer 404 for a verb it lacks.
+        Err(e) if e.is_not_found() => {
+            match reg.head_manifest(&target.repo.repo, tag.as_str()).await {
+                Ok(None) => Ok(Outcome::AlreadyDone),
+                _ => Err(e.to_string()),
+            }
+        }
         // Pushed again meanwhile: the new image keeps its tag.
         Err(e) if e.kind == crate::registry::ErrorKind::Conflict => Ok(Outcome::Stale(e.message)),
         Err(e) => Err(e.to_string()),
@@ -1057,18 +1063,20 @@ async fn delete_orphan_referrers(
         .tags
         .iter()
         .find(|(_, d)| *d == digest)
-        .map(|(t, _)| t.clone());
+        .map(|(t, _)| (t.clone(), false));
     let also = match also {
         Some(t) => Some(t),
-        None => tagged_since(reg, read.indexes, repo, read.state, digest)
-            .await?
-            .map(|(t, _)| t),
+        None => tagged_since(reg, read.indexes, repo, read.state, digest).await?,
     };
-    if let Some(t) = also {
-        return Ok(Outcome::Stale(format!(
-            "{}: {digest} is now also tagged {t}",
-            target.repo
-        )));
+    if let Some((t, by_index)) = also {
+        return Ok(Outcome::Stale(if by_index {
+            format!(
+                "{}: {digest} is now listed by the index tagged {t}",
+                target.repo
+            )
+        } else {
+            format!("{}: {digest} is now also tagged {t}", target.repo)
+        }));
     }
     if let Some(subject) = tag.referrer_subject() {
         if reg.head_manifest(repo, subject.as_str()).await?.is_some() {

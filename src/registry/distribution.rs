@@ -171,6 +171,12 @@ impl Progress {
         }
     }
 
+    /// The clock starts when the request goes, not while it waits its turn.
+    fn start(&self) -> &Progress {
+        self.sent(0);
+        self
+    }
+
     fn sent(&self, n: u64) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *s = (s.0 + n, tokio::time::Instant::now());
@@ -198,7 +204,8 @@ impl Progress {
             )
         } else {
             format!(
-                "the upload stalled at {sent} of {} bytes: the registry took none for {}s",
+                "the upload stalled at {sent} of {} bytes: nothing moved for {}s (the registry \
+                 stopped taking it, or the source stopped sending)",
                 self.len,
                 idle.as_secs()
             )
@@ -947,13 +954,15 @@ impl Distribution {
                 // Known credentials, refused this scope (GitLab, for one,
                 // answers 403 for a push the account may not make): not a
                 // wrong password, so other requests still go.
+                let why = if self.accepted.load(Ordering::SeqCst) {
+                    "the account lacks that right; check its permissions on the repository"
+                } else {
+                    "credentials refused, or the account lacks that right: check the user \
+                     name and password (or token) and its permissions on the repository"
+                };
                 return Err(RegistryError::new(
                     ErrorKind::Denied,
-                    format!(
-                        "{what}: {status} for {} (the account lacks that right; check its \
-                         permissions on the repository)",
-                        scopes.join(" ")
-                    ),
+                    format!("{what}: {status} for {} ({why})", scopes.join(" ")),
                 ));
             }
             let refused_grant =
@@ -1086,7 +1095,7 @@ impl Distribution {
                 }
                 match &progress {
                     None => rb.send().await,
-                    Some(p) => match until_idle(rb.send(), p, self.idle).await {
+                    Some(p) => match until_idle(rb.send(), p.start(), self.idle).await {
                         Some(r) => r,
                         None => {
                             return Err(Failure {
@@ -1238,7 +1247,7 @@ impl Distribution {
                 // run; trying sooner is what the registry said not to do.
                 return Err(Failure {
                     err: self.fail(
-                        ErrorKind::Other,
+                        ErrorKind::Throttled,
                         &req.method,
                         &req.url,
                         format!(
@@ -1263,9 +1272,9 @@ impl Distribution {
                 continue;
             }
             if busy && status != StatusCode::INTERNAL_SERVER_ERROR {
-                if !req.replayable() {
-                    // A streamed upload is restarted by its caller, at once:
-                    // the wait the registry asked for comes first.
+                if req.attempts == 1 {
+                    // An upload's PUT is restarted by its caller, with a new
+                    // session: the wait the registry asked for comes first.
                     tokio::time::sleep(asked.unwrap_or(self.backoff)).await;
                 }
                 let detail = if attempt > 1 {
@@ -1340,7 +1349,11 @@ impl Distribution {
     /// The error for an unexpected status, with the registry's error code.
     async fn status_error(&self, method: &Method, url: &Url, resp: Response) -> RegistryError {
         let status = resp.status();
-        let body = resp.bytes().await.unwrap_or_default();
+        // Bounded: an upload's answer comes on the client without a read timeout.
+        let body = match tokio::time::timeout(self.idle, resp.bytes()).await {
+            Ok(Ok(b)) => b,
+            _ => Bytes::new(),
+        };
         self.body_error(method, url, status, &body)
     }
 
@@ -3172,6 +3185,25 @@ mod fake_server_tests {
         assert!(started.elapsed() > Duration::from_millis(600));
     }
 
+    /// The idle clock of an upload starts when it is sent: waiting for its
+    /// turn (the registry's `concurrency`) longer than that is no stall.
+    #[tokio::test]
+    async fn an_upload_waiting_its_turn_is_not_a_stalled_one() {
+        let addr = slow_reader(Some(Duration::from_millis(1)));
+        let d = dist_idle(&addr, Duration::from_millis(300));
+        let held = d.permits.acquire_many(2).await.unwrap();
+        let session = UploadSession(format!("http://{addr}/v2/team/api/blobs/uploads/1"));
+        let digest = Digest::sha256_of(b"queued");
+        let repo = repo();
+        let put = d.put_blob_in(&repo, &digest, 8 << 20, zeros(8 << 20), Some(session));
+        let release = async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            drop(held);
+        };
+        let (put, ()) = tokio::join!(put, release);
+        put.unwrap();
+    }
+
     /// A registry that stops taking an upload fails it after the idle
     /// timeout, with an error that says so (and may be retried).
     #[tokio::test]
@@ -4174,6 +4206,7 @@ mod fake_server_tests {
             ..Auth::default()
         };
         let d = dist(&addr, Some(auth));
+        assert_eq!(d.list_tags(&repo()).await.unwrap().len(), 1);
         let other: Repo = "team/other".parse().unwrap();
         let e = d
             .mount_blob(&repo(), &other, &Digest::sha256_of(b"x"))
@@ -4182,7 +4215,7 @@ mod fake_server_tests {
         assert_eq!(e.kind, ErrorKind::Denied, "{e}");
         assert!(e.message.contains("lacks that right"), "{e}");
         assert!(!e.message.contains("password"), "{e}");
-        let tags = d.list_tags(&repo()).await.unwrap();
+        let tags = d.list_tags(&"team/third".parse().unwrap()).await.unwrap();
         assert_eq!(tags.len(), 1);
     }
 

@@ -77,6 +77,9 @@ pub enum ErrorKind {
     DigestMismatch,
     /// The target changed under a compare-and-swap.
     Conflict,
+    /// The registry asked to be left alone for longer than regimen waits
+    /// (`Retry-After`): trying again in this run would ignore that.
+    Throttled,
     /// Anything else: I/O, protocol, server errors after retries.
     Other,
 }
@@ -423,8 +426,9 @@ pub fn open_all(policy: &crate::config::Policy) -> crate::observe::Registries {
 /// other tags may share): DELETE by tag where the registry allows it, else
 /// point the tag at a tiny unique placeholder manifest and delete that by
 /// digest (the distribution registry refuses DELETE by tag). With `expect`,
-/// a tag found on another digest right before the placeholder goes on (a
-/// new push meanwhile) is left alone: a `Conflict`.
+/// on the placeholder path, a tag found on another digest by the last look
+/// before the placeholder goes on (a new push meanwhile) is left alone: a
+/// `Conflict`. (A tag DELETE removes whatever the tag names when it lands.)
 pub async fn remove_tag(
     reg: &dyn Registry,
     repo: &Repo,
@@ -453,7 +457,8 @@ pub async fn remove_tag(
         }
         Err(e) => return Err(e),
     }
-    // The last look, one request before the placeholder overwrites the tag.
+    // The last look before the placeholder (its blobs first, then the
+    // manifest) overwrites the tag.
     match reg.head_manifest(repo, tag.as_str()).await? {
         None => {
             return Err(RegistryError::not_found(format!(
