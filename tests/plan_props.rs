@@ -391,3 +391,47 @@ fn an_in_sync_world_needs_no_image_details() {
         vec![(addr("a/src"), digest(2))]
     );
 }
+
+/// Retention over a mirror's and a promotion's targets while their sources
+/// cannot be read: which tags those rules keep is unknown, so nothing there
+/// is deleted (the same world with readable sources deletes).
+#[test]
+fn retention_keeps_targets_whose_source_is_unread() {
+    for kind in ["mirrors", "promotions"] {
+        let desired = policy(&format!(
+            "registries:\n  a: {{url: oci:a}}\n  b: {{url: oci:b}}\n\
+             {kind}:\n  - {{name: up, from: a/src, to: b/prod}}\n\
+             retention:\n  - {{name: old, repos: [b/prod], delete: {{older_than: 1d}}}}\n"
+        ));
+        // 1.0.0 is old, 2.0.0 new (and `min_keep: 1` keeps one anyway).
+        let tags: BTreeMap<String, u8> =
+            [("1.0.0".to_string(), 3), ("2.0.0".to_string(), 0)].into();
+        let mut observed = world(&tags, &BTreeMap::new(), &tags);
+        let p = plan(&desired, &observed, NOW);
+        assert!(
+            p.changes.is_empty(),
+            "{kind}: in place, kept: {:?}",
+            p.changes
+        );
+        // A tag the source no longer has goes once the source says so...
+        let known = world(&BTreeMap::new(), &BTreeMap::new(), &tags);
+        let p = plan(&desired, &known, NOW);
+        assert_eq!(p.changes.len(), 1, "{kind}: {:?}", p.changes);
+        // ...but not while the source cannot be read.
+        observed.repos.insert(
+            addr("a/src"),
+            Fact::Unknown {
+                reason: "503 Service Unavailable".into(),
+            },
+        );
+        let p = plan(&desired, &observed, NOW);
+        assert!(p.changes.is_empty(), "{kind}: {:?}", p.changes);
+        assert!(
+            p.blocked
+                .iter()
+                .any(|b| b.reason.contains("a/src of up could not be read")),
+            "{kind}: {:?}",
+            p.blocked
+        );
+    }
+}

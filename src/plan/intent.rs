@@ -174,6 +174,10 @@ pub struct PlanCx<'o> {
     /// but retention must keep both ends, or it would delete what the next
     /// run copies again.
     pub in_place: Vec<InPlace>,
+    /// Targets a mirror or promotion could not plan because what it reads
+    /// is unknown (its source repo, an index): retention keeps them, the
+    /// whole repo when no tag is given, since unknown is not absent.
+    pub unread: Vec<(RepoAddr, Option<Tag>, String)>,
     /// Per repo: whether it holds referrer tags of something none of its
     /// tags names (see `referrers::follow`), worked out once per plan.
     pub loose_referrers: BTreeMap<RepoAddr, bool>,
@@ -229,6 +233,7 @@ impl<'o> PlanCx<'o> {
             claims: Vec::new(),
             soaking: Vec::new(),
             in_place: Vec::new(),
+            unread: Vec::new(),
             loose_referrers: BTreeMap::new(),
             blocked: Vec::new(),
             collect_needed: false,

@@ -10,7 +10,13 @@ use crate::registry::manifest::filter_index;
 pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let rule = m.rule_name();
     let RepoView::Known(src) = cx.repo(&m.from) else {
-        return; // reported as unobserved
+        // Reported as unobserved; what it copied before stays meanwhile.
+        cx.unread.push((
+            m.to.clone(),
+            None,
+            format!("the source {} of {rule} could not be read", m.from),
+        ));
+        return;
     };
     // What earlier rules bring into FROM in this plan counts too: with
     // `a → b → c`, or a retag in FROM, one apply converges.
@@ -99,7 +105,13 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                     // A single-platform image is copied as it is.
                     None => (planned.clone(), None, None),
                 },
-                Some(Fact::Unknown { .. }) => continue,
+                Some(Fact::Unknown { reason }) => {
+                    let reason = format!("the index could not be read: {reason}");
+                    cx.unread
+                        .push((m.to.clone(), Some(tag.clone()), reason.clone()));
+                    cx.block(&rule, format!("{}:{tag}", m.from), reason);
+                    continue;
+                }
                 None if cx.collect_needed => continue,
                 None => {
                     cx.block(

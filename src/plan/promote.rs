@@ -22,6 +22,12 @@ const NAMED_IDS: usize = 3;
 
 pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let RepoView::Known(src) = cx.repo(&p.from) else {
+        // Reported as unobserved; what it promoted before stays meanwhile.
+        cx.unread.push((
+            p.to.clone(),
+            None,
+            format!("the source {} of {} could not be read", p.from, p.name),
+        ));
         return;
     };
     // What earlier rules bring into FROM in this plan counts too: with

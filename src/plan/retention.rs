@@ -70,6 +70,9 @@ pub struct Protected {
     pub run: BTreeMap<Digest, String>,
     /// Hosts that could not be read: what they run is unknown, so nothing is deleted.
     pub unknown_hosts: Vec<String>,
+    /// Repos a mirror or promotion writes whose source could not be read:
+    /// which of their tags it keeps is unknown, so nothing there is deleted.
+    pub unread_repos: BTreeMap<RepoAddr, String>,
 }
 
 /// Indexes observed in any repo that list `child` as a platform.
@@ -112,6 +115,16 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
             (repo.clone(), digest.clone()),
             format!("candidate of {rule}, waiting for min_age"),
         );
+    }
+    for (repo, tag, why) in &cx.unread {
+        match tag {
+            Some(t) => {
+                p.tags.insert((repo.clone(), t.clone()), why.clone());
+            }
+            None => {
+                p.unread_repos.insert(repo.clone(), why.clone());
+            }
+        }
     }
     for i in &cx.in_place {
         p.tags.insert(
@@ -289,6 +302,14 @@ fn plan_repo(
     let RepoView::Known(state) = cx.repo(repo) else {
         return (Vec::new(), Vec::new());
     };
+    if let Some(why) = protect.unread_repos.get(repo) {
+        cx.block(
+            &rule.name,
+            repo.to_string(),
+            format!("{why}: no deletions in this repo"),
+        );
+        return (Vec::new(), Vec::new());
+    }
     // Unknown is not absent: an image whose details could not be read might
     // be the newest or the youngest, so nothing in this repo is deleted.
     if state

@@ -1181,6 +1181,21 @@ impl Distribution {
                 let creds_given = !self.credentials().await?.is_anonymous();
                 match ch {
                     Ok(ch) if !reauthed && req.replayable() => {
+                        if ch == Challenge::Basic
+                            && self.credentials().await?.identity_token().is_some()
+                        {
+                            return Err(self
+                                .fail(
+                                    ErrorKind::Denied,
+                                    &req.method,
+                                    &req.url,
+                                    "401 Unauthorized (the registry asks for a user name and \
+                                     password; docker's config.json has only an identity token \
+                                     for it, which only a token server takes: give the registry \
+                                     an `auth:` block)",
+                                )
+                                .into());
+                        }
                         if ch == Challenge::Basic && !creds_given {
                             return Err(self
                                 .fail(
@@ -4164,6 +4179,14 @@ mod fake_server_tests {
         let mut d = dist(&addr, None);
         d.creds = CredSource::Fixed(Credentials::IdentityToken(Secret::new("refresh-xyz")));
         assert_eq!(d.list_tags(&repo()).await.unwrap().len(), 1);
+        // A registry that takes Basic only cannot use an identity token.
+        let basic = serve(Arc::new(|_r: &FakeReq| {
+            resp(401, &[("www-authenticate", r#"Basic realm="r""#)], "")
+        }));
+        let mut d = dist(&basic, None);
+        d.creds = CredSource::Fixed(Credentials::IdentityToken(Secret::new("refresh-xyz")));
+        let e = d.list_tags(&repo()).await.unwrap_err();
+        assert!(e.message.contains("only an identity token"), "{e}");
         let mut d = dist(&addr, None);
         d.creds = CredSource::Fixed(Credentials::IdentityToken(Secret::new("expired")));
         let e = d.list_tags(&repo()).await.unwrap_err();

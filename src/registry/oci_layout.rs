@@ -15,7 +15,7 @@
 //! - Blobs and manifests are written to a temporary file in the same
 //!   directory, verified (size and digest), then renamed into place: a reader
 //!   never sees a partial or wrong blob. `index.json` is replaced the same way
-//!   (`index.json.tmp-<pid>-<n>` then rename), and updates to one repository are
+//!   (`.index.json.tmp-<pid>-<random>-<n>` then rename), and updates to one repository are
 //!   serialised by a per-repository async mutex plus an advisory file lock
 //!   (`.regimen.lock` in the layout), so two regimen processes writing one
 //!   layout at once never lose an `index.json` update.
@@ -75,12 +75,36 @@ const READ_CHUNK: usize = 64 * 1024;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Unique among processes sharing the layout, even two containers that are
+/// both PID 1: the PID, a random number drawn once per process, a counter.
 fn tmp_suffix() -> String {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // std's per-process random hash keys, with the time mixed in.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.finish()
+    });
     format!(
-        "{}-{}",
+        "{}-{run:016x}-{}",
         std::process::id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A new temporary file, never one another writer has open.
+async fn create_new(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await
 }
 
 /// What a referrer manifest says about itself (cached: manifests are content
@@ -489,17 +513,19 @@ impl OciLayout {
         }
         let path = dir.join(LOCK_FILE);
         let file = tokio::task::spawn_blocking(move || {
-            // Read-only is enough to lock, so a layout shared by two users
-            // (group-writable folder) works whoever made the file first; a
+            // Opened for writing where allowed (NFS emulates `flock` with
+            // `fcntl`, whose exclusive lock needs it); else read-only, which
+            // locally is enough, so a layout shared by two users
+            // (group-writable folder) works whoever made the file first. A
             // new file is world-writable for the same reason.
-            let f = match std::fs::File::open(&path) {
+            let mut o = std::fs::OpenOptions::new();
+            o.create(true).truncate(false).read(true).write(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
+            let f = match o.open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let mut o = std::fs::OpenOptions::new();
-                    o.create(true).truncate(false).write(true);
-                    #[cfg(unix)]
-                    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o666);
-                    o.open(&path)?
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    std::fs::File::open(&path)?
                 }
                 Err(e) => return Err(e),
             };
@@ -509,9 +535,14 @@ impl OciLayout {
                 // with the in-process lock only, as before.
                 Err(e)
                     if e.kind() == std::io::ErrorKind::Unsupported
-                        || e.raw_os_error() == Some(37 /* ENOLCK */) =>
+                        || e.raw_os_error() == Some(37 /* ENOLCK */)
+                        || e.raw_os_error() == Some(9 /* EBADF: NFS, read-only file */) =>
                 {
-                    tracing::debug!("{}: no file locks here: {e}", path.display());
+                    tracing::warn!(
+                        "{}: no file locks here ({e}): two processes writing this layout at \
+                         once may lose an index.json update",
+                        path.display()
+                    );
                     Ok(None)
                 }
                 Err(e) => Err(e),
@@ -573,10 +604,11 @@ impl OciLayout {
         name: &str,
         bytes: &[u8],
     ) -> Result<()> {
-        let tmp = dir.join(format!("{name}.tmp-{}", tmp_suffix()));
+        // Hidden, as other tools may list `blobs/sha256/`.
+        let tmp = dir.join(format!(".{name}.tmp-{}", tmp_suffix()));
         let target = dir.join(name);
         let res = async {
-            let mut f = tokio::fs::File::create(&tmp).await?;
+            let mut f = create_new(&tmp).await?;
             f.write_all(bytes).await?;
             f.sync_all().await?;
             drop(f);
@@ -650,7 +682,7 @@ impl OciLayout {
         mut hasher: Hasher,
     ) -> Result<()> {
         let op = format!("writing blob {digest}");
-        let file = tokio::fs::File::create(tmp)
+        let file = create_new(tmp)
             .await
             .map_err(|e| self.io_err(repo, &op, tmp, e))?;
         let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
