@@ -435,3 +435,43 @@ fn retention_keeps_targets_whose_source_is_unread() {
         );
     }
 }
+
+/// A `newest` retag whose candidates include an image whose details could
+/// not be read does not take it for the oldest (and move its tag back to an
+/// older image): it waits, saying why.
+#[test]
+fn newest_waits_for_creation_times_it_could_not_read() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         retags:\n  - tag: a/src:latest\n    newest: {repo: a/src, tags: {glob: \"build-*\"}}\n",
+    );
+    // build-0 is the newest image (digest 0), and `latest` is on it.
+    let tags: BTreeMap<String, u8> = [
+        ("build-0".to_string(), 0),
+        ("build-1".to_string(), 1),
+        ("latest".to_string(), 0),
+    ]
+    .into();
+    let mut observed = world(&tags, &BTreeMap::new(), &BTreeMap::new());
+    let p = plan(&desired, &observed, NOW);
+    assert!(p.changes.is_empty(), "in place: {:?}", p.changes);
+    observed.images.insert(
+        (addr("a/src"), digest(0)),
+        Fact::Unknown {
+            reason: "config blob: 503".into(),
+        },
+    );
+    let p = plan(&desired, &observed, NOW);
+    assert!(
+        p.changes.is_empty(),
+        "latest must not move back: {:?}",
+        p.changes
+    );
+    assert!(
+        p.blocked
+            .iter()
+            .any(|b| b.reason.contains("a/src:build-0 could not be read")),
+        "{:?}",
+        p.blocked
+    );
+}

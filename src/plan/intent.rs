@@ -344,6 +344,26 @@ impl<'o> PlanCx<'o> {
     /// Where a tag will point once earlier rules' intents are applied:
     /// `(digest, content source)`; `None` when it will not exist or rules
     /// disagree on it (see [`PlanCx::plans_for`]).
+    /// For a selector that orders by creation time: a candidate tag of `r`
+    /// whose image details could not be read, and why. Taken for the oldest,
+    /// it could make `newest` pick an older image, so the choice waits.
+    pub fn unread_created<'t>(
+        &self,
+        r: &RepoAddr,
+        candidates: impl IntoIterator<Item = &'t Tag>,
+    ) -> Option<(Tag, String)> {
+        if self.collect_needed {
+            return None;
+        }
+        candidates.into_iter().find_map(|t| {
+            let (d, at) = self.planned(r, t)?;
+            match self.observed.image(&at, &d) {
+                Some(Fact::Unknown { reason }) => Some((t.clone(), reason.clone())),
+                _ => None,
+            }
+        })
+    }
+
     pub fn planned(&self, r: &RepoAddr, tag: &Tag) -> Option<(Digest, RepoAddr)> {
         match self.plans_for(r, tag) {
             Planned::At(d, src) => Some((d, src)),

@@ -39,6 +39,21 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             .map(|(t, c)| (t.clone(), c))
             .collect()
     };
+    if m.tags.needs_created() {
+        let matching = candidates
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| m.tags.matches(t));
+        if let Some((t, why)) = cx.unread_created(&m.from, matching) {
+            let why = format!(
+                "the creation time of {}:{t} could not be read ({why}), so the latest tags are unknown",
+                m.from
+            );
+            cx.unread.push((m.to.clone(), None, why.clone()));
+            cx.block(&rule, m.from.to_string(), why);
+            return;
+        }
+    }
     for tag in m.tags.select(candidates.iter().map(|(t, c)| (t, *c))) {
         // `origin` is where the image is now: FROM, or where an earlier
         // rule copies it from. The copy comes from there, so it does not

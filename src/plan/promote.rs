@@ -56,6 +56,18 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             .map(|(t, c)| (t.clone(), c))
             .collect()
     };
+    if p.tags.needs_created() {
+        let matching = planned.iter().map(|(t, _)| t).filter(|t| p.tags.matches(t));
+        if let Some((t, why)) = cx.unread_created(&p.from, matching) {
+            let why = format!(
+                "the creation time of {}:{t} could not be read ({why}), so the latest tags are unknown",
+                p.from
+            );
+            cx.unread.push((p.to.clone(), None, why.clone()));
+            cx.block(&p.name, p.from.to_string(), why);
+            return;
+        }
+    }
     let selected = p.tags.select(planned.iter().map(|(t, c)| (t, *c)));
     for tag in selected {
         // `origin` is where the image is now: FROM, or where an earlier

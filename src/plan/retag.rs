@@ -88,6 +88,23 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                 .filter(|(t, _)| !(repo == &r.tag.repo && *t == tag))
                 .map(|(t, c)| (t, *c))
                 .collect();
+            if tags.semver.is_none() {
+                let matching = candidates
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .filter(|t| tags.matches(t));
+                if let Some((t, why)) = cx.unread_created(repo, matching) {
+                    cx.block(
+                        &rule,
+                        subject,
+                        format!(
+                            "the creation time of {repo}:{t} could not be read ({why}), so the \
+                             newest tag is unknown"
+                        ),
+                    );
+                    return;
+                }
+            }
             let Some(best) = tags.select(candidates).into_iter().next() else {
                 if !cx.collect_needed {
                     cx.block(
