@@ -475,3 +475,44 @@ fn newest_waits_for_creation_times_it_could_not_read() {
         p.blocked
     );
 }
+
+/// A signature tag whose HEAD failed on one side of a mirror leaves the
+/// plan incomplete, naming it: the signature may be missing at the target.
+#[test]
+fn an_unread_referrer_tag_makes_the_plan_incomplete() {
+    let desired = policy("registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\nmirrors:\n  - from: a/src\n    to: b/dst\n");
+    let tags: BTreeMap<String, u8> = [("1.0.0".to_string(), 1)].into();
+    let mut observed = world(&tags, &tags, &BTreeMap::new());
+    let sig: Tag = format!("{}.sig", digest(1).as_str().replace(':', "-"))
+        .parse()
+        .unwrap();
+    for r in ["a/src", "b/dst"] {
+        if let Some(Fact::Known(state)) = observed.repos.get_mut(&addr(r)) {
+            state.referrer_tags.insert(sig.clone());
+        }
+    }
+    observed
+        .referrer_tags
+        .insert((addr("a/src"), sig.clone()), Fact::Known(digest(9)));
+    observed
+        .referrer_tags
+        .insert((addr("b/dst"), sig.clone()), Fact::Known(digest(9)));
+    let p = plan(&desired, &observed, NOW);
+    assert!(p.changes.is_empty() && p.complete, "{:?}", p.changes);
+    observed.referrer_tags.insert(
+        (addr("b/dst"), sig.clone()),
+        Fact::Unknown {
+            reason: "HEAD: 502".into(),
+        },
+    );
+    let p = plan(&desired, &observed, NOW);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert!(!p.complete);
+    assert!(
+        p.unobserved
+            .iter()
+            .any(|u| u.subject == format!("b/dst:{sig}") && u.reason == "HEAD: 502"),
+        "{:?}",
+        p.unobserved
+    );
+}

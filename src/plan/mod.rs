@@ -176,6 +176,33 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             });
         }
     }
+    // Referrer tags (signatures, SBOM lists) and what they list, read to
+    // compare the two sides of a copy: one unread means a signature may be
+    // missing at the target, so the plan is not complete.
+    let referrer_reads = observed
+        .referrer_tags
+        .iter()
+        .filter_map(|((repo, tag), f)| match f {
+            Fact::Unknown { reason } => Some((format!("{repo}:{tag}"), reason)),
+            Fact::Known(_) => None,
+        })
+        .chain(
+            observed
+                .referrer_entries
+                .iter()
+                .filter_map(|((repo, digest), f)| match f {
+                    Fact::Unknown { reason } => {
+                        Some((format!("{repo}@{digest} (entries)"), reason))
+                    }
+                    Fact::Known(_) => None,
+                }),
+        );
+    for (subject, reason) in referrer_reads {
+        plan.unobserved.push(Unobserved {
+            subject,
+            reason: reason.clone(),
+        });
+    }
     // An unreadable scan report is a blocked promotion (its reason says
     // why), not a gap in what regimen saw of the registry.
     plan.finish();
