@@ -516,3 +516,33 @@ fn an_unread_referrer_tag_makes_the_plan_incomplete() {
         p.unobserved
     );
 }
+
+/// A retag whose source cannot be read still holds its tag: a mirror
+/// wanting the same tag does not take it meanwhile (as when the source
+/// is readable: both are blocked as a conflict).
+#[test]
+fn a_retag_with_an_unread_source_still_holds_its_tag() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - from: a/src\n    to: b/prod\n    tags: [latest]\n\
+         retags:\n  - tag: b/prod:latest\n    from: b/dst:edge\n",
+    );
+    let src = [("latest".to_string(), 1)].into();
+    let dst = [("edge".to_string(), 2)].into();
+    let mut observed = world(&src, &dst, &BTreeMap::new());
+    let p = plan(&desired, &observed, NOW);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    observed.repos.insert(
+        addr("b/dst"),
+        Fact::Unknown {
+            reason: "connection refused".into(),
+        },
+    );
+    let p = plan(&desired, &observed, NOW);
+    assert!(
+        p.changes.is_empty(),
+        "the mirror must not move the retag's tag: {:?}",
+        p.changes
+    );
+    assert_eq!(p.blocked.len(), 2, "{:?}", p.blocked);
+}

@@ -33,8 +33,15 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                     return;
                 }
                 None => {
-                    if matches!(cx.repo(&src.repo), RepoView::Known(_)) && !cx.collect_needed {
-                        cx.block(&rule, subject, format!("source {src} does not exist"));
+                    if matches!(cx.repo(&src.repo), RepoView::Known(_)) {
+                        if !cx.collect_needed {
+                            cx.block(&rule, subject, format!("source {src} does not exist"));
+                        }
+                    } else {
+                        // Unread, not absent: the tag is still this rule's,
+                        // and no other rule may move it meanwhile.
+                        let reason = format!("source {src} could not be read");
+                        cx.claim(&rule, &r.tag.repo, &tag, src.to_string(), reason);
                     }
                     return;
                 }
@@ -63,8 +70,22 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                         || known_tagged
                         || matches!(cx.image(&src.repo, d), Some(crate::observe::Fact::Known(_)));
                     if !exists {
-                        if !cx.collect_needed && matches!(cx.repo(&src.repo), RepoView::Known(_)) {
-                            cx.block(&rule, subject, format!("source {src} does not exist"));
+                        let unread = match (cx.repo(&src.repo), cx.image(&src.repo, d)) {
+                            (RepoView::Unknown, _) => Some(String::new()),
+                            (_, Some(crate::observe::Fact::Unknown { reason })) => {
+                                Some(format!(": {reason}"))
+                            }
+                            _ => None,
+                        };
+                        match unread {
+                            Some(why) => {
+                                let reason = format!("source {src} could not be read{why}");
+                                cx.claim(&rule, &r.tag.repo, &tag, src.to_string(), reason);
+                            }
+                            None if !cx.collect_needed => {
+                                cx.block(&rule, subject, format!("source {src} does not exist"));
+                            }
+                            None => {}
                         }
                         return;
                     }
@@ -80,6 +101,15 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         },
         RetagSource::Newest { repo, tags } => {
             let Some(planned) = cx.planned_tags(repo, tags.semver.is_none()) else {
+                let reason =
+                    format!("{repo}, where the newest tag is looked for, could not be read");
+                cx.claim(
+                    &rule,
+                    &r.tag.repo,
+                    &tag,
+                    format!("newest of {repo}"),
+                    reason,
+                );
                 return;
             };
             // The retagged tag itself (e.g. `latest`) is not a candidate for its own newest.
