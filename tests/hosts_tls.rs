@@ -323,7 +323,17 @@ fn hosts_over_mutual_tls_and_plain_tcp() {
 
     // Missing or wrong files are named (relative paths resolved against the
     // policy directory) before any connection is tried.
-    let connections = fwd.log().lines().count();
+    // The forwarder logs a refused handshake once it has ended, which may
+    // be after the client that made it has exited: wait for the log to settle.
+    let mut connections = fwd.log().lines().count();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = fwd.log().lines().count();
+        if now == connections {
+            break;
+        }
+        connections = now;
+    }
     for (files, problem) in [
         (
             ["certs/ca.pem", "certs/client.pem", "certs/nokey.pem"],

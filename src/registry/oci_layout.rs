@@ -395,11 +395,12 @@ impl OciLayout {
         if removed == 0 && self.blob_size(repo, digest).await?.is_none() {
             return Err(self.fail(repo, ErrorKind::NotFound, &op, "manifest not found"));
         }
+        // What stays reachable, worked out before anything changes: a
+        // manifest that cannot be read fails the delete, not half of it.
+        let still = self.reachable(repo, &index).await?;
         if removed > 0 {
             self.write_index(repo, &index).await?;
         }
-
-        let still = self.reachable(repo, &index).await?;
         for d in doomed.iter().filter(|d| !still.contains(*d)) {
             let path = self.blob_path(repo, d);
             match tokio::fs::remove_file(&path).await {
@@ -914,6 +915,40 @@ impl OciLayout {
         Ok(info)
     }
 
+    /// Of entries just removed (a tag deleted or moved): a referrer left
+    /// with no entry keeps one without the tag, as a referrer pushed
+    /// untagged has, so it still follows its image (and goes with it).
+    async fn keep_referrers(
+        &self,
+        repo: &Repo,
+        index: &mut IndexFile,
+        removed: Vec<Value>,
+    ) -> Result<()> {
+        for mut e in removed {
+            let Some(d) = entry_digest(&e) else { continue };
+            if index.find_digest(&d).is_some() {
+                continue;
+            }
+            if self
+                .referrer_info(repo, &d, entry_media_type(&e))
+                .await?
+                .is_none()
+            {
+                continue;
+            }
+            if let Some(a) = e.get_mut("annotations").and_then(Value::as_object_mut) {
+                a.remove(REF_NAME_ANNOTATION);
+                if a.is_empty() {
+                    if let Some(o) = e.as_object_mut() {
+                        o.remove("annotations");
+                    }
+                }
+            }
+            index.entries_mut().push(e);
+        }
+        Ok(())
+    }
+
     /// Every manifest digest reachable from `index.json` entries, following
     /// index children.
     async fn reachable(&self, repo: &Repo, index: &IndexFile) -> Result<HashSet<Digest>> {
@@ -1148,6 +1183,31 @@ impl Registry for OciLayout {
 
         let _guard = self.lock_repo(repo, true).await?;
         self.ensure_layout_locked(repo).await?;
+        // A delete by another process that held the lock meanwhile may have
+        // removed this manifest's blob (nothing named it yet), or, for an
+        // index, a child manifest's: the entry must not name what is gone.
+        if self.blob_size(repo, digest).await? != Some(size) {
+            let dir = self.blob_dir(repo, digest);
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| self.io_err(repo, &op, &dir, e))?;
+            self.write_atomic(repo, &op, &dir, digest.hex(), &manifest.bytes)
+                .await?;
+        }
+        if manifest.is_index() {
+            let missing = self.check_references(repo, &parsed).await?;
+            if !missing.is_empty() {
+                return Err(self.fail(
+                    repo,
+                    ErrorKind::Other,
+                    &op,
+                    format!(
+                        "{}: deleted meanwhile by another writer",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
         let mut index = self
             .read_index(repo)
             .await?
@@ -1166,17 +1226,19 @@ impl Registry for OciLayout {
                 }
                 // Replace in place (keeps the order of entries stable), dropping duplicates.
                 let mut first = None;
+                let mut removed = Vec::new();
                 for (n, &i) in same.iter().enumerate() {
                     let i = i - n;
                     if first.is_none() {
                         first = Some(i);
                     }
-                    entries.remove(i);
+                    removed.push(entries.remove(i));
                 }
                 match first {
                     Some(i) => entries.insert(i, entry),
                     None => entries.push(entry),
                 }
+                self.keep_referrers(repo, &mut index, removed).await?;
             }
             None => {
                 if index.find_digest(digest).is_some() {
@@ -1337,11 +1399,18 @@ impl Registry for OciLayout {
             return Err(self.fail(repo, ErrorKind::NotFound, &op, "tag not found"));
         };
         let entries = index.entries_mut();
-        let before = entries.len();
-        entries.retain(|e| entry_ref_name(e) != Some(tag.as_str()));
-        if entries.len() == before {
+        let mut removed = Vec::new();
+        entries.retain(|e| {
+            let this = entry_ref_name(e) == Some(tag.as_str());
+            if this {
+                removed.push(e.clone());
+            }
+            !this
+        });
+        if removed.is_empty() {
             return Err(self.fail(repo, ErrorKind::NotFound, &op, "tag not found"));
         }
+        self.keep_referrers(repo, &mut index, removed).await?;
         self.write_index(repo, &index).await
     }
 
@@ -1760,6 +1829,59 @@ mod tests {
             err.message.starts_with("local/team/api: deleting tag 1.0"),
             "{}",
             err.message
+        );
+    }
+
+    /// A signature someone also tagged stays a referrer of its image when
+    /// that tag is deleted or moved: it still follows the image.
+    #[tokio::test]
+    async fn a_tagged_referrer_stays_a_referrer_without_its_tag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = reg(tmp.path());
+        let (rp, elsewhere) = (repo("team/api"), repo("team/other"));
+        async fn listed(r: &OciLayout, rp: &Repo, subject: &Digest) -> Vec<Digest> {
+            let refs = r.referrers(rp, subject).await.unwrap();
+            refs.into_iter().map(|d| d.digest).collect()
+        }
+        let a = image(&r, &rp, "a").await;
+        r.put_manifest(&rp, Some(&tag("1.0")), &a).await.unwrap();
+        // The same signature made elsewhere, then put here tagged first (an
+        // untagged put after that finds the digest listed already).
+        let a_there = image(&r, &elsewhere, "a").await;
+        r.put_manifest(&elsewhere, Some(&tag("1.0")), &a_there)
+            .await
+            .unwrap();
+        let sig =
+            crate::testkit::push_referrer(&r, &elsewhere, &a.digest, "application/x-sig", b"s")
+                .await
+                .unwrap();
+        let m = r
+            .get_manifest(&elsewhere, sig.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        for blob in [&b"{}"[..], b"s"] {
+            crate::testkit::push_blob(&r, &rp, blob).await.unwrap();
+        }
+        r.put_manifest(&rp, Some(&tag("sig-archive")), &m)
+            .await
+            .unwrap();
+        r.put_manifest(&rp, None, &m).await.unwrap();
+        assert_eq!(listed(&r, &rp, &a.digest).await, vec![sig.clone()]);
+        r.delete_tag(&rp, &tag("sig-archive")).await.unwrap();
+        assert_eq!(
+            listed(&r, &rp, &a.digest).await,
+            vec![sig.clone()],
+            "tag deleted"
+        );
+        r.put_manifest(&rp, Some(&tag("sig-2")), &m).await.unwrap();
+        r.delete_tag(&rp, &tag("sig-2")).await.unwrap();
+        r.put_manifest(&rp, Some(&tag("sig-3")), &m).await.unwrap();
+        r.put_manifest(&rp, Some(&tag("sig-3")), &a).await.unwrap();
+        assert_eq!(listed(&r, &rp, &a.digest).await, vec![sig], "tag moved");
+        assert_eq!(
+            r.list_tags(&rp).await.unwrap(),
+            vec![tag("1.0"), tag("sig-3")]
         );
     }
 
