@@ -765,18 +765,11 @@ async fn delete(c: &Change, registries: &Registries, cx: Cx<'_>) -> Result<Outco
     }
     // Then a cheap list of the repo's tags, and a HEAD of each name the
     // read did not have, so a tag put on this digest meanwhile keeps it.
-    if let Some((t, by_index)) = tagged_since(reg.as_ref(), indexes, repo, state, &digest)
+    if let Some(found) = tagged_since(reg.as_ref(), indexes, repo, state, &digest)
         .await
         .map_err(err)?
     {
-        return Ok(Outcome::Stale(if by_index {
-            format!(
-                "{}: {digest} is now listed by the index tagged {t}",
-                target.repo
-            )
-        } else {
-            format!("{}: {digest} is now also tagged {t}", target.repo)
-        }));
+        return Ok(kept_since(&target.repo, &digest, found));
     }
     let planned_tags: Vec<Tag> = planned.iter().filter_map(|t| t.parse().ok()).collect();
     match reg
@@ -938,6 +931,19 @@ fn kept_by_tags(state: &crate::observe::RepoState, digest: &Digest) -> bool {
     state.tags.values().any(|d| d == digest)
 }
 
+/// The stale outcome for what [`tagged_since`] found keeping `digest`.
+fn kept_since(
+    repo: &crate::model::RepoAddr,
+    digest: &Digest,
+    (t, by_index): (Tag, bool),
+) -> Outcome {
+    Outcome::Stale(if by_index {
+        format!("{repo}: {digest} is now listed by the index tagged {t}")
+    } else {
+        format!("{repo}: {digest} is now also tagged {t}")
+    })
+}
+
 /// A tag of `repo` that `read` did not list and that now points at
 /// `digest`, or at an index listing it (`true`), if any.
 async fn tagged_since(
@@ -1068,15 +1074,8 @@ async fn delete_orphan_referrers(
         Some(t) => Some(t),
         None => tagged_since(reg, read.indexes, repo, read.state, digest).await?,
     };
-    if let Some((t, by_index)) = also {
-        return Ok(Outcome::Stale(if by_index {
-            format!(
-                "{}: {digest} is now listed by the index tagged {t}",
-                target.repo
-            )
-        } else {
-            format!("{}: {digest} is now also tagged {t}", target.repo)
-        }));
+    if let Some(found) = also {
+        return Ok(kept_since(&target.repo, digest, found));
     }
     if let Some(subject) = tag.referrer_subject() {
         if reg.head_manifest(repo, subject.as_str()).await?.is_some() {

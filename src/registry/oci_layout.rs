@@ -915,6 +915,20 @@ impl OciLayout {
         Ok(info)
     }
 
+    /// Writes `manifest`'s blob unless it is there with its size already.
+    async fn ensure_manifest_blob(&self, repo: &Repo, op: &str, manifest: &Manifest) -> Result<()> {
+        let digest = &manifest.digest;
+        if self.blob_size(repo, digest).await? == Some(manifest.bytes.len() as u64) {
+            return Ok(());
+        }
+        let dir = self.blob_dir(repo, digest);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| self.io_err(repo, op, &dir, e))?;
+        self.write_atomic(repo, op, &dir, digest.hex(), &manifest.bytes)
+            .await
+    }
+
     /// Of entries just removed (a tag deleted or moved): a referrer left
     /// with no entry keeps one without the tag, as a referrer pushed
     /// untagged has, so it still follows its image (and goes with it).
@@ -1155,15 +1169,7 @@ impl Registry for OciLayout {
 
         // The manifest blob.
         self.ensure_layout(repo).await?;
-        let size = manifest.bytes.len() as u64;
-        if self.blob_size(repo, digest).await? != Some(size) {
-            let dir = self.blob_dir(repo, digest);
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| self.io_err(repo, &op, &dir, e))?;
-            self.write_atomic(repo, &op, &dir, digest.hex(), &manifest.bytes)
-                .await?;
-        }
+        self.ensure_manifest_blob(repo, &op, manifest).await?;
 
         // The index.json entry, for tags and referrers.
         let subject = parsed.subject().map(|s| s.digest.clone());
@@ -1186,14 +1192,7 @@ impl Registry for OciLayout {
         // A delete by another process that held the lock meanwhile may have
         // removed this manifest's blob (nothing named it yet), or, for an
         // index, a child manifest's: the entry must not name what is gone.
-        if self.blob_size(repo, digest).await? != Some(size) {
-            let dir = self.blob_dir(repo, digest);
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| self.io_err(repo, &op, &dir, e))?;
-            self.write_atomic(repo, &op, &dir, digest.hex(), &manifest.bytes)
-                .await?;
-        }
+        self.ensure_manifest_blob(repo, &op, manifest).await?;
         if manifest.is_index() {
             let missing = self.check_references(repo, &parsed).await?;
             if !missing.is_empty() {
