@@ -546,3 +546,59 @@ fn a_retag_with_an_unread_source_still_holds_its_tag() {
     );
     assert_eq!(p.blocked.len(), 2, "{:?}", p.blocked);
 }
+
+/// Versions rank above other tags without creation times: an unread image
+/// under a non-version tag does not hold up `latest: 1` over versions.
+#[test]
+fn unread_details_of_a_non_version_tag_do_not_hold_up_versions() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - {from: a/src, to: b/dst, tags: {latest: 1}}\n",
+    );
+    let tags: BTreeMap<String, u8> = [("1.0.0".to_string(), 1), ("edge".to_string(), 0)].into();
+    let mut observed = world(&tags, &BTreeMap::new(), &BTreeMap::new());
+    observed.images.insert(
+        (addr("a/src"), digest(0)),
+        Fact::Unknown {
+            reason: "config blob: 503".into(),
+        },
+    );
+    let p = plan(&desired, &observed, NOW);
+    let targets: Vec<&str> = p.changes.iter().map(|c| c.target.as_str()).collect();
+    assert_eq!(targets, ["b/dst:1.0.0"], "{:?}", p.blocked);
+}
+
+/// A pruning mirror does not prune a repo another mirror writes while that
+/// one's source cannot be read: which tags it keeps there is unknown.
+#[test]
+fn prune_waits_while_another_writer_of_the_repo_is_unread() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - {name: one, from: a/src, to: b/prod, prune: true}\n  - {name: two, from: b/dst, to: b/prod}\n",
+    );
+    let src: BTreeMap<String, u8> = [("1.0.0".to_string(), 1)].into();
+    let dst: BTreeMap<String, u8> = [("2.0.0".to_string(), 2)].into();
+    let prod: BTreeMap<String, u8> = [("1.0.0".to_string(), 1), ("2.0.0".to_string(), 2)].into();
+    let mut observed = world(&src, &dst, &prod);
+    let p = plan(&desired, &observed, NOW);
+    assert!(p.changes.is_empty(), "two keeps 2.0.0: {:?}", p.changes);
+    observed.repos.insert(
+        addr("b/dst"),
+        Fact::Unknown {
+            reason: "connection refused".into(),
+        },
+    );
+    let p = plan(&desired, &observed, NOW);
+    assert!(
+        p.changes.is_empty(),
+        "2.0.0 must not be pruned: {:?}",
+        p.changes
+    );
+    assert!(
+        p.blocked
+            .iter()
+            .any(|b| b.rule == "one" && b.reason.contains("nothing is pruned")),
+        "{:?}",
+        p.blocked
+    );
+}

@@ -344,18 +344,24 @@ impl<'o> PlanCx<'o> {
     /// Where a tag will point once earlier rules' intents are applied:
     /// `(digest, content source)`; `None` when it will not exist or rules
     /// disagree on it (see [`PlanCx::plans_for`]).
-    /// For a selector that orders by creation time: a candidate tag of `r`
-    /// whose image details could not be read, and why. Taken for the oldest,
-    /// it could make `newest` pick an older image, so the choice waits.
+    /// For a selector keeping the `keep` highest of `candidates` (tags of
+    /// `r` it matches): one whose image details could not be read, and why,
+    /// where that decides the choice. Versions rank above other tags and
+    /// need no creation time; among the others, one taken for the oldest
+    /// could make `newest` pick an older image, so the choice waits.
     pub fn unread_created<'t>(
         &self,
         r: &RepoAddr,
+        keep: usize,
         candidates: impl IntoIterator<Item = &'t Tag>,
     ) -> Option<(Tag, String)> {
-        if self.collect_needed {
+        let (versions, others): (Vec<&Tag>, Vec<&Tag>) = candidates
+            .into_iter()
+            .partition(|t| crate::config::selector::parse_version(t.as_str()).is_some());
+        if versions.len() >= keep {
             return None;
         }
-        candidates.into_iter().find_map(|t| {
+        others.into_iter().find_map(|t| {
             let (d, at) = self.planned(r, t)?;
             match self.observed.image(&at, &d) {
                 Some(Fact::Unknown { reason }) => Some((t.clone(), reason.clone())),
@@ -364,6 +370,8 @@ impl<'o> PlanCx<'o> {
         })
     }
 
+    /// Where `tag` of `r` points once earlier rules' intents are applied,
+    /// and the repo its content is read from; `None` if in conflict or missing.
     pub fn planned(&self, r: &RepoAddr, tag: &Tag) -> Option<(Digest, RepoAddr)> {
         match self.plans_for(r, tag) {
             Planned::At(d, src) => Some((d, src)),
@@ -726,14 +734,19 @@ impl<'o> PlanCx<'o> {
                 .remove(&(repo.clone(), tag.clone()))
                 .unwrap_or_default();
             if digests.len() > 1 || !claimed.is_empty() {
-                let wants: Vec<String> =
-                    intents
-                        .iter()
-                        .map(|i| format!("{} wants {}", i.rule, i.digest.short()))
-                        .chain(claimed.iter().map(|c| {
-                            format!("{} wants {} (itself in conflict)", c.rule, c.follows)
-                        }))
-                        .collect();
+                let wants: Vec<String> = intents
+                    .iter()
+                    .map(|i| format!("{} wants {}", i.rule, i.digest.short()))
+                    .chain(claimed.iter().map(|c| {
+                        // What it follows is in conflict, or was not read.
+                        let why = if c.reason.ends_with("in conflict") {
+                            "itself in conflict"
+                        } else {
+                            c.reason.as_str()
+                        };
+                        format!("{} wants {} ({why})", c.rule, c.follows)
+                    }))
+                    .collect();
                 let rules = intents
                     .iter()
                     .map(|i| &i.rule)

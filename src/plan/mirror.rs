@@ -44,7 +44,8 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             .iter()
             .map(|(t, _)| t)
             .filter(|t| m.tags.matches(t));
-        if let Some((t, why)) = cx.unread_created(&m.from, matching) {
+        let keep = m.tags.latest.unwrap_or(usize::MAX);
+        if let Some((t, why)) = cx.unread_created(&m.from, keep, matching) {
             let why = format!(
                 "the creation time of {}:{t} could not be read ({why}), so the latest tags are unknown",
                 m.from
@@ -59,6 +60,14 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         // rule copies it from. The copy comes from there, so it does not
         // wait on the earlier one (changes of one phase run concurrently).
         let Some((planned, origin)) = cx.planned(&m.from, &tag) else {
+            if cx.in_conflict(&m.from, &tag) {
+                // Where it goes is undecided, not gone: its copy here stays.
+                cx.unread.push((
+                    m.to.clone(),
+                    Some(tag.clone()),
+                    format!("{}:{tag}, which {rule} copies, is in conflict", m.from),
+                ));
+            }
             continue;
         };
         // An earlier rule's filtered index exists nowhere yet: it is made
@@ -228,6 +237,17 @@ pub fn prune(
         return;
     }
     let rule = m.rule_name();
+    // Another rule writing here could not read its source: what it keeps is unknown.
+    if let Some(why) = protect.unread_repos.get(&m.to) {
+        if to
+            .tags
+            .keys()
+            .any(|t| m.tags.matches(t) && !from.tags.contains_key(t))
+        {
+            cx.block(&rule, m.to.to_string(), format!("{why}: nothing is pruned"));
+        }
+        return;
+    }
     let (gone, min_keep) = retention.going.get(&m.to).cloned().unwrap_or_default();
     // A source layout may name an image by full reference (`docker.io/x/app:1.0`)
     // rather than by tag: its `1.0` is not gone upstream.

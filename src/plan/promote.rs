@@ -58,7 +58,8 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     };
     if p.tags.needs_created() {
         let matching = planned.iter().map(|(t, _)| t).filter(|t| p.tags.matches(t));
-        if let Some((t, why)) = cx.unread_created(&p.from, matching) {
+        let keep = p.tags.latest.unwrap_or(usize::MAX);
+        if let Some((t, why)) = cx.unread_created(&p.from, keep, matching) {
             let why = format!(
                 "the creation time of {}:{t} could not be read ({why}), so the latest tags are unknown",
                 p.from

@@ -123,14 +123,17 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                     .iter()
                     .map(|(t, _)| *t)
                     .filter(|t| tags.matches(t));
-                if let Some((t, why)) = cx.unread_created(repo, matching) {
-                    cx.block(
+                if let Some((t, why)) = cx.unread_created(repo, 1, matching) {
+                    let reason = format!(
+                        "the creation time of {repo}:{t} could not be read ({why}), so the \
+                         newest tag is unknown"
+                    );
+                    cx.claim(
                         &rule,
-                        subject,
-                        format!(
-                            "the creation time of {repo}:{t} could not be read ({why}), so the \
-                             newest tag is unknown"
-                        ),
+                        &r.tag.repo,
+                        &tag,
+                        format!("newest of {repo}"),
+                        reason,
                     );
                     return;
                 }

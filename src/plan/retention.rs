@@ -116,6 +116,13 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
             format!("candidate of {rule}, waiting for min_age"),
         );
     }
+    // A tag a rule holds without a digest (its source unread or in
+    // conflict) is that rule's all the same.
+    for c in &cx.claims {
+        p.tags
+            .entry((c.target.clone(), c.tag.clone()))
+            .or_insert_with(|| format!("target of {}", c.rule));
+    }
     for (repo, tag, why) in &cx.unread {
         match tag {
             Some(t) => {

@@ -943,11 +943,12 @@ impl OciLayout {
             if index.find_digest(&d).is_some() {
                 continue;
             }
-            if self
-                .referrer_info(repo, &d, entry_media_type(&e))
-                .await?
-                .is_none()
-            {
+            // Only a readable referrer whose image is still here (an
+            // unreadable blob keeps its old behaviour: the entry just goes).
+            let Ok(Some(info)) = self.referrer_info(repo, &d, entry_media_type(&e)).await else {
+                continue;
+            };
+            if self.blob_size(repo, &info.subject).await?.is_none() {
                 continue;
             }
             if let Some(a) = e.get_mut("annotations").and_then(Value::as_object_mut) {
@@ -1873,11 +1874,24 @@ mod tests {
             vec![sig.clone()],
             "tag deleted"
         );
-        r.put_manifest(&rp, Some(&tag("sig-2")), &m).await.unwrap();
-        r.delete_tag(&rp, &tag("sig-2")).await.unwrap();
-        r.put_manifest(&rp, Some(&tag("sig-3")), &m).await.unwrap();
+        // Another signature, here only under a tag, which then moves.
+        let sig2 =
+            crate::testkit::push_referrer(&r, &elsewhere, &a.digest, "application/x-sig", b"t")
+                .await
+                .unwrap();
+        let m2 = r
+            .get_manifest(&elsewhere, sig2.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        crate::testkit::push_blob(&r, &rp, b"t").await.unwrap();
+        r.put_manifest(&rp, Some(&tag("sig-3")), &m2).await.unwrap();
         r.put_manifest(&rp, Some(&tag("sig-3")), &a).await.unwrap();
-        assert_eq!(listed(&r, &rp, &a.digest).await, vec![sig], "tag moved");
+        let mut both = vec![sig, sig2];
+        both.sort();
+        let mut now = listed(&r, &rp, &a.digest).await;
+        now.sort();
+        assert_eq!(now, both, "tag moved");
         assert_eq!(
             r.list_tags(&rp).await.unwrap(),
             vec![tag("1.0"), tag("sig-3")]
