@@ -602,3 +602,32 @@ fn prune_waits_while_another_writer_of_the_repo_is_unread() {
         p.blocked
     );
 }
+
+/// `latest: N` with no more than N candidates selects them all whatever
+/// their order: an unread creation time changes nothing, and the mirror's
+/// own prune goes on (it judges what FROM has, not the order).
+#[test]
+fn an_unread_time_that_cannot_change_the_selection_blocks_nothing() {
+    let desired = policy(
+        "registries:\n  a: {url: oci:a}\n  b: {url: oci:b}\n\
+         mirrors:\n  - {from: a/src, to: b/dst, tags: {latest: 10}, prune: true}\n",
+    );
+    let src: BTreeMap<String, u8> = [("1.0.0".to_string(), 1), ("main".to_string(), 0)].into();
+    let dst: BTreeMap<String, u8> = [
+        ("1.0.0".to_string(), 1),
+        ("main".to_string(), 0),
+        ("old".to_string(), 2),
+    ]
+    .into();
+    let mut observed = world(&src, &dst, &BTreeMap::new());
+    observed.images.insert(
+        (addr("a/src"), digest(0)),
+        Fact::Unknown {
+            reason: "config blob: 503".into(),
+        },
+    );
+    let p = plan(&desired, &observed, NOW);
+    assert!(p.blocked.is_empty(), "{:?}", p.blocked);
+    let targets: Vec<&str> = p.changes.iter().map(|c| c.target.as_str()).collect();
+    assert_eq!(targets, ["b/dst:old"], "{:?}", p.changes);
+}

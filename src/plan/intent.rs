@@ -130,8 +130,8 @@ pub struct InPlace {
 }
 
 /// A rule that wants a tag but cannot say at which digest: what it follows
-/// is itself in conflict. Every other rule on that tag is then in conflict
-/// with it, so none wins silently.
+/// is itself in conflict, or could not be read. Every other rule on that
+/// tag is then in conflict with it, so none wins silently.
 #[derive(Clone, Debug)]
 pub struct Claim {
     pub target: RepoAddr,
@@ -141,6 +141,16 @@ pub struct Claim {
     pub follows: String,
     /// Why it is blocked when no other rule wants the tag.
     pub reason: String,
+}
+
+/// A target a rule could not plan (see [`PlanCx::unread`]).
+#[derive(Clone, Debug)]
+pub struct Unread {
+    pub target: RepoAddr,
+    /// One tag, or `None` for the whole repo.
+    pub tag: Option<Tag>,
+    pub why: String,
+    pub rule: String,
 }
 
 /// Where a tag will point once earlier rules' intents are applied.
@@ -177,7 +187,7 @@ pub struct PlanCx<'o> {
     /// Targets a mirror or promotion could not plan because what it reads
     /// is unknown (its source repo, an index): retention keeps them, the
     /// whole repo when no tag is given, since unknown is not absent.
-    pub unread: Vec<(RepoAddr, Option<Tag>, String)>,
+    pub unread: Vec<Unread>,
     /// Per repo: whether it holds referrer tags of something none of its
     /// tags names (see `referrers::follow`), worked out once per plan.
     pub loose_referrers: BTreeMap<RepoAddr, bool>,
@@ -341,9 +351,6 @@ impl<'o> PlanCx<'o> {
         });
     }
 
-    /// Where a tag will point once earlier rules' intents are applied:
-    /// `(digest, content source)`; `None` when it will not exist or rules
-    /// disagree on it (see [`PlanCx::plans_for`]).
     /// For a selector keeping the `keep` highest of `candidates` (tags of
     /// `r` it matches): one whose image details could not be read, and why,
     /// where that decides the choice. Versions rank above other tags and
@@ -358,7 +365,9 @@ impl<'o> PlanCx<'o> {
         let (versions, others): (Vec<&Tag>, Vec<&Tag>) = candidates
             .into_iter()
             .partition(|t| crate::config::selector::parse_version(t.as_str()).is_some());
-        if versions.len() >= keep {
+        // Enough versions fill the selection, or every candidate is in it
+        // whatever the order.
+        if versions.len() >= keep || versions.len() + others.len() <= keep {
             return None;
         }
         others.into_iter().find_map(|t| {
@@ -370,8 +379,9 @@ impl<'o> PlanCx<'o> {
         })
     }
 
-    /// Where `tag` of `r` points once earlier rules' intents are applied,
-    /// and the repo its content is read from; `None` if in conflict or missing.
+    /// Where a tag will point once earlier rules' intents are applied:
+    /// `(digest, content source)`; `None` when it will not exist or rules
+    /// disagree on it (see [`PlanCx::plans_for`]).
     pub fn planned(&self, r: &RepoAddr, tag: &Tag) -> Option<(Digest, RepoAddr)> {
         match self.plans_for(r, tag) {
             Planned::At(d, src) => Some((d, src)),

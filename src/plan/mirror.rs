@@ -1,6 +1,6 @@
 //! `mirrors:` — keep TO a copy of FROM's selected tags.
 
-use super::intent::{Intent, PlanCx, RepoView};
+use super::intent::{Intent, PlanCx, RepoView, Unread};
 use super::policy::Checker;
 use crate::config::{Mirror, Platforms};
 use crate::model::{Digest, Tag, Timestamp};
@@ -11,11 +11,12 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let rule = m.rule_name();
     let RepoView::Known(src) = cx.repo(&m.from) else {
         // Reported as unobserved; what it copied before stays meanwhile.
-        cx.unread.push((
-            m.to.clone(),
-            None,
-            format!("the source {} of {rule} could not be read", m.from),
-        ));
+        cx.unread.push(Unread {
+            target: m.to.clone(),
+            tag: None,
+            why: format!("the source {} of {rule} could not be read", m.from),
+            rule: rule.clone(),
+        });
         return;
     };
     // What earlier rules bring into FROM in this plan counts too: with
@@ -50,7 +51,12 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                 "the creation time of {}:{t} could not be read ({why}), so the latest tags are unknown",
                 m.from
             );
-            cx.unread.push((m.to.clone(), None, why.clone()));
+            cx.unread.push(Unread {
+                target: m.to.clone(),
+                tag: None,
+                why: why.clone(),
+                rule: rule.clone(),
+            });
             cx.block(&rule, m.from.to_string(), why);
             return;
         }
@@ -62,11 +68,12 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
         let Some((planned, origin)) = cx.planned(&m.from, &tag) else {
             if cx.in_conflict(&m.from, &tag) {
                 // Where it goes is undecided, not gone: its copy here stays.
-                cx.unread.push((
-                    m.to.clone(),
-                    Some(tag.clone()),
-                    format!("{}:{tag}, which {rule} copies, is in conflict", m.from),
-                ));
+                cx.unread.push(Unread {
+                    target: m.to.clone(),
+                    tag: Some(tag.clone()),
+                    why: format!("{}:{tag}, which {rule} copies, is undecided", m.from),
+                    rule: rule.clone(),
+                });
             }
             continue;
         };
@@ -131,8 +138,12 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                 },
                 Some(Fact::Unknown { reason }) => {
                     let reason = format!("the index could not be read: {reason}");
-                    cx.unread
-                        .push((m.to.clone(), Some(tag.clone()), reason.clone()));
+                    cx.unread.push(Unread {
+                        target: m.to.clone(),
+                        tag: Some(tag.clone()),
+                        why: reason.clone(),
+                        rule: rule.clone(),
+                    });
                     cx.block(&rule, format!("{}:{tag}", m.from), reason);
                     continue;
                 }
@@ -237,17 +248,6 @@ pub fn prune(
         return;
     }
     let rule = m.rule_name();
-    // Another rule writing here could not read its source: what it keeps is unknown.
-    if let Some(why) = protect.unread_repos.get(&m.to) {
-        if to
-            .tags
-            .keys()
-            .any(|t| m.tags.matches(t) && !from.tags.contains_key(t))
-        {
-            cx.block(&rule, m.to.to_string(), format!("{why}: nothing is pruned"));
-        }
-        return;
-    }
     let (gone, min_keep) = retention.going.get(&m.to).cloned().unwrap_or_default();
     // A source layout may name an image by full reference (`docker.io/x/app:1.0`)
     // rather than by tag: its `1.0` is not gone upstream.
@@ -257,10 +257,25 @@ pub fn prune(
             .flatten()
             .any(|n| n.rsplit_once(':').is_some_and(|(_, tag)| tag == t.as_str()))
     };
+    let gone_upstream = |t: &crate::model::Tag| {
+        m.tags.matches(t) && !from.tags.contains_key(t) && !named_upstream(t) && !gone.contains(t)
+    };
+    // Another rule writing here could not read its source: what it keeps
+    // is unknown. (This rule's own unread creation times do not matter:
+    // prune goes by what FROM has, not by the selection.)
+    let others_unread = protect
+        .unread_repos
+        .get(&m.to)
+        .and_then(|u| u.iter().find(|(_, r)| *r != rule));
+    if let Some((why, _)) = others_unread {
+        if to.tags.keys().any(gone_upstream) {
+            cx.block(&rule, m.to.to_string(), format!("{why}: nothing is pruned"));
+        }
+        return;
+    }
     let mut going: Vec<super::retention::Going> = Vec::new();
     for (t, d) in &to.tags {
-        if !m.tags.matches(t) || from.tags.contains_key(t) || named_upstream(t) || gone.contains(t)
-        {
+        if !gone_upstream(t) {
             continue;
         }
         let subject = format!("{}:{t}", m.to);

@@ -176,9 +176,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             });
         }
     }
-    // Referrer tags (signatures, SBOM lists) and what they list, read to
-    // compare the two sides of a copy: one unread means a signature may be
-    // missing at the target, so the plan is not complete.
+    // Indexes read for their platforms (filtered mirrors, prune).
     for ((repo, digest), fact) in &observed.indexes {
         if let Fact::Unknown { reason } = fact {
             plan.unobserved.push(Unobserved {
@@ -187,6 +185,9 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             });
         }
     }
+    // Referrer tags (signatures, SBOM lists) and what they list, read to
+    // compare the two sides of a copy: one unread means a signature may be
+    // missing at the target, so the plan is not complete.
     let referrer_reads = observed
         .referrer_tags
         .iter()

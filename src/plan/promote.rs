@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// still count as "now" (clock skew between the scanner and here).
 const FUTURE_SKEW: i64 = 3600;
 
-use super::intent::{age, Intent, PlanCx, RepoView};
+use super::intent::{age, Intent, PlanCx, RepoView, Unread};
 use super::policy::Checker;
 use crate::config::{Promotion, Severity, VulnGate};
 use crate::model::{Digest, Duration, RepoAddr};
@@ -23,11 +23,12 @@ const NAMED_IDS: usize = 3;
 pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let RepoView::Known(src) = cx.repo(&p.from) else {
         // Reported as unobserved; what it promoted before stays meanwhile.
-        cx.unread.push((
-            p.to.clone(),
-            None,
-            format!("the source {} of {} could not be read", p.from, p.name),
-        ));
+        cx.unread.push(Unread {
+            target: p.to.clone(),
+            tag: None,
+            why: format!("the source {} of {} could not be read", p.from, p.name),
+            rule: p.name.clone(),
+        });
         return;
     };
     // What earlier rules bring into FROM in this plan counts too: with
@@ -64,7 +65,12 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                 "the creation time of {}:{t} could not be read ({why}), so the latest tags are unknown",
                 p.from
             );
-            cx.unread.push((p.to.clone(), None, why.clone()));
+            cx.unread.push(Unread {
+                target: p.to.clone(),
+                tag: None,
+                why: why.clone(),
+                rule: p.name.clone(),
+            });
             cx.block(&p.name, p.from.to_string(), why);
             return;
         }

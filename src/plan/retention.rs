@@ -72,7 +72,8 @@ pub struct Protected {
     pub unknown_hosts: Vec<String>,
     /// Repos a mirror or promotion writes whose source could not be read:
     /// which of their tags it keeps is unknown, so nothing there is deleted.
-    pub unread_repos: BTreeMap<RepoAddr, String>,
+    /// Why, and which rule.
+    pub unread_repos: BTreeMap<RepoAddr, Vec<(String, String)>>,
 }
 
 /// Indexes observed in any repo that list `child` as a platform.
@@ -123,14 +124,16 @@ pub fn protected(desired: &Desired, cx: &PlanCx<'_>) -> Protected {
             .entry((c.target.clone(), c.tag.clone()))
             .or_insert_with(|| format!("target of {}", c.rule));
     }
-    for (repo, tag, why) in &cx.unread {
-        match tag {
+    for u in &cx.unread {
+        match &u.tag {
             Some(t) => {
-                p.tags.insert((repo.clone(), t.clone()), why.clone());
+                p.tags.insert((u.target.clone(), t.clone()), u.why.clone());
             }
-            None => {
-                p.unread_repos.insert(repo.clone(), why.clone());
-            }
+            None => p
+                .unread_repos
+                .entry(u.target.clone())
+                .or_default()
+                .push((u.why.clone(), u.rule.clone())),
         }
     }
     for i in &cx.in_place {
@@ -309,7 +312,7 @@ fn plan_repo(
     let RepoView::Known(state) = cx.repo(repo) else {
         return (Vec::new(), Vec::new());
     };
-    if let Some(why) = protect.unread_repos.get(repo) {
+    if let Some((why, _)) = protect.unread_repos.get(repo).and_then(|u| u.first()) {
         cx.block(
             &rule.name,
             repo.to_string(),

@@ -943,10 +943,13 @@ impl OciLayout {
             if index.find_digest(&d).is_some() {
                 continue;
             }
-            // Only a readable referrer whose image is still here (an
-            // unreadable blob keeps its old behaviour: the entry just goes).
-            let Ok(Some(info)) = self.referrer_info(repo, &d, entry_media_type(&e)).await else {
-                continue;
+            // Only a referrer whose image is still here. A blob that is not
+            // what its digest says is no referrer to keep; other errors stop.
+            let info = match self.referrer_info(repo, &d, entry_media_type(&e)).await {
+                Ok(Some(info)) => info,
+                Ok(None) => continue,
+                Err(err) if err.kind == ErrorKind::DigestMismatch => continue,
+                Err(err) => return Err(err),
             };
             if self.blob_size(repo, &info.subject).await?.is_none() {
                 continue;
