@@ -652,14 +652,17 @@ impl OciLayout {
     async fn write_index(&self, repo: &Repo, index: &IndexFile) -> Result<()> {
         let bytes = serde_json::to_vec(&index.to_doc())
             .map_err(|e| self.fail(repo, ErrorKind::Other, "writing index.json", e))?;
-        self.write_atomic(
-            repo,
-            "writing index.json",
-            &self.repo_dir(repo),
-            INDEX_FILE,
-            &bytes,
-        )
-        .await
+        let dir = self.repo_dir(repo);
+        // Renames are durable once their directory is synced: the blobs'
+        // before index.json names them, index.json's own before apply
+        // reports the write (a power loss then loses neither).
+        for alg in ["sha256", "sha512"] {
+            sync_dir(&dir.join("blobs").join(alg)).await;
+        }
+        self.write_atomic(repo, "writing index.json", &dir, INDEX_FILE, &bytes)
+            .await?;
+        sync_dir(&dir).await;
+        Ok(())
     }
 
     async fn blob_size(&self, repo: &Repo, digest: &Digest) -> Result<Option<u64>> {
@@ -996,6 +999,18 @@ impl OciLayout {
             }
         }
         Ok(seen)
+    }
+}
+
+/// fsync of a directory, best effort: some filesystems refuse it, and a
+/// write that worked is not failed for that.
+async fn sync_dir(dir: &Path) {
+    let d = dir.to_path_buf();
+    let res = tokio::task::spawn_blocking(move || std::fs::File::open(&d)?.sync_all()).await;
+    if let Ok(Err(e)) = res {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::debug!("{}: cannot sync the directory: {e}", dir.display());
+        }
     }
 }
 
