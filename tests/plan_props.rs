@@ -82,6 +82,13 @@ fn world(
     o
 }
 
+/// A fact that could not be read, and why.
+fn unknown<T>(reason: &str) -> Fact<T> {
+    Fact::Unknown {
+        reason: reason.into(),
+    }
+}
+
 fn policy(yaml: &str) -> config::Policy {
     config::load_texts(Path::new("."), &[(Arc::from("p.yaml"), yaml.to_string())])
         .unwrap_or_else(|e| panic!("{e:?}\n{yaml}"))
@@ -209,12 +216,9 @@ fn unknown_target_is_never_written() {
         &BTreeMap::new(),
         &BTreeMap::new(),
     );
-    observed.repos.insert(
-        addr("b/dst"),
-        Fact::Unknown {
-            reason: "connection refused".into(),
-        },
-    );
+    observed
+        .repos
+        .insert(addr("b/dst"), unknown("connection refused"));
     let p = plan(&desired, &observed, NOW);
     assert!(p.changes.is_empty());
     assert!(!p.complete);
@@ -418,12 +422,9 @@ fn retention_keeps_targets_whose_source_is_unread() {
         let p = plan(&desired, &known, NOW);
         assert_eq!(p.changes.len(), 1, "{kind}: {:?}", p.changes);
         // ...but not while the source cannot be read.
-        observed.repos.insert(
-            addr("a/src"),
-            Fact::Unknown {
-                reason: "503 Service Unavailable".into(),
-            },
-        );
+        observed
+            .repos
+            .insert(addr("a/src"), unknown("503 Service Unavailable"));
         let p = plan(&desired, &observed, NOW);
         assert!(p.changes.is_empty(), "{kind}: {:?}", p.changes);
         assert!(
@@ -455,12 +456,9 @@ fn newest_waits_for_creation_times_it_could_not_read() {
     let mut observed = world(&tags, &BTreeMap::new(), &BTreeMap::new());
     let p = plan(&desired, &observed, NOW);
     assert!(p.changes.is_empty(), "in place: {:?}", p.changes);
-    observed.images.insert(
-        (addr("a/src"), digest(0)),
-        Fact::Unknown {
-            reason: "config blob: 503".into(),
-        },
-    );
+    observed
+        .images
+        .insert((addr("a/src"), digest(0)), unknown("config blob: 503"));
     let p = plan(&desired, &observed, NOW);
     assert!(
         p.changes.is_empty(),
@@ -499,12 +497,9 @@ fn an_unread_referrer_tag_makes_the_plan_incomplete() {
         .insert((addr("b/dst"), sig.clone()), Fact::Known(digest(9)));
     let p = plan(&desired, &observed, NOW);
     assert!(p.changes.is_empty() && p.complete, "{:?}", p.changes);
-    observed.referrer_tags.insert(
-        (addr("b/dst"), sig.clone()),
-        Fact::Unknown {
-            reason: "HEAD: 502".into(),
-        },
-    );
+    observed
+        .referrer_tags
+        .insert((addr("b/dst"), sig.clone()), unknown("HEAD: 502"));
     let p = plan(&desired, &observed, NOW);
     assert!(p.changes.is_empty(), "{:?}", p.changes);
     assert!(!p.complete);
@@ -532,12 +527,9 @@ fn a_retag_with_an_unread_source_still_holds_its_tag() {
     let mut observed = world(&src, &dst, &BTreeMap::new());
     let p = plan(&desired, &observed, NOW);
     assert!(p.changes.is_empty(), "{:?}", p.changes);
-    observed.repos.insert(
-        addr("b/dst"),
-        Fact::Unknown {
-            reason: "connection refused".into(),
-        },
-    );
+    observed
+        .repos
+        .insert(addr("b/dst"), unknown("connection refused"));
     let p = plan(&desired, &observed, NOW);
     assert!(
         p.changes.is_empty(),
@@ -557,12 +549,9 @@ fn unread_details_of_a_non_version_tag_do_not_hold_up_versions() {
     );
     let tags: BTreeMap<String, u8> = [("1.0.0".to_string(), 1), ("edge".to_string(), 0)].into();
     let mut observed = world(&tags, &BTreeMap::new(), &BTreeMap::new());
-    observed.images.insert(
-        (addr("a/src"), digest(0)),
-        Fact::Unknown {
-            reason: "config blob: 503".into(),
-        },
-    );
+    observed
+        .images
+        .insert((addr("a/src"), digest(0)), unknown("config blob: 503"));
     let p = plan(&desired, &observed, NOW);
     let targets: Vec<&str> = p.changes.iter().map(|c| c.target.as_str()).collect();
     assert_eq!(targets, ["b/dst:1.0.0"], "{:?}", p.blocked);
@@ -582,12 +571,9 @@ fn prune_waits_while_another_writer_of_the_repo_is_unread() {
     let mut observed = world(&src, &dst, &prod);
     let p = plan(&desired, &observed, NOW);
     assert!(p.changes.is_empty(), "two keeps 2.0.0: {:?}", p.changes);
-    observed.repos.insert(
-        addr("b/dst"),
-        Fact::Unknown {
-            reason: "connection refused".into(),
-        },
-    );
+    observed
+        .repos
+        .insert(addr("b/dst"), unknown("connection refused"));
     let p = plan(&desired, &observed, NOW);
     assert!(
         p.changes.is_empty(),
@@ -620,12 +606,9 @@ fn an_unread_time_that_cannot_change_the_selection_blocks_nothing() {
     ]
     .into();
     let mut observed = world(&src, &dst, &BTreeMap::new());
-    observed.images.insert(
-        (addr("a/src"), digest(0)),
-        Fact::Unknown {
-            reason: "config blob: 503".into(),
-        },
-    );
+    observed
+        .images
+        .insert((addr("a/src"), digest(0)), unknown("config blob: 503"));
     let p = plan(&desired, &observed, NOW);
     assert!(p.blocked.is_empty(), "{:?}", p.blocked);
     let targets: Vec<&str> = p.changes.iter().map(|c| c.target.as_str()).collect();

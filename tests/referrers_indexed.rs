@@ -15,6 +15,7 @@ use serde_json::Value;
 
 const SBOM: &str = "application/vnd.cyclonedx+json";
 const SCAN: &str = "application/vnd.trivy.report+json";
+const NOTARY: &str = "application/vnd.cncf.notary.signature";
 
 fn repo() -> Repo {
     "team/app".parse().unwrap()
@@ -300,14 +301,7 @@ fn an_indexed_referrer_follows_though_the_source_also_has_the_tag_index() {
     assert_eq!(plan(dir).0, 0);
 
     // Signed at staging, through its own index (no tag).
-    let sig = block_on(push_referrer(
-        &staging,
-        &repo(),
-        &subject,
-        "application/vnd.cncf.notary.signature",
-        b"sig",
-    ))
-    .unwrap();
+    let sig = block_on(push_referrer(&staging, &repo(), &subject, NOTARY, b"sig")).unwrap();
     let (code, v, out) = plan(dir);
     assert_eq!(code, 2, "{out}");
     let targets = change_targets(&v);
@@ -378,7 +372,7 @@ fn a_promoted_image_gets_referrers_attached_after_the_promotion() {
         &staging,
         &repo(),
         &subject,
-        "application/vnd.cncf.notary.signature",
+        NOTARY,
         b"signed",
     ))
     .unwrap();

@@ -141,6 +141,8 @@ pub struct Claim {
     pub follows: String,
     /// Why it is blocked when no other rule wants the tag.
     pub reason: String,
+    /// What it follows could not be read (else: it is in conflict).
+    pub unread: bool,
 }
 
 /// A target a rule could not plan (see [`PlanCx::unread`]).
@@ -351,6 +353,46 @@ impl<'o> PlanCx<'o> {
         });
     }
 
+    /// Holds a mirror's or promotion's whole TO while what it reads cannot
+    /// be (see [`PlanCx::unread`]): retention keeps it meanwhile.
+    pub fn hold_target(&mut self, rule: &str, to: &RepoAddr, why: String) {
+        self.unread.push(Unread {
+            target: to.clone(),
+            tag: None,
+            why,
+            rule: rule.to_string(),
+        });
+    }
+
+    /// For a mirror's or promotion's `latest: N` over `candidates` of
+    /// `from`: when an unread creation time could change the choice, blocks
+    /// `rule` saying so and holds `to`. Whether it did.
+    pub fn wait_for_created(
+        &mut self,
+        rule: &str,
+        (from, to): (&RepoAddr, &RepoAddr),
+        selector: &crate::config::TagSelector,
+        candidates: &[(Tag, Option<Timestamp>)],
+    ) -> bool {
+        if !selector.needs_created() {
+            return false;
+        }
+        let matching = candidates
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| selector.matches(t));
+        let keep = selector.latest.unwrap_or(usize::MAX);
+        let Some((t, why)) = self.unread_created(from, keep, matching) else {
+            return false;
+        };
+        let why = format!(
+            "the creation time of {from}:{t} could not be read ({why}), so the latest tags are unknown"
+        );
+        self.hold_target(rule, to, why.clone());
+        self.block(rule, from.to_string(), why);
+        true
+    }
+
     /// For a selector keeping the `keep` highest of `candidates` (tags of
     /// `r` it matches): one whose image details could not be read, and why,
     /// where that decides the choice. Versions rank above other tags and
@@ -432,12 +474,37 @@ impl<'o> PlanCx<'o> {
         follows: String,
         reason: String,
     ) {
+        self.push_claim(rule, target, tag, follows, reason, false);
+    }
+
+    /// As [`PlanCx::claim`], for what `follows` names could not be read.
+    pub fn claim_unread(
+        &mut self,
+        rule: &str,
+        target: &RepoAddr,
+        tag: &Tag,
+        follows: String,
+        reason: String,
+    ) {
+        self.push_claim(rule, target, tag, follows, reason, true);
+    }
+
+    fn push_claim(
+        &mut self,
+        rule: &str,
+        target: &RepoAddr,
+        tag: &Tag,
+        follows: String,
+        reason: String,
+        unread: bool,
+    ) {
         self.claims.push(Claim {
             target: target.clone(),
             tag: tag.clone(),
             rule: rule.to_string(),
             follows,
             reason,
+            unread,
         });
     }
 
@@ -748,11 +815,10 @@ impl<'o> PlanCx<'o> {
                     .iter()
                     .map(|i| format!("{} wants {}", i.rule, i.digest.short()))
                     .chain(claimed.iter().map(|c| {
-                        // What it follows is in conflict, or was not read.
-                        let why = if c.reason.ends_with("in conflict") {
-                            "itself in conflict"
-                        } else {
+                        let why = if c.unread {
                             c.reason.as_str()
+                        } else {
+                            "itself in conflict"
                         };
                         format!("{} wants {} ({why})", c.rule, c.follows)
                     }))

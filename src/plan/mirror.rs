@@ -11,12 +11,8 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let rule = m.rule_name();
     let RepoView::Known(src) = cx.repo(&m.from) else {
         // Reported as unobserved; what it copied before stays meanwhile.
-        cx.unread.push(Unread {
-            target: m.to.clone(),
-            tag: None,
-            why: format!("the source {} of {rule} could not be read", m.from),
-            rule: rule.clone(),
-        });
+        let why = format!("the source {} of {rule} could not be read", m.from);
+        cx.hold_target(&rule, &m.to, why);
         return;
     };
     // What earlier rules bring into FROM in this plan counts too: with
@@ -40,26 +36,8 @@ pub fn plan(m: &Mirror, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             .map(|(t, c)| (t.clone(), c))
             .collect()
     };
-    if m.tags.needs_created() {
-        let matching = candidates
-            .iter()
-            .map(|(t, _)| t)
-            .filter(|t| m.tags.matches(t));
-        let keep = m.tags.latest.unwrap_or(usize::MAX);
-        if let Some((t, why)) = cx.unread_created(&m.from, keep, matching) {
-            let why = format!(
-                "the creation time of {}:{t} could not be read ({why}), so the latest tags are unknown",
-                m.from
-            );
-            cx.unread.push(Unread {
-                target: m.to.clone(),
-                tag: None,
-                why: why.clone(),
-                rule: rule.clone(),
-            });
-            cx.block(&rule, m.from.to_string(), why);
-            return;
-        }
+    if cx.wait_for_created(&rule, (&m.from, &m.to), &m.tags, &candidates) {
+        return;
     }
     for tag in m.tags.select(candidates.iter().map(|(t, c)| (t, *c))) {
         // `origin` is where the image is now: FROM, or where an earlier

@@ -106,52 +106,29 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     for (subject, reason) in policy::unjudged_containers(desired, observed) {
         plan.unobserved.push(Unobserved { subject, reason });
     }
-    for (repo, fact) in &observed.repos {
-        if let Fact::Unknown { reason } = fact {
-            plan.unobserved.push(Unobserved {
-                subject: repo.to_string(),
-                reason: reason.clone(),
-            });
-        }
-    }
-    for (host, fact) in &observed.hosts {
-        if let Fact::Unknown { reason } = fact {
-            plan.unobserved.push(Unobserved {
-                subject: format!("host:{host}"),
-                reason: reason.clone(),
-            });
-        }
-    }
-    for (reg, fact) in &observed.catalogs {
-        if let Fact::Unknown { reason } = fact {
-            plan.unobserved.push(Unobserved {
-                subject: format!("{reg} (catalog)"),
-                reason: reason.clone(),
-            });
-        }
-    }
-    let referrer_lists = observed
-        .api_referrers
-        .iter()
-        .filter_map(|(k, f)| match f {
-            Fact::Unknown { reason } => Some((k, reason)),
-            Fact::Known(_) => None,
+    let mut unread = |subject: String, reason: &String| {
+        plan.unobserved.push(Unobserved {
+            subject,
+            reason: reason.clone(),
         })
-        .chain(
-            observed
-                .listed_referrers
-                .iter()
-                .filter_map(|(k, f)| match f {
-                    Fact::Unknown { reason } => Some((k, reason)),
-                    Fact::Known(_) => None,
-                }),
-        );
+    };
+    for (repo, reason) in unknowns(&observed.repos) {
+        unread(repo.to_string(), reason);
+    }
+    for (host, reason) in unknowns(&observed.hosts) {
+        unread(format!("host:{host}"), reason);
+    }
+    for (reg, reason) in unknowns(&observed.catalogs) {
+        unread(format!("{reg} (catalog)"), reason);
+    }
     // One refusal of a registry's referrers route fails every image's ask
     // alike: one line per registry and reason, not one per image.
     let mut by_reason: std::collections::BTreeMap<
         (&crate::model::RegistryName, &String),
         Vec<String>,
     > = Default::default();
+    let referrer_lists =
+        unknowns(&observed.api_referrers).chain(unknowns(&observed.listed_referrers));
     for ((repo, digest), reason) in referrer_lists {
         by_reason
             .entry((&repo.registry, reason))
@@ -163,59 +140,38 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             [one] => format!("{one} (referrers)"),
             many => format!("{registry}: referrers of {} images", many.len()),
         };
-        plan.unobserved.push(Unobserved {
-            subject,
-            reason: reason.clone(),
-        });
+        unread(subject, reason);
     }
-    for ((repo, digest), fact) in &observed.images {
-        if let Fact::Unknown { reason } = fact {
-            plan.unobserved.push(Unobserved {
-                subject: format!("{repo}@{digest}"),
-                reason: reason.clone(),
-            });
-        }
+    for ((repo, digest), reason) in unknowns(&observed.images) {
+        unread(format!("{repo}@{digest}"), reason);
     }
     // Indexes read for their platforms (filtered mirrors, prune).
-    for ((repo, digest), fact) in &observed.indexes {
-        if let Fact::Unknown { reason } = fact {
-            plan.unobserved.push(Unobserved {
-                subject: format!("{repo}@{digest} (index)"),
-                reason: reason.clone(),
-            });
-        }
+    for ((repo, digest), reason) in unknowns(&observed.indexes) {
+        unread(format!("{repo}@{digest} (index)"), reason);
     }
     // Referrer tags (signatures, SBOM lists) and what they list, read to
     // compare the two sides of a copy: one unread means a signature may be
     // missing at the target, so the plan is not complete.
-    let referrer_reads = observed
-        .referrer_tags
-        .iter()
-        .filter_map(|((repo, tag), f)| match f {
-            Fact::Unknown { reason } => Some((format!("{repo}:{tag}"), reason)),
-            Fact::Known(_) => None,
-        })
-        .chain(
-            observed
-                .referrer_entries
-                .iter()
-                .filter_map(|((repo, digest), f)| match f {
-                    Fact::Unknown { reason } => {
-                        Some((format!("{repo}@{digest} (entries)"), reason))
-                    }
-                    Fact::Known(_) => None,
-                }),
-        );
-    for (subject, reason) in referrer_reads {
-        plan.unobserved.push(Unobserved {
-            subject,
-            reason: reason.clone(),
-        });
+    for ((repo, tag), reason) in unknowns(&observed.referrer_tags) {
+        unread(format!("{repo}:{tag}"), reason);
+    }
+    for ((repo, digest), reason) in unknowns(&observed.referrer_entries) {
+        unread(format!("{repo}@{digest} (entries)"), reason);
     }
     // An unreadable scan report is a blocked promotion (its reason says
     // why), not a gap in what regimen saw of the registry.
     plan.finish();
     plan
+}
+
+/// The facts of `facts` that could not be read, with why.
+fn unknowns<K, T>(
+    facts: &std::collections::BTreeMap<K, Fact<T>>,
+) -> impl Iterator<Item = (&K, &String)> {
+    facts.iter().filter_map(|(k, f)| match f {
+        Fact::Unknown { reason } => Some((k, reason)),
+        Fact::Known(_) => None,
+    })
 }
 
 /// The repos a retention rule covers (wildcards through observed catalogs).

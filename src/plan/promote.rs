@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// still count as "now" (clock skew between the scanner and here).
 const FUTURE_SKEW: i64 = 3600;
 
-use super::intent::{age, Intent, PlanCx, RepoView, Unread};
+use super::intent::{age, Intent, PlanCx, RepoView};
 use super::policy::Checker;
 use crate::config::{Promotion, Severity, VulnGate};
 use crate::model::{Digest, Duration, RepoAddr};
@@ -23,12 +23,8 @@ const NAMED_IDS: usize = 3;
 pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
     let RepoView::Known(src) = cx.repo(&p.from) else {
         // Reported as unobserved; what it promoted before stays meanwhile.
-        cx.unread.push(Unread {
-            target: p.to.clone(),
-            tag: None,
-            why: format!("the source {} of {} could not be read", p.from, p.name),
-            rule: p.name.clone(),
-        });
+        let why = format!("the source {} of {} could not be read", p.from, p.name);
+        cx.hold_target(&p.name, &p.to, why);
         return;
     };
     // What earlier rules bring into FROM in this plan counts too: with
@@ -57,23 +53,8 @@ pub fn plan(p: &Promotion, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             .map(|(t, c)| (t.clone(), c))
             .collect()
     };
-    if p.tags.needs_created() {
-        let matching = planned.iter().map(|(t, _)| t).filter(|t| p.tags.matches(t));
-        let keep = p.tags.latest.unwrap_or(usize::MAX);
-        if let Some((t, why)) = cx.unread_created(&p.from, keep, matching) {
-            let why = format!(
-                "the creation time of {}:{t} could not be read ({why}), so the latest tags are unknown",
-                p.from
-            );
-            cx.unread.push(Unread {
-                target: p.to.clone(),
-                tag: None,
-                why: why.clone(),
-                rule: p.name.clone(),
-            });
-            cx.block(&p.name, p.from.to_string(), why);
-            return;
-        }
+    if cx.wait_for_created(&p.name, (&p.from, &p.to), &p.tags, &planned) {
+        return;
     }
     let selected = p.tags.select(planned.iter().map(|(t, c)| (t, *c)));
     for tag in selected {

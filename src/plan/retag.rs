@@ -41,7 +41,7 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                         // Unread, not absent: the tag is still this rule's,
                         // and no other rule may move it meanwhile.
                         let reason = format!("source {src} could not be read");
-                        cx.claim(&rule, &r.tag.repo, &tag, src.to_string(), reason);
+                        cx.claim_unread(&rule, &r.tag.repo, &tag, src.to_string(), reason);
                     }
                     return;
                 }
@@ -80,7 +80,7 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                         match unread {
                             Some(why) => {
                                 let reason = format!("source {src} could not be read{why}");
-                                cx.claim(&rule, &r.tag.repo, &tag, src.to_string(), reason);
+                                cx.claim_unread(&rule, &r.tag.repo, &tag, src.to_string(), reason);
                             }
                             None if !cx.collect_needed => {
                                 cx.block(&rule, subject, format!("source {src} does not exist"));
@@ -100,15 +100,20 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
             None => return,
         },
         RetagSource::Newest { repo, tags } => {
-            let Some(planned) = cx.planned_tags(repo, tags.semver.is_none()) else {
-                let reason =
-                    format!("{repo}, where the newest tag is looked for, could not be read");
-                cx.claim(
+            // The newest tag cannot be told: the tag is still this rule's.
+            let hold = |cx: &mut PlanCx<'_>, reason: String| {
+                cx.claim_unread(
                     &rule,
                     &r.tag.repo,
                     &tag,
                     format!("newest of {repo}"),
                     reason,
+                )
+            };
+            let Some(planned) = cx.planned_tags(repo, tags.semver.is_none()) else {
+                hold(
+                    cx,
+                    format!("{repo}, where the newest tag is looked for, could not be read"),
                 );
                 return;
             };
@@ -124,16 +129,12 @@ pub fn plan(r: &Retag, cx: &mut PlanCx<'_>, checker: Option<&Checker<'_>>) {
                     .map(|(t, _)| *t)
                     .filter(|t| tags.matches(t));
                 if let Some((t, why)) = cx.unread_created(repo, 1, matching) {
-                    let reason = format!(
-                        "the creation time of {repo}:{t} could not be read ({why}), so the \
-                         newest tag is unknown"
-                    );
-                    cx.claim(
-                        &rule,
-                        &r.tag.repo,
-                        &tag,
-                        format!("newest of {repo}"),
-                        reason,
+                    hold(
+                        cx,
+                        format!(
+                            "the creation time of {repo}:{t} could not be read ({why}), so the \
+                             newest tag is unknown"
+                        ),
                     );
                     return;
                 }

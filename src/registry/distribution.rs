@@ -3104,6 +3104,24 @@ mod fake_server_tests {
         addr
     }
 
+    /// [`serve`], the handler also given the server's own address (for a
+    /// token realm on the same server).
+    fn serve_at(handler: impl Fn(&FakeReq, &str) -> FakeResp + Send + Sync + 'static) -> String {
+        let own: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+        let seen = own.clone();
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            handler(r, seen.get().map(String::as_str).unwrap_or(""))
+        }));
+        own.set(addr.clone()).unwrap();
+        addr
+    }
+
+    /// A 401 sending the client to the token realm `path` on `addr`.
+    fn bearer_challenge(addr: &str, path: &str) -> FakeResp {
+        let realm = format!(r#"Bearer realm="http://{addr}{path}",service="fake""#);
+        resp(401, &[("www-authenticate", &realm)], "")
+    }
+
     fn dist(addr: &str, auth: Option<Auth>) -> Distribution {
         let cfg = crate::config::Registry {
             url: Endpoint::Http(addr.to_string()),
@@ -4140,9 +4158,7 @@ mod fake_server_tests {
     /// a refused grant is one clear error.
     #[tokio::test]
     async fn an_identity_token_is_traded_for_access_tokens() {
-        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
-        let a2 = addr_cell.clone();
-        let addr = serve(Arc::new(move |r: &FakeReq| {
+        let addr = serve_at(|r: &FakeReq, own: &str| {
             if r.target.starts_with("/oauth2/token") {
                 let body = String::from_utf8_lossy(&r.body);
                 let form: HashMap<String, String> = Url::parse(&format!("form:?{body}"))
@@ -4169,13 +4185,8 @@ mod fake_server_tests {
             if r.headers.get("authorization").map(String::as_str) == Some("Bearer at-1") {
                 return resp(200, &[], r#"{"name":"team/api","tags":["1.0"]}"#);
             }
-            let realm = format!(
-                r#"Bearer realm="http://{}/oauth2/token",service="fake""#,
-                a2.get().unwrap()
-            );
-            resp(401, &[("www-authenticate", &realm)], "")
-        }));
-        addr_cell.set(addr.clone()).unwrap();
+            bearer_challenge(own, "/oauth2/token")
+        });
         let mut d = dist(&addr, None);
         d.creds = CredSource::Fixed(Credentials::IdentityToken(Secret::new("refresh-xyz")));
         assert_eq!(d.list_tags(&repo()).await.unwrap().len(), 1);
@@ -4202,9 +4213,7 @@ mod fake_server_tests {
     /// lacks the right, and the credentials still serve the scopes it has.
     #[tokio::test]
     async fn a_forbidden_scope_is_not_a_wrong_password() {
-        let addr_cell: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
-        let a2 = addr_cell.clone();
-        let addr = serve(Arc::new(move |r: &FakeReq| {
+        let addr = serve_at(|r: &FakeReq, own: &str| {
             if r.target.starts_with("/token") {
                 return if r.target.contains("push") {
                     resp(403, &[], "access forbidden")
@@ -4215,13 +4224,8 @@ mod fake_server_tests {
             if r.headers.get("authorization").map(String::as_str) == Some("Bearer pull-only") {
                 return resp(200, &[], r#"{"name":"team/api","tags":["1.0"]}"#);
             }
-            let realm = format!(
-                r#"Bearer realm="http://{}/token",service="fake""#,
-                a2.get().unwrap()
-            );
-            resp(401, &[("www-authenticate", &realm)], "")
-        }));
-        addr_cell.set(addr.clone()).unwrap();
+            bearer_challenge(own, "/token")
+        });
         std::env::set_var("REGIMEN_FAKE_PW_403", "right");
         let auth = Auth {
             username: Some("bob".into()),

@@ -918,6 +918,27 @@ impl OciLayout {
         Ok(info)
     }
 
+    /// An error naming what `parsed` refers to that the repo lacks (`why`
+    /// follows the list), if anything.
+    async fn require_references(
+        &self,
+        repo: &Repo,
+        op: &str,
+        parsed: &Parsed,
+        why: &str,
+    ) -> Result<()> {
+        let missing = self.check_references(repo, parsed).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(self.fail(
+            repo,
+            ErrorKind::Other,
+            op,
+            format!("{}{why}", missing.join(", ")),
+        ))
+    }
+
     /// Writes `manifest`'s blob unless it is there with its size already.
     async fn ensure_manifest_blob(&self, repo: &Repo, op: &str, manifest: &Manifest) -> Result<()> {
         let digest = &manifest.digest;
@@ -1173,18 +1194,13 @@ impl Registry for OciLayout {
             ));
         }
         let parsed = manifest.parse().map_err(|e| self.wrap(repo, &op, e))?;
-        let missing = self.check_references(repo, &parsed).await?;
-        if !missing.is_empty() {
-            return Err(self.fail(
-                repo,
-                ErrorKind::Other,
-                &op,
-                format!(
-                    "{}; blobs and child manifests must be stored before the manifest",
-                    missing.join(", ")
-                ),
-            ));
-        }
+        self.require_references(
+            repo,
+            &op,
+            &parsed,
+            "; blobs and child manifests must be stored before the manifest",
+        )
+        .await?;
 
         // The manifest blob.
         self.ensure_layout(repo).await?;
@@ -1213,18 +1229,8 @@ impl Registry for OciLayout {
         // index, a child manifest's: the entry must not name what is gone.
         self.ensure_manifest_blob(repo, &op, manifest).await?;
         if manifest.is_index() {
-            let missing = self.check_references(repo, &parsed).await?;
-            if !missing.is_empty() {
-                return Err(self.fail(
-                    repo,
-                    ErrorKind::Other,
-                    &op,
-                    format!(
-                        "{}: deleted meanwhile by another writer",
-                        missing.join(", ")
-                    ),
-                ));
-            }
+            self.require_references(repo, &op, &parsed, ": deleted meanwhile by another writer")
+                .await?;
         }
         let mut index = self
             .read_index(repo)
@@ -1869,18 +1875,27 @@ mod tests {
         r.put_manifest(&elsewhere, Some(&tag("1.0")), &a_there)
             .await
             .unwrap();
-        let sig =
-            crate::testkit::push_referrer(&r, &elsewhere, &a.digest, "application/x-sig", b"s")
+        // A signature of `a` made in `elsewhere`, its blobs copied here.
+        let sign = |payload: &'static [u8]| {
+            let (r, rp, elsewhere, subject) = (&r, &rp, &elsewhere, a.digest.clone());
+            async move {
+                let sig = crate::testkit::push_referrer(
+                    r,
+                    elsewhere,
+                    &subject,
+                    "application/x-sig",
+                    payload,
+                )
                 .await
                 .unwrap();
-        let m = r
-            .get_manifest(&elsewhere, sig.as_str())
-            .await
-            .unwrap()
-            .unwrap();
-        for blob in [&b"{}"[..], b"s"] {
-            crate::testkit::push_blob(&r, &rp, blob).await.unwrap();
-        }
+                for blob in [&b"{}"[..], payload] {
+                    crate::testkit::push_blob(r, rp, blob).await.unwrap();
+                }
+                let m = r.get_manifest(elsewhere, sig.as_str()).await.unwrap();
+                (sig, m.unwrap())
+            }
+        };
+        let (sig, m) = sign(b"s").await;
         r.put_manifest(&rp, Some(&tag("sig-archive")), &m)
             .await
             .unwrap();
@@ -1893,16 +1908,7 @@ mod tests {
             "tag deleted"
         );
         // Another signature, here only under a tag, which then moves.
-        let sig2 =
-            crate::testkit::push_referrer(&r, &elsewhere, &a.digest, "application/x-sig", b"t")
-                .await
-                .unwrap();
-        let m2 = r
-            .get_manifest(&elsewhere, sig2.as_str())
-            .await
-            .unwrap()
-            .unwrap();
-        crate::testkit::push_blob(&r, &rp, b"t").await.unwrap();
+        let (sig2, m2) = sign(b"t").await;
         r.put_manifest(&rp, Some(&tag("sig-3")), &m2).await.unwrap();
         r.put_manifest(&rp, Some(&tag("sig-3")), &a).await.unwrap();
         let mut both = vec![sig, sig2];
