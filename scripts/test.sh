@@ -36,4 +36,8 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# regimen's tag cache (conditional HEADs on re-runs) goes to a folder of this run, not ~/.cache.
+REGIMEN_CACHE_DIR=$(mktemp -d)
+export REGIMEN_CACHE_DIR
+trap 'rm -rf "$REGIMEN_CACHE_DIR"' EXIT
 cargo test --locked --all-targets

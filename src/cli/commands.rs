@@ -689,6 +689,7 @@ fn apply_cmd(
         signals.abort();
         report
     });
+    crate::observe::cache::record_applied(&policy, &report.outcomes);
     if let Some(b) = &progress.bar {
         b.finish_and_clear();
     }

@@ -216,6 +216,7 @@ pub async fn reconcile(
         &DaemonReporter { stop, revision },
     )
     .await;
+    crate::observe::cache::record_applied(&policy, &report.outcomes);
     let not_started = plan.changes.len().saturating_sub(report.outcomes.len());
     let not_applied = not_started + report.stale + report.failed;
     metrics::get().plan_gauges(&plan, not_applied);

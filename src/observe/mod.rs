@@ -1,6 +1,7 @@
 //! Reading the real world into `Observed`: every fact is `Known` or
 //! `Unknown { reason }`, and the planner never reads an unknown as absent.
 
+pub mod cache;
 mod hosts;
 mod read;
 pub(crate) use read::named;

@@ -65,8 +65,11 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
                 let _ = reg.referrers_api(&from.repo, &Digest::sha256_of(b"")).await;
             })
         }));
-    let (repo_reads, _) =
-        futures_util::join!(read_repos(registries, needs.repos.iter().cloned()), probes);
+    let mut cache = super::cache::HeadCache::load(desired);
+    let (repo_reads, _) = futures_util::join!(
+        read_repos_hinted(registries, needs.repos.iter().cloned(), &mut cache),
+        probes
+    );
     observed.repos.extend(repo_reads);
     read_orphans(desired, registries, &mut observed).await;
 
@@ -81,32 +84,36 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     read_details(registries, &mut observed, want).await;
 
     // Then the details the plan will look at, now that tags are known.
-    let more = crate::plan::wanted(desired, &observed, now);
-    read_details(registries, &mut observed, more.details).await;
-    read_indexes(registries, &mut observed, more.indexes).await;
+    // `wanted` runs every rule once (as long as planning itself), so it is
+    // asked again only after a read added facts; asked of the same facts it
+    // would answer the same.
+    let mut w = crate::plan::wanted(desired, &observed, now);
+    let mut read_any = !w.details.is_empty() || !w.indexes.is_empty();
+    read_details(registries, &mut observed, std::mem::take(&mut w.details)).await;
+    read_indexes(registries, &mut observed, std::mem::take(&mut w.indexes)).await;
 
     // Scan reports of the candidates that vulnerability gates judge. A
     // promotion fed by another (`staging → prod` after `dev → staging`)
     // only sees its candidates once the first one's gates could be judged:
     // a few more rounds, each reading only what is new.
     for _ in 0..3 {
-        let w = crate::plan::wanted(desired, &observed, now);
-        let details: Vec<_> = w
-            .details
+        if read_any {
+            w = crate::plan::wanted(desired, &observed, now);
+        }
+        let details: Vec<_> = std::mem::take(&mut w.details)
             .into_iter()
             .filter(|k| !observed.images.contains_key(k))
             .collect();
-        let reports: Vec<_> = w
-            .reports
+        let reports: Vec<_> = std::mem::take(&mut w.reports)
             .into_iter()
             .filter(|k| !observed.reports.contains_key(k))
             .collect();
-        let indexes: Vec<_> = w
-            .indexes
+        let indexes: Vec<_> = std::mem::take(&mut w.indexes)
             .into_iter()
             .filter(|k| !observed.indexes.contains_key(k))
             .collect();
-        if details.is_empty() && reports.is_empty() && indexes.is_empty() {
+        read_any = !(details.is_empty() && reports.is_empty() && indexes.is_empty());
+        if !read_any {
             break;
         }
         read_details(registries, &mut observed, details).await;
@@ -119,10 +126,18 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
     // Images already copied also get the referrers their source registry
     // indexes itself (one request each where it has the referrers API; one
     // in all where it has not).
-    let w = crate::plan::wanted(desired, &observed, now);
-    read_referrer_tags(registries, &mut observed, w.referrer_tags).await;
-    read_api_referrers(registries, &mut observed, w.api_referrers).await;
-    let w = crate::plan::wanted(desired, &observed, now);
+    if read_any {
+        w = crate::plan::wanted(desired, &observed, now);
+    }
+    let (tags, api) = (
+        std::mem::take(&mut w.referrer_tags),
+        std::mem::take(&mut w.api_referrers),
+    );
+    if !tags.is_empty() || !api.is_empty() {
+        read_referrer_tags(registries, &mut observed, tags).await;
+        read_api_referrers(registries, &mut observed, api).await;
+        w = crate::plan::wanted(desired, &observed, now);
+    }
     read_referrer_entries(registries, &mut observed, w.referrer_entries).await;
     read_listed_referrers(registries, &mut observed, w.listed_referrers).await;
     observed
@@ -437,16 +452,38 @@ pub async fn read_repos(
     registries: &Registries,
     repos: impl IntoIterator<Item = RepoAddr>,
 ) -> Vec<(RepoAddr, Fact<RepoState>)> {
+    read_repos_hinted(registries, repos, &mut super::cache::HeadCache::default()).await
+}
+
+/// [`read_repos`], each tag's HEAD conditional on what `cache` says it held
+/// last time; what was read then goes back into the cache.
+pub(crate) async fn read_repos_hinted(
+    registries: &Registries,
+    repos: impl IntoIterator<Item = RepoAddr>,
+    cache: &mut super::cache::HeadCache,
+) -> Vec<(RepoAddr, Fact<RepoState>)> {
+    let hints = &*cache;
     let want = repos.into_iter().map(|r| (r, ())).collect();
-    read_each(registries, want, |reg, repo, ()| async move {
-        read_repo(reg.as_ref(), &repo)
+    let reads = read_each(registries, want, |reg, repo, ()| async move {
+        read_repo_hinted(reg.as_ref(), &repo, hints.hints(&repo))
             .await
             .map_err(|e| e.to_string())
     })
-    .await
-    .into_iter()
-    .map(|((repo, ()), fact)| (repo, fact))
-    .collect()
+    .await;
+    cache.save(reads.iter().filter_map(|((repo, ()), fact)| {
+        let (state, heads) = fact.known()?;
+        Some((repo, (!state.missing).then_some(heads)))
+    }));
+    reads
+        .into_iter()
+        .map(|((repo, ()), fact)| {
+            let fact = match fact {
+                Fact::Known((state, _)) => Fact::Known(state),
+                Fact::Unknown { reason } => Fact::Unknown { reason },
+            };
+            (repo, fact)
+        })
+        .collect()
 }
 
 /// Whole reads of a repo tried while its tag list names a tag whose
@@ -469,9 +506,18 @@ pub async fn read_repo_heads(
     reg: &dyn Registry,
     repo: &RepoAddr,
 ) -> Result<(RepoState, BTreeMap<Tag, ManifestHead>), RegistryError> {
+    read_repo_hinted(reg, repo, None).await
+}
+
+/// [`read_repo_heads`] with what each tag held last time, to ask conditionally.
+async fn read_repo_hinted(
+    reg: &dyn Registry,
+    repo: &RepoAddr,
+    hints: Option<&BTreeMap<Tag, ManifestHead>>,
+) -> Result<RepoRead, RegistryError> {
     let mut attempt = 1;
     loop {
-        let vanished = match read_repo_once(reg, repo).await? {
+        let vanished = match read_repo_once(reg, repo, hints).await? {
             Ok(read) => return Ok(read),
             Err(vanished) => vanished,
         };
@@ -503,6 +549,7 @@ type RepoRead = (RepoState, BTreeMap<Tag, ManifestHead>);
 async fn read_repo_once(
     reg: &dyn Registry,
     repo: &RepoAddr,
+    hints: Option<&BTreeMap<Tag, ManifestHead>>,
 ) -> Result<Result<RepoRead, Vec<Tag>>, RegistryError> {
     let listed = reg.list_tags_if_exists(&repo.repo).await?;
     let missing = listed.is_none();
@@ -512,7 +559,10 @@ async fn read_repo_once(
         .partition(|t| t.is_referrer_tag());
     let heads = stream::iter(tags)
         .map(|tag| async move {
-            let head = reg.head_manifest(&repo.repo, tag.as_str()).await?;
+            let known = hints.and_then(|h| h.get(&tag));
+            let head = reg
+                .head_manifest_known(&repo.repo, tag.as_str(), known)
+                .await?;
             Ok::<_, RegistryError>((tag, head))
         })
         .buffer_unordered(PARALLEL)

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH,
+};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -2044,12 +2046,38 @@ impl Registry for Distribution {
     }
 
     async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<ManifestHead>> {
+        self.head_manifest_known(repo, reference, None).await
+    }
+
+    async fn head_manifest_known(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        known: Option<&ManifestHead>,
+    ) -> Result<Option<ManifestHead>> {
         let path = format!("/v2/{repo}/manifests/{reference}");
         let mut req = Req::new(Method::HEAD, self.url(&path), vec![scope_pull(repo)])
             .header(ACCEPT, MediaType::ALL_MANIFESTS.join(", "));
+        if let Some(k) = known {
+            // A manifest's ETag is its digest (distribution spec; Distribution,
+            // Harbor, GitLab, Zot): a match means the tag still holds those exact
+            // bytes, so their media type and size are known too.
+            req = req.header(IF_NONE_MATCH, format!("\"{}\"", k.digest));
+        }
         let resp = self.send(&mut req).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
+        }
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return match known {
+                Some(k) => Ok(Some(k.clone())),
+                None => Err(self.fail(
+                    ErrorKind::Other,
+                    &req.method,
+                    &req.url,
+                    "the registry answered 304 Not Modified to a request that was not conditional",
+                )),
+            };
         }
         if !resp.status().is_success() {
             return Err(self.status_error(&req.method, &req.url, resp).await);
@@ -3137,6 +3165,52 @@ mod fake_server_tests {
 
     fn repo() -> Repo {
         "team/api".parse().unwrap()
+    }
+
+    /// A conditional HEAD answered 304 confirms the head asked about (the
+    /// same bytes: their media type and size); answered 200, the tag holds
+    /// something else and that is what counts; a 304 to a HEAD that asked
+    /// nothing is the registry's error, not a confirmation of anything.
+    #[tokio::test]
+    async fn a_304_confirms_only_what_was_asked() {
+        let known = ManifestHead {
+            digest: Digest::sha256_of(b"the image the cache names"),
+            media_type: MediaType::OCI_INDEX.to_string(),
+            size: 1234,
+        };
+        let now = Digest::sha256_of(b"what the tag holds now");
+        let (asked, holds) = (format!("\"{}\"", known.digest), now.to_string());
+        let addr = serve(Arc::new(move |r: &FakeReq| {
+            match (r.target.as_str(), r.headers.get("if-none-match")) {
+                ("/v2/team/api/manifests/same", Some(v)) if *v == asked => resp(304, &[], ""),
+                ("/v2/team/api/manifests/moved", Some(_)) => resp(
+                    200,
+                    &[
+                        ("docker-content-digest", holds.as_str()),
+                        ("content-type", MediaType::OCI_MANIFEST),
+                    ],
+                    "",
+                ),
+                ("/v2/team/api/manifests/liar", None) => resp(304, &[], ""),
+                _ => resp(404, &[], ""),
+            }
+        }));
+        let d = dist(&addr, None);
+        let head = |tag: &'static str, k: Option<ManifestHead>| {
+            let d = &d;
+            async move { d.head_manifest_known(&repo(), tag, k.as_ref()).await }
+        };
+        assert_eq!(
+            head("same", Some(known.clone())).await.unwrap(),
+            Some(known.clone())
+        );
+        let moved = head("moved", Some(known.clone())).await.unwrap().unwrap();
+        assert_eq!(
+            (moved.digest, moved.media_type.as_str()),
+            (now, MediaType::OCI_MANIFEST)
+        );
+        let e = head("liar", None).await.unwrap_err().to_string();
+        assert!(e.contains("304") && e.contains("not conditional"), "{e}");
     }
 
     /// A registry that takes a PUT's body 256 KiB per `pace` (none of it,

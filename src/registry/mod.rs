@@ -128,7 +128,7 @@ pub enum BlobStart {
 }
 
 /// What a manifest HEAD tells: enough to compare without downloading.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestHead {
     pub digest: Digest,
     pub media_type: String,
@@ -172,6 +172,19 @@ pub trait Registry: Send + Sync {
 
     /// Digest and media type of a manifest by tag or digest; `None` if absent.
     async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<ManifestHead>>;
+
+    /// [`Registry::head_manifest`] of a tag last seen holding `known`. A
+    /// registry that answers conditional requests confirms it without reading
+    /// the manifest (`If-None-Match` → 304), which costs it less than a plain
+    /// HEAD; the answer is always the registry's, never the belief.
+    async fn head_manifest_known(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        _known: Option<&ManifestHead>,
+    ) -> Result<Option<ManifestHead>> {
+        self.head_manifest(repo, reference).await
+    }
 
     /// The manifest's raw bytes and media type; `None` if absent.
     async fn get_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<Manifest>>;
@@ -583,4 +596,29 @@ pub async fn start_blob_by_head<R: Registry + ?Sized>(
         return Ok(BlobStart::Present);
     }
     Ok(BlobStart::Upload(None))
+}
+
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Unique among processes sharing a folder (an OCI layout, the tag cache), even two containers that are
+/// both PID 1: the PID, a random number drawn once per process, a counter.
+pub(crate) fn tmp_suffix() -> String {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // std's per-process random hash keys, with the time mixed in.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.finish()
+    });
+    format!(
+        "{}-{run:016x}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }

@@ -32,7 +32,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use async_trait::async_trait;
@@ -73,30 +72,7 @@ const WRITE_BUFFER: usize = 256 * 1024;
 /// Read chunk for blob downloads.
 const READ_CHUNK: usize = 64 * 1024;
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Unique among processes sharing the layout, even two containers that are
-/// both PID 1: the PID, a random number drawn once per process, a counter.
-fn tmp_suffix() -> String {
-    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let run = RUN.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        // std's per-process random hash keys, with the time mixed in.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.finish()
-    });
-    format!(
-        "{}-{run:016x}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use super::tmp_suffix;
 
 /// A new temporary file, never one another writer has open.
 async fn create_new(path: &Path) -> std::io::Result<tokio::fs::File> {

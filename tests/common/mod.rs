@@ -590,6 +590,11 @@ pub fn base64(data: &[u8]) -> String {
 pub fn regimen() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("regimen").unwrap();
     c.env("DOCKER_CONFIG", empty_docker_config());
+    // The tag cache on, as users have it, out of the tester's home (one file per policy folder).
+    c.env(
+        "REGIMEN_CACHE_DIR",
+        std::env::temp_dir().join("regimen-test-cache"),
+    );
     c
 }
 

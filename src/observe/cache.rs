@@ -1,0 +1,460 @@
+//! What each tag held when it was last read, kept between runs, so that the
+//! next read of the tag can be conditional (`If-None-Match: "<digest>"`).
+//!
+//! Nothing here is ever taken as a fact: a hint only shapes the request, and
+//! the registry's answer decides (304 "still that digest", or the full HEAD
+//! of whatever the tag holds now). A missing, stale, corrupt or foreign cache
+//! file therefore changes how much the registry works, never what regimen
+//! observes. On Distribution a confirmed HEAD skips reading and parsing the
+//! manifest; a re-run that changes nothing costs the registries less.
+//!
+//! A conditional HEAD cannot tell a tag whose manifest was lost (Distribution
+//! can leave a tag linked to a deleted manifest: a plain HEAD answers 404, a
+//! conditional one still 304), so a repo's hints are used for a day after the
+//! last read that had none; then one plain read checks every tag again.
+//!
+//! One file per policy folder, under `$REGIMEN_CACHE_DIR` (empty: no cache),
+//! else `$XDG_CACHE_HOME/regimen`, else `~/.cache/regimen`. It holds
+//! registry addresses, repository and tag names, digests, media types and
+//! sizes; never credentials. HTTP registries only (an OCI layout is read
+//! from disk, where there is nothing to save).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::apply::Outcome;
+use crate::config::{Desired, Endpoint};
+use crate::model::{Digest, ImageRef, RegistryName, RepoAddr, Tag};
+use crate::plan::{Action, Change};
+use crate::registry::ManifestHead;
+
+/// Bumped when the file's meaning changes; another version is ignored.
+const VERSION: u32 = 1;
+
+/// How long after a repo's last plain read its hints are used.
+const FRESH_SECS: u64 = 24 * 3600;
+
+/// Tag → what it held, per repository.
+pub type Heads = BTreeMap<Tag, ManifestHead>;
+
+#[derive(Default, Serialize, Deserialize)]
+struct File {
+    version: u32,
+    /// `<registry address>/<repo>` → its tags.
+    repos: BTreeMap<String, Entry>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+struct Entry {
+    /// Unix seconds of the last read of the repo that used no hints.
+    checked: u64,
+    tags: Heads,
+}
+
+/// The hints of one policy folder.
+#[derive(Default)]
+pub struct HeadCache {
+    path: Option<PathBuf>,
+    /// Policy registry name → the address that keys its repos in the file
+    /// (a renamed registry keeps its hints; one pointed elsewhere loses them).
+    addresses: BTreeMap<RegistryName, String>,
+    repos: BTreeMap<String, Entry>,
+    /// Unix seconds now (a field, so that tests can move the clock).
+    now: u64,
+}
+
+impl HeadCache {
+    /// The hints saved for this policy folder; empty when there are none or
+    /// they cannot be read (a debug line says why).
+    pub fn load(desired: &Desired) -> HeadCache {
+        HeadCache::load_in(cache_dir(), desired, unix_now())
+    }
+
+    fn load_in(dir: Option<PathBuf>, desired: &Desired, now: u64) -> HeadCache {
+        let addresses = desired
+            .registries
+            .iter()
+            .filter(|(_, r)| !matches!(r.url, Endpoint::OciLayout(_)))
+            .map(|(n, r)| (n.clone(), r.url.to_string()))
+            .collect();
+        let Some(path) = dir.map(|d| d.join(file_name(&desired.root))) else {
+            return HeadCache::default();
+        };
+        let repos = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
+                Ok(f) if f.version == VERSION => f.repos,
+                Ok(_) => BTreeMap::new(),
+                Err(e) => {
+                    tracing::debug!("ignoring the tag cache {}: {e}", path.display());
+                    BTreeMap::new()
+                }
+            },
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::debug!("ignoring the tag cache {}: {e}", path.display());
+                }
+                BTreeMap::new()
+            }
+        };
+        HeadCache {
+            path: Some(path),
+            addresses,
+            repos,
+            now,
+        }
+    }
+
+    fn key(&self, repo: &RepoAddr) -> Option<String> {
+        let at = self.addresses.get(&repo.registry)?;
+        Some(format!("{}/{}", at.trim_end_matches('/'), repo.repo))
+    }
+
+    /// What `repo`'s tags held when last read, if known and checked by a
+    /// plain read within [`FRESH_SECS`].
+    pub fn hints(&self, repo: &RepoAddr) -> Option<&Heads> {
+        let e = self.repos.get(&self.key(repo)?)?;
+        (self.now.saturating_sub(e.checked) < FRESH_SECS).then_some(&e.tags)
+    }
+
+    /// Records this run's reads (`None`: the repo does not exist) and writes
+    /// the file; repos not read this run keep their hints. A read that had
+    /// [`HeadCache::hints`] keeps the time of the last plain one. Best effort:
+    /// a cache that cannot be written is a debug line, not a failure.
+    pub fn save<'a>(&mut self, reads: impl IntoIterator<Item = (&'a RepoAddr, Option<&'a Heads>)>) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let mut changed = false;
+        for (repo, heads) in reads {
+            let Some(key) = self.key(repo) else { continue };
+            let Some(tags) = heads else {
+                changed |= self.repos.remove(&key).is_some();
+                continue;
+            };
+            let checked = match self.hints(repo) {
+                Some(_) => self.repos.get(&key).map_or(self.now, |e| e.checked),
+                None => self.now,
+            };
+            let entry = Entry {
+                checked,
+                tags: tags.clone(),
+            };
+            if self.repos.get(&key) != Some(&entry) {
+                self.repos.insert(key, entry);
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        let file = File {
+            version: VERSION,
+            repos: std::mem::take(&mut self.repos),
+        };
+        if let Err(e) = write(&path, &file) {
+            tracing::debug!("cannot write the tag cache {}: {e}", path.display());
+        }
+        self.repos = file.repos;
+    }
+}
+
+/// After an apply: the tags its copies and retags put in place hold their
+/// digest now, so that the next run asks about those conditionally too. The
+/// media type and size come from a tag with the same digest (the same bytes)
+/// that the cache has; a digest it has nowhere (a platform-filtered index)
+/// gets no hint, and is simply read in full next time.
+pub fn record_applied(desired: &Desired, outcomes: &[(Change, Outcome)]) {
+    record_applied_in(cache_dir(), desired, outcomes, unix_now())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn record_applied_in(
+    dir: Option<PathBuf>,
+    desired: &Desired,
+    outcomes: &[(Change, Outcome)],
+    now: u64,
+) {
+    let mut cache = HeadCache::load_in(dir, desired, now);
+    if cache.path.is_none() {
+        return;
+    }
+    let by_digest: HashMap<&Digest, &ManifestHead> = cache
+        .repos
+        .values()
+        .flat_map(|e| e.tags.values())
+        .map(|h| (&h.digest, h))
+        .collect();
+    let mut put: BTreeMap<RepoAddr, Heads> = BTreeMap::new();
+    for (change, outcome) in outcomes {
+        if !matches!(change.action, Action::Copy | Action::Retag)
+            || !matches!(outcome, Outcome::Done | Outcome::AlreadyDone)
+        {
+            continue;
+        }
+        let Ok(target) = change.target.parse::<ImageRef>() else {
+            continue;
+        };
+        let digest = change
+            .digest
+            .as_deref()
+            .and_then(|d| d.parse::<Digest>().ok());
+        let (Some(tag), Some(head)) = (
+            target.tag(),
+            digest.and_then(|d| by_digest.get(&d).copied()),
+        ) else {
+            continue;
+        };
+        put.entry(target.repo.clone())
+            .or_default()
+            .insert(tag.clone(), head.clone());
+    }
+    let merged: Vec<(RepoAddr, Heads)> = put
+        .into_iter()
+        .map(|(repo, new)| {
+            let mut heads = cache.hints(&repo).cloned().unwrap_or_default();
+            heads.extend(new);
+            (repo, heads)
+        })
+        .collect();
+    cache.save(merged.iter().map(|(repo, heads)| (repo, Some(heads))));
+}
+
+/// `$REGIMEN_CACHE_DIR` (empty: none), `$XDG_CACHE_HOME/regimen`, `~/.cache/regimen`.
+fn cache_dir() -> Option<PathBuf> {
+    dir_from(
+        std::env::var_os("REGIMEN_CACHE_DIR"),
+        std::env::var_os("XDG_CACHE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn dir_from(
+    own: Option<OsString>,
+    xdg: Option<OsString>,
+    home: Option<OsString>,
+) -> Option<PathBuf> {
+    if let Some(d) = own {
+        return (!d.is_empty()).then(|| PathBuf::from(d));
+    }
+    // The XDG spec: relative values are ignored.
+    let absolute = |v: OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(d) = xdg.and_then(absolute) {
+        return Some(d.join("regimen"));
+    }
+    home.and_then(absolute)
+        .map(|h| h.join(".cache").join("regimen"))
+}
+
+/// One file per policy folder: two policies never trade hints back and forth.
+fn file_name(root: &Path) -> String {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let hash = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    format!("tags-{}.json", hex::encode(&hash[..8]))
+}
+
+/// Write-then-rename: a reader sees the old file or the new one, whole.
+fn write(path: &Path, file: &File) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        crate::registry::tmp_suffix()
+    ));
+    let bytes = serde_json::to_vec(file).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn desired(root: &Path) -> Desired {
+        let text = "registries:\n  src: {url: \"http://127.0.0.1:1\"}\n  \
+                    dst: {url: \"127.0.0.1:2\"}\n  disk: {url: \"oci:layout\"}\n";
+        crate::config::load_texts(root, &[(std::sync::Arc::from("p.yaml"), text.to_string())])
+            .unwrap()
+    }
+
+    fn head(n: u8) -> ManifestHead {
+        ManifestHead {
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32))
+                .parse()
+                .unwrap(),
+            media_type: crate::registry::manifest::MediaType::OCI_MANIFEST.to_string(),
+            size: 100 + n as u64,
+        }
+    }
+
+    fn heads(tags: &[(&str, u8)]) -> Heads {
+        tags.iter()
+            .map(|(t, n)| (t.parse().unwrap(), head(*n)))
+            .collect()
+    }
+
+    fn addr(s: &str) -> RepoAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_folder_is_regimens_own_then_xdg_then_home() {
+        let os = |s: &str| Some(OsString::from(s));
+        assert_eq!(dir_from(os("/c"), os("/x"), os("/h")), Some("/c".into()));
+        assert_eq!(
+            dir_from(os(""), os("/x"), os("/h")),
+            None,
+            "empty: no cache"
+        );
+        assert_eq!(
+            dir_from(None, os("/x"), os("/h")),
+            Some("/x/regimen".into())
+        );
+        assert_eq!(
+            dir_from(None, os("rel"), os("/h")),
+            Some("/h/.cache/regimen".into()),
+            "a relative XDG_CACHE_HOME is ignored"
+        );
+        assert_eq!(dir_from(None, None, os("rel")), None);
+    }
+
+    #[test]
+    fn reads_saved_come_back_as_hints_for_http_registries_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = desired(tmp.path());
+        let dir = Some(tmp.path().join("cache"));
+        let mut c = HeadCache::load_in(dir.clone(), &d, NOW);
+        let (src, dst, disk) = (addr("src/a"), addr("dst/a"), addr("disk/a"));
+        let (hs, hd) = (heads(&[("1", 1), ("2", 2)]), heads(&[("1", 1)]));
+        c.save([(&src, Some(&hs)), (&dst, Some(&hd)), (&disk, Some(&hs))]);
+        let c = HeadCache::load_in(dir.clone(), &d, NOW);
+        assert_eq!(c.hints(&src), Some(&hs));
+        assert_eq!(c.hints(&dst), Some(&hd));
+        assert_eq!(c.hints(&disk), None, "an OCI layout is read from disk");
+        assert_eq!(c.hints(&addr("src/b")), None);
+
+        // A repo read as missing loses its hints; one not read keeps them.
+        let mut c = c;
+        c.save([(&dst, None)]);
+        let c = HeadCache::load_in(dir.clone(), &d, NOW);
+        assert_eq!((c.hints(&src), c.hints(&dst)), (Some(&hs), None));
+
+        // Another policy folder has a file of its own.
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        assert_eq!(
+            HeadCache::load_in(dir, &desired(&other), NOW).hints(&src),
+            None
+        );
+    }
+
+    #[test]
+    fn a_file_of_another_version_or_not_json_is_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = desired(tmp.path());
+        let dir = tmp.path().join("cache");
+        let mut c = HeadCache::load_in(Some(dir.clone()), &d, NOW);
+        c.save([(&addr("src/a"), Some(&heads(&[("1", 1)])))]);
+        let file = std::fs::read_dir(&dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text.replace("\"version\":1", "\"version\":99")).unwrap();
+        assert_eq!(
+            HeadCache::load_in(Some(dir.clone()), &d, NOW).hints(&addr("src/a")),
+            None
+        );
+        std::fs::write(&file, "not json").unwrap();
+        assert_eq!(
+            HeadCache::load_in(Some(dir.clone()), &d, NOW).hints(&addr("src/a")),
+            None
+        );
+        // ...and replaced whole by the next save, leaving no temporary file.
+        let mut c = HeadCache::load_in(Some(dir.clone()), &d, NOW);
+        c.save([(&addr("src/a"), Some(&heads(&[("1", 1)])))]);
+        assert!(HeadCache::load_in(Some(dir.clone()), &d, NOW)
+            .hints(&addr("src/a"))
+            .is_some());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn applied_copies_and_retags_become_hints_of_their_targets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = desired(tmp.path());
+        let dir = Some(tmp.path().join("cache"));
+        let mut c = HeadCache::load_in(dir.clone(), &d, NOW);
+        c.save([(&addr("src/a"), Some(&heads(&[("1", 1), ("2", 2)])))]);
+        let change = |action, target: &str, n: u8| Change {
+            target: target.to_string(),
+            digest: Some(head(n).digest.to_string()),
+            ..Change::new(action)
+        };
+        let outcomes = vec![
+            (change(Action::Copy, "dst/a:1", 1), Outcome::Done),
+            (
+                change(Action::Retag, "dst/a:latest", 1),
+                Outcome::AlreadyDone,
+            ),
+            (
+                change(Action::Copy, "dst/a:2", 2),
+                Outcome::Failed("no".into()),
+            ),
+            // a digest read nowhere (a filtered index): no hint
+            (change(Action::Copy, "dst/a:3", 3), Outcome::Done),
+            (change(Action::Untag, "src/a:2", 2), Outcome::Done),
+        ];
+        record_applied_in(dir.clone(), &d, &outcomes, NOW);
+        let c = HeadCache::load_in(dir, &d, NOW);
+        assert_eq!(
+            c.hints(&addr("dst/a")),
+            Some(&heads(&[("1", 1), ("latest", 1)]))
+        );
+        assert_eq!(c.hints(&addr("src/a")), Some(&heads(&[("1", 1), ("2", 2)])));
+    }
+
+    /// Hints are used for a day after the repo's last plain read; reads
+    /// that used them do not extend that day, so a plain read comes at least
+    /// daily (it finds a tag whose manifest was lost, which a 304 would hide).
+    #[test]
+    fn hints_last_a_day_after_the_last_plain_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = desired(tmp.path());
+        let dir = Some(tmp.path().join("cache"));
+        let a = addr("src/a");
+        let h = heads(&[("1", 1)]);
+        HeadCache::load_in(dir.clone(), &d, NOW).save([(&a, Some(&h))]);
+        let later = NOW + FRESH_SECS - 1;
+        let mut c = HeadCache::load_in(dir.clone(), &d, later);
+        assert_eq!(c.hints(&a), Some(&h));
+        // a read that had hints, with a tag added: the day still counts from NOW
+        let h2 = heads(&[("1", 1), ("2", 2)]);
+        c.save([(&a, Some(&h2))]);
+        let c = HeadCache::load_in(dir.clone(), &d, NOW + FRESH_SECS);
+        assert_eq!(c.hints(&a), None, "a day after the plain read");
+        // that read is plain, and starts a new day
+        let mut c = c;
+        c.save([(&a, Some(&h2))]);
+        let c = HeadCache::load_in(dir, &d, NOW + 2 * FRESH_SECS - 1);
+        assert_eq!(c.hints(&a), Some(&h2));
+    }
+}
