@@ -117,7 +117,8 @@ impl HeadCache {
     /// plain read within [`FRESH_SECS`].
     pub fn hints(&self, repo: &RepoAddr) -> Option<&Heads> {
         let e = self.repos.get(&self.key(repo)?)?;
-        (self.now.saturating_sub(e.checked) < FRESH_SECS).then_some(&e.tags)
+        // A check "in the future" is a clock that moved back: not fresh.
+        (e.checked <= self.now && self.now - e.checked < FRESH_SECS).then_some(&e.tags)
     }
 
     /// Records this run's reads (`None`: the repo does not exist) and writes
@@ -454,7 +455,9 @@ mod tests {
         // that read is plain, and starts a new day
         let mut c = c;
         c.save([(&a, Some(&h2))]);
-        let c = HeadCache::load_in(dir, &d, NOW + 2 * FRESH_SECS - 1);
+        let c = HeadCache::load_in(dir.clone(), &d, NOW + 2 * FRESH_SECS - 1);
         assert_eq!(c.hints(&a), Some(&h2));
+        let c = HeadCache::load_in(dir, &d, NOW);
+        assert_eq!(c.hints(&a), None, "checked after now: the clock moved back");
     }
 }
