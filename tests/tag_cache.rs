@@ -1,8 +1,8 @@
 //! The tag cache against real `docker-registry` instances: a re-run asks
 //! about each tag conditionally (`If-None-Match`, answered 304 while the tag
-//! holds what it held), and the cache never decides anything itself — a tag
-//! moved behind its back, a corrupt cache file or no cache at all give the
-//! same plans.
+//! holds what it held), and a hint never stands in for the registry's answer:
+//! a tag moved behind the cache's back, a corrupt or wrong cache file, or no
+//! cache at all give the same plans.
 
 mod common;
 
@@ -98,11 +98,7 @@ fn reruns_ask_conditionally_and_a_tag_moved_behind_the_cache_is_still_seen() {
     let (code, out) = s.regimen(&["apply", "--auto-approve", "-C", &s.dir]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3 done"), "{out}");
-    assert_eq!(
-        s.cache_files().len(),
-        1,
-        "one cache file for the policy folder"
-    );
+    assert_eq!(s.cache_files().len(), 1, "one cache file");
 
     // The re-run: every tag on both sides confirmed by a 304, including the
     // target's, which the apply itself put there.
@@ -169,8 +165,10 @@ fn a_corrupt_cache_or_none_gives_the_same_plan_with_plain_heads() {
     lie["repos"][&key]["tags"]["1.0"]["digest"] =
         Digest::sha256_of(b"not this image").to_string().into();
     std::fs::write(&file, lie.to_string()).unwrap();
+    let d0 = s.dst.log().len();
     let (code, out) = s.regimen(&["plan", "--detailed-exitcode", "-C", &s.dir]);
     assert_eq!(code, 0, "a wrong hint is only a miss: {out}");
+    assert_eq!(heads(&s.dst, d0, "ci/app"), (2, 1), "1.0 read in full");
 
     // No cache at all: REGIMEN_CACHE_DIR empty writes nothing anywhere.
     let home = tempfile::tempdir().unwrap();

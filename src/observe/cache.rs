@@ -1,30 +1,34 @@
 //! What each tag held when it was last read, kept between runs, so that the
-//! next read of the tag can be conditional (`If-None-Match: "<digest>"`).
+//! next read of the tag can be conditional (`If-None-Match: "<digest>"`). On
+//! Distribution a confirmed HEAD (304) skips reading and parsing the
+//! manifest: a re-run that changes nothing costs the registries less, with
+//! the same requests.
 //!
-//! Nothing here is ever taken as a fact: a hint only shapes the request, and
-//! the registry's answer decides (304 "still that digest", or the full HEAD
-//! of whatever the tag holds now). A missing, stale, corrupt or foreign cache
-//! file therefore changes how much the registry works, never what regimen
-//! observes. On Distribution a confirmed HEAD skips reading and parsing the
-//! manifest; a re-run that changes nothing costs the registries less.
+//! A hint never stands in for an answer: the registry confirms the digest
+//! (304) or answers in full (the tag moved: 200 with the new digest; gone:
+//! 404). A missing, unreadable or outdated file means plain HEADs. What a 304
+//! takes from the file is the media type and size of the digest it confirms,
+//! which the registry gave for those same bytes before (and which decide, for
+//! instance, that a tag holds a single image and no index to read).
 //!
 //! A conditional HEAD cannot tell a tag whose manifest was lost (Distribution
 //! can leave a tag linked to a deleted manifest: a plain HEAD answers 404, a
-//! conditional one still 304), so a repo's hints are used for a day after the
-//! last read that had none; then one plain read checks every tag again.
+//! conditional one still 304). So a repo's hints are used for a day after the
+//! last read that had none, then one plain read checks every tag again; and
+//! an apply that deleted or untagged in a repo drops its hints, so the next
+//! read there is plain.
 //!
-//! One file per policy folder, under `$REGIMEN_CACHE_DIR` (empty: no cache),
-//! else `$XDG_CACHE_HOME/regimen`, else `~/.cache/regimen`. It holds
-//! registry addresses, repository and tag names, digests, media types and
-//! sizes; never credentials. HTTP registries only (an OCI layout is read
-//! from disk, where there is nothing to save).
+//! One file (`tags.json`) under `$REGIMEN_CACHE_DIR` (empty: no cache), else
+//! `$XDG_CACHE_HOME/regimen`, else `~/.cache/regimen`. It holds registry
+//! addresses, repository and tag names, digests, media types and sizes;
+//! never credentials. HTTP registries only (an OCI layout is read from disk,
+//! where there is nothing to save).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::apply::Outcome;
 use crate::config::{Desired, Endpoint};
@@ -37,6 +41,11 @@ const VERSION: u32 = 1;
 
 /// How long after a repo's last plain read its hints are used.
 const FRESH_SECS: u64 = 24 * 3600;
+
+/// One file for every policy on the machine: its keys are registry
+/// addresses and repos, which mean the same in any policy (and a Git
+/// source's policy folder changes with each commit).
+const FILE_NAME: &str = "tags.json";
 
 /// Tag → what it held, per repository.
 pub type Heads = BTreeMap<Tag, ManifestHead>;
@@ -55,7 +64,7 @@ struct Entry {
     tags: Heads,
 }
 
-/// The hints of one policy folder.
+/// The hints, for the registries of one policy.
 #[derive(Default)]
 pub struct HeadCache {
     path: Option<PathBuf>,
@@ -68,8 +77,8 @@ pub struct HeadCache {
 }
 
 impl HeadCache {
-    /// The hints saved for this policy folder; empty when there are none or
-    /// they cannot be read (a debug line says why).
+    /// The saved hints for `desired`'s registries; empty when there are
+    /// none or they cannot be read (a debug line says why).
     pub fn load(desired: &Desired) -> HeadCache {
         HeadCache::load_in(cache_dir(), desired, unix_now())
     }
@@ -81,7 +90,7 @@ impl HeadCache {
             .filter(|(_, r)| !matches!(r.url, Endpoint::OciLayout(_)))
             .map(|(n, r)| (n.clone(), r.url.to_string()))
             .collect();
-        let Some(path) = dir.map(|d| d.join(file_name(&desired.root))) else {
+        let Some(path) = dir.map(|d| d.join(FILE_NAME)) else {
             return HeadCache::default();
         };
         let repos = match std::fs::read(&path) {
@@ -117,8 +126,7 @@ impl HeadCache {
     /// plain read within [`FRESH_SECS`].
     pub fn hints(&self, repo: &RepoAddr) -> Option<&Heads> {
         let e = self.repos.get(&self.key(repo)?)?;
-        // A check "in the future" is a clock that moved back: not fresh.
-        (e.checked <= self.now && self.now - e.checked < FRESH_SECS).then_some(&e.tags)
+        fresh(e.checked, self.now).then_some(&e.tags)
     }
 
     /// Records this run's reads (`None`: the repo does not exist) and writes
@@ -149,6 +157,11 @@ impl HeadCache {
                 changed = true;
             }
         }
+        // Hints no longer used (repos not read plainly for a day) go.
+        let now = self.now;
+        let before = self.repos.len();
+        self.repos.retain(|_, e| fresh(e.checked, now));
+        changed |= self.repos.len() != before;
         if !changed {
             return;
         }
@@ -172,6 +185,12 @@ pub fn record_applied(desired: &Desired, outcomes: &[(Change, Outcome)]) {
     record_applied_in(cache_dir(), desired, outcomes, unix_now())
 }
 
+/// Checked by a plain read within [`FRESH_SECS`]; a check "in the future"
+/// is a clock that moved back, and is not.
+fn fresh(checked: u64, now: u64) -> bool {
+    checked <= now && now - checked < FRESH_SECS
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -185,49 +204,72 @@ fn record_applied_in(
     outcomes: &[(Change, Outcome)],
     now: u64,
 ) {
+    let relevant = |a: Action| {
+        matches!(
+            a,
+            Action::Copy | Action::Retag | Action::Delete | Action::Untag
+        )
+    };
+    if !outcomes.iter().any(|(c, _)| relevant(c.action)) {
+        return;
+    }
     let mut cache = HeadCache::load_in(dir, desired, now);
     if cache.path.is_none() {
         return;
     }
-    let by_digest: HashMap<&Digest, &ManifestHead> = cache
-        .repos
-        .values()
-        .flat_map(|e| e.tags.values())
-        .map(|h| (&h.digest, h))
-        .collect();
     let mut put: BTreeMap<RepoAddr, Heads> = BTreeMap::new();
+    let mut forget: Vec<RepoAddr> = Vec::new();
     for (change, outcome) in outcomes {
-        if !matches!(change.action, Action::Copy | Action::Retag)
-            || !matches!(outcome, Outcome::Done | Outcome::AlreadyDone)
-        {
-            continue;
-        }
         let Ok(target) = change.target.parse::<ImageRef>() else {
             continue;
         };
-        let digest = change
-            .digest
-            .as_deref()
-            .and_then(|d| d.parse::<Digest>().ok());
-        let (Some(tag), Some(head)) = (
-            target.tag(),
-            digest.and_then(|d| by_digest.get(&d).copied()),
-        ) else {
-            continue;
-        };
-        put.entry(target.repo.clone())
-            .or_default()
-            .insert(tag.clone(), head.clone());
+        match change.action {
+            // Whatever the outcome: a delete that failed half-way can leave a
+            // tag on a deleted manifest, which only a plain read shows.
+            Action::Delete | Action::Untag => forget.push(target.repo),
+            Action::Copy | Action::Retag
+                if matches!(outcome, Outcome::Done | Outcome::AlreadyDone) =>
+            {
+                // The head the copy read at its source: the bytes it wrote.
+                let source = change
+                    .source
+                    .as_deref()
+                    .and_then(|s| s.parse::<ImageRef>().ok());
+                let digest = change
+                    .digest
+                    .as_deref()
+                    .and_then(|d| d.parse::<Digest>().ok());
+                let head = match (&source, &digest) {
+                    (Some(src), Some(d)) => cache
+                        .hints(&src.repo)
+                        .and_then(|h| h.values().find(|h| &h.digest == d))
+                        .cloned(),
+                    _ => None,
+                };
+                if let (Some(tag), Some(head)) = (target.tag(), head) {
+                    put.entry(target.repo.clone())
+                        .or_default()
+                        .insert(tag.clone(), head);
+                }
+            }
+            _ => {}
+        }
     }
     let merged: Vec<(RepoAddr, Heads)> = put
         .into_iter()
+        .filter(|(repo, _)| !forget.contains(repo))
         .map(|(repo, new)| {
             let mut heads = cache.hints(&repo).cloned().unwrap_or_default();
             heads.extend(new);
             (repo, heads)
         })
         .collect();
-    cache.save(merged.iter().map(|(repo, heads)| (repo, Some(heads))));
+    cache.save(
+        merged
+            .iter()
+            .map(|(repo, heads)| (repo, Some(heads)))
+            .chain(forget.iter().map(|repo| (repo, None))),
+    );
 }
 
 /// `$REGIMEN_CACHE_DIR` (empty: none), `$XDG_CACHE_HOME/regimen`, `~/.cache/regimen`.
@@ -254,13 +296,6 @@ fn dir_from(
     }
     home.and_then(absolute)
         .map(|h| h.join(".cache").join("regimen"))
-}
-
-/// One file per policy folder: two policies never trade hints back and forth.
-fn file_name(root: &Path) -> String {
-    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let hash = Sha256::digest(root.as_os_str().as_encoded_bytes());
-    format!("tags-{}.json", hex::encode(&hash[..8]))
 }
 
 /// Write-then-rename: a reader sees the old file or the new one, whole.
@@ -356,12 +391,13 @@ mod tests {
         let c = HeadCache::load_in(dir.clone(), &d, NOW);
         assert_eq!((c.hints(&src), c.hints(&dst)), (Some(&hs), None));
 
-        // Another policy folder has a file of its own.
+        // Another policy naming the same registry has the same hints (a
+        // `--git` daemon's policy folder changes with every commit).
         let other = tmp.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
         assert_eq!(
             HeadCache::load_in(dir, &desired(&other), NOW).hints(&src),
-            None
+            Some(&hs)
         );
     }
 
@@ -404,9 +440,19 @@ mod tests {
         let d = desired(tmp.path());
         let dir = Some(tmp.path().join("cache"));
         let mut c = HeadCache::load_in(dir.clone(), &d, NOW);
-        c.save([(&addr("src/a"), Some(&heads(&[("1", 1), ("2", 2)])))]);
+        let other = ManifestHead {
+            media_type: crate::registry::manifest::MediaType::OCI_INDEX.to_string(),
+            ..head(1)
+        };
+        let lying: Heads = [("x".parse().unwrap(), other)].into_iter().collect();
+        c.save([
+            (&addr("src/a"), Some(&heads(&[("1", 1), ("2", 2)]))),
+            // the same digest under another media type elsewhere: not the copy's source
+            (&addr("src/b"), Some(&lying)),
+        ]);
         let change = |action, target: &str, n: u8| Change {
             target: target.to_string(),
+            source: Some(format!("src/a@{}", head(n).digest)),
             digest: Some(head(n).digest.to_string()),
             ..Change::new(action)
         };
@@ -420,17 +466,35 @@ mod tests {
                 change(Action::Copy, "dst/a:2", 2),
                 Outcome::Failed("no".into()),
             ),
-            // a digest read nowhere (a filtered index): no hint
+            // a digest its source was not seen with (a filtered index): no hint
             (change(Action::Copy, "dst/a:3", 3), Outcome::Done),
-            (change(Action::Untag, "src/a:2", 2), Outcome::Done),
+        ];
+        record_applied_in(dir.clone(), &d, &outcomes, NOW);
+        let c = HeadCache::load_in(dir.clone(), &d, NOW);
+        assert_eq!(
+            c.hints(&addr("dst/a")),
+            Some(&heads(&[("1", 1), ("latest", 1)])),
+            "media types from the copy's source"
+        );
+        assert_eq!(c.hints(&addr("src/a")), Some(&heads(&[("1", 1), ("2", 2)])));
+
+        // A delete or untag in a repo, done or not, drops its hints: a delete
+        // that failed half-way may leave a tag on a deleted manifest.
+        let outcomes = vec![
+            (
+                change(Action::Delete, "src/a:2", 2),
+                Outcome::Failed("500".into()),
+            ),
+            (change(Action::Untag, "dst/a:latest", 1), Outcome::Done),
+            (change(Action::Copy, "dst/a:9", 1), Outcome::Done),
         ];
         record_applied_in(dir.clone(), &d, &outcomes, NOW);
         let c = HeadCache::load_in(dir, &d, NOW);
         assert_eq!(
-            c.hints(&addr("dst/a")),
-            Some(&heads(&[("1", 1), ("latest", 1)]))
+            (c.hints(&addr("src/a")), c.hints(&addr("dst/a"))),
+            (None, None)
         );
-        assert_eq!(c.hints(&addr("src/a")), Some(&heads(&[("1", 1), ("2", 2)])));
+        assert!(c.hints(&addr("src/b")).is_some(), "other repos keep theirs");
     }
 
     /// Hints are used for a day after the repo's last plain read; reads
@@ -457,7 +521,16 @@ mod tests {
         c.save([(&a, Some(&h2))]);
         let c = HeadCache::load_in(dir.clone(), &d, NOW + 2 * FRESH_SECS - 1);
         assert_eq!(c.hints(&a), Some(&h2));
-        let c = HeadCache::load_in(dir, &d, NOW);
+        let c = HeadCache::load_in(dir.clone(), &d, NOW);
         assert_eq!(c.hints(&a), None, "checked after now: the clock moved back");
+
+        // Entries past their day leave the file at the next save.
+        let b = addr("src/b");
+        let mut c = HeadCache::load_in(dir.clone(), &d, NOW + 3 * FRESH_SECS);
+        c.save([(&b, Some(&h))]);
+        let file: File =
+            serde_json::from_slice(&std::fs::read(dir.as_ref().unwrap().join(FILE_NAME)).unwrap())
+                .unwrap();
+        assert_eq!(file.repos.len(), 1, "only src/b is left");
     }
 }

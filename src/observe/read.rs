@@ -85,7 +85,7 @@ pub async fn observe(desired: &Desired, registries: &Registries, now: Timestamp)
 
     // Then the details the plan will look at, now that tags are known.
     // `wanted` runs every rule once (as long as planning itself), so it is
-    // asked again only after a read added facts; asked of the same facts it
+    // asked again only after something was read; asked of the same facts it
     // would answer the same.
     let mut w = crate::plan::wanted(desired, &observed, now);
     let mut read_any = !w.details.is_empty() || !w.indexes.is_empty();

@@ -2069,7 +2069,23 @@ impl Registry for Distribution {
             return Ok(None);
         }
         if resp.status() == StatusCode::NOT_MODIFIED {
+            // A 304 may repeat the digest; if it names another, it confirms nothing.
+            let h = resp.headers();
+            let named = header_str(h, "docker-content-digest")
+                .or_else(|| header_str(h, "etag"))
+                .map(|v| v.trim_start_matches("W/").trim_matches('"').to_string());
             return match known {
+                Some(k) if named.as_ref().is_some_and(|n| *n != k.digest.as_str()) => Err(self
+                    .fail(
+                        ErrorKind::DigestMismatch,
+                        &req.method,
+                        &req.url,
+                        format!(
+                        "asked whether the tag still holds {}, the registry answered 304 naming {}",
+                        k.digest,
+                        named.unwrap_or_default()
+                    ),
+                    )),
                 Some(k) => Ok(Some(k.clone())),
                 None => Err(self.fail(
                     ErrorKind::Other,
@@ -3192,6 +3208,9 @@ mod fake_server_tests {
                     "",
                 ),
                 ("/v2/team/api/manifests/liar", None) => resp(304, &[], ""),
+                ("/v2/team/api/manifests/other", Some(_)) => {
+                    resp(304, &[("etag", "\"sha256:0000\"")], "")
+                }
                 _ => resp(404, &[], ""),
             }
         }));
@@ -3211,6 +3230,11 @@ mod fake_server_tests {
         );
         let e = head("liar", None).await.unwrap_err().to_string();
         assert!(e.contains("304") && e.contains("not conditional"), "{e}");
+        let e = head("other", Some(known.clone()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("304 naming sha256:0000"), "{e}");
     }
 
     /// A registry that takes a PUT's body 256 KiB per `pace` (none of it,

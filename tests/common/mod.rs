@@ -92,6 +92,23 @@ impl TestRegistry {
                  `docker-registry` and `apache2-utils` packages the tests need"
             );
         }
+        // The free port can be taken between `free_port` and the registry's
+        // bind (by any connection's ephemeral port): then another one is tried.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_launch(&auth_kind, tls) {
+                Ok(reg) => return reg,
+                Err(log) if attempt < 5 && log.contains("address already in use") => continue,
+                Err(log) => panic!("{log}"),
+            }
+        }
+    }
+
+    fn try_launch(
+        auth_kind: &RegistryAuth<'_>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Result<TestRegistry, String> {
         let tempdir = tempfile::tempdir().unwrap();
         let dir = tempdir.path();
         let port = free_port();
@@ -100,11 +117,11 @@ impl TestRegistry {
         let mut auth = String::new();
         let mut creds = None;
         let mut bearer = None;
-        if let RegistryAuth::Token(server) = &auth_kind {
+        if let RegistryAuth::Token(server) = auth_kind {
             auth = server.registry_auth_yaml();
             bearer = Some(server.issuer.clone());
         }
-        if let RegistryAuth::Htpasswd(user, pass) = &auth_kind {
+        if let RegistryAuth::Htpasswd(user, pass) = auth_kind {
             creds = Some((user.clone(), pass.clone()));
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, pass])
@@ -159,24 +176,24 @@ impl TestRegistry {
             tls: tls.is_some(),
             bearer,
         };
-        reg.wait_ready();
-        reg
+        reg.wait_ready()?;
+        Ok(reg)
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
+                return Err(format!(
                     "docker-registry exited ({status}) before answering:\n{}",
                     self.log()
-                );
+                ));
             }
             if let Ok(r) = try_http(&self.host, "GET", "/v2/", &[], &[]) {
                 // A TLS listener answers plain HTTP with a 400 ("client sent an
                 // HTTP request to an HTTPS server"): it is up.
                 if r.status == 200 || r.status == 401 || (self.tls && r.status == 400) {
-                    return;
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
@@ -590,11 +607,14 @@ pub fn base64(data: &[u8]) -> String {
 pub fn regimen() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("regimen").unwrap();
     c.env("DOCKER_CONFIG", empty_docker_config());
-    // The tag cache on, as users have it, out of the tester's home (one file per policy folder).
-    c.env(
-        "REGIMEN_CACHE_DIR",
-        std::env::temp_dir().join("regimen-test-cache"),
-    );
+    // The tag cache on, as users have it, but out of the tester's home: the
+    // folder scripts/test.sh made for the run, else one for this test process.
+    if std::env::var_os("REGIMEN_CACHE_DIR").is_none() {
+        c.env(
+            "REGIMEN_CACHE_DIR",
+            std::env::temp_dir().join(format!("regimen-test-cache-{}", std::process::id())),
+        );
+    }
     c
 }
 
