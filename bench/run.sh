@@ -106,6 +106,7 @@ for rep in $(seq "$REPEAT"); do
   t0=$(now); $REGIMEN apply --auto-approve -q -C "$WORK/policy$rep" >/dev/null; t1=$(now)
   COLD+=("$(python3 -c "print($t1-$t0)")")
   COLD_FLOOR+=("$(floor_of "$(cpu src)-$c0s+$(cpu "$dst")-$c0d")")
+  cold_requests="$(( $(requests src) - cold_src0 )) + $(( $(requests "$dst") - cold_dst0 ))"
   # The no-op re-run with the tag cache the cold run left, and the same with the cache off (a
   # fresh CI runner; it writes no cache, so the order does not change what the other finds); the
   # two alternate which goes first from one repetition to the next.
