@@ -64,6 +64,12 @@ fn repo() -> Repo {
     "team/app".parse().unwrap()
 }
 
+/// Pushes SBOM number `n` for `subject` in [`repo`] (as the referrers API or its fallback).
+fn push_sbom(reg: &dyn regimen::registry::Registry, subject: &Digest, n: u8) -> Digest {
+    let body = format!("{{\"bom\":{n}}}");
+    block_on(push_referrer(reg, &repo(), subject, SBOM, body.as_bytes())).unwrap()
+}
+
 fn ref_tag(subject: &Digest, suffix: &str) -> Tag {
     format!("{}{suffix}", subject.as_str().replace(':', "-"))
         .parse()
@@ -104,14 +110,7 @@ fn referrers_attached_after_the_copy_follow_it_and_runs_converge() {
 
     // Signed later, OCI-style (an SBOM referrer: the fallback index) and
     // cosign-style (a `.sig` tag).
-    let sbom = block_on(push_referrer(
-        s.as_ref(),
-        &repo(),
-        &subject,
-        SBOM,
-        b"{\"bom\":1}",
-    ))
-    .unwrap();
+    let sbom = push_sbom(s.as_ref(), &subject, 1);
     // The SBOM is signed too (a referrer of the referrer): it follows the
     // SBOM, as on a first copy.
     let sbom_sig = block_on(push_referrer(
@@ -172,14 +171,7 @@ fn referrers_attached_after_the_copy_follow_it_and_runs_converge() {
     assert_eq!(plan(&dir).0, 0, "a second run changes nothing");
 
     // A second SBOM: the target's index is a subset of the source's, so it moves.
-    let sbom2 = block_on(push_referrer(
-        s.as_ref(),
-        &repo(),
-        &subject,
-        SBOM,
-        b"{\"bom\":2}",
-    ))
-    .unwrap();
+    let sbom2 = push_sbom(s.as_ref(), &subject, 2);
     let (code, v) = plan(&dir);
     assert_eq!(code, 2);
     let old = dst.digest("team/app", ref_tag(&subject, "").as_str());
@@ -206,14 +198,7 @@ fn referrers_attached_after_the_copy_follow_it_and_runs_converge() {
     assert_eq!(plan(&dir).0, 0, "the target's extra referrer is left alone");
     // The source then gains one too: the two cannot be reconciled without
     // merging, which regimen does not do; it says so and writes nothing.
-    block_on(push_referrer(
-        s.as_ref(),
-        &repo(),
-        &subject,
-        SBOM,
-        b"{\"bom\":3}",
-    ))
-    .unwrap();
+    push_sbom(s.as_ref(), &subject, 3);
     let (_, v) = plan(&dir);
     assert!(changes(&v).is_empty(), "{v:#}");
     let blocked = v["blocked"].as_array().unwrap();
@@ -361,14 +346,7 @@ fn late_referrers_down_a_chain(kind: &str) {
     assert_eq!(dst.digest("team/app2", "1.0"), subject.to_string());
     assert_eq!(plan(&dir).0, 0);
 
-    let sbom = block_on(push_referrer(
-        s.as_ref(),
-        &repo(),
-        &subject,
-        SBOM,
-        b"{\"bom\":1}",
-    ))
-    .unwrap();
+    let sbom = push_sbom(s.as_ref(), &subject, 1);
     let sig_tag = ref_tag(&subject, ".sig");
     block_on(push_image(
         s.as_ref(),
@@ -627,14 +605,7 @@ fn a_referrer_shared_by_many_copied_tags_is_read_once() {
     for t in ["1", "latest", "stable"] {
         block_on(s.put_manifest(&repo(), Some(&t.parse().unwrap()), &m)).unwrap();
     }
-    let sbom = block_on(push_referrer(
-        s.as_ref(),
-        &repo(),
-        &subject,
-        SBOM,
-        b"{\"bom\":1}",
-    ))
-    .unwrap();
+    let sbom = push_sbom(s.as_ref(), &subject, 1);
     let before = src.log().lines().count();
     apply(&dir);
     let sbom_reads = src

@@ -4065,12 +4065,7 @@ mod fake_server_tests {
             resp(401, &[("www-authenticate", &realm)], "")
         }));
         addr_cell.set(addr.clone()).unwrap();
-        std::env::set_var("REGIMEN_FAKE_PW", "pw");
-        let auth = Auth {
-            username: Some("bob".into()),
-            password_env: Some("REGIMEN_FAKE_PW".into()),
-            ..Auth::default()
-        };
+        let auth = bob_with("REGIMEN_FAKE_PW", "pw");
         let d = dist(&addr, Some(auth));
         for _ in 0..3 {
             assert!(d.get_manifest(&repo(), "1.0").await.unwrap().is_some());
@@ -4119,12 +4114,7 @@ mod fake_server_tests {
             resp(401, &[("www-authenticate", &ch)], "")
         }));
         addr_cell.set(addr.clone()).unwrap();
-        std::env::set_var("REGIMEN_FAKE_PW3", "pw");
-        let auth = Auth {
-            username: Some("bob".into()),
-            password_env: Some("REGIMEN_FAKE_PW3".into()),
-            ..Auth::default()
-        };
+        let auth = bob_with("REGIMEN_FAKE_PW3", "pw");
         let d = dist(&addr, Some(auth));
         async fn all(d: &Distribution) {
             futures_util::future::join_all((0..8).map(|_| async {
@@ -4171,12 +4161,7 @@ mod fake_server_tests {
             resp(401, &[("www-authenticate", &ch)], "")
         }));
         addr_cell.set(addr.clone()).unwrap();
-        std::env::set_var("REGIMEN_FAKE_PW4", "pw");
-        let auth = Auth {
-            username: Some("bob".into()),
-            password_env: Some("REGIMEN_FAKE_PW4".into()),
-            ..Auth::default()
-        };
+        let auth = bob_with("REGIMEN_FAKE_PW4", "pw");
         let d = dist(&addr, Some(auth));
         d.put_manifest(&repo(), Some(&"1.0".parse().unwrap()), &m)
             .await
@@ -4238,12 +4223,7 @@ mod fake_server_tests {
             resp(401, &[("www-authenticate", &realm)], "")
         }));
         addr_cell.set(addr.clone()).unwrap();
-        let auth = Auth {
-            username: Some("bob".into()),
-            password_env: Some("REGIMEN_FAKE_PW2".into()),
-            ..Auth::default()
-        };
-        std::env::set_var("REGIMEN_FAKE_PW2", "nope");
+        let auth = bob_with("REGIMEN_FAKE_PW2", "nope");
         let d = dist(&addr, Some(auth));
         let e = d.list_tags(&repo()).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Denied, "{e}");
@@ -4324,12 +4304,7 @@ mod fake_server_tests {
             }
             bearer_challenge(own, "/token")
         });
-        std::env::set_var("REGIMEN_FAKE_PW_403", "right");
-        let auth = Auth {
-            username: Some("bob".into()),
-            password_env: Some("REGIMEN_FAKE_PW_403".into()),
-            ..Auth::default()
-        };
+        let auth = bob_with("REGIMEN_FAKE_PW_403", "right");
         let d = dist(&addr, Some(auth));
         assert_eq!(d.list_tags(&repo()).await.unwrap().len(), 1);
         let other: Repo = "team/other".parse().unwrap();
@@ -4419,10 +4394,15 @@ mod fake_server_tests {
     }
 
     fn bob() -> Auth {
-        std::env::set_var("REGIMEN_FAKE_PW3", "pw");
+        bob_with("REGIMEN_FAKE_PW3", "pw")
+    }
+
+    /// User `bob` with his password in the environment variable `var`.
+    fn bob_with(var: &str, password: &str) -> Auth {
+        std::env::set_var(var, password);
         Auth {
             username: Some("bob".into()),
-            password_env: Some("REGIMEN_FAKE_PW3".into()),
+            password_env: Some(var.into()),
             ..Auth::default()
         }
     }
