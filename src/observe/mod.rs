@@ -14,7 +14,7 @@ use crate::model::{Digest, RepoAddr, Tag, Timestamp};
 
 pub use hosts::observe_hosts;
 pub use read::{
-    escaped, is_invisible, observe, printable, read_repo, read_repo_heads, read_repos, Registries,
+    escaped, is_invisible, observe, printable, read_repo_heads, read_repos, Registries,
 };
 pub(crate) use read::{read_details, read_reports};
 

@@ -447,7 +447,7 @@ pub(crate) async fn read_details(
     }
 }
 
-/// [`read_repo`] of each repo, a few at a time across the registries.
+/// [`read_repo_heads`] of each repo, a few at a time across the registries.
 pub async fn read_repos(
     registries: &Registries,
     repos: impl IntoIterator<Item = RepoAddr>,
@@ -496,12 +496,8 @@ const REREAD_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// A listed tag whose manifest is not found makes the read an error (after
 /// reading again a few times): that is unknown, never "the tag is gone" (a
 /// mirror would prune it, a delete would miss that it holds an image).
-pub async fn read_repo(reg: &dyn Registry, repo: &RepoAddr) -> Result<RepoState, RegistryError> {
-    Ok(read_repo_heads(reg, repo).await?.0)
-}
-
-/// [`read_repo`], keeping what each tag's HEAD said besides the digest (its
-/// media type tells an index from an image without reading it).
+/// Each tag's HEAD is kept besides its digest (its media type tells an index
+/// from an image without reading it).
 pub async fn read_repo_heads(
     reg: &dyn Registry,
     repo: &RepoAddr,
